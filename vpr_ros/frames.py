@@ -1,0 +1,171 @@
+"""Frames and the one place where image messages become RGB arrays.
+
+``image_msg_to_rgb`` works on rclpy messages and rosbags messages alike (duck typing on
+``height``, ``width``, ``encoding``, ``step``, ``is_bigendian``, ``data``), honours ``step``
+(row padding) and byte order, and raises :class:`ImageDecodeError` for anything malformed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.errors import ImageDecodeError
+
+
+@dataclass(frozen=True)
+class Pose:
+    """A pose in the map frame: position (x, y, z) in metres, orientation quaternion (x, y, z, w)."""
+
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def yaw(self) -> float:
+        x, y, z, w = self.orientation
+        return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+    @staticmethod
+    def from_xy_yaw(x: float, y: float, yaw: float, z: float = 0.0) -> 'Pose':
+        return Pose((float(x), float(y), float(z)), (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)))
+
+
+@dataclass
+class Frame:
+    """One camera frame: stamp in seconds, HxWx3 uint8 RGB, optional ground-truth/odometry pose."""
+
+    stamp: float
+    rgb: np.ndarray
+    pose: Pose | None = None
+    source: str = ''
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# encoding -> (channels, numpy dtype, channel order to RGB)
+_ENCODINGS: dict[str, tuple[int, str, str]] = {
+    'rgb8': (3, 'u1', 'rgb'), 'bgr8': (3, 'u1', 'bgr'),
+    'rgba8': (4, 'u1', 'rgba'), 'bgra8': (4, 'u1', 'bgra'),
+    'mono8': (1, 'u1', 'mono'), '8UC1': (1, 'u1', 'mono'), '8UC3': (3, 'u1', 'bgr'),
+    'mono16': (1, 'u2', 'mono'), '16UC1': (1, 'u2', 'mono'),
+    'rgb16': (3, 'u2', 'rgb'), 'bgr16': (3, 'u2', 'bgr'),
+    'rgba16': (4, 'u2', 'rgba'), 'bgra16': (4, 'u2', 'bgra'),
+    '32FC1': (1, 'f4', 'mono'),
+    'bayer_rggb8': (1, 'u1', 'bayer_rggb'), 'bayer_bggr8': (1, 'u1', 'bayer_bggr'),
+    'bayer_gbrg8': (1, 'u1', 'bayer_gbrg'), 'bayer_grbg8': (1, 'u1', 'bayer_grbg'),
+    'yuv422': (2, 'u1', 'uyvy'), 'uyvy': (2, 'u1', 'uyvy'), 'yuv422_yuy2': (2, 'u1', 'yuyv'),
+}
+
+SUPPORTED_ENCODINGS = tuple(sorted(_ENCODINGS))
+
+
+def _buffer(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
+
+
+def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_bigendian: bool,
+                       data: Any) -> np.ndarray:
+    """Return the image as (H, W, C) in its native dtype, honouring ``step`` and endianness."""
+    if encoding not in _ENCODINGS:
+        raise ImageDecodeError('unknown encoding', f'{encoding!r} (supported: {", ".join(SUPPORTED_ENCODINGS)})')
+    channels, kind, _ = _ENCODINGS[encoding]
+    dtype = np.dtype(kind).newbyteorder('>' if is_bigendian else '<')
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError('empty image', f'{width}x{height}')
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageDecodeError('bad step', f'step {step} < width*channels*bytes {row_bytes} ({encoding})')
+    buf = _buffer(data)
+    if buf.size < step * (height - 1) + row_bytes:
+        raise ImageDecodeError('truncated image',
+                               f'{buf.size} bytes for {width}x{height} {encoding} with step {step}')
+    rows = buf[: step * height] if buf.size >= step * height else np.concatenate(
+        [buf, np.zeros(step * height - buf.size, np.uint8)])
+    rows = rows.reshape(height, step)[:, :row_bytes]
+    arr = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+    return arr.astype(dtype.newbyteorder('='), copy=False)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == 'u':
+        return (arr >> (8 * arr.dtype.itemsize - 8)).astype(np.uint8)
+    finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return ((finite - lo) * scale).astype(np.uint8)
+
+
+def array_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Convert a native (H, W, C) array of the given encoding to contiguous uint8 RGB."""
+    import cv2
+
+    order = _ENCODINGS[encoding][2]
+    if order.startswith('bayer'):
+        code = {'bayer_rggb': cv2.COLOR_BayerBG2RGB, 'bayer_bggr': cv2.COLOR_BayerRG2RGB,
+                'bayer_gbrg': cv2.COLOR_BayerGR2RGB, 'bayer_grbg': cv2.COLOR_BayerGB2RGB}[order]
+        return cv2.cvtColor(np.ascontiguousarray(arr[..., 0]), code)
+    if order in ('uyvy', 'yuyv'):
+        code = cv2.COLOR_YUV2RGB_UYVY if order == 'uyvy' else cv2.COLOR_YUV2RGB_YUY2
+        return cv2.cvtColor(np.ascontiguousarray(arr), code)
+    arr = _to_uint8(arr)
+    if order == 'mono':
+        return np.ascontiguousarray(np.repeat(arr, 3, axis=2))
+    if order in ('bgr', 'bgra'):
+        return np.ascontiguousarray(arr[..., 2::-1])
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def image_msg_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image (rclpy or rosbags) -> HxWx3 uint8 RGB."""
+    arr = raw_image_to_array(int(msg.height), int(msg.width), str(msg.encoding), int(msg.step),
+                             bool(msg.is_bigendian), msg.data)
+    return array_to_rgb(arr, str(msg.encoding))
+
+
+def compressed_to_rgb(data: Any) -> np.ndarray:
+    """JPEG/PNG bytes (sensor_msgs/CompressedImage.data) -> HxWx3 uint8 RGB."""
+    import cv2
+
+    buf = _buffer(data)
+    if buf.size == 0:
+        raise ImageDecodeError('undecodable compressed image', 'empty data')
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageDecodeError('undecodable compressed image', f'{buf.size} bytes are not a JPEG/PNG image')
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def msg_to_rgb(msg: Any) -> np.ndarray:
+    """Any image message: CompressedImage is recognised by its ``format`` field."""
+    if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
+        return compressed_to_rgb(msg.data)
+    return image_msg_to_rgb(msg)
+
+
+def read_image_file(path: str) -> np.ndarray:
+    """Read an image file to RGB; raises ImageDecodeError for unreadable or truncated files."""
+    import cv2
+
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageDecodeError('unreadable image file', f'{path}: {exc.strerror}') from exc
+    img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    if img is None:
+        raise ImageDecodeError('undecodable image file', path)
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def validate_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Check an array is HxWx3 uint8 (the encoders' input contract)."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        shape = getattr(rgb, 'shape', None)
+        raise ImageDecodeError('bad array', f'expected HxWx3 uint8, got {shape} {getattr(rgb, "dtype", "")}')
+    if rgb.shape[0] < 8 or rgb.shape[1] < 8:
+        raise ImageDecodeError('image too small', f'{rgb.shape[1]}x{rgb.shape[0]}')
+    return rgb

@@ -1,0 +1,228 @@
+"""VprMap: places + descriptors + index, loaded, grown, searched and saved atomically.
+
+On disk (one directory, written to a temporary sibling and renamed into place)::
+
+    map.yaml            MapMeta: schema, encoder identity, counts, dtype, index spec
+    places.sqlite       places(id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source)
+    descriptors.npy     (vectors, dim) float32 or float16, memory-mappable
+    owners.npy          (vectors,) int64: the place id of every descriptor row
+    encoder_state.npz   arrays the encoder fitted on this map (vocabulary, PCA); no pickle
+    index.faiss         derived from descriptors.npy; rebuilt if missing
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.errors import MapError
+from vpr_ros.frames import Pose
+from vpr_ros.mapdb import index as faiss_index
+from vpr_ros.mapdb.meta import MapMeta, compatibility_problems
+
+_FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
+
+
+@dataclass(frozen=True)
+class Place:
+    id: int
+    stamp: float
+    pose: Pose | None
+    source: str = ''
+
+
+@dataclass(frozen=True)
+class Match:
+    """One retrieval candidate: the place, its similarity score, and (multi-vector) its votes."""
+
+    place_id: int
+    score: float
+    stamp: float
+    pose: Pose | None
+
+
+class VprMap:
+    def __init__(self, meta: MapMeta, places: list[Place] | None = None,
+                 descriptors: np.ndarray | None = None, owners: np.ndarray | None = None,
+                 encoder_state: dict[str, np.ndarray] | None = None, index=None) -> None:
+        self.meta = meta
+        self.places: list[Place] = list(places or [])
+        dim = meta.dim
+        self.descriptors = (np.zeros((0, dim), np.float32) if descriptors is None
+                            else np.asarray(descriptors))
+        self.owners = np.zeros(0, np.int64) if owners is None else np.asarray(owners, np.int64)
+        self.encoder_state = dict(encoder_state or {})
+        self._index = index
+        self._pending: list[np.ndarray] = []  # rows added since the index was built
+        self._place_row = {p.id: i for i, p in enumerate(self.places)}
+
+    # ----- building ---------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, encoder_identity: dict[str, Any], index: str = 'flat', dtype: str = 'float32',
+              encoder_state: dict[str, np.ndarray] | None = None, build: dict[str, Any] | None = None) -> 'VprMap':
+        if dtype not in ('float32', 'float16'):
+            raise MapError(f'descriptor dtype must be float32 or float16, got {dtype!r}')
+        meta = MapMeta(encoder=dict(encoder_identity), index=index, dtype=dtype, build=dict(build or {}))
+        return cls(meta, encoder_state=encoder_state)
+
+    def add(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '') -> Place:
+        """Append one place with its descriptor(s); returns the new Place (ids are 0, 1, 2, ...)."""
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        if vectors.shape[1] != self.meta.dim:
+            raise MapError(f'descriptor dim {vectors.shape[1]} does not match the map ({self.meta.dim})')
+        if not self.meta.multi_vector and vectors.shape[0] != 1:
+            raise MapError('a global-descriptor map takes exactly one vector per place')
+        place = Place(len(self.places), float(stamp), pose, source)
+        self.places.append(place)
+        self._place_row[place.id] = place.id
+        self.descriptors = np.concatenate([self.descriptors, vectors.astype(self.descriptors.dtype)], axis=0)
+        self.owners = np.concatenate([self.owners, np.full(len(vectors), place.id, np.int64)])
+        if self._index is not None:
+            self._pending.append(vectors)
+        self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
+        return place
+
+    # ----- searching --------------------------------------------------------------------------
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = faiss_index.build_index(self.descriptors.astype(np.float32), self.meta.index)
+            self._pending = []
+        elif self._pending:
+            self._index.add(np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32))
+            self._pending = []
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def place(self, place_id: int) -> Place:
+        return self.places[self._place_row[place_id]]
+
+    def search(self, vectors: np.ndarray, k: int, exclude: set[int] | None = None) -> list[Match]:
+        """Top-k places for one query (its vector, or its set of vectors for multi-vector maps)."""
+        from vpr_ros.matching.retrieval import rank_places
+
+        if not self.places:
+            return []
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        ranked = rank_places(self, vectors, k, exclude or set())
+        return [Match(pid, float(score), self.places[pid].stamp, self.places[pid].pose) for pid, score in ranked]
+
+    def check_encoder(self, identity: dict[str, Any]) -> None:
+        problems = compatibility_problems(self.meta.encoder, identity)
+        if problems:
+            raise MapError('map and encoder do not match: ' + '; '.join(problems))
+
+    # ----- disk ---------------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write atomically: build in a temporary sibling directory, then swap it into place."""
+        path = os.path.abspath(path)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.tmp-', dir=parent)
+        try:
+            self._write_into(tmp)
+            old = None
+            if os.path.exists(path):
+                if not os.path.isfile(os.path.join(path, 'map.yaml')) and os.listdir(path):
+                    raise MapError(f'{path} exists and is not a vpr_ros map; refusing to replace it')
+                old = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.old-', dir=parent)
+                os.rmdir(old)
+                os.rename(path, old)
+            os.rename(tmp, path)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write_into(self, directory: str) -> None:
+        self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
+        np.save(os.path.join(directory, 'descriptors.npy'), self.descriptors.astype(self.meta.dtype))
+        np.save(os.path.join(directory, 'owners.npy'), self.owners)
+        np.savez(os.path.join(directory, 'encoder_state.npz'), **self.encoder_state)
+        with sqlite3.connect(os.path.join(directory, 'places.sqlite')) as db:
+            db.execute('CREATE TABLE places (id INTEGER PRIMARY KEY, stamp REAL NOT NULL, x REAL, y REAL, '
+                       'z REAL, qx REAL, qy REAL, qz REAL, qw REAL, has_pose INTEGER NOT NULL, source TEXT)')
+            db.executemany('INSERT INTO places VALUES (?,?,?,?,?,?,?,?,?,?,?)', [
+                (p.id, p.stamp, *(p.pose.position if p.pose else (None,) * 3),
+                 *(p.pose.orientation if p.pose else (None,) * 4), int(p.pose is not None), p.source)
+                for p in self.places])
+        db.close()
+        if len(self.owners):
+            faiss_index.write_index(self.index, os.path.join(directory, 'index.faiss'))
+        with open(os.path.join(directory, 'map.yaml'), 'w', encoding='utf-8') as fh:
+            fh.write(self.meta.to_yaml())
+        for name in os.listdir(directory):
+            with open(os.path.join(directory, name), 'rb') as fh:
+                os.fsync(fh.fileno())
+
+    @classmethod
+    def load(cls, path: str, encoder_identity: dict[str, Any] | None = None, mmap: bool = False) -> 'VprMap':
+        """Load and validate a map; with ``encoder_identity`` refuse a map of another encoder/config."""
+        if not os.path.isdir(path):
+            raise MapError(f'map not found: {path}')
+        missing = [f for f in _FILES if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise MapError(f'{path} is not a complete vpr_ros map (missing {", ".join(missing)})')
+        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
+            meta = MapMeta.from_yaml(fh.read(), path)
+        if encoder_identity is not None:
+            problems = compatibility_problems(meta.encoder, encoder_identity)
+            if problems:
+                raise MapError(f'{path}: ' + '; '.join(problems))
+        try:
+            descriptors = np.load(os.path.join(path, 'descriptors.npy'), mmap_mode='r' if mmap else None,
+                                  allow_pickle=False)
+            owners = np.load(os.path.join(path, 'owners.npy'), allow_pickle=False)
+            state_path = os.path.join(path, 'encoder_state.npz')
+            state = {}
+            if os.path.isfile(state_path):
+                with np.load(state_path, allow_pickle=False) as npz:
+                    state = {k: npz[k] for k in npz.files}
+            places = _read_places(os.path.join(path, 'places.sqlite'))
+        except (ValueError, OSError, sqlite3.Error, KeyError) as exc:
+            raise MapError(f'{path} is corrupt: {type(exc).__name__}: {str(exc)[:200]}') from exc
+        if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
+            raise MapError(f'{path} is corrupt: descriptors {descriptors.shape} vs dim {meta.dim}')
+        if len(owners) != len(descriptors) or len(places) != meta.count or len(descriptors) != meta.vectors:
+            raise MapError(f'{path} is corrupt: {len(places)} places, {len(descriptors)} descriptors, '
+                           f'{len(owners)} owners; map.yaml says {meta.count} places, {meta.vectors} vectors')
+        if len(owners) and (owners.min() < 0 or owners.max() >= len(places)):
+            raise MapError(f'{path} is corrupt: descriptor owners point outside the places table')
+        index = None
+        index_path = os.path.join(path, 'index.faiss')
+        if os.path.isfile(index_path):
+            try:
+                index = faiss_index.read_index(index_path)
+            except RuntimeError:
+                index = None  # derived data: rebuilt from the descriptors below
+            if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
+                index = None
+        return cls(meta, places, descriptors, owners, state, index)
+
+
+def _read_places(path: str) -> list[Place]:
+    db = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    try:
+        rows = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
+                          'ORDER BY id').fetchall()
+    finally:
+        db.close()
+    places = []
+    for i, (pid, stamp, x, y, z, qx, qy, qz, qw, has_pose, source) in enumerate(rows):
+        if pid != i:
+            raise ValueError(f'place ids must be 0..N-1 in order (row {i} has id {pid})')
+        pose = Pose((x, y, z), (qx, qy, qz, qw)) if has_pose else None
+        places.append(Place(pid, stamp, pose, source or ''))
+    return places

@@ -1,0 +1,1 @@
+"""Matching: ranking places for a query, and loop-closure acceptance."""
