@@ -1,0 +1,8 @@
+"""Test-wide setup: DDS isolation and field checking for any test that touches rclpy."""
+import os
+
+# A unique domain per test run; localhost-only discovery; message fields validated on assignment.
+os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 200))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'
+os.environ.setdefault('MPLBACKEND', 'Agg')

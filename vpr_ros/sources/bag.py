@@ -1,0 +1,245 @@
+"""rosbag2 (sqlite3 or mcap) reading and writing with ``rosbags`` (no ROS installation needed).
+
+Reading yields :class:`Frame` objects with the pose interpolated at each image stamp (linear in
+position, slerp in orientation) from a ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped`` or
+``geometry_msgs/PoseWithCovarianceStamped`` topic. Images outside the pose stream's time span
+are skipped and counted; a bag where no image is covered is an error.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.errors import ImageDecodeError, SourceError
+from vpr_ros.frames import Frame, Pose, msg_to_rgb
+from vpr_ros.skips import SkipCounter
+
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+POSE_TYPES = ('nav_msgs/msg/Odometry', 'geometry_msgs/msg/PoseStamped',
+              'geometry_msgs/msg/PoseWithCovarianceStamped')
+# Gaps in the pose stream longer than this are not interpolated across.
+MAX_POSE_GAP_S = 1.0
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.LATEST)
+
+
+def stamp_of(header: Any, fallback_ns: int) -> float:
+    sec, nsec = int(header.stamp.sec), int(header.stamp.nanosec)
+    return sec + nsec * 1e-9 if (sec or nsec) else fallback_ns * 1e-9
+
+
+def pose_of_msg(msg: Any, msgtype: str) -> Pose:
+    pose = msg.pose if msgtype == 'geometry_msgs/msg/PoseStamped' else msg.pose.pose
+    p, q = pose.position, pose.orientation
+    return Pose((float(p.x), float(p.y), float(p.z)), (float(q.x), float(q.y), float(q.z), float(q.w)))
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + t * (q1 - q0)
+    else:
+        theta = np.arccos(dot)
+        q = (np.sin((1 - t) * theta) * q0 + np.sin(t * theta) * q1) / np.sin(theta)
+    return q / np.linalg.norm(q)
+
+
+class PoseTrack:
+    """Timestamped poses with interpolation; ``at(t)`` is None outside coverage or across gaps."""
+
+    def __init__(self, stamps: Sequence[float], poses: Sequence[Pose], max_gap: float = MAX_POSE_GAP_S) -> None:
+        order = np.argsort(np.asarray(stamps, np.float64), kind='stable')
+        self.stamps = np.asarray(stamps, np.float64)[order]
+        self.positions = np.array([poses[i].position for i in order], np.float64).reshape(-1, 3)
+        self.orientations = np.array([poses[i].orientation for i in order], np.float64).reshape(-1, 4)
+        self.max_gap = max_gap
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def at(self, t: float) -> Pose | None:
+        if not len(self.stamps) or t < self.stamps[0] - 1e-6 or t > self.stamps[-1] + 1e-6:
+            return None
+        i = int(np.searchsorted(self.stamps, t))
+        if i < len(self.stamps) and abs(self.stamps[i] - t) < 1e-9:
+            return Pose(tuple(float(v) for v in self.positions[i]), tuple(float(v) for v in self.orientations[i]))
+        i0, i1 = max(i - 1, 0), min(i, len(self.stamps) - 1)
+        t0, t1 = self.stamps[i0], self.stamps[i1]
+        if t1 - t0 > self.max_gap:
+            return None
+        a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+        pos = (1 - a) * self.positions[i0] + a * self.positions[i1]
+        quat = _slerp(self.orientations[i0], self.orientations[i1], a)
+        return Pose(tuple(float(v) for v in pos), tuple(float(v) for v in quat))
+
+
+class BagSource:
+    """Frames of one image topic of a rosbag2, with poses from one pose topic."""
+
+    def __init__(self, path: str, image_topic: str | None = None, pose_topic: str | None = None,
+                 skips: SkipCounter | None = None) -> None:
+        if not os.path.exists(path):
+            raise SourceError(f'bag not found: {path}')
+        self.path = path
+        self.skips = skips or SkipCounter()
+        self._store = _typestore()
+        try:
+            with self._reader() as reader:
+                topics = {c.topic: c.msgtype for c in reader.connections}
+                counts = {c.topic: c.msgcount for c in reader.connections}
+        except SourceError:
+            raise
+        except Exception as exc:  # rosbags raises several types for unreadable bags
+            raise SourceError(f'cannot read bag {path}: {type(exc).__name__}: {str(exc)[:200]}') from exc
+        self.image_topic = self._pick(topics, image_topic, IMAGE_TYPES, 'image')
+        self.pose_topic = self._pick(topics, pose_topic, POSE_TYPES, 'pose', required=False)
+        self.image_count = counts.get(self.image_topic, 0)
+        if self.image_count == 0:
+            raise SourceError(f'bag {path}: topic {self.image_topic} has no messages')
+
+    def _reader(self):
+        from rosbags.highlevel import AnyReader
+
+        from pathlib import Path
+
+        return AnyReader([Path(self.path)], default_typestore=self._store)
+
+    def _pick(self, topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str,
+              required: bool = True) -> str | None:
+        if wanted:
+            if wanted not in topics:
+                raise SourceError(f'bag {self.path}: no topic {wanted}; topics: '
+                                  + ', '.join(f'{t} ({m})' for t, m in sorted(topics.items())))
+            if topics[wanted] not in types:
+                raise SourceError(f'bag {self.path}: {wanted} is {topics[wanted]}, expected one of {types}')
+            return wanted
+        candidates = sorted(t for t, m in topics.items() if m in types)
+        if len(candidates) == 1 or (candidates and not required):
+            return candidates[0] if len(candidates) == 1 else None
+        if not candidates:
+            if not required:
+                return None
+            raise SourceError(f'bag {self.path}: no {what} topic (types {", ".join(types)})')
+        raise SourceError(f'bag {self.path}: several {what} topics ({", ".join(candidates)}); name one')
+
+    def pose_track(self) -> PoseTrack:
+        if not self.pose_topic:
+            raise SourceError(f'bag {self.path}: no pose topic (Odometry/PoseStamped/'
+                              'PoseWithCovarianceStamped); name one or build without poses')
+        stamps, poses = [], []
+        with self._reader() as reader:
+            conns = [c for c in reader.connections if c.topic == self.pose_topic]
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamps.append(stamp_of(msg.header, t_ns))
+                poses.append(pose_of_msg(msg, conn.msgtype))
+        if not poses:
+            raise SourceError(f'bag {self.path}: pose topic {self.pose_topic} has no messages')
+        return PoseTrack(stamps, poses)
+
+    def frames(self, require_pose: bool = True) -> Iterator[Frame]:
+        """Decoded frames in bag order; undecodable images and uncovered stamps are counted skips."""
+        track = self.pose_track() if (require_pose or self.pose_topic) else None
+        covered = 0
+        with self._reader() as reader:
+            conns = [c for c in reader.connections if c.topic == self.image_topic]
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    rgb = msg_to_rgb(msg)
+                    stamp = stamp_of(msg.header, t_ns)
+                except ImageDecodeError as exc:
+                    self.skips.skip(exc.kind, str(exc))
+                    continue
+                except Exception as exc:  # undeserializable CDR
+                    self.skips.skip('undeserializable message', f'{type(exc).__name__}: {str(exc)[:120]}')
+                    continue
+                pose = track.at(stamp) if track is not None else None
+                if require_pose and pose is None:
+                    self.skips.skip('no pose coverage', f'image at {stamp:.3f}s is outside the '
+                                    f'{self.pose_topic} stream')
+                    continue
+                covered += 1
+                yield Frame(stamp, rgb, pose, source=f'{os.path.basename(self.path.rstrip("/"))}:{t_ns}')
+        if require_pose and covered == 0:
+            raise SourceError(f'bag {self.path}: no image of {self.image_topic} is covered by poses '
+                              f'of {self.pose_topic}')
+
+
+def write_bag(path: str, frames: Iterable[Frame], *, storage: str = 'sqlite3',
+              image_topic: str = '/camera/image_raw', pose_topic: str = '/odom',
+              compressed: bool = False, poses: Sequence[tuple[float, Pose]] | None = None,
+              frame_id: str = 'camera', map_frame: str = 'map', clock: bool = True) -> int:
+    """Write frames (and an odometry stream) to a new rosbag2; returns the number of images.
+
+    ``poses``: the odometry stream as (stamp, Pose); when None, each frame's own pose is written
+    at the frame's stamp. ``clock`` adds /clock messages (one per image) for sim-time replay.
+    """
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = _typestore()
+    T = store.types
+    Header, Time = T['std_msgs/msg/Header'], T['builtin_interfaces/msg/Time']
+    image_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
+    plugin = {'sqlite3': StoragePlugin.SQLITE3, 'mcap': StoragePlugin.MCAP}.get(storage)
+    if plugin is None:
+        raise SourceError(f'unknown bag storage {storage!r} (sqlite3 or mcap)')
+
+    def header(t: float, frame: str):
+        ns = int(round(t * 1e9))
+        return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id=frame)
+
+    def odom(t: float, pose: Pose):
+        geo = T['geometry_msgs/msg/Pose'](
+            position=T['geometry_msgs/msg/Point'](x=pose.position[0], y=pose.position[1], z=pose.position[2]),
+            orientation=T['geometry_msgs/msg/Quaternion'](x=pose.orientation[0], y=pose.orientation[1],
+                                                          z=pose.orientation[2], w=pose.orientation[3]))
+        zero3 = T['geometry_msgs/msg/Vector3'](x=0.0, y=0.0, z=0.0)
+        return T['nav_msgs/msg/Odometry'](
+            header=header(t, map_frame), child_frame_id='base_link',
+            pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=geo, covariance=np.zeros(36)),
+            twist=T['geometry_msgs/msg/TwistWithCovariance'](
+                twist=T['geometry_msgs/msg/Twist'](linear=zero3, angular=zero3), covariance=np.zeros(36)))
+
+    if os.path.exists(path):
+        raise SourceError(f'{path} exists; refusing to overwrite a bag')
+    written = 0
+    messages: list[tuple[int, str, Any, str]] = []
+    for frame in frames:
+        ns = int(round(frame.stamp * 1e9))
+        if compressed:
+            ok, buf = cv2.imencode('.jpg', np.ascontiguousarray(frame.rgb[..., ::-1]),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 92])
+            msg = T[image_type](header=header(frame.stamp, frame_id), format='rgb8; jpeg compressed bgr8',
+                                data=np.frombuffer(buf.tobytes(), np.uint8))
+        else:
+            h, w = frame.rgb.shape[:2]
+            msg = T[image_type](header=header(frame.stamp, frame_id), height=h, width=w, encoding='rgb8',
+                                is_bigendian=0, step=w * 3, data=np.ascontiguousarray(frame.rgb).reshape(-1))
+        messages.append((ns, image_topic, msg, image_type))
+        if clock:
+            messages.append((ns, '/clock', T['rosgraph_msgs/msg/Clock'](clock=header(frame.stamp, '').stamp),
+                             'rosgraph_msgs/msg/Clock'))
+        if poses is None and frame.pose is not None:
+            messages.append((ns, pose_topic, odom(frame.stamp, frame.pose), 'nav_msgs/msg/Odometry'))
+        written += 1
+    for t, pose in poses or []:
+        messages.append((int(round(t * 1e9)), pose_topic, odom(t, pose), 'nav_msgs/msg/Odometry'))
+    messages.sort(key=lambda m: m[0])
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for ns, topic, msg, msgtype in messages:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(conns[topic], ns, store.serialize_cdr(msg, msgtype))
+    return written
