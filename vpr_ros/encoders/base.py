@@ -193,7 +193,9 @@ class Encoder(ABC):
 
 
 # ----- registry ----------------------------------------------------------------------------
-_NOT_ENCODERS = frozenset({'base', 'weights', 'preprocessing', 'torch_encoder', 'backbones', 'aggregators'})
+# Modules of this package that are building blocks, not encoders.
+_NOT_ENCODERS = frozenset({'base', 'weights', 'torch_encoder', 'backbones', 'aggregators', 'local_features',
+                           'catalog', 'segments', 'supersegments'})
 
 
 def available_encoders() -> list[str]:

@@ -3,7 +3,8 @@
 On disk (one directory, written to a temporary sibling and renamed into place)::
 
     map.yaml            MapMeta: schema, encoder identity, counts, dtype, index spec
-    places.sqlite       places(id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source)
+    places.sqlite       places(id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source);
+                        thumbnails(id, jpeg) small previews for reports and RViz (optional)
     descriptors.npy     (vectors, dim) float32 or float16, memory-mappable
     owners.npy          (vectors,) int64: the place id of every descriptor row
     encoder_state.npz   arrays the encoder fitted on this map (vocabulary, PCA); no pickle
@@ -60,6 +61,7 @@ class VprMap:
         self._index = index
         self._pending: list[np.ndarray] = []  # rows added since the index was built
         self._place_row = {p.id: i for i, p in enumerate(self.places)}
+        self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
 
     # ----- building ---------------------------------------------------------------------------
     @classmethod
@@ -70,8 +72,12 @@ class VprMap:
         meta = MapMeta(encoder=dict(encoder_identity), index=index, dtype=dtype, build=dict(build or {}))
         return cls(meta, encoder_state=encoder_state)
 
-    def add(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '') -> Place:
-        """Append one place with its descriptor(s); returns the new Place (ids are 0, 1, 2, ...)."""
+    def add(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
+            thumbnail: np.ndarray | None = None) -> Place:
+        """Append one place with its descriptor(s); returns the new Place (ids are 0, 1, 2, ...).
+
+        ``thumbnail``: the place's RGB image, stored as a small JPEG preview.
+        """
         vectors = np.asarray(vectors, np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None]
@@ -86,6 +92,8 @@ class VprMap:
         self.owners = np.concatenate([self.owners, np.full(len(vectors), place.id, np.int64)])
         if self._index is not None:
             self._pending.append(vectors)
+        if thumbnail is not None:
+            self.thumbnails[place.id] = encode_thumbnail(thumbnail)
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
         return place
 
@@ -117,6 +125,16 @@ class VprMap:
             vectors = vectors[None]
         ranked = rank_places(self, vectors, k, exclude or set())
         return [Match(pid, float(score), self.places[pid].stamp, self.places[pid].pose) for pid, score in ranked]
+
+    def thumbnail(self, place_id: int) -> np.ndarray | None:
+        """The place's preview image (RGB), or None if the map has none."""
+        import cv2
+
+        data = self.thumbnails.get(place_id)
+        if data is None:
+            return None
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return None if img is None else np.ascontiguousarray(img[..., ::-1])
 
     def check_encoder(self, identity: dict[str, Any]) -> None:
         problems = compatibility_problems(self.meta.encoder, identity)
@@ -158,6 +176,8 @@ class VprMap:
                 (p.id, p.stamp, *(p.pose.position if p.pose else (None,) * 3),
                  *(p.pose.orientation if p.pose else (None,) * 4), int(p.pose is not None), p.source)
                 for p in self.places])
+            db.execute('CREATE TABLE thumbnails (id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)')
+            db.executemany('INSERT INTO thumbnails VALUES (?,?)', sorted(self.thumbnails.items()))
         db.close()
         if len(self.owners):
             faiss_index.write_index(self.index, os.path.join(directory, 'index.faiss'))
@@ -190,7 +210,7 @@ class VprMap:
             if os.path.isfile(state_path):
                 with np.load(state_path, allow_pickle=False) as npz:
                     state = {k: npz[k] for k in npz.files}
-            places = _read_places(os.path.join(path, 'places.sqlite'))
+            places, thumbnails = _read_places(os.path.join(path, 'places.sqlite'))
         except (ValueError, OSError, sqlite3.Error, KeyError) as exc:
             raise MapError(f'{path} is corrupt: {type(exc).__name__}: {str(exc)[:200]}') from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
@@ -209,14 +229,29 @@ class VprMap:
                 index = None  # derived data: rebuilt from the descriptors below
             if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
                 index = None
-        return cls(meta, places, descriptors, owners, state, index)
+        vmap = cls(meta, places, descriptors, owners, state, index)
+        vmap.thumbnails = thumbnails
+        return vmap
 
 
-def _read_places(path: str) -> list[Place]:
+THUMBNAIL_SIZE = (96, 128)  # height, width
+
+
+def encode_thumbnail(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    small = cv2.resize(rgb, THUMBNAIL_SIZE[::-1], interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode('.jpg', np.ascontiguousarray(small[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return buf.tobytes()
+
+
+def _read_places(path: str) -> tuple[list[Place], dict[int, bytes]]:
     db = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
     try:
         rows = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
                           'ORDER BY id').fetchall()
+        has_thumbs = db.execute("SELECT name FROM sqlite_master WHERE name='thumbnails'").fetchone()
+        thumbs = dict(db.execute('SELECT id, jpeg FROM thumbnails').fetchall()) if has_thumbs else {}
     finally:
         db.close()
     places = []
@@ -225,4 +260,4 @@ def _read_places(path: str) -> list[Place]:
             raise ValueError(f'place ids must be 0..N-1 in order (row {i} has id {pid})')
         pose = Pose((x, y, z), (qx, qy, qz, qw)) if has_pose else None
         places.append(Place(pid, stamp, pose, source or ''))
-    return places
+    return places, thumbs

@@ -1,0 +1,279 @@
+"""`vpr-ros`: one command line with subcommands. Errors a user can fix print one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import yaml
+
+from vpr_ros.errors import ConfigError, VprError
+
+DEFAULT_ENCODER = 'effnet_gem'
+
+
+def _encoder_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Encoder config from --config FILE (YAML mapping) and --set key=value (values parsed as YAML)."""
+    config: dict[str, Any] = {}
+    if getattr(args, 'config', None):
+        try:
+            with open(args.config, encoding='utf-8') as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f'cannot read encoder config {args.config}: {exc}') from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f'{args.config} must hold a mapping of encoder settings')
+        config.update(loaded)
+    for item in getattr(args, 'set', None) or []:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ConfigError(f'--set expects key=value, got {item!r}')
+        config[key.strip()] = yaml.safe_load(value)
+    return config
+
+
+def _add_encoder_args(p: argparse.ArgumentParser, with_name: bool = True) -> None:
+    if with_name:
+        p.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder name (see `vpr-ros encoders`)')
+    p.add_argument('--config', help='YAML file with encoder settings')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='one encoder setting (repeatable)')
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--image-topic', help='image topic (default: the only Image/CompressedImage topic)')
+    p.add_argument('--pose-topic', help='pose topic (Odometry, PoseStamped, PoseWithCovarianceStamped)')
+    p.add_argument('--poses', help='CSV of poses for an image folder (default FOLDER/poses.csv)')
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from vpr_ros.sources.sample import generate_sample
+
+    info = generate_sample(args.out, seed=args.seed, storage=args.storage, compressed=args.compressed,
+                           scale=args.scale, traversals=tuple(args.traversals))
+    for name, path in info.bags.items():
+        print(f'{name:10s} {info.frames[name]:5d} frames  {path}')
+    print(f'route length {info.route_length_m:.0f} m, storage {info.storage}')
+    return 0
+
+
+def cmd_build_map(args: argparse.Namespace) -> int:
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.pipeline import KeyframePolicy, build_map, open_source
+
+    encoder = create_encoder(args.encoder, _encoder_config(args))
+    source = open_source(args.source, args.image_topic, args.pose_topic, args.poses)
+    vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
+                            index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
+                            thumbnails=not args.no_thumbnails, description=f'from {args.source}')
+    print(f'map {args.out}: {stats.places} places, {stats.vectors} vectors of dim {encoder.dim} '
+          f'({encoder.name}); {stats.images_per_s:.1f} images/s, {stats.total_s:.1f} s'
+          + (f', skipped {stats.skipped}' if stats.skipped else ''))
+    return 0
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    r = results['retrieval']
+    recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
+    t = r['timing_ms']
+    print(f"{results['encoder']['name']}: {recall}  ({r['answerable_queries']}/{r['queries']} answerable queries, "
+          f"{r['thresholds']['dist_m']:g} m)")
+    print(f"  encode {t['encode']['mean']:.1f} ms mean / {t['encode']['p95']:.1f} p95, "
+          f"search {t['search']['mean']:.2f} ms mean / {t['search']['p95']:.2f} p95"
+          + (f"; skipped {results['skipped']}" if results.get('skipped') else ''))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vpr_ros.evaluation.metrics import Thresholds
+    from vpr_ros.localization import Localizer
+    from vpr_ros.pipeline import evaluate, open_source
+
+    overrides = _encoder_config(args)
+    if args.threads:
+        overrides['threads'] = args.threads
+    localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k)
+    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses)
+    results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
+    _print_results(results)
+    if args.out:
+        print(f'report: {args.out}/results.json and plots')
+    return 0
+
+
+def cmd_map_info(args: argparse.Namespace) -> int:
+    from vpr_ros.mapdb.store import VprMap
+
+    vmap = VprMap.load(args.map, mmap=True)
+    meta = vmap.meta
+    info = {
+        'path': os.path.abspath(args.map), 'schema_version': meta.schema_version, 'created': meta.created,
+        'encoder': meta.encoder, 'places': meta.count, 'vectors': meta.vectors, 'dim': meta.dim,
+        'dtype': meta.dtype, 'index': meta.index,
+        'descriptor_bytes': int(vmap.descriptors.nbytes),
+        'bytes_per_place': round(vmap.descriptors.nbytes / max(meta.count, 1), 1),
+        'encoder_state': {k: list(v.shape) for k, v in vmap.encoder_state.items()},
+        'thumbnails': len(vmap.thumbnails), 'build': meta.build,
+    }
+    stamps = [p.stamp for p in vmap.places]
+    if stamps:
+        info['stamps'] = [min(stamps), max(stamps)]
+    posed = [p.pose.position for p in vmap.places if p.pose]
+    if posed:
+        xs, ys = [p[0] for p in posed], [p[1] for p in posed]
+        info['extent_m'] = {'x': [min(xs), max(xs)], 'y': [min(ys), max(ys)]}
+    print(json.dumps(info, indent=2) if args.json else yaml.safe_dump(info, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from vpr_ros.encoders.catalog import encoder_table
+
+    rows = encoder_table(args.names or None)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = [k for k in rows[0]] if rows else []
+    widths = {c: max(len(c), *(len(str(r.get(c, ''))) for r in rows)) for c in cols}
+    print('  '.join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print('  '.join(str(r.get(c, '')).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from vpr_ros.export import export_onnx
+
+    report = export_onnx(args.name, args.out, _encoder_config(args), batch=args.batch)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from vpr_ros.explain import explain_boq
+
+    out = explain_boq(args.image, args.out, _encoder_config(args))
+    print(f'attention overlay: {out}')
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from vpr_ros.ros.replay import run
+
+    return int(run(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vpr_ros.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='vpr-ros', description='Visual place recognition: sample data, maps, evaluation, ROS replay.')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    p = sub.add_parser('sample', help='write the procedural sample world as ROS 2 bags',
+                       description='Render the sample street world and write mapping/query/viewpoint '
+                                   'traversals as rosbag2 bags with ground-truth nav_msgs/Odometry.')
+    p.add_argument('out', help='output folder (one bag per traversal inside)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--storage', choices=['sqlite3', 'mcap'], default='sqlite3')
+    p.add_argument('--compressed', action='store_true', help='write sensor_msgs/CompressedImage (JPEG)')
+    p.add_argument('--scale', type=float, default=1.0, help='route length scale (smaller = fewer frames)')
+    p.add_argument('--traversals', nargs='+', default=['mapping', 'query', 'viewpoint'])
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser('build-map', help='encode a bag or image folder into a map directory',
+                       description='Build a map: keyframes of a rosbag2 (image + pose topics) or an image '
+                                   'folder + CSV, encoded with the chosen encoder; written atomically.')
+    p.add_argument('--source', required=True, help='rosbag2 (sqlite3/mcap) or image folder')
+    p.add_argument('--out', required=True, help='map directory to write (replaced atomically)')
+    _add_encoder_args(p)
+    _add_source_args(p)
+    p.add_argument('--every-n', type=int, default=1, help='keep every Nth frame')
+    p.add_argument('--min-distance', type=float, default=0.0, help='minimum metres between keyframes')
+    p.add_argument('--index', default='flat', help='faiss index: flat, fp16, sq8, hnsw32, ivf, pq16 ...')
+    p.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='descriptor storage')
+    p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
+    p.add_argument('--no-thumbnails', action='store_true', help='do not store preview images')
+    p.set_defaults(func=cmd_build_map)
+
+    p = sub.add_parser('evaluate', help='Recall@N of query frames against a map, with a report',
+                       description='Localise every query frame against the map and report Recall@1/5/10 '
+                                   'within a distance (and optional yaw) threshold, timings, results.json '
+                                   'and PNG plots.')
+    p.add_argument('--map', required=True)
+    p.add_argument('--queries', required=True, help='rosbag2 or image folder with ground-truth poses')
+    _add_source_args(p)
+    _add_encoder_args(p, with_name=False)
+    p.add_argument('--top-k', type=int, default=10)
+    p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
+    p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
+    p.add_argument('--out', help='report folder (results.json + PNGs)')
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('map-info', help='print what a map holds')
+    p.add_argument('map')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_map_info)
+
+    p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')
+    p.add_argument('names', nargs='*')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_encoders)
+
+    p = sub.add_parser('export-onnx', help='export an encoder to ONNX and verify it with onnxruntime')
+    p.add_argument('name')
+    p.add_argument('out')
+    p.add_argument('--batch', type=int, default=1)
+    _add_encoder_args(p, with_name=False)
+    p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser('explain', help='render BoQ cross-attention maps over an image (PNG)')
+    p.add_argument('image')
+    p.add_argument('--out', default='boq_attention.png')
+    _add_encoder_args(p, with_name=False)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser('replay', help='play a bag over DDS to the localizer node and evaluate its outputs',
+                       description='Start (or connect to) the localizer node, play the bag images and /clock '
+                                   'over DDS, record every output and write results.json + plots.')
+    try:
+        from vpr_ros.ros.replay import configure_parser
+        configure_parser(p)
+        p.set_defaults(func=cmd_replay)
+    except ImportError as exc:  # rclpy missing: the subcommand explains instead of vanishing
+        message = f'replay needs the ROS 2 Python packages (rclpy): {exc}'
+        p.set_defaults(func=lambda _a: (_ for _ in ()).throw(VprError(message)))
+
+    p = sub.add_parser('demo', help='the whole job on the sample world: data, map, evaluation, live replay')
+    p.add_argument('--out', default='demo_out')
+    p.add_argument('--encoder', default=DEFAULT_ENCODER)
+    p.add_argument('--scale', type=float, default=1.0, help='sample world scale')
+    p.add_argument('--no-replay', action='store_true', help='skip the live ROS replay')
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='[%(levelname)s] %(name)s: %(message)s')
+    try:
+        return int(args.func(args) or 0)
+    except VprError as exc:
+        print(f'vpr-ros {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'vpr-ros {args.command}: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

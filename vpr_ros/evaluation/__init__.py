@@ -1,0 +1,1 @@
+"""Evaluation: Recall@N against ground-truth poses, loop-closure precision/recall, reports."""

@@ -1,0 +1,178 @@
+"""Retrieval and loop-closure metrics against ground-truth poses.
+
+Recall@N follows the standard VPR protocol: a query is correct at N if any of its top-N places
+lies within ``dist_threshold`` metres (and, optionally, ``yaw_threshold_deg`` degrees of
+heading) of the query's ground-truth pose. Queries with no such place in the whole map cannot be
+answered and are left out of the denominator (and counted).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.frames import Pose
+
+
+@dataclass
+class QueryRecord:
+    """One query and what the system answered for it."""
+
+    stamp: float
+    pose: Pose | None
+    place_ids: list[int]
+    scores: list[float]
+    encode_ms: float = 0.0
+    search_ms: float = 0.0
+    source: str = ''
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    dist_m: float = 25.0
+    yaw_deg: float | None = None
+
+
+def _angle_diff_deg(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    d = (np.asarray(a) - np.asarray(b) + math.pi) % (2 * math.pi) - math.pi
+    return np.degrees(np.abs(d))
+
+
+def place_arrays(places: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions (P,3) NaN where unknown, yaws (P,), stamps (P,)) of map places."""
+    pos = np.array([p.pose.position if p.pose else (np.nan,) * 3 for p in places], np.float64).reshape(-1, 3)
+    yaw = np.array([p.pose.yaw if p.pose else np.nan for p in places], np.float64)
+    stamps = np.array([p.stamp for p in places], np.float64)
+    return pos, yaw, stamps
+
+
+def positives_mask(query: Pose, pos: np.ndarray, yaw: np.ndarray, th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(is_positive (P,), distance (P,)) of every map place for one query pose."""
+    dist = np.linalg.norm(pos[:, :2] - np.asarray(query.position[:2]), axis=1)
+    ok = dist <= th.dist_m
+    if th.yaw_deg is not None:
+        ok &= _angle_diff_deg(yaw, query.yaw) <= th.yaw_deg
+    return ok & np.isfinite(dist), dist
+
+
+def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th: Thresholds = Thresholds(),
+                       ns: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+    """Recall@N, per-query ground truth, and timing statistics."""
+    pos, yaw, _ = place_arrays(places)
+    max_n = max([len(r.place_ids) for r in records] + [max(ns)])
+    hits = np.zeros((len(records), max_n), bool)
+    answerable = np.zeros(len(records), bool)
+    per_query = []
+    for qi, rec in enumerate(records):
+        entry: dict[str, Any] = {'stamp': rec.stamp, 'place_ids': list(map(int, rec.place_ids)),
+                                 'scores': [round(float(s), 6) for s in rec.scores], 'source': rec.source}
+        if rec.pose is not None and len(pos):
+            ok, dist = positives_mask(rec.pose, pos, yaw, th)
+            answerable[qi] = bool(ok.any())
+            entry['gt_position'] = [float(v) for v in rec.pose.position]
+            entry['gt_distances_m'] = [round(float(dist[p]), 3) for p in rec.place_ids]
+            entry['nearest_place'] = int(np.nanargmin(dist)) if np.isfinite(dist).any() else None
+            entry['nearest_distance_m'] = round(float(np.nanmin(dist)), 3) if np.isfinite(dist).any() else None
+            if rec.place_ids:
+                row = ok[np.asarray(rec.place_ids)]
+                hits[qi, :len(row)] = row
+            entry['correct_at_1'] = bool(hits[qi, 0])
+        entry['answerable'] = bool(answerable[qi])
+        entry.update(rec.extra)
+        per_query.append(entry)
+    cum = np.cumsum(hits, axis=1) > 0
+    denom = int(answerable.sum())
+    curve = [float(cum[answerable, n - 1].mean()) if denom else 0.0 for n in range(1, max_n + 1)]
+    enc = np.array([r.encode_ms for r in records], np.float64)
+    sea = np.array([r.search_ms for r in records], np.float64)
+
+    def stats(x: np.ndarray) -> dict[str, float]:
+        if not len(x):
+            return {'mean': 0.0, 'p50': 0.0, 'p95': 0.0}
+        return {'mean': round(float(x.mean()), 3), 'p50': round(float(np.percentile(x, 50)), 3),
+                'p95': round(float(np.percentile(x, 95)), 3)}
+
+    return {
+        'queries': len(records), 'answerable_queries': denom,
+        'thresholds': asdict(th),
+        'recall': {f'R@{n}': round(curve[n - 1], 4) for n in ns if n <= max_n},
+        'recall_curve': [round(c, 4) for c in curve],
+        'timing_ms': {'encode': stats(enc), 'search': stats(sea)},
+        'per_query': per_query,
+    }
+
+
+def precision_recall_curve(records: Sequence[QueryRecord], places: Sequence[Any],
+                           th: Thresholds = Thresholds()) -> dict[str, Any]:
+    """Top-1 precision/recall as the acceptance score threshold varies (VPR loop-closure style).
+
+    A query is *retrieved* when its top-1 score passes the threshold; a retrieved query is a
+    true positive when its top-1 place is within the thresholds.
+    """
+    pos, yaw, _ = place_arrays(places)
+    scores, correct, answerable = [], [], []
+    for rec in records:
+        if rec.pose is None or not rec.place_ids:
+            continue
+        ok, _ = positives_mask(rec.pose, pos, yaw, th)
+        scores.append(rec.scores[0])
+        correct.append(bool(ok[rec.place_ids[0]]))
+        answerable.append(bool(ok.any()))
+    if not scores:
+        return {'precision': [], 'recall': [], 'thresholds': [], 'auc': 0.0, 'recall_at_100_precision': 0.0}
+    order = np.argsort(-np.asarray(scores))
+    c = np.asarray(correct)[order]
+    tp = np.cumsum(c)
+    precision = tp / np.arange(1, len(c) + 1)
+    positives = max(int(np.sum(answerable)), 1)
+    recall = tp / positives
+    auc = float(np.trapezoid(precision, recall)) if len(c) > 1 else float(precision[0] * recall[0])
+    full = recall[precision >= 1.0 - 1e-12]
+    return {'precision': [round(float(p), 4) for p in precision], 'recall': [round(float(r), 4) for r in recall],
+            'thresholds': [round(float(s), 5) for s in np.asarray(scores)[order]],
+            'auc': round(auc, 4), 'recall_at_100_precision': round(float(full.max()) if len(full) else 0.0, 4)}
+
+
+def loop_closure_metrics(events: Sequence[tuple[float, float]], query_track: Any, places: Sequence[Any],
+                         query_stamps: Sequence[float], min_separation_s: float = 30.0,
+                         th: Thresholds = Thresholds()) -> dict[str, Any]:
+    """Precision/recall of accepted loop closures (t_query, t_match) against ground truth.
+
+    ``query_track``: something with ``at(stamp) -> Pose | None`` (a PoseTrack) for the queries.
+    A closure is correct when the matched place (found by its stamp) is within the thresholds of
+    the query's ground-truth pose. Recall counts the query frames that *could* close a loop (a
+    positive place at least ``min_separation_s`` apart in time exists) and got a correct closure.
+    """
+    pos, yaw, stamps = place_arrays(places)
+    correct = 0
+    judged = []
+    for t_q, t_m in events:
+        pose = query_track.at(t_q)
+        pid = int(np.argmin(np.abs(stamps - t_m))) if len(stamps) else -1
+        ok = False
+        if pose is not None and pid >= 0:
+            mask, _ = positives_mask(pose, pos, yaw, th)
+            ok = bool(mask[pid])
+        correct += ok
+        judged.append({'t_query': t_q, 't_match': t_m, 'place_id': pid, 'correct': ok})
+    closable = 0
+    closed = set()
+    for t_q in query_stamps:
+        pose = query_track.at(t_q)
+        if pose is None:
+            continue
+        mask, _ = positives_mask(pose, pos, yaw, th)
+        if (mask & (np.abs(stamps - t_q) >= min_separation_s)).any():
+            closable += 1
+    for j in judged:
+        if j['correct']:
+            closed.add(round(j['t_query'], 6))
+    return {'events': len(events), 'correct': correct,
+            'precision': round(correct / len(events), 4) if events else None,
+            'closable_queries': closable,
+            'recall': round(min(len(closed), closable) / closable, 4) if closable else None,
+            'judged': judged}

@@ -1,0 +1,156 @@
+"""Writing an evaluation to a folder: results.json plus PNG plots people would rather look at."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.evaluation.metrics import place_arrays
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_json(path: str, data: Any) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as fh:
+        json.dump(data, fh, indent=1, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f'not JSON serialisable: {type(obj).__name__}')
+
+
+def plot_recall_curves(curves: Mapping[str, Sequence[float]], path: str, title: str = 'Recall@N') -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, curve in curves.items():
+        n = np.arange(1, len(curve) + 1)
+        ax.plot(n, np.asarray(curve) * 100, marker='o', ms=3, label=f'{name} (R@1 {curve[0] * 100:.1f}%)')
+    ax.set_xlabel('N (top-N retrieved places)')
+    ax.set_ylabel('Recall@N [%]')
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(loc='lower right', fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_trajectory(places: Sequence[Any], per_query: Sequence[Mapping[str, Any]], path: str,
+                    title: str = 'Map and queries') -> None:
+    plt = _plt()
+    pos, _, _ = place_arrays(places)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    ax.plot(pos[:, 0], pos[:, 1], '.', color='0.6', ms=3, label=f'map places ({len(places)})')
+    groups = {'correct': ([], [], 'tab:green'), 'wrong': ([], [], 'tab:red'), 'no positive in map': ([], [], 'k')}
+    for q in per_query:
+        if 'gt_position' not in q:
+            continue
+        key = 'no positive in map' if not q['answerable'] else ('correct' if q.get('correct_at_1') else 'wrong')
+        groups[key][0].append(q['gt_position'][0])
+        groups[key][1].append(q['gt_position'][1])
+        if key == 'wrong' and q['place_ids']:
+            m = pos[q['place_ids'][0]]
+            ax.plot([q['gt_position'][0], m[0]], [q['gt_position'][1], m[1]], '-', color='tab:red', lw=0.4,
+                    alpha=0.35)
+    for name, (xs, ys, color) in groups.items():
+        if xs:
+            ax.plot(xs, ys, 'o' if name != 'no positive in map' else 'x', color=color, ms=3.5,
+                    label=f'query: {name} ({len(xs)})')
+    ax.set_aspect('equal', adjustable='datalim')
+    ax.set_xlabel('x [m]')
+    ax.set_ylabel('y [m]')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='best')
+    ax.set_title(title + ' (red lines: wrong top-1 match)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray | None, str, bool]], path: str) -> None:
+    """Rows of (query image, matched map thumbnail, caption, correct)."""
+    if not pairs:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(6, 2.1 * len(pairs)), squeeze=False)
+    for row, (query, match, caption, ok) in zip(axes, pairs):
+        row[0].imshow(query)
+        row[0].set_title('query', fontsize=8)
+        if match is not None:
+            row[1].imshow(match)
+        row[1].set_title(caption, fontsize=8, color='tab:green' if ok else 'tab:red')
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pr(pr: Mapping[str, Any], path: str) -> None:
+    if not pr.get('precision'):
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(np.asarray(pr['recall']) * 100, np.asarray(pr['precision']) * 100)
+    ax.set_xlabel('recall [%]')
+    ax.set_ylabel('precision [%]')
+    ax.set_xlim(0, 101)
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"top-1 precision/recall over the score threshold (AUC {pr['auc']:.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out_dir: str, results: dict[str, Any], places: Sequence[Any],
+                 pairs: Sequence[tuple[np.ndarray, np.ndarray | None, str, bool]] = (),
+                 label: str = 'vpr_ros') -> list[str]:
+    """results.json + recall_at_n.png + trajectory.png + pr_curve.png (+ matches.png); returns paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, 'results.json')]
+    write_json(paths[0], results)
+    retrieval = results['retrieval']
+    plot_recall_curves({label: retrieval['recall_curve']}, os.path.join(out_dir, 'recall_at_n.png'))
+    plot_trajectory(places, retrieval['per_query'], os.path.join(out_dir, 'trajectory.png'))
+    paths += [os.path.join(out_dir, 'recall_at_n.png'), os.path.join(out_dir, 'trajectory.png')]
+    if 'precision_recall' in results and results['precision_recall'].get('precision'):
+        plot_pr(results['precision_recall'], os.path.join(out_dir, 'pr_curve.png'))
+        paths.append(os.path.join(out_dir, 'pr_curve.png'))
+    if pairs:
+        plot_pairs(pairs, os.path.join(out_dir, 'matches.png'))
+        paths.append(os.path.join(out_dir, 'matches.png'))
+    return paths
+
+
+def choose_pair_indices(per_query: Sequence[Mapping[str, Any]], count: int = 6) -> list[int]:
+    """A few queries worth looking at: evenly spread, with failures included when there are any."""
+    answerable = [i for i, q in enumerate(per_query) if q.get('answerable') and q.get('place_ids')]
+    if not answerable:
+        return []
+    wrong = [i for i in answerable if not per_query[i].get('correct_at_1')]
+    right = [i for i in answerable if per_query[i].get('correct_at_1')]
+    n_wrong = min(len(wrong), count // 3 if right else count)
+    pick = [wrong[int(j)] for j in np.linspace(0, len(wrong) - 1, n_wrong)] if n_wrong else []
+    rest = count - len(pick)
+    if right and rest > 0:
+        pick += [right[int(j)] for j in np.linspace(0, len(right) - 1, min(rest, len(right)))]
+    return sorted(set(pick))
