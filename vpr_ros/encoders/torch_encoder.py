@@ -29,12 +29,13 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = 'are
     return cv2.resize(rgb, (w, h), interpolation=mode)
 
 
-def to_tensor_batch(images: list[np.ndarray], size: tuple[int, int], interpolation: str = 'area'):
-    """Resize, scale to [0, 1], ImageNet-normalise; returns (N, 3, H, W) float32 torch tensor."""
+def to_tensor_batch(images: list[np.ndarray], size: tuple[int, int], interpolation: str = 'area',
+                    mean: np.ndarray = IMAGENET_MEAN, std: np.ndarray = IMAGENET_STD):
+    """Resize, scale to [0, 1], normalise (ImageNet by default); returns (N, 3, H, W) float32 tensor."""
     import torch
 
     batch = np.stack([resize_rgb(im, size, interpolation) for im in images]).astype(np.float32)
-    batch = (batch * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    batch = (batch * (1.0 / 255.0) - mean) / std
     return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
 
 
@@ -42,6 +43,8 @@ class TorchEncoder(Encoder):
     """An encoder whose descriptor is ``self.model(preprocess(images))``."""
 
     interpolation: ClassVar[str] = 'area'
+    pixel_mean: ClassVar[np.ndarray] = IMAGENET_MEAN  # in [0, 1] units, RGB
+    pixel_std: ClassVar[np.ndarray] = IMAGENET_STD
     size_multiple: ClassVar[int] = 1  # e.g. 14 for ViT patch grids
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -66,7 +69,7 @@ class TorchEncoder(Encoder):
 
     def preprocess(self, images: list[np.ndarray]):
         size = self.input_size or images[0].shape[:2]
-        return to_tensor_batch(images, size, self.interpolation)
+        return to_tensor_batch(images, size, self.interpolation, self.pixel_mean, self.pixel_std)
 
     def forward(self, batch) -> np.ndarray:
         import torch
