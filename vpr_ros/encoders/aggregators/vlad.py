@@ -54,15 +54,35 @@ def normalize_vlad(v: np.ndarray, k: int, power: bool = False) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def vlad_of_sets(membership: np.ndarray, descriptors: np.ndarray, centers: np.ndarray,
+                 cosine: bool = True, power: bool = False) -> np.ndarray:
+    """VLAD vectors (M, k*D) float32 of M sets of one image's local descriptors at once.
+
+    ``membership``: (M, T) boolean, row m marks which of the T ``descriptors`` (T, D) belong to
+    set m (sets may overlap: SegVLAD SuperSegments). Every descriptor is assigned to its word once;
+    for each word k with descriptor subset T_k, ``V_k = membership[:, T_k] @ R[T_k]`` sums the
+    residuals of each set's members in that word (one (M x |T_k|) x (|T_k| x D) product per word).
+    Then intra-normalisation per word and global L2 (``normalize_vlad``).
+    """
+    k, dim = centers.shape
+    member = np.asarray(membership, dtype=bool)
+    x = np.asarray(descriptors, np.float32)
+    if member.ndim != 2 or member.shape[1] != len(x):
+        raise VprError(f'membership {member.shape} does not match {len(x)} descriptors')
+    out = np.zeros((len(member), k, dim), np.float32)
+    if len(x) == 0 or len(member) == 0:
+        return out.reshape(len(member), k * dim)
+    labels = assign(x, centers, cosine)
+    residuals = x - np.asarray(centers, np.float32)[labels]
+    weights = member.astype(np.float32)
+    for word in np.unique(labels):
+        cols = np.flatnonzero(labels == word)
+        out[:, word] = weights[:, cols] @ residuals[cols]
+    return normalize_vlad(out.reshape(len(member), k * dim), k, power)
+
+
 def vlad(descriptors: np.ndarray, centers: np.ndarray, cosine: bool = True,
          power: bool = False) -> np.ndarray:
     """VLAD vector (k*D,) of one image's local descriptors: sum of residuals to the assigned word."""
-    k, dim = centers.shape
     x = np.asarray(descriptors, np.float32)
-    if len(x) == 0:
-        return np.zeros(k * dim, np.float32)
-    labels = assign(x, centers, cosine)
-    residuals = x - centers[labels]
-    v = np.zeros((k, dim), np.float32)
-    np.add.at(v, labels, residuals)
-    return normalize_vlad(v.reshape(-1), k, power)
+    return vlad_of_sets(np.ones((1, len(x)), bool), x, centers, cosine, power)[0]

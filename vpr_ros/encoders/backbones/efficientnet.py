@@ -97,6 +97,22 @@ class EfficientNetLite(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
 
+    def features_at(self, x: torch.Tensor, block_index: int) -> torch.Tensor:
+        """Output of ``_blocks[block_index]``: a denser, earlier map than ``features``.
+
+        For Lite0, block 7 ends the 80-channel and block 10 the 112-channel stage (both stride 16).
+        """
+        if not 0 <= block_index < len(self._blocks):
+            raise ValueError(f'block_index must be in [0, {len(self._blocks) - 1}], got {block_index}')
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[:block_index + 1]:
+            x = block(x)
+        return x
+
+    def block_channels(self, block_index: int) -> int:
+        """Channels of ``features_at(x, block_index)``."""
+        return int(self._blocks[block_index]._project_conv.out_channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x).mean(dim=(2, 3)))
 
