@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='[%(levelname)s] %(name)s: %(message)s')
+    logging.getLogger('faiss').setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     try:
         return int(args.func(args) or 0)
     except VprError as exc:

@@ -1,0 +1,128 @@
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from vpr_ros.encoders.base import l2_normalize
+from vpr_ros.errors import MapError
+from vpr_ros.frames import Pose
+from vpr_ros.mapdb.store import VprMap
+
+IDENTITY = {'name': 'fake', 'config': {'a': 1}, 'weights_fingerprint': 'none', 'dim': 8, 'multi_vector': False}
+
+
+def make_map(n=5, dtype='float32', index='flat'):
+    rng = np.random.default_rng(0)
+    vmap = VprMap.empty(IDENTITY, index=index, dtype=dtype)
+    vecs = l2_normalize(rng.normal(size=(n, 8)))
+    for i in range(n):
+        vmap.add(10.0 + i, Pose.from_xy_yaw(i, 2 * i, 0.1 * i), vecs[i], f'src{i}',
+                 thumbnail=np.full((20, 30, 3), (i * 40) % 256, np.uint8))
+    return vmap, vecs
+
+
+def test_roundtrip_and_search(tmp_path):
+    vmap, vecs = make_map()
+    assert vmap.search(vecs[3], 2)[0].place_id == 3
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    loaded = VprMap.load(path, IDENTITY)
+    assert len(loaded) == 5 and loaded.meta.count == 5
+    assert loaded.places[2].pose.position == pytest.approx((2.0, 4.0, 0.0))
+    assert loaded.places[2].source == 'src2'
+    best = loaded.search(vecs[4], 3)
+    assert best[0].place_id == 4 and best[0].score == pytest.approx(1.0, abs=1e-5)
+    assert loaded.thumbnail(1).shape == (96, 128, 3)
+
+
+def test_exclude_and_incremental_add():
+    vmap, vecs = make_map()
+    assert vmap.search(vecs[1], 1, exclude={1})[0].place_id != 1
+    _ = vmap.index
+    new = vmap.add(99.0, None, vecs[0], 'again')
+    assert {m.place_id for m in vmap.search(vecs[0], 2)} == {0, new.id}
+
+
+@pytest.mark.parametrize('index', ['flat', 'fp16', 'hnsw16'])
+def test_index_kinds(tmp_path, index):
+    vmap, vecs = make_map(20, index=index)
+    vmap.save(str(tmp_path / 'm'))
+    assert VprMap.load(str(tmp_path / 'm')).search(vecs[7], 1)[0].place_id == 7
+
+
+def test_float16_storage(tmp_path):
+    vmap, vecs = make_map(dtype='float16')
+    vmap.save(str(tmp_path / 'm'))
+    loaded = VprMap.load(str(tmp_path / 'm'))
+    assert loaded.descriptors.dtype == np.float16
+    assert loaded.search(vecs[2], 1)[0].place_id == 2
+
+
+def test_other_encoder_is_refused(tmp_path):
+    vmap, _ = make_map()
+    vmap.save(str(tmp_path / 'm'))
+    with pytest.raises(MapError, match="config a: map 1 vs requested 2"):
+        VprMap.load(str(tmp_path / 'm'), {**IDENTITY, 'config': {'a': 2}})
+    with pytest.raises(MapError, match="encoder 'fake', requested 'other'"):
+        VprMap.load(str(tmp_path / 'm'), {**IDENTITY, 'name': 'other'})
+
+
+def test_missing_and_corrupt_maps(tmp_path):
+    with pytest.raises(MapError, match='not found'):
+        VprMap.load(str(tmp_path / 'nope'))
+    vmap, _ = make_map()
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    np.save(os.path.join(path, 'owners.npy'), np.zeros(2, np.int64))
+    with pytest.raises(MapError, match='corrupt'):
+        VprMap.load(path)
+    with open(os.path.join(path, 'descriptors.npy'), 'wb') as fh:
+        fh.write(b'garbage')
+    with pytest.raises(MapError, match='corrupt'):
+        VprMap.load(path)
+    with open(os.path.join(path, 'map.yaml'), 'w') as fh:
+        fh.write('schema_version: 99\nencoder: {}\n')
+    with pytest.raises(MapError, match='schema version 99'):
+        VprMap.load(path)
+
+
+def test_rebuilds_index_when_index_file_is_corrupt(tmp_path):
+    vmap, vecs = make_map()
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    with open(os.path.join(path, 'index.faiss'), 'wb') as fh:
+        fh.write(b'junk')
+    assert VprMap.load(path).search(vecs[0], 1)[0].place_id == 0
+
+
+def test_interrupted_save_leaves_old_map_intact(tmp_path, monkeypatch):
+    path = str(tmp_path / 'm')
+    old, _ = make_map(3)
+    old.save(path)
+    new, _ = make_map(6)
+
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sqlite3, 'connect', boom)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(path)
+    monkeypatch.undo()
+    assert len(VprMap.load(path)) == 3
+    assert [n for n in os.listdir(tmp_path) if n != 'm'] == []  # no temp dirs left behind
+
+
+def test_refuses_to_replace_a_non_map_directory(tmp_path):
+    (tmp_path / 'm').mkdir()
+    (tmp_path / 'm' / 'precious.txt').write_text('x')
+    vmap, _ = make_map()
+    with pytest.raises(MapError, match='not a vpr_ros map'):
+        vmap.save(str(tmp_path / 'm'))
+    assert (tmp_path / 'm' / 'precious.txt').exists()
+
+
+def test_wrong_dim_add_is_refused():
+    vmap, _ = make_map()
+    with pytest.raises(MapError, match='dim'):
+        vmap.add(0.0, None, np.zeros(4, np.float32))

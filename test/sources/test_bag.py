@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from test.helpers import textured_frames
+from vpr_ros.errors import SourceError
+from vpr_ros.frames import Frame, Pose
+from vpr_ros.sources.bag import BagSource, PoseTrack, write_bag
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+@pytest.mark.parametrize('compressed', [False, True])
+def test_roundtrip_with_interpolated_poses(tmp_path, storage, compressed):
+    frames = textured_frames(4, size=(24, 32))
+    odom = [(99.0 + 0.25 * j, Pose.from_xy_yaw(10.0 * (99.0 + 0.25 * j - 100.0), 0.0, 0.0)) for j in range(24)]
+    path = str(tmp_path / 'bag')
+    write_bag(path, frames, storage=storage, compressed=compressed, poses=odom)
+    src = BagSource(path)
+    out = list(src.frames())
+    assert [f.stamp for f in out] == pytest.approx([f.stamp for f in frames])
+    assert out[2].pose.position[0] == pytest.approx(20.0)
+    tol = 12 if compressed else 0
+    assert np.abs(out[1].rgb.astype(int) - frames[1].rgb).mean() <= tol
+
+
+def test_images_outside_pose_coverage_are_counted(tmp_path):
+    frames = textured_frames(5, size=(16, 16))
+    odom = [(100.0 + 0.5 * j, Pose.from_xy_yaw(j, 0, 0)) for j in range(5)]  # covers 100..102 s
+    write_bag(str(tmp_path / 'b'), frames, poses=odom)
+    src = BagSource(str(tmp_path / 'b'))
+    assert len(list(src.frames())) == 3
+    assert src.skips.as_dict() == {'no pose coverage': 2}
+
+
+def test_no_coverage_at_all_is_an_error(tmp_path):
+    frames = textured_frames(2, size=(16, 16))
+    write_bag(str(tmp_path / 'b'), frames, poses=[(5.0, Pose((0, 0, 0))), (6.0, Pose((1, 0, 0)))])
+    with pytest.raises(SourceError, match='no image'):
+        list(BagSource(str(tmp_path / 'b')).frames())
+
+
+def test_missing_topic_and_missing_bag(tmp_path):
+    write_bag(str(tmp_path / 'b'), textured_frames(1, size=(16, 16)))
+    with pytest.raises(SourceError, match='no topic /nope'):
+        BagSource(str(tmp_path / 'b'), image_topic='/nope')
+    with pytest.raises(SourceError, match='not found'):
+        BagSource(str(tmp_path / 'missing'))
+
+
+def test_empty_bag(tmp_path):
+    write_bag(str(tmp_path / 'b'), [])
+    with pytest.raises(SourceError, match='no image topic'):
+        BagSource(str(tmp_path / 'b'))
+
+
+def test_bad_images_in_a_bag_are_counted_skips(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.LATEST)
+    T = ts.types
+    good = textured_frames(2, size=(16, 16))
+    path = str(tmp_path / 'b')
+    with Writer(path, version=9) as w:
+        ci = w.add_connection('/cam', 'sensor_msgs/msg/Image', typestore=ts)
+        co = w.add_connection('/odom', 'geometry_msgs/msg/PoseStamped', typestore=ts)
+        for i, (enc, step, data) in enumerate([('rgb8', 48, good[0].rgb.reshape(-1)), ('rgb8', 48, np.zeros(10, np.uint8)),
+                                               ('nonsense', 48, np.zeros(768, np.uint8))]):
+            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=100 + i, nanosec=0), frame_id='c')
+            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=16, encoding=enc, is_bigendian=0, step=step, data=data)
+            w.write(ci, (100 + i) * 10**9, ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))
+        for t in np.arange(99.0, 104.0, 0.5):
+            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=int(t), nanosec=int(t % 1 * 1e9)),
+                                           frame_id='map')
+            pose = T['geometry_msgs/msg/Pose'](position=T['geometry_msgs/msg/Point'](x=float(t), y=0.0, z=0.0),
+                                               orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
+            w.write(co, int(t * 10**9), ts.serialize_cdr(T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose),
+                                                     'geometry_msgs/msg/PoseStamped'))
+    src = BagSource(path)
+    out = list(src.frames())
+    assert len(out) == 1 and out[0].pose.position[0] == pytest.approx(100.0)
+    assert src.skips.as_dict() == {'truncated image': 1, 'unknown encoding': 1}
+
+
+def test_pose_track_slerp_and_gaps():
+    track = PoseTrack([0.0, 1.0, 5.0], [Pose.from_xy_yaw(0, 0, 0), Pose.from_xy_yaw(2, 0, 1.0),
+                                        Pose.from_xy_yaw(9, 0, 1.0)])
+    mid = track.at(0.5)
+    assert mid.position[0] == pytest.approx(1.0) and mid.yaw == pytest.approx(0.5)
+    assert track.at(3.0) is None  # 4 s gap: not interpolated across
+    assert track.at(-1.0) is None
+
+
+def test_refuses_to_overwrite(tmp_path):
+    write_bag(str(tmp_path / 'b'), [Frame(1.0, np.zeros((8, 8, 3), np.uint8))])
+    with pytest.raises(SourceError, match='refusing'):
+        write_bag(str(tmp_path / 'b'), [])

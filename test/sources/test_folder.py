@@ -1,0 +1,40 @@
+import cv2
+import numpy as np
+import pytest
+
+from vpr_ros.errors import SourceError
+from vpr_ros.sources.folder import FolderSource
+
+
+def write_folder(tmp_path, rows, header='image,x,y,yaw,stamp'):
+    for name in ('a.png', 'b.png'):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 20, 3), 100, np.uint8))
+    (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
+    (tmp_path / 'poses.csv').write_text(header + '\n' + '\n'.join(rows) + '\n')
+
+
+def test_reads_images_and_counts_broken_ones(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0.5,10', 'broken.jpg,3,4,0,11', 'b.png,5,6,0,12', 'gone.png,0,0,0,13'])
+    src = FolderSource(str(tmp_path))
+    frames = list(src.frames())
+    assert [f.source for f in frames] == ['a.png', 'b.png']
+    assert frames[0].pose.yaw == pytest.approx(0.5) and frames[1].stamp == 12.0
+    assert src.skips.as_dict() == {'undecodable image file': 1, 'unreadable image file': 1}
+
+
+def test_bad_row_names_the_line(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0,10', 'b.png,x,2,0,11'])
+    with pytest.raises(SourceError, match='poses.csv:3'):
+        FolderSource(str(tmp_path))
+
+
+def test_header_needs_columns(tmp_path):
+    write_folder(tmp_path, ['a.png,1'], header='image,x')
+    with pytest.raises(SourceError, match='header needs'):
+        FolderSource(str(tmp_path))
+
+
+def test_quaternion_columns(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0,0,0.7071068,0.7071068'], header='image,x,y,qx,qy,qz,qw')
+    frame = next(FolderSource(str(tmp_path)).frames())
+    assert frame.pose.yaw == pytest.approx(np.pi / 2, abs=1e-5)
