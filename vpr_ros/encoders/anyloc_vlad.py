@@ -1,0 +1,89 @@
+"""AnyLoc-style global VLAD over a frozen backbone's dense features (training-free, map vocabulary).
+
+As AnyLoc-VLAD (Keetha et al. 2023): per-patch features L2-normalised, a K = 32 word vocabulary
+fitted with cosine (spherical) k-means on the map's own images, hard assignment by cosine
+similarity, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
+K x C dims. The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
+compare global VLAD against segment retrieval over the same features and vocabulary.
+Defaults: EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> 3584 dims;
+``backbone: dinov2_vitb14`` + ``backbone_weights: PATH`` gives the AnyLoc value-facet features.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vpr_ros.encoders.aggregators import vlad
+from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
+from vpr_ros.encoders.base import Encoder
+from vpr_ros.errors import ConfigError
+
+DENSE_VLAD_DEFAULTS: dict[str, Any] = {
+    'backbone': 'efficientnet_lite0', 'layer': None, 'image_size': [240, 320], 'backbone_weights': None,
+    'num_clusters': 32, 'seed': 42}
+
+
+class DenseVladEncoder(Encoder):
+    """Shared part of anyloc_vlad and segvlad: the dense backbone and the map-fitted vocabulary."""
+
+    trainable_fit = True
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        if int(self.config['num_clusters']) < 1:
+            raise ConfigError(f'encoder {self.name!r}: num_clusters must be >= 1')
+        self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
+                                   self.config['backbone_weights'], int(self.config['threads']))
+        self.centers: np.ndarray | None = None
+
+    @property
+    def raw_dim(self) -> int:
+        return int(self.config['num_clusters']) * self.dense.dim
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.dense.image_size
+
+    def weights_fingerprint(self) -> str:
+        return self.dense.fingerprint()
+
+    def _features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, rows, cols, C) L2-normalised dense features, extracted in batches."""
+        size = max(1, int(self.config['batch_size']))
+        return np.concatenate([self.dense.extract(list(images[i:i + size]))
+                               for i in range(0, len(images), size)])
+
+    def _fit_vocabulary(self, feature_maps: np.ndarray) -> None:
+        seed = int(self.config['seed'])
+        self.centers = vlad.fit_vocabulary(vocabulary_sample(list(feature_maps), seed),
+                                           int(self.config['num_clusters']), cosine=True, seed=seed)
+
+    def _is_fitted(self) -> bool:
+        return self.centers is not None
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {'centers': self.centers} if self.centers is not None else {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        if 'centers' in state:
+            centers = np.asarray(state['centers'], np.float32)
+            expected = (int(self.config['num_clusters']), self.dense.dim)
+            if centers.shape != expected:
+                raise ConfigError(f'encoder {self.name!r}: stored vocabulary {centers.shape} does not '
+                                  f'match num_clusters x feature dim {expected}')
+            self.centers = centers
+
+
+class AnyLocVlad(DenseVladEncoder):
+    name = 'anyloc_vlad'
+    description = 'AnyLoc-style hard VLAD (K=32, cosine) over dense backbone features, vocabulary from the map'
+    default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
+
+    def _fit(self, images: Sequence[np.ndarray]) -> None:
+        self._fit_vocabulary(self._features(images))
+
+    def _encode(self, images: list[np.ndarray]) -> np.ndarray:
+        feats = self.dense.extract(images)
+        return np.stack([vlad.vlad(f.reshape(-1, f.shape[-1]), self.centers, cosine=True) for f in feats])

