@@ -1,0 +1,89 @@
+"""`vpr-ros demo` / `make demo`: the whole job on the embedded sample world.
+
+Sample bags -> map (default encoder) -> offline evaluation of the query traversal, next to the
+raw-pixel baseline -> live replay of the query bag through the ROS node over DDS -> a summary.
+Everything lands in one folder; re-running reuses the sample bags already there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from vpr_ros.evaluation.report import plot_recall_curves, write_json
+
+
+def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.localization import Localizer
+    from vpr_ros.pipeline import build_map, evaluate, open_source
+
+    map_path = os.path.join(out, 'maps', encoder_name)
+    encoder = create_encoder(encoder_name, config)
+    _, stats = build_map(open_source(sample['mapping']), encoder, map_path, description='demo mapping traversal')
+    localizer = Localizer.from_map(map_path, top_k=10)
+    results = evaluate(localizer, open_source(sample['query']), os.path.join(out, 'offline', encoder_name))
+    results['build'] = {'places': stats.places, 'seconds': round(stats.total_s, 2),
+                        'images_per_s': round(stats.images_per_s, 2)}
+    results['map_path'] = map_path
+    return results
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from vpr_ros.sources.sample import generate_sample
+
+    t0 = time.perf_counter()
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    sample_dir = os.path.join(out, 'sample')
+    traversals = ('mapping', 'query')
+    bags = {name: os.path.join(sample_dir, name) for name in traversals}
+    if not all(os.path.isdir(p) for p in bags.values()):
+        print(f'[1/4] rendering the sample world into {sample_dir}')
+        info = generate_sample(sample_dir, scale=args.scale, traversals=traversals)
+        bags = dict(info.bags)
+    else:
+        print(f'[1/4] reusing the sample bags in {sample_dir}')
+    summary: dict[str, Any] = {'encoders': {}}
+    curves = {}
+    for step, name in (('2/4', args.encoder), ('3/4', 'raw_pixels')):
+        print(f'[{step}] map + offline evaluation with {name}')
+        res = _build_and_evaluate(bags, name, out)
+        r = res['retrieval']
+        summary['encoders'][name] = {'recall': r['recall'], 'timing_ms': r['timing_ms'], 'build': res['build'],
+                                     'map': res['map_path'], 'report': os.path.join(out, 'offline', name)}
+        curves[name] = r['recall_curve']
+    plot_recall_curves(curves, os.path.join(out, 'recall_comparison.png'),
+                       'Sample world: query traversal vs mapping traversal')
+    if not args.no_replay:
+        print('[4/4] live replay of the query bag through the localizer node over DDS')
+        from vpr_ros.cli import main as cli_main
+
+        replay_out = os.path.join(out, 'replay')
+        code = cli_main(['replay', '--bag', bags['query'], '--map', summary['encoders'][args.encoder]['map'],
+                         '--out', replay_out])
+        summary['replay'] = {'exit_code': code, 'report': replay_out}
+        results_path = os.path.join(replay_out, 'results.json')
+        if code == 0 and os.path.isfile(results_path):
+            import json
+
+            with open(results_path, encoding='utf-8') as fh:
+                live = json.load(fh)
+            summary['replay'].update({k: live.get(k) for k in ('live', 'loop_closure') if k in live})
+            summary['replay']['recall'] = live.get('retrieval', {}).get('recall')
+        elif code != 0:
+            print(f'live replay failed with exit code {code}')
+    summary['wall_time_s'] = round(time.perf_counter() - t0, 1)
+    write_json(os.path.join(out, 'summary.json'), summary)
+    print('\n=== vpr_ros demo summary ===')
+    for name, s in summary['encoders'].items():
+        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in s['recall'].items())
+        print(f"offline {name:12s} {rec}   encode {s['timing_ms']['encode']['mean']:.1f} ms/frame, "
+              f"map build {s['build']['images_per_s']:.1f} img/s")
+    if 'replay' in summary and summary['replay'].get('recall'):
+        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in summary['replay']['recall'].items())
+        print(f'live    {args.encoder:12s} {rec}')
+    print(f"reports in {out}/ (summary.json, recall_comparison.png, offline/*, replay/), "
+          f"{summary['wall_time_s']:.0f} s in total")
+    return 0 if summary.get('replay', {}).get('exit_code', 0) == 0 else 1
