@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from vpr_ros.encoders import create_encoder
+from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
+from vpr_ros.errors import ConfigError, VprError, WeightsError
+
+SMALL = {'image_size': [96, 128], 'batch_size': 4}
+
+
+def texture(seed):
+    import cv2
+
+    small = np.random.default_rng(seed).integers(0, 255, (6, 8, 3)).astype(np.uint8)
+    return cv2.resize(small, (160, 120), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope='module')
+def fitted():
+    encoder = create_encoder('anyloc_vlad', SMALL)
+    encoder.fit([texture(i) for i in range(3)])
+    return encoder
+
+
+def test_encode_shape_norm_and_determinism(fitted):
+    assert fitted.dim == fitted.raw_dim == 32 * 112
+    x = fitted.encode([texture(0), texture(1), texture(0)])
+    assert x.shape == (3, 3584) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(x[0], x[2])
+    assert x[0] @ x[1] < 0.99
+
+
+def test_state_round_trip_and_unfitted(fitted):
+    state = fitted.get_state()
+    assert state['centers'].shape == (32, 112)
+    np.testing.assert_allclose(np.linalg.norm(state['centers'], axis=1), 1, atol=1e-5)  # spherical k-means
+    clone = create_encoder('anyloc_vlad', SMALL, state)
+    np.testing.assert_allclose(clone.encode([texture(5)]), fitted.encode([texture(5)]), atol=1e-6)
+    with pytest.raises(VprError):
+        create_encoder('anyloc_vlad', SMALL).encode([texture(0)])
+    with pytest.raises(ConfigError):
+        create_encoder('anyloc_vlad', {**SMALL, 'num_clusters': 16}, state)
+
+
+def test_same_vocabulary_as_segvlad(fitted):
+    seg = create_encoder('segvlad', {**SMALL, 'pca_dim': 0})
+    seg.fit([texture(i) for i in range(3)])
+    np.testing.assert_allclose(seg.get_state()['centers'], fitted.get_state()['centers'], atol=1e-6)
+
+
+def test_dense_features_grid():
+    dense = DenseFeatures('efficientnet_lite0', None, (96, 128))
+    assert (dense.dim, dense.stride, dense.grid) == (112, 16, (6, 8))
+    f = dense.extract([texture(0)])
+    assert f.shape == (1, 6, 8, 112)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=-1), 1, atol=1e-5)
+    head = DenseFeatures('efficientnet_lite0', 'head', (96, 128))
+    assert (head.dim, head.stride, head.grid) == (1280, 32, (3, 4))
+    assert DenseFeatures('efficientnet_lite0', 7, (96, 128)).dim == 80
+
+
+def test_vocabulary_sample_rules():
+    maps = [np.full((4, 6, 3), i + 1, np.float32) for i in range(10)]
+    assert vocabulary_sample(maps).shape == (240, 3)
+    sub = vocabulary_sample(maps, seed=42, max_images=5)  # 30 % of the images, every 2nd patch
+    assert sub.shape == (3 * 2 * 3, 3)
+    np.testing.assert_allclose(np.linalg.norm(sub, axis=1), 1, atol=1e-6)
+
+
+def test_backbone_errors():
+    with pytest.raises(WeightsError, match='backbone_weights'):
+        create_encoder('anyloc_vlad', {'backbone': 'dinov2_vitb14', 'image_size': [224, 224]})
+    with pytest.raises(ConfigError, match='unknown dense backbone'):
+        create_encoder('anyloc_vlad', {'backbone': 'resnet50'})
+    with pytest.raises(ConfigError, match='block index'):
+        create_encoder('anyloc_vlad', {'layer': 99})
