@@ -42,4 +42,4 @@ def test_mixer_is_residual_with_zero_init_bias():
         layer.mix[3].weight.zero_()
     x = torch.randn(2, 5, 6)
     torch.testing.assert_close(layer(x), x)
-    assert all(float(m.bias.abs().sum()) == 0 for m in (layer.mix[1], layer.mix[3]))
+    assert all(m.bias.abs().sum().item() == 0 for m in (layer.mix[1], layer.mix[3]))

@@ -1,0 +1,210 @@
+"""Shared machinery of the encoders built from published VPR models (backbone + aggregator).
+
+Every such encoder takes these config keys:
+
+* ``weights: PATH`` - the released checkpoint of the whole model, loaded strictly in its published
+  key layout (a ``WeightsError`` lists missing / unexpected keys and shape mismatches);
+* ``backbone_weights: PATH`` - used only when ``weights`` is null: ImageNet backbone weights (a
+  torchvision ResNet ``.pth`` or a DINOv2 ``dinov2_vit*14_pretrain.pth``); the aggregator then
+  keeps its (seeded, reproducible) random initialisation;
+* neither - everything is randomly initialised with seed 0 and a warning is logged: the
+  descriptors are then only good for tests and plumbing;
+* ``image_size: [H, W]`` (null = the released evaluation size) and ``interpolation``.
+
+Nothing is downloaded: checkpoints are files the user provides.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vpr_ros.encoders.backbones.dinov2 import DinoV2, dinov2_vitb14, dinov2_vits14
+from vpr_ros.encoders.backbones.resnet import ResNet, load_torchvision_resnet
+from vpr_ros.encoders.torch_encoder import _INTERP, TorchEncoder
+from vpr_ros.encoders.weights import file_fingerprint, load_strict, read_state_dict, state_fingerprint
+from vpr_ros.errors import ConfigError
+
+log = logging.getLogger('vpr_ros.encoders')
+
+ZOO_DEFAULTS: dict[str, Any] = {'weights': None, 'backbone_weights': None, 'image_size': None,
+                                'interpolation': None}
+RESNET_NAMES = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101, 'resnet152': 152}
+
+
+def resnet_depth(name: str, allowed: tuple[str, ...] = tuple(RESNET_NAMES)) -> int:
+    if name not in allowed:
+        raise ConfigError(f'unsupported backbone {name!r}; supported: {", ".join(allowed)}')
+    return RESNET_NAMES[name]
+
+
+def cropped_resnet(depth: int, crop: str, backbone_weights: str | None) -> ResNet:
+    """A ResNet holding only the stages up to ``crop`` (no layer4/fc beyond it), torchvision names.
+
+    With ``backbone_weights`` a full torchvision ImageNet checkpoint is loaded strictly into a full
+    network first and its kept stages copied over, so a truncated file cannot pass silently.
+    """
+    net = ResNet(depth, crop, full=False)
+    if backbone_weights:
+        full = ResNet(depth, crop, full=True)
+        load_torchvision_resnet(full, backbone_weights)
+        own = net.state_dict()
+        net.load_state_dict({k: v for k, v in full.state_dict().items() if k in own}, strict=True)
+    return net
+
+
+def dinov2_backbone(arch: str, backbone_weights: str | None) -> DinoV2:
+    """DINOv2 ViT/14 with hub parameter names; the ``dinov2_vit*14_pretrain.pth`` file loads strictly."""
+    builders = {'dinov2_vitb14': dinov2_vitb14, 'dinov2_vits14': dinov2_vits14}
+    if arch not in builders:
+        raise ConfigError(f'unsupported DINOv2 backbone {arch!r}; supported: {", ".join(builders)}')
+    net = builders[arch]()
+    if backbone_weights:
+        load_strict(net, read_state_dict(backbone_weights), backbone_weights)
+    return net
+
+
+def resnet_stages(net: ResNet) -> list[nn.Module]:
+    """[conv1, bn1, relu, maxpool, layer1, ..., <crop>]: the torchvision children a VPR repo keeps
+    in an ``nn.Sequential`` (parameters then sit at indices 0, 1, 4, 5, 6[, 7])."""
+    names = ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3']
+    if net.crop == 'layer4':
+        names.append('layer4')
+    return [getattr(net, n) for n in names]
+
+
+def check_patch_multiple(name: str, size: tuple[int, int], patch: int = 14) -> None:
+    if size[0] % patch or size[1] % patch:
+        raise ConfigError(f'encoder {name!r}: a ViT/{patch} backbone needs image_size in multiples of {patch}, '
+                          f'got {list(size)}')
+
+
+def resnet_map_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """Feature-map size of a torchvision ResNet at ``stride`` 16 or 32 (each halving rounds up)."""
+    h, w = height, width
+    for _ in range({16: 4, 32: 5}[stride]):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
+def strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Drop ``prefix`` when every key has it (``module.`` of DataParallel-saved checkpoints)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+class ResNetModelTrunk(nn.Module):
+    """A torchvision-named ResNet as ``model`` (the GSV-Cities / MixVPR backbone wrapper's name)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+class BackboneAggregator(nn.Module):
+    """``aggregator(backbone(x))``: the layout of the Lightning VPR models (backbone.*, aggregator.*)."""
+
+    def __init__(self, backbone: nn.Module, aggregator: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aggregator = aggregator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aggregator(self.backbone(x))
+
+
+class SequentialBackboneModel(nn.Module):
+    """``backbone`` (an nn.Sequential of ResNet stages: keys ``backbone.{0,1,4,5,6[,7]}``) then
+    ``aggregation``, then L2: the CosPlace / deep-visual-geo-localization-benchmark layout."""
+
+    def __init__(self, stages: list[nn.Module], aggregation: nn.Module) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(*stages)
+        self.aggregation = aggregation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.aggregation(self.backbone(x)), p=2, dim=-1)
+
+
+class ZooEncoder(TorchEncoder):
+    """A TorchEncoder whose model is a published backbone + aggregator (see the module docstring).
+
+    Subclasses implement ``build_architecture(backbone_weights)`` and ``native_size()``.
+    """
+
+    default_interpolation: ClassVar[str] = 'area'
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self._fingerprint: str | None = None
+        super().__init__(config)
+
+    # ----- what subclasses implement ---------------------------------------------------------
+    def build_architecture(self, backbone_weights: str | None) -> nn.Module:
+        """The model (normalised (N, 3, H, W) -> (N, D)) with the released module names."""
+        raise NotImplementedError
+
+    def native_size(self) -> tuple[int, int]:
+        """(H, W) the released model is evaluated at."""
+        raise NotImplementedError
+
+    def adapt_release(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Map a released state dict onto the model's names (default: drop a ``module.`` prefix)."""
+        return strip_prefix(state, 'module.')
+
+    def fingerprint_module(self) -> nn.Module:
+        """What the weights fingerprint hashes when there is no weights file (default: all of it)."""
+        return self.model
+
+    # ----- shared ----------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        size = self.config.get('image_size')
+        return (int(size[0]), int(size[1])) if size is not None else self.native_size()
+
+    def build_model(self) -> nn.Module:
+        interp = self.config.get('interpolation') or self.default_interpolation
+        if interp not in _INTERP:
+            raise ConfigError(f'encoder {self.name!r}: interpolation must be one of {sorted(_INTERP)}, got {interp!r}')
+        self.interpolation = interp
+        weights, backbone_weights = self.config['weights'], self.config['backbone_weights']
+        if weights and backbone_weights:
+            raise ConfigError(f'encoder {self.name!r}: give either weights (the whole released model) or '
+                              'backbone_weights (ImageNet backbone only), not both')
+        if weights:
+            state = self.adapt_release(read_state_dict(weights))
+            # Every parameter and buffer comes from the file (loading is strict), so skip the random
+            # initialisation: build on the meta device, allocate, then copy the file's values in.
+            with torch.device('meta'):
+                model = self.build_architecture(None)
+            model.to_empty(device='cpu')
+            unsaved = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+            if unsaved:  # a non-persistent buffer would keep to_empty's garbage
+                raise RuntimeError(f'{self.name}: buffers {sorted(unsaved)} are not in the state dict')
+            load_strict(model, state, weights)
+            return model
+        # Seeded so that randomly initialised parts are the same in every process (maps stay comparable).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = self.build_architecture(backbone_weights)
+        if not backbone_weights:
+            log.warning('encoder %r: no weights and no backbone_weights given: random initialisation '
+                        '(descriptors are meaningless for place recognition; set weights: PATH to the '
+                        'released checkpoint)', self.name)
+        else:
+            log.info('encoder %r: ImageNet backbone from %s, aggregator randomly initialised',
+                     self.name, backbone_weights)
+        return model
+
+    def weights_fingerprint(self) -> str:
+        if self.config['weights']:
+            return file_fingerprint(self.config['weights'])
+        if self._fingerprint is None:
+            self._fingerprint = state_fingerprint(self.fingerprint_module().state_dict())
+        return self._fingerprint

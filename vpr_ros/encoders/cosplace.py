@@ -1,0 +1,51 @@
+"""CosPlace (CVPR 2022): ResNet (all conv stages) + L2 -> GeM -> FC -> L2, as released.
+
+Released backbones/dims (``{backbone}_{dim}_cosplace.pth``): ResNet18 32..512, ResNet50 /
+ResNet101 / ResNet152 32..2048 (``out_dim``: any power of two in that range). The VGG16 releases
+are not supported (no VGG backbone here). Evaluated at 480x640 (``image_size`` [480, 640]),
+ImageNet mean/std. ``weights: PATH`` loads the release strictly: ``backbone.{0,1,4,5,6,7}.*``
+(Sequential of torchvision ResNet children) and ``aggregation.{1.p,3.weight,3.bias}``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import nn
+
+from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder, cropped_resnet, resnet_depth,
+                                   resnet_stages)
+from vpr_ros.encoders.aggregators.cosplace import CosPlaceHead
+from vpr_ros.errors import ConfigError
+
+COSPLACE_BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'resnet152')
+COSPLACE_DIMS = {'resnet18': (32, 64, 128, 256, 512)} | {
+    b: (32, 64, 128, 256, 512, 1024, 2048) for b in ('resnet50', 'resnet101', 'resnet152')}
+
+
+class CosPlaceEncoder(ZooEncoder):
+    name = 'cosplace'
+    description = 'CosPlace (CVPR 2022): ResNet + GeM + FC, 32-2048-d (ResNet-50 2048-d default) at 480x640'
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'out_dim': 2048}
+
+    def native_size(self) -> tuple[int, int]:
+        return (480, 640)
+
+    def _checked(self) -> tuple[int, int]:
+        backbone, out_dim = self.config['backbone'], int(self.config['out_dim'])
+        if backbone == 'vgg16':
+            raise ConfigError('encoder cosplace: the VGG16 CosPlace releases are not supported (no VGG-16 '
+                              'backbone in vpr_ros); use resnet18/50/101/152')
+        depth = resnet_depth(backbone, COSPLACE_BACKBONES)
+        if out_dim not in COSPLACE_DIMS[backbone]:
+            raise ConfigError(f'encoder cosplace: {backbone} was released with out_dim in '
+                              f'{list(COSPLACE_DIMS[backbone])}, got {out_dim}')
+        return depth, out_dim
+
+    def build_architecture(self, backbone_weights: str | None) -> nn.Module:
+        depth, out_dim = self._checked()
+        net = cropped_resnet(depth, 'layer4', backbone_weights)
+        return SequentialBackboneModel(resnet_stages(net), CosPlaceHead(net.out_channels, out_dim))
+
+    @property
+    def raw_dim(self) -> int:
+        return self._checked()[1]
