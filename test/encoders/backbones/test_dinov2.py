@@ -49,16 +49,13 @@ def test_layout_matches_hub(factory, dim: int, n_params: int) -> None:
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
     assert sum(p.numel() for p in model.parameters()) == n_params
     assert (model.embed_dim, model.patch_size, model.num_heads) == (dim, 14, dim // 64)
-
-
-def test_representative_vitb14_shapes() -> None:
-    model = dinov2_vitb14()
-    state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert state['pos_embed'] == (1, 1370, 768)
-    assert state['blocks.11.attn.qkv.weight'] == (2304, 768)
-    assert state['blocks.0.mlp.fc1.weight'] == (3072, 768)
-    assert state['patch_embed.proj.weight'] == (768, 3, 14, 14)
     assert model.blocks[0].ls1.gamma.eq(1.0).all()  # hub init_values=1.0
+    if dim == 768:  # spelled out for ViT-B/14
+        state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert state['pos_embed'] == (1, 1370, 768)
+        assert state['blocks.11.attn.qkv.weight'] == (2304, 768)
+        assert state['blocks.0.mlp.fc1.weight'] == (3072, 768)
+        assert state['patch_embed.proj.weight'] == (768, 3, 14, 14)
 
 
 def test_file_round_trip_vits14(tmp_path) -> None:
@@ -93,10 +90,11 @@ def test_truncated_and_mismatched_files(tmp_path) -> None:
 
 
 def test_output_shapes_322() -> None:
-    model = dinov2_vits14().eval()
+    torch.manual_seed(0)
+    model = DinoV2(embed_dim=32, depth=1, num_heads=4).eval()  # hub grid 37x37, narrow and shallow for speed
     with torch.no_grad():
-        patches, cls = model.forward_features(torch.randn(1, 3, 322, 322), apply_norm=False)
-    assert patches.shape == (1, 384, 23, 23) and cls.shape == (1, 384)
+        patches, cls = model.forward_features(torch.randn(2, 3, 322, 322), apply_norm=False)
+    assert patches.shape == (2, 32, 23, 23) and cls.shape == (2, 32)
 
 
 @pytest.mark.parametrize('size', [(320, 322), (322, 320), (13, 14), (0, 14)])
@@ -145,10 +143,10 @@ def _reference_forward(model: DinoV2, x: torch.Tensor) -> torch.Tensor:
     t, _, _ = model.tokens(x)
     for blk in model.blocks:
         b, n, d = t.shape
-        h = blk.norm1(t)
-        qkv = F.linear(h, blk.attn.qkv.weight, blk.attn.qkv.bias).reshape(b, n, 3, model.num_heads, d // model.num_heads)
+        hd = d // model.num_heads
+        qkv = F.linear(blk.norm1(t), blk.attn.qkv.weight, blk.attn.qkv.bias).reshape(b, n, 3, model.num_heads, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = ((q * (d // model.num_heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        attn = ((q * hd ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
         y = F.linear((attn @ v).transpose(1, 2).reshape(b, n, d), blk.attn.proj.weight, blk.attn.proj.bias)
         t = t + y * blk.ls1.gamma
         m = F.linear(F.gelu(F.linear(blk.norm2(t), blk.mlp.fc1.weight, blk.mlp.fc1.bias)),
