@@ -150,7 +150,9 @@ class DinoV2(nn.Module):
         """Patch-embed ``x`` and add the CLS token and position embeddings: ((B, 1+N, D), rows, cols)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f'DINOv2 expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}')
-        rows, cols = self.patch_grid(x.shape[-2], x.shape[-1])
+        # int(): under ONNX/JIT tracing shapes are traced tensors, which F.interpolate's scale_factor
+        # rejects; the grid is a constant of the exported graph anyway (only the batch axis is dynamic).
+        rows, cols = self.patch_grid(int(x.shape[-2]), int(x.shape[-1]))
         t = self.patch_embed(x)
         t = torch.cat((self.cls_token.expand(t.shape[0], -1, -1).to(t.dtype), t), dim=1)
         return t + self.interpolated_pos_embed(rows, cols).to(t.dtype), rows, cols
