@@ -1,0 +1,73 @@
+"""Loop-closure acceptance rules: separation, score, temporal consistency, rate cap."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from vpr_ros.errors import ConfigError
+from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
+
+
+@dataclass
+class M:
+    place_id: int
+    score: float
+    stamp: float
+
+
+def run(flt: LoopClosureFilter, frames: list[tuple[float, list[M]]]) -> list[LoopStatus]:
+    return [flt.update(t, matches).status for t, matches in frames]
+
+
+def test_needs_consecutive_agreeing_frames() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=3, max_rate_hz=0))
+    frames = [(100.0 + i, [M(10 + i, 0.9, 10.0 + i)]) for i in range(4)]
+    assert run(flt, frames) == [LoopStatus.FAILED_TEMPORAL_CONSISTENCY] * 2 + [LoopStatus.LOOP_DETECTED] * 2
+    d = flt.update(104.0, [M(14, 0.9, 14.0)])
+    assert d.accepted and (d.t_query, d.t_match, d.place_id, d.streak) == (104.0, 14.0, 14, 5)
+
+
+def test_a_jump_to_a_far_place_restarts_the_streak() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=2, consistency_place_window=3,
+                                              consistency_stamp_window=3.0, max_rate_hz=0))
+    assert run(flt, [(100.0, [M(10, 0.9, 10.0)]), (101.0, [M(50, 0.9, 50.0)]), (102.0, [M(51, 0.9, 60.0)]),
+                     (103.0, [M(80, 0.9, 61.0)])]) == [
+        LoopStatus.FAILED_TEMPORAL_CONSISTENCY, LoopStatus.FAILED_TEMPORAL_CONSISTENCY,
+        LoopStatus.LOOP_DETECTED,   # ids 50 -> 51 agree
+        LoopStatus.LOOP_DETECTED]   # ids 51 -> 80 do not, map stamps 60 -> 61 do
+
+
+def test_low_score_and_recent_matches_fail_and_reset() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(min_score=0.8, min_time_separation=30.0, consistency_frames=2,
+                                              max_rate_hz=0))
+    assert run(flt, [(100.0, [M(1, 0.9, 10.0)]), (101.0, [M(1, 0.5, 10.0)]), (102.0, [M(2, 0.9, 11.0)]),
+                     (103.0, [M(9, 0.99, 90.0)]), (104.0, [])]) == [
+        LoopStatus.FAILED_TEMPORAL_CONSISTENCY, LoopStatus.LOW_SCORE, LoopStatus.FAILED_TEMPORAL_CONSISTENCY,
+        LoopStatus.TOO_RECENT, LoopStatus.NO_MATCHES]
+
+
+def test_the_best_match_far_enough_in_time_is_the_candidate() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=0))
+    d = flt.update(100.0, [M(9, 0.99, 95.0), M(2, 0.85, 20.0)])
+    assert d.accepted and d.place_id == 2 and d.t_match == 20.0
+
+
+def test_rate_cap_in_query_time() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=1.0))
+    statuses = run(flt, [(100.0 + 0.25 * i, [M(1, 0.9, 10.0)]) for i in range(9)])
+    assert [i for i, s in enumerate(statuses) if s is LoopStatus.LOOP_DETECTED] == [0, 4, 8]
+    assert statuses[1] is LoopStatus.RATE_LIMITED
+
+
+def test_time_going_backwards_resets() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=2, max_rate_hz=1.0))
+    run(flt, [(100.0, [M(1, 0.9, 10.0)]), (100.1, [M(1, 0.9, 10.0)])])
+    assert flt.update(50.0, [M(1, 0.9, 10.0)]).status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY
+
+
+@pytest.mark.parametrize('bad', [dict(consistency_frames=0), dict(min_time_separation=-1.0),
+                                 dict(max_rate_hz=-1.0), dict(consistency_stamp_window=-0.1)])
+def test_invalid_config_is_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        LoopClosureFilter(LoopClosureConfig(**bad))

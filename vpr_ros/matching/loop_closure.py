@@ -1,0 +1,128 @@
+"""Loop-closure acceptance: which retrieval results become [t_query, t_match] pairs for SLAM.
+
+A frame's candidate is its best-scoring match that lies at least ``min_time_separation`` seconds
+from the query (LIO-SAM drops pairs closer than its ``historyKeyframeSearchTimeDiff``, 30 s).
+The candidate must score at least ``min_score``; then it must agree with the candidates of the
+previous ``consistency_frames - 1`` frames (their place ids within ``consistency_place_window`` or
+their map stamps within ``consistency_stamp_window`` seconds of each other): the temporal check
+that keeps one lucky frame from closing a loop. Accepted pairs are capped at ``max_rate_hz``
+(query time), since LIO-SAM consumes one pair per second from a queue of five.
+
+Every frame gets a :class:`LoopStatus`, modelled on Kimera-VIO's LCD status enum, so the node can
+report why nothing was published.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from vpr_ros.errors import ConfigError
+
+
+class LoopStatus(enum.Enum):
+    LOOP_DETECTED = 'loop_detected'
+    NO_MATCHES = 'no_matches'                              # empty map or nothing retrieved
+    TOO_RECENT = 'too_recent'                              # every match is within min_time_separation
+    LOW_SCORE = 'low_score'                                # the eligible match scores below min_score
+    FAILED_TEMPORAL_CONSISTENCY = 'failed_temporal_consistency'  # not yet N agreeing frames
+    RATE_LIMITED = 'rate_limited'                          # accepted, but max_rate_hz was reached
+
+
+class Candidate(Protocol):
+    """What the filter reads from a retrieval match (vpr_ros.mapdb.store.Match satisfies it)."""
+
+    place_id: int
+    score: float
+    stamp: float
+
+
+@dataclass
+class LoopClosureConfig:
+    min_score: float = 0.8
+    min_time_separation: float = 30.0
+    consistency_frames: int = 3
+    consistency_place_window: int = 3
+    consistency_stamp_window: float = 3.0
+    max_rate_hz: float = 1.0
+
+    def validate(self) -> None:
+        if self.min_time_separation < 0:
+            raise ConfigError('loop closure: min_time_separation must be >= 0')
+        if self.consistency_frames < 1:
+            raise ConfigError('loop closure: consistency_frames must be >= 1')
+        if self.consistency_place_window < 0 or self.consistency_stamp_window < 0:
+            raise ConfigError('loop closure: consistency windows must be >= 0')
+        if self.max_rate_hz < 0:
+            raise ConfigError('loop closure: max_rate_hz must be >= 0 (0 = no cap)')
+
+
+@dataclass(frozen=True)
+class LoopDecision:
+    status: LoopStatus
+    t_query: float
+    t_match: float | None = None
+    place_id: int | None = None
+    score: float | None = None
+    streak: int = 0  # consecutive agreeing frames, this one included
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is LoopStatus.LOOP_DETECTED
+
+
+class LoopClosureFilter:
+    """Stateful per-frame decision; feed frames in query-time order through :meth:`update`."""
+
+    def __init__(self, config: LoopClosureConfig | None = None) -> None:
+        self.config = config or LoopClosureConfig()
+        self.config.validate()
+        self.reset()
+
+    def reset(self) -> None:
+        self._previous: Candidate | None = None
+        self._streak = 0
+        self._last_query: float | None = None
+        self._last_published: float | None = None
+
+    def _agrees(self, a: Candidate, b: Candidate) -> bool:
+        cfg = self.config
+        return (abs(int(a.place_id) - int(b.place_id)) <= cfg.consistency_place_window
+                or abs(float(a.stamp) - float(b.stamp)) <= cfg.consistency_stamp_window)
+
+    def update(self, t_query: float, matches: Sequence[Candidate]) -> LoopDecision:
+        cfg = self.config
+        if self._last_query is not None and t_query < self._last_query:
+            self.reset()  # time went backwards: a bag restarted or the clock was reset
+        self._last_query = t_query
+        if not matches:
+            return self._fail(LoopStatus.NO_MATCHES, t_query)
+        eligible = next((m for m in matches
+                         if abs(t_query - float(m.stamp)) >= cfg.min_time_separation), None)
+        if eligible is None:
+            return self._fail(LoopStatus.TOO_RECENT, t_query)
+        if float(eligible.score) < cfg.min_score:
+            return self._fail(LoopStatus.LOW_SCORE, t_query, eligible)
+        agrees = self._previous is not None and self._agrees(self._previous, eligible)
+        self._streak = self._streak + 1 if agrees else 1
+        self._previous = eligible
+        status = LoopStatus.LOOP_DETECTED
+        if self._streak < cfg.consistency_frames:
+            status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
+        elif (cfg.max_rate_hz > 0 and self._last_published is not None
+              and t_query - self._last_published < 1.0 / cfg.max_rate_hz):
+            status = LoopStatus.RATE_LIMITED
+        if status is LoopStatus.LOOP_DETECTED:
+            self._last_published = t_query
+        return LoopDecision(status, t_query, float(eligible.stamp), int(eligible.place_id),
+                            float(eligible.score), self._streak)
+
+    def _fail(self, status: LoopStatus, t_query: float, match: Candidate | None = None) -> LoopDecision:
+        self._previous, self._streak = None, 0
+        if match is None:
+            return LoopDecision(status, t_query)
+        return LoopDecision(status, t_query, float(match.stamp), int(match.place_id), float(match.score))
+
+
+__all__ = ['Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision', 'LoopStatus']
