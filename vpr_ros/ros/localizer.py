@@ -1,0 +1,403 @@
+"""The localizer node: camera frames -> place ids, matched poses, loop closures for SLAM, diagnostics.
+
+A thin shell around :class:`vpr_ros.localization.Localizer` (the same encode + search the offline
+``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; a
+worker thread processes the newest frame whenever it is free, so no backlog ever builds and
+replaced frames are counted as dropped. Topics, parameters and message layouts:
+``docs/ros_interface.md``; parameters are the table in :mod:`vpr_ros.ros.parameters`.
+
+Run: ``ros2 run vpr_ros localizer --ros-args --params-file config/localize.yaml -p map_path:=...``
+or ``python -m vpr_ros.localizer --ros-args ...``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray, Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from vpr_ros.encoders import create_encoder
+from vpr_ros.errors import ConfigError, ImageDecodeError, MapError, VprError
+from vpr_ros.frames import Pose, msg_to_rgb
+from vpr_ros.localization import Localizer, encoder_for_map
+from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching.keyframes import KeyframeGate
+from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
+from vpr_ros.ros import messages
+from vpr_ros.ros.parameters import NODE_NAME, PARAMETERS, ParamSpec, cross_check
+from vpr_ros.ros.runtime import LatestSlot, RollingStats
+from vpr_ros.skips import SkipCounter
+from vpr_ros.sources.bag import PoseTrack
+
+# Outputs: reliable depth 10. A reliable publisher also serves BEST_EFFORT subscribers such as
+# LIO-SAM's depth-1 loop-closure subscriber; the reverse pairing would deliver nothing.
+OUTPUT_QOS = QoSProfile(depth=10)
+LATCHED_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+NO_INPUT_WARN_S = 5.0
+ODOM_BUFFER = 500
+ODOM_MAX_EXTRAPOLATION_S = 0.5
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.low is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                            to_value=float(spec.high), step=0.0)]
+    return desc
+
+
+class LocalizerNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._stopping = threading.Event()
+        self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
+        self._worker: threading.Thread | None = None
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._values: dict[str, Any] = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
+        problem = cross_check(self._values)
+        if problem:
+            raise ConfigError(problem)
+        self._loop_filter = LoopClosureFilter(self._loop_config(self._values))
+        self._keyframes = KeyframeGate()
+        self._apply_settings()
+
+        self._map_lock = threading.Lock()
+        self._localizer = self._open_localizer()
+        self._warm_up()
+        self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
+        self._map_dirty = False
+        self._odom: deque[tuple[float, Pose]] = deque(maxlen=ODOM_BUFFER)
+        self._odom_lock = threading.Lock()
+
+        self._skips = SkipCounter(self.get_logger().warning)
+        self._received = self._processed = self._rate_limited = self._loops_published = 0
+        self._loop_status: Counter[str] = Counter()
+        self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
+        self._last_loop_status = ''
+        self._input = RollingStats()
+        self._done = RollingStats()
+        self._latency = RollingStats()
+        self._processing = RollingStats()
+        self._reported_skips = 0
+        self._last_image_stamp: float | None = None
+
+        self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
+        self._pub_best = self.create_publisher(Vector3Stamped, '~/best_match', OUTPUT_QOS)
+        self._pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/pose', OUTPUT_QOS)
+        self._pub_loop = self.create_publisher(Float64MultiArray, '~/loop_closure', OUTPUT_QOS)
+        self._pub_map_markers = self.create_publisher(MarkerArray, '~/markers/map', LATCHED_QOS)
+        self._pub_match_markers = self.create_publisher(MarkerArray, '~/markers/match', OUTPUT_QOS)
+        self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', OUTPUT_QOS)
+        self.create_service(Trigger, '~/save_map', self._on_save_map)
+        self._publish_map_markers()
+
+        topic, msg_type = self._image_topic()
+        self._image_sub = self.create_subscription(
+            msg_type, topic, self._on_image, qos_profile_sensor_data,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        if self._values['odom_topic']:
+            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom, qos_profile_sensor_data)
+        self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+        self._worker = threading.Thread(target=self._work, name='vpr_localizer_worker', daemon=True)
+        self._worker.start()
+        vmap = self._localizer.map
+        self.get_logger().info(
+            f'ready: {len(vmap)} places, encoder {self._localizer.encoder.name} (dim {vmap.meta.dim}), '
+            f"top_k {self._localizer.top_k}, listening on {self._image_sub.topic_name} ({msg_type.__name__})"
+            + (', incremental' if self._values['incremental'] else ''))
+
+    # ----- setup ----------------------------------------------------------------------------------
+    def _open_localizer(self) -> Localizer:
+        v = self._values
+        try:
+            overrides = yaml.safe_load(v['encoder_config']) if v['encoder_config'] else {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f'encoder_config is not YAML: {str(exc).splitlines()[0]}') from exc
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"encoder_config must be a mapping such as '{{threads: 2}}', got {overrides!r}")
+        if v['threads']:
+            overrides['threads'] = v['threads']
+        if v['map_path']:
+            vmap = VprMap.load(v['map_path'])
+            built_with = vmap.meta.encoder['name']
+            if v['encoder'] and v['encoder'] != built_with:
+                raise MapError(f"{v['map_path']} was built with encoder {built_with!r}, the node is configured "
+                               f"with {v['encoder']!r} (set encoder '' to use the map's)")
+            return Localizer(vmap, encoder_for_map(vmap, overrides), v['top_k'])
+        if not v['incremental']:
+            raise ConfigError('parameter map_path is required (a map directory from vpr-ros build-map)')
+        if not v['encoder']:
+            raise ConfigError("an empty incremental map (map_path '') needs the encoder parameter")
+        encoder = create_encoder(v['encoder'], overrides)
+        if encoder.requires_fit:
+            raise ConfigError(f"encoder {v['encoder']!r} learns a vocabulary or PCA from map images; "
+                              'build a map with vpr-ros build-map first and pass it as map_path')
+        vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
+                            build={'description': f'grown online by the {NODE_NAME} node'})
+        return Localizer(vmap, encoder, v['top_k'])
+
+    def _warm_up(self) -> None:
+        """One throw-away encode, so the first camera frame does not pay for lazy initialisation."""
+        h, w = self._localizer.encoder.input_size or (240, 320)
+        self._localizer.describe(np.zeros((h, w, 3), np.uint8))
+
+    def _image_topic(self) -> tuple[str, type]:
+        topic = self._values['image_topic']
+        if self._values['image_transport'] == 'compressed':
+            return (topic if topic.endswith('/compressed') else topic.rstrip('/') + '/compressed'), CompressedImage
+        return topic, Image
+
+    # ----- parameters ---------------------------------------------------------------------------
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        values = dict(self._values)
+        values.update({p.name: p.value for p in params if p.name in values})
+        problem = cross_check(values)
+        if problem is None:
+            try:
+                self._loop_config(values).validate()
+            except ConfigError as exc:
+                problem = str(exc)
+        return SetParametersResult(successful=problem is None, reason=problem or '')
+
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        self._values.update({p.name: p.value for p in params if p.name in self._values})
+        self._apply_settings()
+        self._localizer.top_k = self._values['top_k']
+        if self._values['threads']:
+            self._localizer.encoder.config['threads'] = self._values['threads']
+
+    @staticmethod
+    def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
+        return LoopClosureConfig(
+            min_score=v['loop_closure.min_score'], min_time_separation=v['loop_closure.min_time_separation'],
+            consistency_frames=v['loop_closure.consistency_frames'],
+            consistency_place_window=v['loop_closure.consistency_place_window'],
+            consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
+            max_rate_hz=v['loop_closure.max_rate_hz'])
+
+    def _apply_settings(self) -> None:
+        """(Re)build the objects the worker reads; each is swapped in whole, so no lock is needed."""
+        v = self._values
+        self._covariance = messages.CovarianceModel(
+            v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
+            v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
+        self._loop_filter.config = self._loop_config(v)
+        self._keyframes.min_interval = v['keyframe.min_interval']
+        self._keyframes.min_distance = v['keyframe.min_distance']
+        self._keyframes.max_similarity = v['keyframe.max_similarity']
+
+    # ----- input ----------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._received += 1
+        self._input.tick()
+        self._slot.put((msg, time.perf_counter(), self.get_clock().now().to_msg()))
+
+    def _on_odom(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        with self._odom_lock:
+            self._odom.append((messages.to_sec(msg.header.stamp),
+                               Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+
+    def _odom_pose(self, t: float) -> Pose | None:
+        with self._odom_lock:
+            odom = list(self._odom)
+        if not odom:
+            return None
+        pose = PoseTrack([s for s, _ in odom], [p for _, p in odom]).at(t)
+        last_t, last_pose = max(odom, key=lambda sp: sp[0])
+        if pose is None and 0 <= t - last_t <= ODOM_MAX_EXTRAPOLATION_S:
+            pose = last_pose  # odometry lags the camera a little
+        return pose
+
+    # ----- the worker ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            item = self._slot.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except ImageDecodeError as exc:
+                self._skips.skip(exc.kind, str(exc))
+            except Exception as exc:  # the node must survive any single frame
+                if self._stopping.is_set():
+                    return
+                self._skips.skip(f'processing error ({type(exc).__name__})', str(exc))
+
+    def _process(self, msg: Image | CompressedImage, t_received: float, receipt_stamp: Any) -> None:
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            stamp = receipt_stamp  # an unstamped camera: use the arrival time on the node clock
+        t = messages.to_sec(stamp)
+        max_rate = self._values['max_rate_hz']
+        last_t = self._last_image_stamp
+        if max_rate > 0 and last_t is not None and 0 <= t - last_t < 1.0 / max_rate:
+            self._rate_limited += 1
+            return
+        t_start = time.perf_counter()
+        rgb = msg_to_rgb(msg)
+        with self._map_lock:
+            loc = self._localizer.localize(rgb, t, self._recent_places(t))
+            self._maybe_add_keyframe(t, loc.vectors)
+        self._last_image_stamp = t
+        self._publish(stamp, t, loc.matches)
+        t_end = time.perf_counter()
+        self._processed += 1
+        self._done.tick()
+        self._latency.add((t_end - t_received) * 1e3)
+        self._processing.add((t_end - t_start) * 1e3)
+
+    def _recent_places(self, t: float) -> set[int]:
+        """Places this run added within min_time_separation of t: never loop-closure candidates."""
+        separation = self._loop_filter.config.min_time_separation
+        return {pid for pid, stamp in self._session_places if abs(t - stamp) < separation}
+
+    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray) -> None:
+        if not self._values['incremental'] or not len(vectors):
+            return
+        pose = self._odom_pose(t) if self._values['odom_topic'] else None
+        if self._keyframes.accept(t, pose.position if pose else None, vectors):
+            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}')
+            self._session_places.append((pid, t))
+            self._map_dirty = True
+
+    def _publish(self, stamp: Any, t: float, matches: list) -> None:
+        header = Header(stamp=stamp, frame_id=self._values['map_frame'])
+        self._pub_candidates.publish(messages.candidates_msg(t, matches))
+        if matches:
+            best = matches[0]
+            self._last = (best.place_id, best.score, t)
+            self._pub_best.publish(messages.best_match_msg(header, best))
+            if best.pose is not None and best.score >= self._values['pose.min_score']:
+                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance))
+            self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
+        if self._values['loop_closure.enabled']:
+            decision = self._loop_filter.update(t, matches)
+            self._loop_status[decision.status.value] += 1
+            self._last_loop_status = decision.status.value
+            if decision.status is LoopStatus.LOOP_DETECTED:
+                self._pub_loop.publish(messages.loop_closure_msg(t, decision.t_match))
+                self._loops_published += 1
+                self.get_logger().info(f'loop closure: {t:.3f} s -> place {decision.place_id} at '
+                                       f'{decision.t_match:.3f} s (score {decision.score:.3f})')
+
+    # ----- map ------------------------------------------------------------------------------------
+    def _publish_map_markers(self) -> None:
+        with self._map_lock:
+            places = list(self._localizer.map.places)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._values['map_frame'])
+        self._pub_map_markers.publish(messages.map_markers(places, header))
+
+    def _on_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        path = self._values['save_map_path'] or self._values['map_path']
+        if not path:
+            response.success, response.message = False, 'set save_map_path (map_path is empty)'
+            return response
+        try:
+            with self._map_lock:
+                self._localizer.map.save(path)
+                count = len(self._localizer.map)
+        except (VprError, OSError) as exc:
+            response.success, response.message = False, f'saving the map to {path} failed: {exc}'
+            self.get_logger().error(response.message)
+            return response
+        response.success, response.message = True, f'saved {count} places to {path}'
+        self.get_logger().info(response.message)
+        return response
+
+    # ----- diagnostics ----------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        if self._map_dirty:
+            self._map_dirty = False
+            self._publish_map_markers()
+        skips = self._skips.as_dict()
+        new_skips = self._skips.total - self._reported_skips
+        self._reported_skips = self._skips.total
+        age = self._input.last_event_age()
+        errors = [k for k in skips if k.startswith('processing error')]
+        if age is None:
+            level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
+        elif age > NO_INPUT_WARN_S:
+            level, message = DiagnosticStatus.WARN, f'no image for {age:.0f} s'
+        elif new_skips and errors:
+            level, message = DiagnosticStatus.ERROR, f"frames failed: {', '.join(errors)}"
+        elif new_skips:
+            level, message = DiagnosticStatus.WARN, f"skipping bad frames: {', '.join(sorted(skips))}"
+        else:
+            level, message = DiagnosticStatus.OK, 'localizing'
+        last_id, last_score, last_t = self._last or (-1, math.nan, math.nan)
+        values = {
+            'input_rate_hz': f'{self._input.rate():.2f}', 'processed_rate_hz': f'{self._done.rate():.2f}',
+            'latency_p50_ms': f'{self._latency.percentile(50):.1f}',
+            'latency_p95_ms': f'{self._latency.percentile(95):.1f}',
+            'processing_p50_ms': f'{self._processing.percentile(50):.1f}',
+            'processing_p95_ms': f'{self._processing.percentile(95):.1f}',
+            'frames_received': self._received, 'frames_processed': self._processed,
+            'frames_dropped': self._slot.dropped, 'frames_rate_limited': self._rate_limited,
+            'skipped_bad_frames': self._skips.total,
+            **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
+            'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
+            'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
+            'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
+            **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
+        }
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,
+                                  hardware_id=f'vpr_ros/{self._localizer.encoder.name}',
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                               status=[status]))
+
+    def destroy_node(self) -> None:
+        self._stopping.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = LocalizerNode()
+            except (VprError, ParameterException) as exc:
+                rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+                return 1
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Building (and, for recorders, reading) the localizer node's output messages.
+
+Only standard message types; the exact layouts are in ``docs/ros_interface.md``:
+
+* ``~/candidates`` std_msgs/Float64MultiArray: ``layout.data_offset = 1``, ``data[0]`` = query stamp
+  [s]; then a row-major K x 3 matrix, dims ``[{label: 'candidates', size: K, stride: 3K},
+  {label: 'place_id,score,map_stamp', size: 3, stride: 3}]``, best first. K may be 0.
+* ``~/best_match`` geometry_msgs/Vector3Stamped: x = place id, y = score, z = map stamp [s].
+* ``~/pose`` geometry_msgs/PoseWithCovarianceStamped of the best place, covariance from the score.
+* ``~/loop_closure`` std_msgs/Float64MultiArray: ``data = [t_query, t_match]`` (LIO-SAM), empty layout.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose as PoseMsg, PoseWithCovarianceStamped, Quaternion, Vector3Stamped
+from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimension
+from visualization_msgs.msg import Marker, MarkerArray
+
+from vpr_ros.frames import Pose
+from vpr_ros.mapdb.store import Match, Place
+
+CANDIDATE_FIELDS = ('place_id', 'score', 'map_stamp')
+
+
+def to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_time(t: float) -> Time:
+    ns = int(round(t * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def candidates_msg(t_query: float, matches: Sequence[Match]) -> Float64MultiArray:
+    k = len(matches)
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label='candidates', size=k, stride=3 * k),
+                      MultiArrayDimension(label=','.join(CANDIDATE_FIELDS), size=3, stride=3)]
+    msg.layout.data_offset = 1
+    rows = [v for m in matches for v in (float(m.place_id), float(m.score), float(m.stamp))]
+    msg.data = [float(t_query)] + rows
+    return msg
+
+
+def parse_candidates(msg: Float64MultiArray) -> tuple[float, list[tuple[int, float, float]]]:
+    """(query stamp, [(place_id, score, map_stamp), ...]) of a ``~/candidates`` message."""
+    data = np.asarray(msg.data, np.float64)
+    offset = int(msg.layout.data_offset)
+    rows = data[offset:].reshape(-1, 3)
+    return float(data[0]), [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+
+def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
+    msg = Vector3Stamped(header=header)
+    msg.vector.x, msg.vector.y, msg.vector.z = float(match.place_id), float(match.score), float(match.stamp)
+    return msg
+
+
+def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
+    return Float64MultiArray(data=[float(t_query), float(t_match)])
+
+
+@dataclass(frozen=True)
+class CovarianceModel:
+    """Standard deviations that grow linearly as the score falls from ``score_high`` to ``score_low``."""
+
+    score_low: float = 0.5
+    score_high: float = 0.95
+    sigma_xy_min: float = 1.0
+    sigma_xy_max: float = 25.0
+    sigma_yaw_min: float = 0.2
+    sigma_yaw_max: float = np.pi
+
+    def sigmas(self, score: float) -> tuple[float, float]:
+        """(position sigma [m], rotation sigma [rad]) for a match score."""
+        a = float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
+        return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
+                self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
+
+    def covariance(self, score: float) -> np.ndarray:
+        """Row-major 6x6 (x, y, z, roll, pitch, yaw) diagonal covariance as 36 float64."""
+        s_xy, s_rot = self.sigmas(score)
+        return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
+
+
+def pose_to_msg(pose: Pose) -> PoseMsg:
+    return PoseMsg(position=Point(x=pose.position[0], y=pose.position[1], z=pose.position[2]),
+                   orientation=Quaternion(x=pose.orientation[0], y=pose.orientation[1],
+                                          z=pose.orientation[2], w=pose.orientation[3]))
+
+
+def pose_msg(header: Header, match: Match, model: CovarianceModel) -> PoseWithCovarianceStamped:
+    assert match.pose is not None
+    msg = PoseWithCovarianceStamped(header=header)
+    msg.pose.pose = pose_to_msg(match.pose)
+    msg.pose.covariance = model.covariance(match.score)
+    return msg
+
+
+def _score_color(score: float, model: CovarianceModel) -> ColorRGBA:
+    a = float(np.clip((score - model.score_low) / (model.score_high - model.score_low), 0.0, 1.0))
+    return ColorRGBA(r=1.0 - a, g=a, b=0.0, a=1.0)
+
+
+def map_markers(places: Sequence[Place], header: Header) -> MarkerArray:
+    """One SPHERE_LIST of every place with a pose (DELETEALL first, so a shrunk map leaves no ghosts)."""
+    points = [Point(x=p.pose.position[0], y=p.pose.position[1], z=p.pose.position[2])
+              for p in places if p.pose is not None]
+    clear = Marker(header=header, action=Marker.DELETEALL)
+    marker = Marker(header=header, ns='map_places', id=0, type=Marker.SPHERE_LIST, action=Marker.ADD,
+                    points=points, color=ColorRGBA(r=0.55, g=0.55, b=0.6, a=0.8))
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = marker.scale.y = marker.scale.z = 0.4
+    return MarkerArray(markers=[clear, marker] if points else [clear])
+
+
+def match_markers(header: Header, matches: Sequence[Match], model: CovarianceModel) -> MarkerArray:
+    """The best place (sphere + label, coloured red->green by score) and the other candidates."""
+    posed = [m for m in matches if m.pose is not None]
+    if not posed:
+        return MarkerArray()
+    best = posed[0]
+    sphere = Marker(header=header, ns='match', id=0, type=Marker.SPHERE, action=Marker.ADD,
+                    pose=pose_to_msg(best.pose), color=_score_color(best.score, model))
+    sphere.scale.x = sphere.scale.y = sphere.scale.z = 1.5
+    label = Marker(header=header, ns='match', id=1, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+                   pose=pose_to_msg(best.pose), text=f'place {best.place_id} ({best.score:.2f})',
+                   color=ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0))
+    label.pose.position.z += 2.0
+    label.scale.z = 1.0
+    others = Marker(header=header, ns='match', id=2, type=Marker.SPHERE_LIST, action=Marker.ADD,
+                    points=[pose_to_msg(m.pose).position for m in posed[1:]],
+                    colors=[_score_color(m.score, model) for m in posed[1:]])
+    others.pose.orientation.w = 1.0
+    others.scale.x = others.scale.y = others.scale.z = 0.8
+    return MarkerArray(markers=[sphere, label, others])
+
+
+__all__ = ['CANDIDATE_FIELDS', 'CovarianceModel', 'best_match_msg', 'candidates_msg', 'loop_closure_msg',
+           'map_markers', 'match_markers', 'parse_candidates', 'pose_msg', 'pose_to_msg', 'to_sec', 'to_time']

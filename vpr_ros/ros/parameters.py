@@ -1,0 +1,130 @@
+"""Every parameter of the localizer node, as a plain table (no rclpy import).
+
+The node declares exactly these (with a ParameterDescriptor built from each row); tests and the
+launch-file check read the table to verify that ``config/localize.yaml`` names only real
+parameters. ``read_only`` marks the ones that need a restart. Dotted names nest in YAML
+(``loop_closure.min_score`` is ``loop_closure: {min_score: ...}``).
+
+Scores are the map's similarity: cosine similarity in [-1, 1] for global-descriptor encoders, a
+vote sum for multi-vector (SegVLAD-style) encoders; score thresholds therefore carry no range.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+NODE_NAME = 'vpr_localizer'
+IMAGE_TRANSPORTS = ('raw', 'compressed')
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: bool | int | float | str
+    description: str
+    read_only: bool = False
+    low: float | None = None   # inclusive range for int/float parameters
+    high: float | None = None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # ----- map and encoder (fixed for the node's lifetime) ---------------------------------------
+    ParamSpec('map_path', '', "Map directory written by 'vpr-ros build-map'. Required, except with "
+              "incremental:=true where '' starts an empty map of `encoder`.", read_only=True),
+    ParamSpec('encoder', '', "Encoder name; '' = the encoder the map was built with. Naming another "
+              'encoder than the map\'s is a fatal error.', read_only=True),
+    ParamSpec('encoder_config', '', "Encoder config overrides as a YAML mapping, e.g. '{threads: 2}'. "
+              'Keys that change descriptors must equal the map\'s; used in full for a new empty map.',
+              read_only=True),
+    ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = torch default.', low=0, high=256),
+    # ----- input ------------------------------------------------------------------------------
+    ParamSpec('image_topic', '/camera/image_raw', 'Camera topic (sensor_msgs/Image). With '
+              "image_transport 'compressed' the node subscribes to '<image_topic>/compressed' "
+              "(sensor_msgs/CompressedImage) unless the name already ends in '/compressed'.",
+              read_only=True),
+    ParamSpec('image_transport', 'raw', "'raw' (sensor_msgs/Image, any encoding in vpr_ros.frames) or "
+              "'compressed' (sensor_msgs/CompressedImage, JPEG/PNG).", read_only=True),
+    ParamSpec('max_rate_hz', 0.0, 'Process at most this many frames per second of image time '
+              '(header stamps); 0 = as fast as the encoder allows. The newest frame always wins.',
+              low=0.0, high=1000.0),
+    ParamSpec('top_k', 5, 'Number of candidates retrieved and published per frame.', low=1, high=100),
+    ParamSpec('map_frame', 'map', 'frame_id of poses and markers (the frame of the map places).',
+              read_only=True),
+    # ----- pose output ----------------------------------------------------------------------
+    ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
+              '(raise it before remapping ~/pose to /initialpose).'),
+    ParamSpec('covariance.score_low', 0.5, 'Score at (and below) which the pose sigmas reach their maximum.'),
+    ParamSpec('covariance.score_high', 0.95, 'Score at (and above) which the pose sigmas reach their minimum.'),
+    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] at score_high (x, y, z).',
+              low=0.0, high=1.0e4),
+    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] at score_low (x, y, z).',
+              low=0.0, high=1.0e4),
+    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] at score_high '
+              '(roll, pitch, yaw).', low=0.0, high=math.pi),
+    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] at score_low.',
+              low=0.0, high=math.pi),
+    # ----- loop closure ---------------------------------------------------------------------
+    ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
+    ParamSpec('loop_closure.min_score', 0.8, 'Minimum score of the loop-closure candidate.'),
+    ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
+              'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
+    ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
+              'agree before a loop closure is published (1 = no temporal check).', low=1, high=1000),
+    ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
+              'at most this ...', low=0, high=1_000_000_000),
+    ParamSpec('loop_closure.consistency_stamp_window', 3.0, '... or their map stamps differ by at most this [s].',
+              low=0.0, high=1.0e9),
+    ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
+              '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
+    # ----- online map growth ------------------------------------------------------------------
+    ParamSpec('incremental', False, 'Add keyframes to the in-memory map while running, so loop closures '
+              'within the current run are found; ~/save_map writes the grown map.', read_only=True),
+    ParamSpec('odom_topic', '', 'nav_msgs/Odometry topic giving keyframe poses and the distance gate; '
+              "'' = none (keyframes then have no pose).", read_only=True),
+    ParamSpec('keyframe.min_interval', 1.0, 'Minimum image time [s] between two keyframes.', low=0.0, high=1.0e6),
+    ParamSpec('keyframe.min_distance', 0.0, 'Minimum travelled distance [m] (odometry) since the last '
+              'keyframe; 0 = off. Frames without an odometry pose skip this gate.', low=0.0, high=1.0e6),
+    ParamSpec('keyframe.max_similarity', 1.0, 'Add a keyframe only if its descriptor similarity to the '
+              'last keyframe is at most this (novelty gate); 1.0 = off.', low=-1.0, high=1.0),
+    ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path."),
+    # ----- diagnostics ----------------------------------------------------------------------
+    ParamSpec('diagnostics_period', 1.0, 'Period [s, node clock] of /diagnostics.', read_only=True,
+              low=0.05, high=60.0),
+)
+
+PARAMETER_NAMES = frozenset(p.name for p in PARAMETERS)
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
+
+
+def cross_check(values: Mapping[str, Any]) -> str | None:
+    """Why a set of parameter values is inconsistent (None when it is fine).
+
+    Ranges and types are enforced by the descriptors; this checks relations between parameters.
+    """
+    if values['covariance.score_low'] >= values['covariance.score_high']:
+        return 'covariance.score_low must be below covariance.score_high'
+    if values['covariance.sigma_xy_min'] > values['covariance.sigma_xy_max']:
+        return 'covariance.sigma_xy_min must not exceed covariance.sigma_xy_max'
+    if values['covariance.sigma_yaw_min'] > values['covariance.sigma_yaw_max']:
+        return 'covariance.sigma_yaw_min must not exceed covariance.sigma_yaw_max'
+    if values['image_transport'] not in IMAGE_TRANSPORTS:
+        return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
+    return None
+
+
+def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+    """A ``ros__parameters`` mapping with nested dicts -> {'a.b': value} as rcl reads it."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, Mapping):
+            flat.update(flatten_yaml_parameters(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+__all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
+           'cross_check', 'flatten_yaml_parameters']
