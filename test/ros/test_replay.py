@@ -1,0 +1,54 @@
+"""vpr-ros replay: a bag played over DDS to a node subprocess, evaluated like `vpr-ros evaluate`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import pytest
+
+from test.ros.conftest import QUERY_ORDER, World
+
+pytestmark = pytest.mark.ros
+pytest.importorskip('rclpy')
+
+
+def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> None:
+    from vpr_ros.localization import Localizer
+    from vpr_ros.ros.replay import configure_parser, run
+
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    threads: 1\n    loop_closure:\n      consistency_frames: 2\n'
+                      '      min_score: 0.85\n')
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    out = tmp_path / 'report'
+    args = parser.parse_args(['--bag', world.bag_path, '--map', world.map_path, '--out', str(out),
+                              '--rate', '2.0', '--params-file', str(params), '--dist', '5'])
+    assert run(args) == 0
+
+    with open(out / 'results.json', encoding='utf-8') as fh:
+        results = json.load(fh)
+    for name in ('results.json', 'recall_at_n.png', 'trajectory.png', 'matches.png', 'node.log'):
+        assert os.path.isfile(out / name), name
+    per_query = results['retrieval']['per_query']
+    replay = results['replay']
+    assert replay['frames_published'] == len(world.queries)
+    assert replay['frames_with_output'] + replay['frames_without_output'] == len(world.queries)
+    assert replay['frames_with_output'] == len(per_query) >= len(world.queries) - 2  # few drops at 2x on 2 cores
+
+    offline = Localizer.from_map(world.map_path, {'threads': 1}, top_k=5)
+    by_stamp = {round(f.stamp, 6): (k, f) for k, f in enumerate(world.queries)}
+    for q in per_query:
+        k, frame = by_stamp[round(q['stamp'], 6)]
+        assert q['place_ids'][0] == QUERY_ORDER[k]  # ground truth
+        assert q['correct_at_1']
+        assert q['place_ids'] == [m.place_id for m in offline.localize(frame.rgb, frame.stamp).matches]
+        assert q['latency_ms'] is not None and q['latency_ms'] > 0
+    assert results['retrieval']['recall']['R@1'] == 1.0
+    latency = results['retrieval']['timing_ms']['end_to_end_latency']
+    assert latency['count'] == len(per_query) and 0 < latency['p50'] <= latency['p95']
+    loops = results['loop_closure']
+    assert loops['events'] >= 1 and loops['precision'] == 1.0
+    assert 0 < loops['recall'] <= 1.0
+    assert replay['node']['frames_received'] == str(len(world.queries))

@@ -1,0 +1,384 @@
+"""Live replay evaluation: play a bag to the localizer node over DDS and evaluate what it publishes.
+
+``vpr-ros replay --bag QUERY_BAG --map MAP [--rate 1.0] [--out DIR] [--params-file F] [--connect]``
+
+1. Start the node as a subprocess (``sys.executable -m vpr_ros.ros.localizer --ros-args ...`` with
+   ``use_sim_time``) or, with ``--connect``, use one that is already running.
+2. Wait for discovery (the node's image and /clock subscriptions, its output publishers).
+3. Play the bag's images and /clock (synthesised from image stamps when the bag has none) at
+   ``--rate`` times real time, publishing the serialized bytes unchanged, as ``ros2 bag play``
+   would; record every output with its wall-clock receipt time.
+4. Write the same results.json + plots as ``vpr-ros evaluate`` (Recall@N, PR curve, trajectory,
+   query/match pairs), plus a ``replay`` section: end-to-end latency (image publish -> candidates
+   receipt, wall time), frames dropped by the node, and loop-closure precision/recall.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rcl_interfaces.srv import GetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
+from rclpy.qos import QoSProfile
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray
+
+from vpr_ros.errors import SourceError, VprError
+from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
+                                        precision_recall_curve)
+from vpr_ros.evaluation.report import choose_pair_indices, write_report
+from vpr_ros.mapdb.store import VprMap
+from vpr_ros.ros import messages
+from vpr_ros.ros.parameters import NODE_NAME
+from vpr_ros.sources.bag import BagSource
+
+RECORD_QOS = QoSProfile(depth=1000)  # outputs are small; never lose one to a slow recorder
+PLAY_QOS = QoSProfile(depth=10)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
+    parser.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
+    parser.add_argument('--rate', type=float, default=1.0, help='playback speed, 1.0 = real time')
+    parser.add_argument('--out', default='replay_out', help='report folder (results.json + PNGs + node.log)')
+    parser.add_argument('--params-file', help='node parameters YAML (default: the node defaults)')
+    parser.add_argument('--connect', action='store_true',
+                        help='use an already running node instead of starting one')
+    parser.add_argument('--node', default='/' + NODE_NAME, help='fully qualified name of the node')
+    parser.add_argument('--image-topic', help='image topic of the bag (default: the only one)')
+    parser.add_argument('--pose-topic', help='ground-truth pose topic of the bag (default: the only one)')
+    parser.add_argument('--publish-topic', help='topic to play the images on (default: the bag topic)')
+    parser.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
+                        help='extra parameter for the started node (repeatable)')
+    parser.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
+    parser.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
+    parser.add_argument('--startup-timeout', type=float, default=120.0, help='seconds to wait for the node')
+    parser.add_argument('--idle-timeout', type=float, default=3.0,
+                        help='after playback, stop once the node has been silent this long [s]')
+
+
+def _header_stamp(raw: bytes) -> float:
+    """Header stamp of a serialized message whose first field is std_msgs/Header (CDR)."""
+    endian = '<' if raw[1] == 1 else '>'
+    sec, nanosec = struct.unpack_from(endian + 'iI', raw, 4)
+    return sec + nanosec * 1e-9
+
+
+@dataclass
+class Recording:
+    """What the recorder saw, with wall-clock (monotonic) receipt times."""
+
+    candidates: dict[float, tuple[float, list[tuple[int, float, float]]]] = field(default_factory=dict)
+    poses: dict[float, PoseWithCovarianceStamped] = field(default_factory=dict)
+    loop_closures: list[tuple[float, float]] = field(default_factory=list)
+    diagnostics: dict[str, str] = field(default_factory=dict)
+    last_output: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_candidates(self, msg: Float64MultiArray) -> None:
+        now = time.monotonic()
+        t, rows = messages.parse_candidates(msg)
+        with self.lock:
+            self.candidates[t] = (now, rows)
+            self.last_output = now
+
+    def on_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        with self.lock:
+            self.poses[messages.to_sec(msg.header.stamp)] = msg
+
+    def on_loop_closure(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) == 2:
+            with self.lock:
+                self.loop_closures.append((float(msg.data[0]), float(msg.data[1])))
+
+    def diagnostics_callback(self, node_name: str) -> Callable[[DiagnosticArray], None]:
+        prefix = node_name.lstrip('/').split('/')[-1] + ':'
+
+        def callback(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.startswith(prefix):
+                    with self.lock:
+                        self.diagnostics = {kv.key: kv.value for kv in status.values}
+        return callback
+
+
+class Session:
+    """A private rclpy context with the player/recorder node spinning in a background thread."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.node = Node('vpr_replay', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # the context was shut down under the executor
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self._thread.join(timeout=2.0)
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str, alive: Callable[[], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        alive()
+        if time.monotonic() > deadline:
+            raise VprError(f'replay: timed out after {timeout:.0f} s waiting for {what}')
+        time.sleep(0.05)
+
+
+def _start_node(args: argparse.Namespace, image_topic: str, transport: str, log_path: str) -> subprocess.Popen:
+    namespace, _, name = args.node.rpartition('/')
+    cmd = [sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args', '-r', f'__node:={name}']
+    if namespace:
+        cmd += ['-r', f'__ns:={namespace}']
+    if args.params_file:
+        cmd += ['--params-file', args.params_file]
+    cmd += ['-p', f'map_path:={os.path.abspath(args.map)}', '-p', 'use_sim_time:=true',
+            '-p', f'image_topic:={image_topic}', '-p', f'image_transport:={transport}']
+    for item in args.param:
+        cmd += ['-p', item]
+    env = dict(os.environ)
+    env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)  # let the child set up its own library path
+    with open(log_path, 'wb') as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop_node(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _node_parameters(session: Session, node_name: str, names: list[str], timeout: float = 10.0) -> dict[str, Any]:
+    client = session.node.create_client(GetParameters, f'{node_name}/get_parameters')
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise VprError(f'replay: {node_name}/get_parameters is not available')
+        future = client.call_async(GetParameters.Request(names=names))
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise VprError(f'replay: no answer from {node_name}/get_parameters')
+            time.sleep(0.02)
+        return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
+    finally:
+        session.node.destroy_client(client)
+
+
+def _play(session: Session, bag: BagSource, topic: str, compressed: bool, rate: float,
+          alive: Callable[[], None]) -> dict[float, float]:
+    """Publish images and /clock in bag order at ``rate``; returns {image stamp: wall publish time}."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    pub_image = session.node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
+    pub_clock = session.node.create_publisher(Clock, '/clock', PLAY_QOS)
+    store = get_typestore(Stores.LATEST)
+    published: dict[float, float] = {}
+    with AnyReader([Path(bag.path)], default_typestore=store) as reader:
+        conns = [c for c in reader.connections if c.topic in (bag.image_topic, '/clock')]
+        has_clock = any(c.topic == '/clock' for c in conns)
+        _wait(lambda: pub_image.get_subscription_count() > 0, 30.0, f'a subscriber on {topic}', alive)
+        start_wall, start_ns = time.monotonic(), None
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            start_ns = t_ns if start_ns is None else start_ns
+            delay = start_wall + (t_ns - start_ns) * 1e-9 / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            alive()
+            if not reader.is2:  # rosbag1: re-serialize as CDR
+                raw = store.serialize_cdr(reader.deserialize(raw, conn.msgtype), conn.msgtype)
+            if conn.topic == '/clock':
+                pub_clock.publish(bytes(raw))
+                continue
+            stamp = _header_stamp(raw)
+            if not has_clock:
+                pub_clock.publish(Clock(clock=messages.to_time(stamp)))
+            pub_image.publish(bytes(raw))
+            published[stamp] = time.monotonic()
+    return published
+
+
+def _is_compressed(bag: BagSource) -> bool:
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([Path(bag.path)]) as reader:
+        msgtype = next(c.msgtype for c in reader.connections if c.topic == bag.image_topic)
+    return msgtype == 'sensor_msgs/msg/CompressedImage'
+
+
+def _drain(session: Session, recording: Recording, published: dict[float, float], idle: float,
+           alive: Callable[[], None]) -> None:
+    """Keep sim time moving (diagnostics run on it) until the node has been quiet for ``idle`` s."""
+    pub_clock = session.node.create_publisher(Clock, '/clock', PLAY_QOS)
+    t_sim = max(published) if published else 0.0
+    last_wall = time.monotonic()
+    while True:
+        now = time.monotonic()
+        t_sim += now - last_wall
+        last_wall = now
+        pub_clock.publish(Clock(clock=messages.to_time(t_sim)))
+        with recording.lock:
+            done = set(recording.candidates) >= set(published)
+            quiet = now - max(recording.last_output, max(published.values(), default=now)) > idle
+        if (done and now - recording.last_output > 1.2) or quiet:  # > one diagnostics period
+            return
+        alive()
+        time.sleep(0.1)
+
+
+def _latency_stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {'count': 0}
+    arr = np.asarray(values)
+    return {'count': len(arr), 'mean': round(float(arr.mean()), 2), 'p50': round(float(np.percentile(arr, 50)), 2),
+            'p95': round(float(np.percentile(arr, 95)), 2), 'max': round(float(arr.max()), 2)}
+
+
+def run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    if args.rate <= 0:
+        raise VprError('replay: --rate must be > 0')
+    bag = BagSource(args.bag, args.image_topic, args.pose_topic)
+    track = bag.pose_track()
+    vmap = VprMap.load(args.map)
+    os.makedirs(args.out, exist_ok=True)
+    topic = args.publish_topic or bag.image_topic
+    compressed = _is_compressed(bag)
+    proc = None if args.connect else _start_node(args, topic, 'compressed' if compressed else 'raw',
+                                                 os.path.join(args.out, 'node.log'))
+
+    def alive() -> None:
+        if proc is not None and proc.poll() is not None:
+            with open(os.path.join(args.out, 'node.log'), encoding='utf-8', errors='replace') as fh:
+                tail = ''.join(fh.readlines()[-5:]).strip()
+            raise VprError(f'replay: the localizer node exited with code {proc.returncode}: {tail}')
+
+    session = Session()
+    recording = Recording()
+    try:
+        node = session.node
+        base = args.node.rstrip('/')
+        subs = [node.create_subscription(Float64MultiArray, f'{base}/candidates', recording.on_candidates,
+                                         RECORD_QOS),
+                node.create_subscription(PoseWithCovarianceStamped, f'{base}/pose', recording.on_pose, RECORD_QOS),
+                node.create_subscription(Float64MultiArray, f'{base}/loop_closure', recording.on_loop_closure,
+                                         RECORD_QOS),
+                node.create_subscription(DiagnosticArray, '/diagnostics', recording.diagnostics_callback(base),
+                                         RECORD_QOS)]
+        _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
+        params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental'])
+        published = _play(session, bag, topic, compressed, args.rate, alive)
+        _drain(session, recording, published, args.idle_timeout, alive)
+    finally:
+        session.close()
+        if proc is not None:
+            code = _stop_node(proc)
+            if code not in (0, -signal.SIGINT):
+                print(f'replay: the node exited with code {code} (see {args.out}/node.log)', file=sys.stderr)
+
+    with recording.lock:
+        outputs = sorted(recording.candidates.items())
+        loop_events = list(recording.loop_closures)
+        diagnostics = dict(recording.diagnostics)
+    records, latencies = [], []
+    for stamp, (received, rows) in outputs:
+        latency = (received - published[stamp]) * 1e3 if stamp in published else None
+        if latency is not None:
+            latencies.append(latency)
+        records.append(QueryRecord(stamp, track.at(stamp), [r[0] for r in rows], [r[1] for r in rows],
+                                   extra={'latency_ms': None if latency is None else round(latency, 2)}))
+    if not records:
+        raise VprError('replay: the node published no candidates (see node.log and its /diagnostics)')
+    thresholds = Thresholds(args.dist, args.yaw)
+    top_k = int(params['top_k'])
+    retrieval = evaluate_retrieval(records, vmap.places, thresholds, ns=[n for n in (1, 5, 10) if n <= top_k] or [1])
+    retrieval['timing_ms'] = {'end_to_end_latency': _latency_stats(latencies),
+                              'node_processing': {'p50': diagnostics.get('processing_p50_ms'),
+                                                  'p95': diagnostics.get('processing_p95_ms')}}
+    processed = set(recording.candidates)
+    results = {
+        'encoder': vmap.meta.encoder, 'map_places': len(vmap), 'top_k': top_k, 'retrieval': retrieval,
+        'precision_recall': precision_recall_curve(records, vmap.places, thresholds),
+        'skipped': {k.split('.', 1)[1]: int(v) for k, v in diagnostics.items() if k.startswith('skipped.')},
+        'wall_time_s': round(time.perf_counter() - t_start, 2),
+        'replay': {
+            'bag': os.path.abspath(args.bag), 'rate': args.rate, 'image_topic': topic,
+            'frames_published': len(published), 'frames_with_output': len(processed & set(published)),
+            'frames_without_output': len(set(published) - processed),
+            'node': {k: diagnostics.get(k) for k in ('frames_received', 'frames_processed', 'frames_dropped',
+                                                     'frames_rate_limited', 'skipped_bad_frames',
+                                                     'latency_p50_ms', 'latency_p95_ms')},
+            'poses_published': len(recording.poses),
+        },
+        'loop_closure': loop_closure_metrics(loop_events, track, vmap.places, [r.stamp for r in records],
+                                             float(params['loop_closure.min_time_separation']), thresholds),
+    }
+    if params['incremental']:
+        results['loop_closure']['note'] = ('the node grew its map online: closures to places it added are '
+                                           'judged against the nearest place of the loaded map by stamp')
+    pairs = _pairs(bag, vmap, retrieval['per_query'])
+    results['files'] = write_report(args.out, results, vmap.places, pairs, f"{vmap.meta.encoder['name']} (live)")
+    _print_summary(results)
+    return 0
+
+
+def _pairs(bag: BagSource, vmap: VprMap, per_query: list[dict[str, Any]]) -> list:
+    chosen = {per_query[i]['stamp']: i for i in choose_pair_indices(per_query)}
+    images = {f.stamp: f.rgb for f in bag.frames(require_pose=False) if f.stamp in chosen}
+    pairs = []
+    for stamp, qi in sorted(chosen.items(), key=lambda kv: kv[1]):
+        q = per_query[qi]
+        pid = q['place_ids'][0]
+        caption = f"top-1 place {pid}: {q['gt_distances_m'][0]:.1f} m away, score {q['scores'][0]:.3f}"
+        pairs.append((images.get(stamp, np.zeros((8, 8, 3), np.uint8)), vmap.thumbnail(pid), caption,
+                      bool(q['correct_at_1'])))
+    return pairs
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    r, rp, lc = results['retrieval'], results['replay'], results['loop_closure']
+    lat = r['timing_ms']['end_to_end_latency']
+    recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
+    print(f"live replay: {recall}  ({r['answerable_queries']}/{r['queries']} answerable, "
+          f"{r['thresholds']['dist_m']:g} m)")
+    print(f"  frames: {rp['frames_published']} played, {rp['frames_with_output']} answered, "
+          f"{rp['frames_without_output']} dropped; latency p50 {lat.get('p50', float('nan'))} ms, "
+          f"p95 {lat.get('p95', float('nan'))} ms")
+    print(f"  loop closures: {lc['events']} published, precision {lc['precision']}, recall {lc['recall']} "
+          f"({lc['closable_queries']} closable queries)")
+
+
+__all__ = ['Recording', 'Session', 'configure_parser', 'run']
