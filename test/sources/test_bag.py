@@ -94,3 +94,16 @@ def test_refuses_to_overwrite(tmp_path):
     write_bag(str(tmp_path / 'b'), [Frame(1.0, np.zeros((8, 8, 3), np.uint8))])
     with pytest.raises(SourceError, match='refusing'):
         write_bag(str(tmp_path / 'b'), [])
+
+
+def test_several_pose_topics_must_be_named(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.LATEST)
+    with Writer(str(tmp_path / 'b'), version=9) as w:
+        w.add_connection('/cam', 'sensor_msgs/msg/Image', typestore=ts)
+        w.add_connection('/odom_a', 'nav_msgs/msg/Odometry', typestore=ts)
+        w.add_connection('/odom_b', 'nav_msgs/msg/Odometry', typestore=ts)
+    with pytest.raises(SourceError, match='several pose topics'):
+        BagSource(str(tmp_path / 'b'), image_topic='/cam')

@@ -7,6 +7,7 @@ are skipped and counted; a bag where no image is covered is an error.
 """
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -123,13 +124,13 @@ class BagSource:
                 raise SourceError(f'bag {self.path}: {wanted} is {topics[wanted]}, expected one of {types}')
             return wanted
         candidates = sorted(t for t, m in topics.items() if m in types)
-        if len(candidates) == 1 or (candidates and not required):
-            return candidates[0] if len(candidates) == 1 else None
-        if not candidates:
-            if not required:
-                return None
-            raise SourceError(f'bag {self.path}: no {what} topic (types {", ".join(types)})')
-        raise SourceError(f'bag {self.path}: several {what} topics ({", ".join(candidates)}); name one')
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise SourceError(f'bag {self.path}: several {what} topics ({", ".join(candidates)}); name one')
+        if not required:
+            return None
+        raise SourceError(f'bag {self.path}: no {what} topic (types {", ".join(types)})')
 
     def pose_track(self) -> PoseTrack:
         if not self.pose_topic:
@@ -213,32 +214,42 @@ def write_bag(path: str, frames: Iterable[Frame], *, storage: str = 'sqlite3',
 
     if os.path.exists(path):
         raise SourceError(f'{path} exists; refusing to overwrite a bag')
+
+    def frame_messages() -> Iterator[tuple[int, int, str, Any, str]]:
+        for frame in frames:
+            ns = int(round(frame.stamp * 1e9))
+            if compressed:
+                _, buf = cv2.imencode('.jpg', np.ascontiguousarray(frame.rgb[..., ::-1]),
+                                      [cv2.IMWRITE_JPEG_QUALITY, 92])
+                msg = T[image_type](header=header(frame.stamp, frame_id), format='rgb8; jpeg compressed bgr8',
+                                    data=np.frombuffer(buf.tobytes(), np.uint8))
+            else:
+                h, w = frame.rgb.shape[:2]
+                msg = T[image_type](header=header(frame.stamp, frame_id), height=h, width=w, encoding='rgb8',
+                                    is_bigendian=0, step=w * 3, data=np.ascontiguousarray(frame.rgb).reshape(-1))
+            yield ns, 0, image_topic, msg, image_type
+            if clock:
+                yield ns, 1, '/clock', T['rosgraph_msgs/msg/Clock'](clock=header(frame.stamp, '').stamp), \
+                    'rosgraph_msgs/msg/Clock'
+            if poses is None and frame.pose is not None:
+                yield ns, 2, pose_topic, odom(frame.stamp, frame.pose), 'nav_msgs/msg/Odometry'
+
+    def pose_messages() -> Iterator[tuple[int, int, str, Any, str]]:
+        for t, pose in sorted(poses or [], key=lambda tp: tp[0]):
+            yield int(round(t * 1e9)), 2, pose_topic, odom(t, pose), 'nav_msgs/msg/Odometry'
+
+    # Frames arrive in time order (a requirement) and are streamed to disk one by one, merged
+    # with the odometry stream, so a long traversal never sits in memory.
     written = 0
-    messages: list[tuple[int, str, Any, str]] = []
-    for frame in frames:
-        ns = int(round(frame.stamp * 1e9))
-        if compressed:
-            ok, buf = cv2.imencode('.jpg', np.ascontiguousarray(frame.rgb[..., ::-1]),
-                                   [cv2.IMWRITE_JPEG_QUALITY, 92])
-            msg = T[image_type](header=header(frame.stamp, frame_id), format='rgb8; jpeg compressed bgr8',
-                                data=np.frombuffer(buf.tobytes(), np.uint8))
-        else:
-            h, w = frame.rgb.shape[:2]
-            msg = T[image_type](header=header(frame.stamp, frame_id), height=h, width=w, encoding='rgb8',
-                                is_bigendian=0, step=w * 3, data=np.ascontiguousarray(frame.rgb).reshape(-1))
-        messages.append((ns, image_topic, msg, image_type))
-        if clock:
-            messages.append((ns, '/clock', T['rosgraph_msgs/msg/Clock'](clock=header(frame.stamp, '').stamp),
-                             'rosgraph_msgs/msg/Clock'))
-        if poses is None and frame.pose is not None:
-            messages.append((ns, pose_topic, odom(frame.stamp, frame.pose), 'nav_msgs/msg/Odometry'))
-        written += 1
-    for t, pose in poses or []:
-        messages.append((int(round(t * 1e9)), pose_topic, odom(t, pose), 'nav_msgs/msg/Odometry'))
-    messages.sort(key=lambda m: m[0])
+    last_ns = None
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         conns = {}
-        for ns, topic, msg, msgtype in messages:
+        for ns, _, topic, msg, msgtype in heapq.merge(frame_messages(), pose_messages(), key=lambda m: m[0]):
+            if topic == image_topic:
+                if last_ns is not None and ns < last_ns:
+                    raise SourceError('write_bag: frames must be in time order')
+                last_ns = ns
+                written += 1
             if topic not in conns:
                 conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
             writer.write(conns[topic], ns, store.serialize_cdr(msg, msgtype))
