@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +132,59 @@ def test_compressed_input_and_undecodable_jpeg(world: World, in_process, driver_
     status = driver.latest_status()
     assert status['skipped.undecodable compressed image'] == '1'
     assert os.environ['ROS_PYTHON_CHECK_FIELDS'] == '1'
+
+
+def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, driver_factory, tmp_path) -> None:
+    """An empty map grows from the camera (poses from /odom, sim time from /clock); a revisit more
+    than 30 s later closes a loop against the keyframes of the same run; ~/save_map keeps them."""
+    from nav_msgs.msg import Odometry
+    from rosgraph_msgs.msg import Clock
+    from std_srvs.srv import Trigger
+
+    from test.ros.conftest import ENCODER_CONFIG, image_msg
+    from vpr_ros.mapdb.store import VprMap
+    from vpr_ros.ros.messages import to_sec, to_time
+
+    saved = str(tmp_path / 'grown')
+    in_process(map_path='', incremental=True, encoder='effnet_gem', encoder_config=str(ENCODER_CONFIG),
+               threads=1, odom_topic='/odom', save_map_path=saved, use_sim_time=True, diagnostics_period=0.5,
+               **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85})
+    driver = driver_factory(loop_topic='/vpr_localizer/loop_closure')
+    node = driver.session.node
+    pub_odom = node.create_publisher(Odometry, '/odom', 10)
+    pub_clock = node.create_publisher(Clock, '/clock', 10)
+    driver.wait_ready(lambda: None)
+    driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0 and pub_clock.get_subscription_count() > 0)
+
+    def drive(place: int, t: float, rgb: np.ndarray) -> list:
+        pub_clock.publish(Clock(clock=to_time(t)))
+        odom = Odometry()
+        odom.header.stamp = to_time(t)
+        odom.pose.pose.position.x = 30.0 * place
+        odom.pose.pose.orientation.w = 1.0
+        pub_odom.publish(odom)
+        time.sleep(0.05)  # let the odometry callback run before the frame is processed
+        return driver.localize(image_msg(rgb, t), t)
+
+    first = [drive(i, 1000.0 + 2 * i, f.rgb) for i, f in enumerate(world.map_frames[:6])]
+    assert first == [[]] * 6  # each earlier keyframe is too recent to be a candidate
+    for k, query in enumerate(world.queries[:3]):  # revisits of places 2, 3, 4
+        t, place = 1050.0 + 0.5 * k, QUERY_ORDER[k]
+        rows = drive(place, t, query.rgb)
+        assert rows[0][0] == place and rows[0][2] == 1000.0 + 2 * place  # the keyframe of the first pass
+    driver.wait_for(lambda o: len(o.loops) == 1)
+    assert list(driver.out.loops[0].data) == [1050.5, 1006.0]  # 2 agreeing frames; the 3rd is rate-limited
+    pub_clock.publish(Clock(clock=to_time(1060.0)))
+    driver.wait_for(lambda o: bool(o.diagnostics) and to_sec(o.diagnostics[-1].header.stamp) >= 1060.0)
+    status = driver.latest_status()  # stamped in sim time, so it follows /clock
+    assert status['places_added'] == '8'  # keyframe.min_interval 1 s: 1050.5 was not added
+    assert status['loop_status.loop_detected'] == '1' and status['loop_status.rate_limited'] == '1'
+
+    client = node.create_client(Trigger, '/vpr_localizer/save_map')
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(Trigger.Request())
+    driver.wait_for(lambda o: future.done())
+    assert future.result().success, future.result().message
+    grown = VprMap.load(saved)
+    assert len(grown) == 8
+    assert [p.pose.position[0] for p in grown.places[:6]] == [30.0 * i for i in range(6)]

@@ -1,0 +1,62 @@
+"""Output message layouts (docs/ros_interface.md) and the score -> covariance model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_ros.frames import Pose
+from vpr_ros.mapdb.store import Match
+
+pytest.importorskip('rclpy')
+
+from vpr_ros.ros import messages  # noqa: E402
+
+
+def test_candidates_layout_round_trip() -> None:
+    matches = [Match(12, 0.91, 1700000000.25, None), Match(3, 0.5, 17.5, None)]
+    msg = messages.candidates_msg(1700000123.456789, matches)
+    assert msg.layout.data_offset == 1 and msg.data[0] == 1700000123.456789
+    assert [(d.label, d.size, d.stride) for d in msg.layout.dim] == [
+        ('candidates', 2, 6), ('place_id,score,map_stamp', 3, 3)]
+    assert messages.parse_candidates(msg) == (1700000123.456789, [(12, 0.91, 1700000000.25), (3, 0.5, 17.5)])
+    empty = messages.candidates_msg(5.0, [])
+    assert list(empty.data) == [5.0] and messages.parse_candidates(empty) == (5.0, [])
+
+
+def test_loop_closure_is_two_seconds_values() -> None:
+    msg = messages.loop_closure_msg(250.5, 104.0)
+    assert list(msg.data) == [250.5, 104.0] and not msg.layout.dim
+
+
+def test_time_conversion_is_exact_to_the_nanosecond() -> None:
+    t = messages.to_time(1700000000.123456789)
+    assert (t.sec, abs(t.nanosec - 123456789) <= 256) == (1700000000, True)
+    assert messages.to_sec(messages.to_time(12.5)) == 12.5
+
+
+def test_covariance_grows_as_the_score_falls() -> None:
+    model = messages.CovarianceModel(score_low=0.5, score_high=0.9, sigma_xy_min=1.0, sigma_xy_max=21.0,
+                                     sigma_yaw_min=0.1, sigma_yaw_max=1.1)
+    assert model.sigmas(0.95) == pytest.approx((1.0, 0.1))
+    assert model.sigmas(0.7) == pytest.approx((11.0, 0.6))
+    assert model.sigmas(0.2) == pytest.approx((21.0, 1.1))
+    cov = model.covariance(0.7).reshape(6, 6)
+    assert np.allclose(np.diag(cov), [121.0] * 3 + [0.36] * 3) and np.count_nonzero(cov) == 6
+    header = messages.Header(frame_id='map')
+    pose = messages.pose_msg(header, Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), model)
+    assert (pose.pose.pose.position.x, pose.pose.pose.position.y) == (3.0, 4.0)
+    assert len(pose.pose.covariance) == 36 and pose.pose.covariance[0] == pytest.approx(121.0)
+
+
+def test_markers() -> None:
+    from vpr_ros.mapdb.store import Place
+
+    header = messages.Header(frame_id='map')
+    places = [Place(0, 1.0, Pose.from_xy_yaw(0, 0, 0)), Place(1, 2.0, None), Place(2, 3.0, Pose.from_xy_yaw(5, 0, 0))]
+    array = messages.map_markers(places, header)
+    assert [m.action for m in array.markers] == [messages.Marker.DELETEALL, messages.Marker.ADD]
+    assert len(array.markers[1].points) == 2
+    matches = [Match(2, 0.9, 3.0, places[2].pose), Match(1, 0.8, 2.0, None), Match(0, 0.6, 1.0, places[0].pose)]
+    match = messages.match_markers(header, matches, messages.CovarianceModel())
+    assert match.markers[1].text == 'place 2 (0.90)' and len(match.markers[2].points) == 1
+    assert not messages.match_markers(header, matches[1:2], messages.CovarianceModel()).markers
