@@ -55,3 +55,19 @@ def test_bad_image_size():
 
     with pytest.raises(ConfigError, match='image_size'):
         create_encoder('effnet_gem', {'image_size': [0, 10]})
+
+
+def test_checkpoints_with_numpy_extras_load_but_code_does_not(tmp_path):
+    import os
+
+    path = str(tmp_path / 'c.pth')
+    torch.save({'state_dict': {'a.weight': torch.zeros(2)}, 'recalls': np.array([1.0, 2.0]), 'epoch': 3}, path)
+    assert list(read_state_dict(path)) == ['a.weight']
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('true',))
+
+    torch.save({'state_dict': {'a': torch.zeros(1)}, 'x': Evil()}, path)
+    with pytest.raises(WeightsError, match='cannot read weights'):
+        read_state_dict(path)

@@ -20,8 +20,17 @@ def read_state_dict(path: str) -> dict[str, Any]:
         raise WeightsError('no weights file given')
     if not os.path.isfile(path):
         raise WeightsError(f'weights file not found: {path}')
+    import numpy as np
+
+    core = np._core.multiarray
+    # Training checkpoints (e.g. deep-visual-geo-localization-benchmark) keep numpy arrays such as
+    # recalls beside the state dict: allow exactly those numpy types, nothing that runs code.
+    numpy_ok = [np.ndarray, np.dtype, type(np.dtype(np.float64)), core._reconstruct, core.scalar,
+                (core._reconstruct, 'numpy.core.multiarray._reconstruct'),
+                (core.scalar, 'numpy.core.multiarray.scalar')]
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(numpy_ok):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, pickle with non-tensor objects...
         raise WeightsError(f'cannot read weights {path}: {type(exc).__name__}: {str(exc)[:200]}') from exc
     for key in _NESTING_KEYS:
