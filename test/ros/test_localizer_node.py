@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test.ros.conftest import ENCODER_CONFIG, QUERY_ORDER, Driver, NodeProcess, World, image_msg
+from test.ros.conftest import ENCODER_CONFIG, QUERY_ORDER, RELIABLE_IMAGES, Driver, NodeProcess, World, image_msg
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
@@ -29,7 +29,8 @@ def running(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     params_file = str(tmp / 'params.yaml')
     with open(params_file, 'w', encoding='utf-8') as fh:
         yaml.safe_dump(params, fh)
-    node = NodeProcess(['--params-file', params_file, '-r', f'~/loop_closure:={LIO_SAM_TOPIC}'],
+    node = NodeProcess(['--params-file', params_file, '-r', f'~/loop_closure:={LIO_SAM_TOPIC}',
+                        '-p', f'{RELIABLE_IMAGES}:=reliable'],
                        str(tmp / 'node.log'))
     driver = Driver(loop_topic=LIO_SAM_TOPIC)
     try:

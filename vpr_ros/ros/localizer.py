@@ -44,7 +44,7 @@ from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
 from vpr_ros.ros import messages
-from vpr_ros.ros.parameters import NODE_NAME, PARAMETERS, ParamSpec, cross_check
+from vpr_ros.ros.parameters import NODE_NAME, PARAMETERS, ParamSpec, cross_check, image_subscription_topic
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
@@ -102,6 +102,7 @@ class LocalizerNode(Node):
         self._done = RollingStats()
         self._latency = RollingStats()
         self._processing = RollingStats()
+        self._localize = RollingStats()
         self._reported_skips = 0
         self._last_image_stamp: float | None = None
 
@@ -120,7 +121,8 @@ class LocalizerNode(Node):
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         if self._values['odom_topic']:
-            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom, qos_profile_sensor_data)
+            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom, qos_profile_sensor_data,
+                                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -169,10 +171,9 @@ class LocalizerNode(Node):
         self._localizer.describe(np.zeros((h, w, 3), np.uint8))
 
     def _image_topic(self) -> tuple[str, type]:
-        topic = self._values['image_topic']
-        if self._values['image_transport'] == 'compressed':
-            return (topic if topic.endswith('/compressed') else topic.rstrip('/') + '/compressed'), CompressedImage
-        return topic, Image
+        transport = self._values['image_transport']
+        return (image_subscription_topic(self._values['image_topic'], transport),
+                CompressedImage if transport == 'compressed' else Image)
 
     # ----- parameters ---------------------------------------------------------------------------
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -273,6 +274,7 @@ class LocalizerNode(Node):
         self._done.tick()
         self._latency.add((t_end - t_received) * 1e3)
         self._processing.add((t_end - t_start) * 1e3)
+        self._localize.add(loc.encode_ms + loc.search_ms)
 
     def _recent_places(self, t: float) -> set[int]:
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
@@ -359,6 +361,7 @@ class LocalizerNode(Node):
             'latency_p95_ms': f'{self._latency.percentile(95):.1f}',
             'processing_p50_ms': f'{self._processing.percentile(50):.1f}',
             'processing_p95_ms': f'{self._processing.percentile(95):.1f}',
+            'localize_p50_ms': f'{self._localize.percentile(50):.1f}',
             'frames_received': self._received, 'frames_processed': self._processed,
             'frames_dropped': self._slot.dropped, 'frames_rate_limited': self._rate_limited,
             'skipped_bad_frames': self._skips.total,

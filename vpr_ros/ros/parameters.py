@@ -114,6 +114,13 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
     return None
 
 
+def image_subscription_topic(image_topic: str, transport: str) -> str:
+    """The topic the node subscribes: ``<image_topic>/compressed`` for compressed transport (image_transport style)."""
+    if transport == 'compressed' and not image_topic.endswith('/compressed'):
+        return image_topic.rstrip('/') + '/compressed'
+    return image_topic
+
+
 def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     """A ``ros__parameters`` mapping with nested dicts -> {'a.b': value} as rcl reads it."""
     flat: dict[str, Any] = {}
@@ -127,4 +134,4 @@ def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict
 
 
 __all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
-           'cross_check', 'flatten_yaml_parameters']
+           'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic']

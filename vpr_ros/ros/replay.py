@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrie
 from vpr_ros.evaluation.report import choose_pair_indices, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
-from vpr_ros.ros.parameters import NODE_NAME
+from vpr_ros.ros.parameters import NODE_NAME, image_subscription_topic
 from vpr_ros.sources.bag import BagSource
 
 RECORD_QOS = QoSProfile(depth=1000)  # outputs are small; never lose one to a slow recorder
@@ -64,7 +64,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--node', default='/' + NODE_NAME, help='fully qualified name of the node')
     parser.add_argument('--image-topic', help='image topic of the bag (default: the only one)')
     parser.add_argument('--pose-topic', help='ground-truth pose topic of the bag (default: the only one)')
-    parser.add_argument('--publish-topic', help='topic to play the images on (default: the bag topic)')
+    parser.add_argument('--publish-topic', help='topic to play the images on (default: the bag topic; '
+                        "+ '/compressed' for a compressed stream not named so)")
     parser.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra parameter for the started node (repeatable)')
     parser.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
@@ -153,16 +154,19 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, alive: Calla
         time.sleep(0.05)
 
 
-def _start_node(args: argparse.Namespace, image_topic: str, transport: str, log_path: str) -> subprocess.Popen:
-    namespace, _, name = args.node.rpartition('/')
+def start_node(map_path: str, log_path: str, *, node: str = '/' + NODE_NAME, params_file: str | None = None,
+               params: Sequence[str] = (), sim_time: bool = True) -> subprocess.Popen:
+    """The localizer as a subprocess: ``sys.executable -m vpr_ros.ros.localizer --ros-args ...``.
+
+    ``params``: extra ``name:=value`` items, applied after ``params_file``.
+    """
+    namespace, _, name = node.rpartition('/')
     cmd = [sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args', '-r', f'__node:={name}']
     if namespace:
         cmd += ['-r', f'__ns:={namespace}']
-    if args.params_file:
-        cmd += ['--params-file', args.params_file]
-    cmd += ['-p', f'map_path:={os.path.abspath(args.map)}', '-p', 'use_sim_time:=true',
-            '-p', f'image_topic:={image_topic}', '-p', f'image_transport:={transport}']
-    for item in args.param:
+    if params_file:
+        cmd += ['--params-file', params_file]
+    for item in [f'map_path:={os.path.abspath(map_path)}', f'use_sim_time:={str(sim_time).lower()}', *params]:
         cmd += ['-p', item]
     env = dict(os.environ)
     env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)  # let the child set up its own library path
@@ -170,7 +174,8 @@ def _start_node(args: argparse.Namespace, image_topic: str, transport: str, log_
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop_node(proc: subprocess.Popen) -> int:
+def stop_node(proc: subprocess.Popen) -> int:
+    """SIGINT (a clean shutdown), then SIGKILL after 15 s; returns the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -275,10 +280,15 @@ def run(args: argparse.Namespace) -> int:
     track = bag.pose_track()
     vmap = VprMap.load(args.map)
     os.makedirs(args.out, exist_ok=True)
-    topic = args.publish_topic or bag.image_topic
     compressed = _is_compressed(bag)
-    proc = None if args.connect else _start_node(args, topic, 'compressed' if compressed else 'raw',
-                                                 os.path.join(args.out, 'node.log'))
+    transport = 'compressed' if compressed else 'raw'
+    topic = args.publish_topic or image_subscription_topic(bag.image_topic, transport)
+    # The player publishes RELIABLE, like `ros2 bag play`; a matching reliable subscription keeps
+    # large frames from losing UDP fragments (a best-effort reader drops the whole sample).
+    node_params = [f'image_topic:={topic}', f'image_transport:={transport}',
+                   f'qos_overrides.{topic}.subscription.reliability:=reliable', *args.param]
+    proc = None if args.connect else start_node(args.map, os.path.join(args.out, 'node.log'), node=args.node,
+                                                params_file=args.params_file, params=node_params)
 
     def alive() -> None:
         if proc is not None and proc.poll() is not None:
@@ -305,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
         if proc is not None:
-            code = _stop_node(proc)
+            code = stop_node(proc)
             if code not in (0, -signal.SIGINT):
                 print(f'replay: the node exited with code {code} (see {args.out}/node.log)', file=sys.stderr)
 
@@ -381,4 +391,4 @@ def _print_summary(results: dict[str, Any]) -> None:
           f"({lc['closable_queries']} closable queries)")
 
 
-__all__ = ['Recording', 'Session', 'configure_parser', 'run']
+__all__ = ['Recording', 'Session', 'configure_parser', 'run', 'start_node', 'stop_node']
