@@ -187,3 +187,22 @@ def test_save_map_writes_a_map_that_loads(running, world: World) -> None:
     # the places added online are searchable: a query frame now finds its own keyframe first
     frame = world.queries[0]
     assert loaded.localize(frame.rgb, 0.0).matches[0].stamp == frame.stamp
+
+
+def test_replay_connects_to_a_running_node(running, world: World, tmp_path) -> None:
+    import argparse
+    import json
+
+    from vpr_ros.ros.replay import configure_parser, run
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(['--bag', world.bag_path, '--map', world.map_path, '--out', str(tmp_path),
+                              '--connect', '--rate', '4', '--dist', '5'])
+    assert run(args) == 0
+    with open(tmp_path / 'results.json', encoding='utf-8') as fh:
+        results = json.load(fh)
+    assert results['live']['frames_published'] == len(world.queries)
+    assert results['retrieval']['recall']['R@1'] == 1.0
+    assert not os.path.exists(tmp_path / 'node.log')  # nothing was started
+    running[0].check_alive()

@@ -4,12 +4,12 @@
 
 1. Start the node as a subprocess (``sys.executable -m vpr_ros.ros.localizer --ros-args ...`` with
    ``use_sim_time``) or, with ``--connect``, use one that is already running.
-2. Wait for discovery (the node's image and /clock subscriptions, its output publishers).
+2. Wait for discovery (the node's image subscription, its output publishers).
 3. Play the bag's images and /clock (synthesised from image stamps when the bag has none) at
    ``--rate`` times real time, publishing the serialized bytes unchanged, as ``ros2 bag play``
    would; record every output with its wall-clock receipt time.
 4. Write the same results.json + plots as ``vpr-ros evaluate`` (Recall@N, PR curve, trajectory,
-   query/match pairs), plus a ``replay`` section: end-to-end latency (image publish -> candidates
+   query/match pairs), plus a ``live`` section: end-to-end latency (image publish -> candidates
    receipt, wall time), frames dropped by the node, and loop-closure precision/recall.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
+from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
@@ -202,20 +203,19 @@ def _node_parameters(session: Session, node_name: str, names: list[str], timeout
         session.node.destroy_client(client)
 
 
-def _play(session: Session, bag: BagSource, topic: str, compressed: bool, rate: float,
+def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: float,
           alive: Callable[[], None]) -> dict[float, float]:
     """Publish images and /clock in bag order at ``rate``; returns {image stamp: wall publish time}."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    pub_image = session.node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
-    pub_clock = session.node.create_publisher(Clock, '/clock', PLAY_QOS)
     store = get_typestore(Stores.LATEST)
     published: dict[float, float] = {}
     with AnyReader([Path(bag.path)], default_typestore=store) as reader:
         conns = [c for c in reader.connections if c.topic in (bag.image_topic, '/clock')]
         has_clock = any(c.topic == '/clock' for c in conns)
-        _wait(lambda: pub_image.get_subscription_count() > 0, 30.0, f'a subscriber on {topic}', alive)
+        _wait(lambda: pub_image.get_subscription_count() > 0, 30.0, f'a subscriber on {pub_image.topic_name}',
+              alive)
         start_wall, start_ns = time.monotonic(), None
         for conn, t_ns, raw in reader.messages(connections=conns):
             start_ns = t_ns if start_ns is None else start_ns
@@ -244,10 +244,9 @@ def _is_compressed(bag: BagSource) -> bool:
     return msgtype == 'sensor_msgs/msg/CompressedImage'
 
 
-def _drain(session: Session, recording: Recording, published: dict[float, float], idle: float,
+def _drain(pub_clock: Publisher, recording: Recording, published: dict[float, float], idle: float,
            alive: Callable[[], None]) -> None:
     """Keep sim time moving (diagnostics run on it) until the node has been quiet for ``idle`` s."""
-    pub_clock = session.node.create_publisher(Clock, '/clock', PLAY_QOS)
     t_sim = max(published) if published else 0.0
     last_wall = time.monotonic()
     while True:
@@ -310,8 +309,12 @@ def run(args: argparse.Namespace) -> int:
                                          RECORD_QOS)]
         _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
         params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental'])
-        published = _play(session, bag, topic, compressed, args.rate, alive)
-        _drain(session, recording, published, args.idle_timeout, alive)
+        pub_image = node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
+        pub_clock = node.create_publisher(Clock, '/clock', PLAY_QOS)
+        if proc is not None:  # the started node runs on sim time
+            _wait(lambda: pub_clock.get_subscription_count() > 0, 30.0, 'a /clock subscriber', alive)
+        published = _play(bag, pub_image, pub_clock, args.rate, alive)
+        _drain(pub_clock, recording, published, args.idle_timeout, alive)
     finally:
         session.close()
         if proc is not None:
@@ -319,17 +322,15 @@ def run(args: argparse.Namespace) -> int:
             if code not in (0, -signal.SIGINT):
                 print(f'replay: the node exited with code {code} (see {args.out}/node.log)', file=sys.stderr)
 
-    with recording.lock:
-        outputs = sorted(recording.candidates.items())
+    with recording.lock:  # only frames this replay sent (a running node may see other cameras too)
+        outputs = sorted((t, out) for t, out in recording.candidates.items() if t in published)
         loop_events = list(recording.loop_closures)
         diagnostics = dict(recording.diagnostics)
     records, latencies = [], []
     for stamp, (received, rows) in outputs:
-        latency = (received - published[stamp]) * 1e3 if stamp in published else None
-        if latency is not None:
-            latencies.append(latency)
+        latencies.append((received - published[stamp]) * 1e3)
         records.append(QueryRecord(stamp, track.at(stamp), [r[0] for r in rows], [r[1] for r in rows],
-                                   extra={'latency_ms': None if latency is None else round(latency, 2)}))
+                                   extra={'latency_ms': round(latencies[-1], 2)}))
     if not records:
         raise VprError('replay: the node published no candidates (see node.log and its /diagnostics)')
     thresholds = Thresholds(args.dist, args.yaw)
@@ -338,15 +339,15 @@ def run(args: argparse.Namespace) -> int:
     retrieval['timing_ms'] = {'end_to_end_latency': _latency_stats(latencies),
                               'node_processing': {'p50': diagnostics.get('processing_p50_ms'),
                                                   'p95': diagnostics.get('processing_p95_ms')}}
-    processed = set(recording.candidates)
+    processed = {t for t, _ in outputs}
     results = {
         'encoder': vmap.meta.encoder, 'map_places': len(vmap), 'top_k': top_k, 'retrieval': retrieval,
         'precision_recall': precision_recall_curve(records, vmap.places, thresholds),
         'skipped': {k.split('.', 1)[1]: int(v) for k, v in diagnostics.items() if k.startswith('skipped.')},
         'wall_time_s': round(time.perf_counter() - t_start, 2),
-        'replay': {
+        'live': {
             'bag': os.path.abspath(args.bag), 'rate': args.rate, 'image_topic': topic,
-            'frames_published': len(published), 'frames_with_output': len(processed & set(published)),
+            'frames_published': len(published), 'frames_with_output': len(processed),
             'frames_without_output': len(set(published) - processed),
             'node': {k: diagnostics.get(k) for k in ('frames_received', 'frames_processed', 'frames_dropped',
                                                      'frames_rate_limited', 'skipped_bad_frames',
@@ -379,7 +380,7 @@ def _pairs(bag: BagSource, vmap: VprMap, per_query: list[dict[str, Any]]) -> lis
 
 
 def _print_summary(results: dict[str, Any]) -> None:
-    r, rp, lc = results['retrieval'], results['replay'], results['loop_closure']
+    r, rp, lc = results['retrieval'], results['live'], results['loop_closure']
     lat = r['timing_ms']['end_to_end_latency']
     recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
     print(f"live replay: {recall}  ({r['answerable_queries']}/{r['queries']} answerable, "
