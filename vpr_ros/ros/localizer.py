@@ -98,8 +98,8 @@ class LocalizerNode(Node):
         self._loop_status: Counter[str] = Counter()
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_loop_status = ''
-        self._input = RollingStats()
-        self._done = RollingStats()
+        self._input_rate = RollingStats()
+        self._output_rate = RollingStats()
         self._latency = RollingStats()
         self._processing = RollingStats()
         self._localize = RollingStats()
@@ -191,8 +191,7 @@ class LocalizerNode(Node):
         self._values.update({p.name: p.value for p in params if p.name in self._values})
         self._apply_settings()
         self._localizer.top_k = self._values['top_k']
-        if self._values['threads']:
-            self._localizer.encoder.config['threads'] = self._values['threads']
+        self._localizer.encoder.config['threads'] = self._values['threads']
 
     @staticmethod
     def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
@@ -217,7 +216,7 @@ class LocalizerNode(Node):
     # ----- input ----------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self._received += 1
-        self._input.tick()
+        self._input_rate.tick()
         self._slot.put((msg, time.perf_counter(), self.get_clock().now().to_msg()))
 
     def _on_odom(self, msg: Odometry) -> None:
@@ -271,7 +270,7 @@ class LocalizerNode(Node):
         self._publish(stamp, t, loc.matches)
         t_end = time.perf_counter()
         self._processed += 1
-        self._done.tick()
+        self._output_rate.tick()
         self._latency.add((t_end - t_received) * 1e3)
         self._processing.add((t_end - t_start) * 1e3)
         self._localize.add(loc.encode_ms + loc.search_ms)
@@ -279,7 +278,13 @@ class LocalizerNode(Node):
     def _recent_places(self, t: float) -> set[int]:
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
         separation = self._loop_filter.config.min_time_separation
-        return {pid for pid, stamp in self._session_places if abs(t - stamp) < separation}
+        recent = set()
+        for pid, stamp in reversed(self._session_places):  # appended in time order
+            if t - stamp >= separation:
+                break
+            if abs(t - stamp) < separation:
+                recent.add(pid)
+        return recent
 
     def _maybe_add_keyframe(self, t: float, vectors: np.ndarray) -> None:
         if not self._values['incremental'] or not len(vectors):
@@ -342,7 +347,7 @@ class LocalizerNode(Node):
         skips = self._skips.as_dict()
         new_skips = self._skips.total - self._reported_skips
         self._reported_skips = self._skips.total
-        age = self._input.last_event_age()
+        age = self._input_rate.last_event_age()
         errors = [k for k in skips if k.startswith('processing error')]
         if age is None:
             level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
@@ -356,7 +361,8 @@ class LocalizerNode(Node):
             level, message = DiagnosticStatus.OK, 'localizing'
         last_id, last_score, last_t = self._last or (-1, math.nan, math.nan)
         values = {
-            'input_rate_hz': f'{self._input.rate():.2f}', 'processed_rate_hz': f'{self._done.rate():.2f}',
+            'input_rate_hz': f'{self._input_rate.rate():.2f}',
+            'processed_rate_hz': f'{self._output_rate.rate():.2f}',
             'latency_p50_ms': f'{self._latency.percentile(50):.1f}',
             'latency_p95_ms': f'{self._latency.percentile(95):.1f}',
             'processing_p50_ms': f'{self._processing.percentile(50):.1f}',

@@ -38,7 +38,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('encoder_config', '', "Encoder config overrides as a YAML mapping, e.g. '{threads: 2}'. "
               'Keys that change descriptors must equal the map\'s; used in full for a new empty map.',
               read_only=True),
-    ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = torch default.', low=0, high=256),
+    ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = torch default (at run time: '
+              'keep the current number).', low=0, high=256),
     # ----- input ------------------------------------------------------------------------------
     ParamSpec('image_topic', '/camera/image_raw', 'Camera topic (sensor_msgs/Image). With '
               "image_transport 'compressed' the node subscribes to '<image_topic>/compressed' "
