@@ -6,7 +6,8 @@ records ``~/candidates`` with receipt times. Printed per rate: frames published 
 dropped by the node, throughput, end-to-end latency (publish -> candidates receipt) and the node's
 own per-frame processing time (decode + encode + search + publish, from /diagnostics), and its
 ratio to the core pipeline (target <= 1.1): to ``Localizer.localize`` timed inside the node on the
-same frames (what the ROS shell adds), and to ``Localizer.localize`` run alone in this process. Prints a table; no pass/fail. A fresh node per rate keeps the statistics separate.
+same frames (what the ROS shell adds), and to ``Localizer.localize`` run alone in this process.
+Prints a table; no pass/fail. A fresh node per rate keeps the statistics separate.
 
     .venv/bin/python benchmarks/bench_node.py [--rates 10 30] [--seconds 10] [--places 1000]
 """
@@ -142,8 +143,9 @@ def main() -> int:
               f'{os.cpu_count()} CPUs, torch threads {args.threads or "default"}, '
               f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}')
         print(f'core pipeline Localizer.localize: {core:.1f} ms/frame (median of {args.repeats})')
-        print(f"{'input':>7} {'sent':>5} {'received':>8} {'answered':>8} {'dropped':>7} {'out Hz':>7} {'e2e p50':>8} "
-              f"{'e2e p95':>8} {'node p50':>9} {'node p95':>9} {'in-node localize p50':>21} {'ratio':>6} {'vs core':>7}")
+        print(f"{'input':>7} {'sent':>5} {'received':>8} {'answered':>8} {'dropped':>7} {'out Hz':>7} "
+              f"{'e2e p50':>8} {'e2e p95':>8} {'node p50':>9} {'node p95':>9} {'in-node localize p50':>21} "
+              f"{'ratio':>6} {'vs core':>7}")
         for rate in args.rates:
             params = [f'threads:={args.threads}'] + ([] if args.best_effort else [
                 'qos_overrides./camera/image_raw.subscription.reliability:=reliable'])

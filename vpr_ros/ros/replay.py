@@ -41,7 +41,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
-from vpr_ros.errors import SourceError, VprError
+from vpr_ros.errors import VprError
 from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
                                         precision_recall_curve)
 from vpr_ros.evaluation.report import choose_pair_indices, write_report
