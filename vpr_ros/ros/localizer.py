@@ -203,7 +203,7 @@ class LocalizerNode(Node):
             max_rate_hz=v['loop_closure.max_rate_hz'])
 
     def _apply_settings(self) -> None:
-        """(Re)build the objects the worker reads; each is swapped in whole, so no lock is needed."""
+        """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
         self._covariance = messages.CovarianceModel(
             v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
