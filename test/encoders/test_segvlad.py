@@ -91,6 +91,15 @@ def test_state_round_trip(fitted):
         create_encoder('segvlad', SMALL).describe([scene(0)])
 
 
+def test_a_supersegment_covering_the_image_is_the_global_vlad():
+    images = [scene(i) for i in range(3)]
+    seg = create_encoder('segvlad', {**SMALL, 'pca_dim': 0, 'order': 50})
+    seg.fit(images)
+    glob = create_encoder('anyloc_vlad', {'image_size': SMALL['image_size']}, {'centers': seg.get_state()['centers']})
+    rows = seg.describe([scene(1)])[0]
+    np.testing.assert_allclose(rows, np.repeat(glob.encode([scene(1)]), len(rows), axis=0), atol=1e-5)
+
+
 def test_small_map_pads_the_pca():
     encoder = create_encoder('segvlad', {**SMALL, 'pca_dim': 1024, 'segments': 8})
     encoder.fit([scene(0), scene(1)])
@@ -174,3 +183,28 @@ def test_sam_automatic_mask_generation_call_path(third_iou, expected):
     ys, xs = np.nonzero(masks[0])
     grid = sam_point_grid(4) * [320, 240]
     assert np.min(np.hypot(grid[:, 0] - xs.mean(), grid[:, 1] - ys.mean())) < 1.0
+
+
+def _identity_onnx(path, name, shape):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node('Identity', [name], ['out'])], 'g',
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info('out', TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_sam_onnx_rejects_a_decoder_of_another_interface(tmp_path):
+    pytest.importorskip('onnx')
+    enc = _identity_onnx(tmp_path / 'enc.onnx', 'image', [1, 3, 1024, 1024])
+    dec = _identity_onnx(tmp_path / 'dec.onnx', 'image_embeddings', [1, 256, 64, 64])
+    with pytest.raises(WeightsError, match='not a SAM prompt decoder.*point_coords'):
+        SamOnnxSegmenter(enc, dec)
+    junk = tmp_path / 'junk.onnx'
+    junk.write_bytes(b'not a model')
+    with pytest.raises(WeightsError, match='cannot load'):
+        SamOnnxSegmenter(enc, str(junk))

@@ -107,13 +107,15 @@ def patch_membership(masks: np.ndarray, image_size: tuple[int, int], stride: int
     ``masks`` (M, h, w) are at the segmentation resolution; as in SegVLAD they are resized (nearest)
     to the backbone input ``image_size`` (H, W) and pixel (i, j) belongs to patch
     (min(i // stride, rows - 1), min(j // stride, cols - 1)). Computed without the resize, as
-    row-cell map^T @ mask @ column-cell map for all masks at once.
+    row-cell map^T @ mask @ column-cell map for all masks at once (two plain matrix products).
     """
     masks = np.asarray(masks, dtype=bool)
     m, h, w = masks.shape
     rows = _cell_map(h, int(image_size[0]), stride, grid[0]).astype(np.float32)
     cols = _cell_map(w, int(image_size[1]), stride, grid[1]).astype(np.float32)
-    hits = rows.T @ masks.astype(np.float32) @ cols
+    per_col = masks.reshape(m * h, w).astype(np.float32) @ cols                   # (M*h, cols)
+    per_col = per_col.reshape(m, h, grid[1]).transpose(1, 0, 2).reshape(h, -1)   # (h, M*cols)
+    hits = (rows.T @ per_col).reshape(grid[0], m, grid[1]).transpose(1, 0, 2)     # (M, rows, cols)
     return (hits > 0).reshape(m, grid[0] * grid[1])
 
 
