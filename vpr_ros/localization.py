@@ -15,6 +15,7 @@ import numpy as np
 from vpr_ros.encoders.base import RUNTIME_KEYS, Encoder, create_encoder
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
+from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.store import Match, VprMap
 
 
@@ -40,6 +41,9 @@ def encoder_for_map(vmap: VprMap, overrides: dict[str, Any] | None = None,
     """
     stored = vmap.meta.encoder
     name = encoder_name or stored['name']
+    if name != stored['name']:
+        raise MapError('map and encoder do not match: '
+                       + '; '.join(compatibility_problems(stored, {'name': name})))
     config = dict(stored.get('config', {}))
     config.update({k: v for k, v in (overrides or {}).items()})
     encoder = create_encoder(name, config, vmap.encoder_state or None)
@@ -77,9 +81,10 @@ class Localizer:
         vectors, encode_ms = self.describe(rgb)
         return self.search(stamp, vectors, encode_ms, exclude)
 
-    def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '') -> int:
+    def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
+                  thumbnail: np.ndarray | None = None) -> int:
         """Grow the in-memory map (online mode); returns the new place id."""
-        return self.map.add(stamp, pose, vectors, source).id
+        return self.map.add(stamp, pose, vectors, source, thumbnail).id
 
 
 __all__ = ['Localization', 'Localizer', 'encoder_for_map', 'RUNTIME_KEYS']

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from vpr_ros.encoders.base import Encoder
 from vpr_ros.errors import SourceError, VprError
 from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retrieval, precision_recall_curve
-from vpr_ros.evaluation.report import choose_pair_indices, write_report
+from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb.store import VprMap
@@ -172,15 +172,8 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
         'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2),
     }
     if out_dir:
-        chosen = choose_pair_indices(retrieval['per_query'], pair_count)
         # A second, decode-only pass fetches the few query images to draw (no need to hold them all).
-        images = {i: f.rgb for i, f in enumerate(source.frames(True)) if i in chosen}
-        pairs = []
-        for qi in chosen:
-            q = retrieval['per_query'][qi]
-            pid = q['place_ids'][0]
-            caption = f"top-1 place {pid}: {q['gt_distances_m'][0]:.1f} m away, score {q['scores'][0]:.3f}"
-            pairs.append((images.get(qi, np.zeros((8, 8, 3), np.uint8)), localizer.map.thumbnail(pid), caption, bool(q['correct_at_1'])))
+        pairs = query_match_pairs(retrieval['per_query'], source.frames(True), localizer.map.thumbnail, pair_count)
         results['files'] = write_report(out_dir, results, localizer.map.places, pairs,
                                         label or localizer.encoder.name)
     return results

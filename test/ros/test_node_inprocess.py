@@ -82,7 +82,7 @@ def test_declares_exactly_the_parameter_table(world: World, in_process) -> None:
 
 
 def test_map_built_with_another_encoder_is_refused(world: World) -> None:
-    with pytest.raises(MapError, match="built with encoder 'effnet_gem'"):
+    with pytest.raises(MapError, match="map built with encoder 'effnet_gem', requested"):
         InProcess(map_path=world.map_path, encoder='raw_pixels')
 
 

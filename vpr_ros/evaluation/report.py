@@ -141,6 +141,25 @@ def write_report(out_dir: str, results: dict[str, Any], places: Sequence[Any],
     return paths
 
 
+def query_match_pairs(per_query: Sequence[Mapping[str, Any]], frames: Any, thumbnail: Any,
+                      count: int = 6) -> list[tuple[np.ndarray, np.ndarray | None, str, bool]]:
+    """(query image, top-1 map thumbnail, caption, correct) for a few chosen queries.
+
+    ``frames``: an iterable of Frames (one decode-only pass picks the chosen ones by stamp);
+    ``thumbnail``: place id -> RGB preview or None (``VprMap.thumbnail``).
+    """
+    chosen = {per_query[i]['stamp']: i for i in choose_pair_indices(per_query, count)}
+    images = {f.stamp: f.rgb for f in frames if f.stamp in chosen}
+    pairs = []
+    for stamp, qi in sorted(chosen.items(), key=lambda kv: kv[1]):
+        q = per_query[qi]
+        pid = q['place_ids'][0]
+        caption = f"top-1 place {pid}: {q['gt_distances_m'][0]:.1f} m away, score {q['scores'][0]:.3f}"
+        pairs.append((images.get(stamp, np.zeros((8, 8, 3), np.uint8)), thumbnail(pid), caption,
+                      bool(q['correct_at_1'])))
+    return pairs
+
+
 def choose_pair_indices(per_query: Sequence[Mapping[str, Any]], count: int = 6) -> list[int]:
     """A few queries worth looking at: evenly spread, with failures included when there are any."""
     answerable = [i for i, q in enumerate(per_query) if q.get('answerable') and q.get('place_ids')]

@@ -37,7 +37,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from vpr_ros.encoders import create_encoder
-from vpr_ros.errors import ConfigError, ImageDecodeError, MapError, VprError
+from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
 from vpr_ros.frames import Pose, msg_to_rgb
 from vpr_ros.localization import Localizer, encoder_for_map
 from vpr_ros.mapdb.store import VprMap
@@ -148,11 +148,7 @@ class LocalizerNode(Node):
             overrides['threads'] = v['threads']
         if v['map_path']:
             vmap = VprMap.load(v['map_path'])
-            built_with = vmap.meta.encoder['name']
-            if v['encoder'] and v['encoder'] != built_with:
-                raise MapError(f"{v['map_path']} was built with encoder {built_with!r}, the node is configured "
-                               f"with {v['encoder']!r} (set encoder '' to use the map's)")
-            return Localizer(vmap, encoder_for_map(vmap, overrides), v['top_k'])
+            return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'])
         if not v['incremental']:
             raise ConfigError('parameter map_path is required (a map directory from vpr-ros build-map)')
         if not v['encoder']:
@@ -265,7 +261,7 @@ class LocalizerNode(Node):
         rgb = msg_to_rgb(msg)
         with self._map_lock:
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
-            self._maybe_add_keyframe(t, loc.vectors)
+            self._maybe_add_keyframe(t, loc.vectors, rgb)
         self._last_image_stamp = t
         self._publish(stamp, t, loc.matches)
         t_end = time.perf_counter()
@@ -286,12 +282,12 @@ class LocalizerNode(Node):
                 recent.add(pid)
         return recent
 
-    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray) -> None:
+    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray) -> None:
         if not self._values['incremental'] or not len(vectors):
             return
         pose = self._odom_pose(t) if self._values['odom_topic'] else None
         if self._keyframes.accept(t, pose.position if pose else None, vectors):
-            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}')
+            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb)
             self._session_places.append((pid, t))
             self._map_dirty = True
 

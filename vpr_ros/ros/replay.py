@@ -44,7 +44,7 @@ from std_msgs.msg import Float64MultiArray
 from vpr_ros.errors import VprError
 from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
                                         precision_recall_curve)
-from vpr_ros.evaluation.report import choose_pair_indices, write_report
+from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import NODE_NAME, image_subscription_topic
@@ -360,23 +360,10 @@ def run(args: argparse.Namespace) -> int:
     if params['incremental']:
         results['loop_closure']['note'] = ('the node grew its map online: closures to places it added are '
                                            'judged against the nearest place of the loaded map by stamp')
-    pairs = _pairs(bag, vmap, retrieval['per_query'])
+    pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
     results['files'] = write_report(args.out, results, vmap.places, pairs, f"{vmap.meta.encoder['name']} (live)")
     _print_summary(results)
     return 0
-
-
-def _pairs(bag: BagSource, vmap: VprMap, per_query: list[dict[str, Any]]) -> list:
-    chosen = {per_query[i]['stamp']: i for i in choose_pair_indices(per_query)}
-    images = {f.stamp: f.rgb for f in bag.frames(require_pose=False) if f.stamp in chosen}
-    pairs = []
-    for stamp, qi in sorted(chosen.items(), key=lambda kv: kv[1]):
-        q = per_query[qi]
-        pid = q['place_ids'][0]
-        caption = f"top-1 place {pid}: {q['gt_distances_m'][0]:.1f} m away, score {q['scores'][0]:.3f}"
-        pairs.append((images.get(stamp, np.zeros((8, 8, 3), np.uint8)), vmap.thumbnail(pid), caption,
-                      bool(q['correct_at_1'])))
-    return pairs
 
 
 def _print_summary(results: dict[str, Any]) -> None:
