@@ -4,16 +4,25 @@ Per image: segment it (``segmenter``), grow every segment into its order-``order
 over the Delaunay graph of segment centroids (supersegments.py), mark which feature patches each
 SuperSegment touches (S: any pixel in the patch), and compute all SuperSegment VLADs at once
 (``vlad.vlad_of_sets``: hard cosine assignment to a K = 32 map vocabulary, residual sums per word,
-intra-normalisation, L2). A whitened PCA fitted on at most ``pca_max_segments`` map segments
-(per-image random sampling at ratio min(1, limit / total), as the official code) reduces them to
+intra-normalisation, L2). A PCA fitted on at most ``pca_max_segments`` map segments (per-image
+random sampling at ratio min(1, limit / total), as the official code) reduces them to
 ``pca_dim``; rows are re-L2-normalised. Maps store one row per SuperSegment; retrieval votes
 (matching/retrieval.py).
 
-Defaults, chosen by measuring on the sample world (numbers in the SegVLAD report / tests):
-EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> a 15 x 20 grid, so segments
-of a few patches each still get their own features and a descriptor is 32 x 112 = 3584 dims
-before PCA; SLICO superpixels, ~64 per image at the backbone resolution (the paper's SAM gives
-~87 per image; SAM via ``segmenter: sam_onnx`` + ``sam_encoder``/``sam_decoder`` model files).
+Defaults, chosen by measuring Recall@1 on the sample world (mapping vs viewpoint traversal,
+benchmarks/bench_segvlad.py):
+
+* Backbone: EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> a 15 x 20 grid,
+  3584 dims before PCA. Segments span a few patches each and keep their own features; the
+  80-channel block 7 was slightly worse and the 1280-channel stride-32 head (8 x 10 grid,
+  40960 dims, 10x slower search) worse still, also at a larger input.
+* Segments: SLICO superpixels, ~64 per image at the backbone resolution (the paper's SAM gives
+  ~87); 100 gave about the same recall for 1.5x the storage, 32 less. SAM is available via
+  ``segmenter: sam_onnx`` + ``sam_encoder``/``sam_decoder`` model files.
+* PCA: 1024 dims as the paper, but **not whitened** by default: fitted on the few thousand to
+  tens of thousands of segments a robot map has, whitening halved Recall@1 (it equalises the
+  near-null directions along which overlapping SuperSegments differ); ``pca_whiten: true``
+  gives the paper's setting. ``pca_dim: 0`` keeps the raw 3584 dims (best recall, 3.5x storage).
 
 The PCA is the encoder base's one implementation (``_fit_pca``); SegVLAD only chooses the rows
 it is fitted on. When the map has fewer segments than ``pca_dim`` the PCA keeps the components
@@ -63,12 +72,14 @@ class SegVlad(DenseVladEncoder):
     default_config: ClassVar[dict[str, Any]] = {
         **DENSE_VLAD_DEFAULTS, 'segmenter': 'slic', 'segments': 64, 'segment_size': None, 'order': 3,
         'sam_encoder': None, 'sam_decoder': None, 'sam_points_per_side': 32,
-        'pca_dim': 1024, 'pca_whiten': True, 'pca_max_segments': PCA_MAX_SEGMENTS}
+        'pca_dim': 1024, 'pca_whiten': False, 'pca_max_segments': PCA_MAX_SEGMENTS}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         if int(self.config['order']) < 0:
             raise ConfigError(f'encoder {self.name!r}: order must be >= 0')
+        if int(self.config['pca_max_segments']) < 2:
+            raise ConfigError(f'encoder {self.name!r}: pca_max_segments must be >= 2')
         size = self.config['segment_size']
         if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2 or min(size) <= 0):
             raise ConfigError(f'encoder {self.name!r}: segment_size must be [height, width] or null')
