@@ -44,8 +44,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 
-def run(label: str, name: str, config: dict, map_frames, query_frames, th: Thresholds) -> dict:
-    encoder = create_encoder(name, {**config, 'threads': 2})
+def run(label: str, name: str, config: dict, map_frames, query_frames, th: Thresholds, threads: int = 1) -> dict:
+    encoder = create_encoder(name, {**config, 'threads': threads})
     t0 = time.perf_counter()
     if encoder.requires_fit:
         encoder.fit([f.rgb for f in map_frames])
@@ -82,8 +82,12 @@ def main() -> None:
     parser.add_argument('--query-every', type=int, default=2, help='use every n-th query frame')
     parser.add_argument('--dist', type=float, default=10.0, help='positive radius in metres')
     parser.add_argument('--only', nargs='*', default=None, help=f'config labels; known: {list(CONFIGS)}')
+    parser.add_argument('--threads', type=int, default=1, help='torch and faiss threads')
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args()
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
     map_frames, _ = render_traversal('mapping', scale=args.scale)
     query_frames, _ = render_traversal(args.queries, scale=args.scale)
     query_frames = query_frames[::args.query_every]
@@ -92,7 +96,7 @@ def main() -> None:
     rows = []
     for label in args.only or list(CONFIGS):
         name, config = CONFIGS[label]
-        row = run(label, name, config, map_frames, query_frames, Thresholds(dist_m=args.dist))
+        row = run(label, name, config, map_frames, query_frames, Thresholds(dist_m=args.dist), args.threads)
         rows.append(row)
         print('  '.join(f'{k}={v}' for k, v in row.items()), flush=True)
     if args.json:
