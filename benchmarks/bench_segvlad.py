@@ -3,7 +3,8 @@
 Map = the ``mapping`` traversal, queries = ``viewpoint`` (6 m to the side, camera yawed ~32 deg:
 only part of each facade is shared, the case segment retrieval is meant for) or ``query``
 (appearance change). For each encoder config: Recall@1/5 within ``--dist`` metres, bytes of
-descriptors per map image (as stored: float32, or float16 for the ``fp16`` row), ms per query to describe it (batch 1) and to search the map.
+descriptors per map image (as stored: float32, or float16 for the ``fp16`` row), ms per query
+to describe it (batch 1) and to search the map.
 
     .venv/bin/python benchmarks/bench_segvlad.py [--scale 0.5] [--queries viewpoint] [--only segvlad anyloc_vlad]
 """
