@@ -39,3 +39,16 @@ def test_runtime_keys_do_not_change_identity():
     a = create_encoder('raw_pixels', {'threads': 1, 'batch_size': 2}).identity()
     b = create_encoder('raw_pixels', {'threads': 4}).identity()
     assert a == b
+
+
+def test_pca_routes_agree():
+    """The eigen-decomposition route (many rows) spans the same subspace as the SVD route."""
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(300, 10)) @ rng.normal(size=(10, 10))
+    a = create_encoder('raw_pixels', {'pca_dim': 4})
+    a._fit_pca(raw, 4)  # 300 rows > 2 x 10 dims: eigh route
+    b = create_encoder('raw_pixels', {'pca_dim': 4})
+    b._fit_pca(raw[:15], 4)  # SVD route on a subset, then compare both on the same data
+    full_svd = np.linalg.svd(raw - raw.mean(0), full_matrices=False)[2][:4].T
+    assert np.allclose(np.abs(a._pca_proj.T @ full_svd), np.eye(4), atol=1e-4)
+    assert b._pca_proj.shape == (10, 4)

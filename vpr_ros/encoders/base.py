@@ -120,8 +120,15 @@ class Encoder(ABC):
                               f'vectors and raw dim >= {pca_dim} (have {raw.shape[0]} x {raw.shape[1]})')
         raw = raw.astype(np.float64)
         mean = raw.mean(axis=0)
-        _, s, vt = np.linalg.svd(raw - mean, full_matrices=False)
-        proj = vt[:pca_dim].T
+        centred = raw - mean
+        if centred.shape[0] > 2 * centred.shape[1]:
+            # Many rows (SegVLAD fits on up to 50k): a D x D eigen-decomposition needs no N x D factor.
+            evals, evecs = np.linalg.eigh(centred.T @ centred)
+            top = np.argsort(evals)[::-1][:pca_dim]
+            s, proj = np.sqrt(np.maximum(evals[top], 0.0)), evecs[:, top]
+        else:
+            _, s, vt = np.linalg.svd(centred, full_matrices=False)
+            proj = vt[:pca_dim].T
         if self.config['pca_whiten']:
             var = (s[:pca_dim] ** 2) / max(raw.shape[0] - 1, 1)
             proj = proj / np.sqrt(var + 1e-9)
