@@ -17,7 +17,7 @@ import numpy as np
 
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
-from vpr_ros.encoders.base import Encoder
+from vpr_ros.encoders.base import Encoder, VocabularyState
 from vpr_ros.errors import ConfigError
 
 DENSE_VLAD_DEFAULTS: dict[str, Any] = {
@@ -25,7 +25,7 @@ DENSE_VLAD_DEFAULTS: dict[str, Any] = {
     'num_clusters': 32, 'seed': 42}
 
 
-class DenseVladEncoder(Encoder):
+class DenseVladEncoder(VocabularyState, Encoder):
     """Shared part of anyloc_vlad and segvlad: the dense backbone and the map-fitted vocabulary."""
 
     trainable_fit = True
@@ -36,7 +36,6 @@ class DenseVladEncoder(Encoder):
             raise ConfigError(f'encoder {self.name!r}: num_clusters must be >= 1')
         self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
                                    self.config['backbone_weights'], int(self.config['threads']))
-        self.centers: np.ndarray | None = None
 
     @property
     def raw_dim(self) -> int:
@@ -60,20 +59,9 @@ class DenseVladEncoder(Encoder):
         self.centers = vlad.fit_vocabulary(vocabulary_sample(list(feature_maps), seed),
                                            int(self.config['num_clusters']), cosine=True, seed=seed)
 
-    def _is_fitted(self) -> bool:
-        return self.centers is not None
-
-    def _get_state(self) -> dict[str, np.ndarray]:
-        return {'centers': self.centers} if self.centers is not None else {}
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        if 'centers' in state:
-            centers = np.asarray(state['centers'], np.float32)
-            expected = (int(self.config['num_clusters']), self.dense.dim)
-            if centers.shape != expected:
-                raise ConfigError(f'encoder {self.name!r}: stored vocabulary {centers.shape} does not '
-                                  f'match num_clusters x feature dim {expected}')
-            self.centers = centers
+    @property
+    def vocabulary_shape(self) -> tuple[int, int]:
+        return int(self.config['num_clusters']), self.dense.dim
 
 
 class AnyLocVlad(DenseVladEncoder):

@@ -199,6 +199,30 @@ class Encoder(ABC):
                 'multi_vector': self.multi_vector}
 
 
+class VocabularyState:
+    """Mixin for encoders whose state is one vocabulary ``centers`` (K, D) fitted on the map."""
+
+    centers: np.ndarray | None = None
+
+    @property
+    def vocabulary_shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _is_fitted(self) -> bool:
+        return self.centers is not None
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {'centers': self.centers} if self.centers is not None else {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        if 'centers' in state:
+            centers = np.asarray(state['centers'], np.float32)
+            if centers.shape != tuple(self.vocabulary_shape):
+                raise ConfigError(f'encoder {getattr(self, "name", "?")!r}: stored vocabulary {centers.shape} '
+                                  f'does not match num_clusters x feature dim {self.vocabulary_shape}')
+            self.centers = centers
+
+
 # ----- registry ----------------------------------------------------------------------------
 # Modules of this package that are building blocks, not encoders.
 _NOT_ENCODERS = frozenset({'base', 'weights', 'torch_encoder', 'backbones', 'aggregators', 'local_features',

@@ -9,20 +9,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vpr_ros.encoders.aggregators import vlad
-from vpr_ros.encoders.base import Encoder
+from vpr_ros.encoders.base import Encoder, VocabularyState
 from vpr_ros.encoders.local_features import rootsift
 
 
-class SiftVlad(Encoder):
+class SiftVlad(VocabularyState, Encoder):
     name = 'sift_vlad'
     description = 'RootSIFT (OpenCV) + VLAD, codebook fitted on the map'
     trainable_fit = True
     default_config: ClassVar[dict[str, Any]] = {'num_clusters': 64, 'max_features': 1000, 'max_side': 640,
                                                 'power_norm': False, 'seed': 0}
-
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
-        self.centers: np.ndarray | None = None
 
     @property
     def raw_dim(self) -> int:
@@ -36,15 +32,9 @@ class SiftVlad(Encoder):
         self.centers = vlad.fit_vocabulary(feats, int(self.config['num_clusters']), cosine=False,
                                            seed=int(self.config['seed']))
 
-    def _is_fitted(self) -> bool:
-        return self.centers is not None
-
-    def _get_state(self) -> dict[str, np.ndarray]:
-        return {'centers': self.centers} if self.centers is not None else {}
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        if 'centers' in state:
-            self.centers = np.asarray(state['centers'], np.float32)
+    @property
+    def vocabulary_shape(self) -> tuple[int, int]:
+        return int(self.config['num_clusters']), 128
 
     def _encode(self, images: list[np.ndarray]) -> np.ndarray:
         return np.stack([vlad.vlad(self._features(im), self.centers, cosine=False,
