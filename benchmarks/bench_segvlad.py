@@ -42,6 +42,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     'segvlad whitened': ('segvlad', {'pca_whiten': True}),
     'segvlad pca256': ('segvlad', {'pca_dim': 256}),
     'segvlad pca1024 fp16': ('segvlad', {}),
+    'segvlad pca256 fp16': ('segvlad', {'pca_dim': 256}),  # the practical configuration
 }
 
 
