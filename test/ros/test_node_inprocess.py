@@ -196,3 +196,30 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
     grown = VprMap.load(saved)
     assert len(grown) == 8
     assert [p.pose.position[0] for p in grown.places[:6]] == [30.0 * i for i in range(6)]
+
+
+def test_node_runs_segvlad_multi_vector_maps(world: World, in_process, driver_factory, tmp_path) -> None:
+    """A SegVLAD map (one vector per SuperSegment, voted retrieval) behind the node: the node's
+    candidates equal the offline Localizer's for the same frames."""
+    from test.ros.conftest import image_msg
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.localization import Localizer
+    from vpr_ros.mapdb.store import VprMap
+
+    encoder = create_encoder('segvlad', {'image_size': [96, 128], 'segments': 16, 'pca_dim': 32})
+    encoder.fit([f.rgb for f in world.map_frames])
+    vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
+    for frame, vectors in zip(world.map_frames, encoder.describe([f.rgb for f in world.map_frames])):
+        vmap.add(frame.stamp, frame.pose, vectors)
+    assert vmap.meta.multi_vector and len(vmap.owners) > len(vmap)
+    path = str(tmp_path / 'segvlad_map')
+    vmap.save(path)
+    offline = Localizer.from_map(path, top_k=3)
+    in_process(map_path=path, threads=1, top_k=3, **{RELIABLE_IMAGES: 'reliable'})
+    driver = driver_factory()
+    driver.wait_ready(lambda: None)
+    for k, query in enumerate(world.queries[:4]):
+        rows = driver.localize(image_msg(query.rgb, 400.0 + k), 400.0 + k)
+        expected = offline.localize(query.rgb, 400.0 + k).matches
+        assert [int(r[0]) for r in rows] == [m.place_id for m in expected]
+        assert [r[1] for r in rows] == pytest.approx([m.score for m in expected], rel=1e-4)
