@@ -61,7 +61,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
-    from vpr_ros.pipeline import KeyframePolicy, build_map, open_source
+    from vpr_ros.matching.keyframes import KeyframePolicy
+    from vpr_ros.pipeline import build_map, open_source
 
     encoder = create_encoder(args.encoder, _encoder_config(args))
     source = open_source(args.source, args.image_topic, args.pose_topic, args.poses)

@@ -16,11 +16,12 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.encoders.base import Encoder
-from vpr_ros.errors import SourceError, VprError
+from vpr_ros.errors import SourceError
 from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retrieval, precision_recall_curve
 from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
+from vpr_ros.matching.keyframes import KeyframePolicy
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.skips import SkipCounter
 
@@ -45,28 +46,6 @@ def open_source(path: str, image_topic: str | None = None, pose_topic: str | Non
     if is_bag and not poses_csv:
         return BagSource(path, image_topic, pose_topic, skips)
     return FolderSource(path, poses_csv, skips)
-
-
-@dataclass(frozen=True)
-class KeyframePolicy:
-    """Keep every ``every_n``-th frame, and only if it is ``min_distance`` m from the last kept one."""
-
-    every_n: int = 1
-    min_distance: float = 0.0
-
-    def select(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        if self.every_n < 1 or self.min_distance < 0:
-            raise VprError('keyframes: every_n must be >= 1 and min_distance >= 0')
-        last = None
-        for i, frame in enumerate(frames):
-            if i % self.every_n:
-                continue
-            if self.min_distance > 0 and frame.pose is not None and last is not None:
-                if math.dist(frame.pose.position, last) < self.min_distance:
-                    continue
-            if frame.pose is not None:
-                last = frame.pose.position
-            yield frame
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:

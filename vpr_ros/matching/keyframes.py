@@ -1,16 +1,43 @@
-"""Online keyframe selection: which live frames grow the map (the node's incremental mode).
+"""Keyframe selection: which frames become map places.
 
-Unlike the batch :class:`vpr_ros.pipeline.KeyframePolicy`, frames arrive one at a time and the
-descriptor is already computed, so three gates apply together: enough image time since the last
+:class:`KeyframePolicy` thins a recorded traversal for ``build-map`` (every Nth frame, minimum
+distance). :class:`KeyframeGate` decides online in the node's incremental mode, where frames
+arrive one at a time and the descriptor is already computed, so three gates apply together: enough image time since the last
 keyframe, enough travelled distance (when odometry gives a position), and enough novelty (the
 descriptor differs from the last keyframe's). A disabled gate always passes.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from vpr_ros.errors import VprError
+from vpr_ros.frames import Frame
+
+
+@dataclass(frozen=True)
+class KeyframePolicy:
+    """Keep every ``every_n``-th frame, and only if it is ``min_distance`` m from the last kept one."""
+
+    every_n: int = 1
+    min_distance: float = 0.0
+
+    def select(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        if self.every_n < 1 or self.min_distance < 0:
+            raise VprError('keyframes: every_n must be >= 1 and min_distance >= 0')
+        last = None
+        for i, frame in enumerate(frames):
+            if i % self.every_n:
+                continue
+            if self.min_distance > 0 and frame.pose is not None and last is not None:
+                if math.dist(frame.pose.position, last) < self.min_distance:
+                    continue
+            if frame.pose is not None:
+                last = frame.pose.position
+            yield frame
 
 
 def set_similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,4 +80,4 @@ class KeyframeGate:
         return True
 
 
-__all__ = ['KeyframeGate', 'set_similarity']
+__all__ = ['KeyframeGate', 'KeyframePolicy', 'set_similarity']
