@@ -41,7 +41,13 @@ def best_of(fn, repeats: int) -> float:
 def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
     import torch
 
+    from vpr_ros.sources.sample import render_traversal
+
     enc = create_encoder(name)
+    if enc.input_size and tuple(enc.input_size) != images[0].shape[:2]:
+        # Frames rendered at the encoder's native size: the ratio then measures our wrapper, not a resize.
+        frames, _ = render_traversal('mapping', scale=0.2, image_size=tuple(enc.input_size))
+        images = [f.rgb for f in frames[:16]]
     if enc.requires_fit:
         enc.fit(images[:16])
     row = {'encoder': name, 'dim': enc.dim, 'input': 'x'.join(map(str, enc.input_size or images[0].shape[:2])),
