@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.encoders.base import Encoder
@@ -115,31 +114,28 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     stats.skipped = source.skips.as_dict()
     stats.total_s = time.perf_counter() - t_start
     vmap.meta.build.update({'places': stats.places, 'seconds': round(stats.total_s, 2),
+                            'fit_seconds': round(stats.fit_s, 2), 'encode_seconds': round(stats.encode_s, 2),
                             'images_per_s': round(stats.images_per_s, 2), 'skipped': stats.skipped})
     vmap.save(out_path)
     return vmap, stats
 
 
 def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None = None,
-                progress: bool = True, keep_images: set[int] | None = None) -> tuple[list[QueryRecord], dict[int, np.ndarray]]:
-    """Localise every frame; returns the records and the images of the queries in ``keep_images``."""
+                progress: bool = True) -> list[QueryRecord]:
+    """Localise every frame."""
     records: list[QueryRecord] = []
-    kept: dict[int, np.ndarray] = {}
-    for i, frame in enumerate(tqdm(frames, total=total, desc='localising queries', disable=not progress,
-                                   unit='img')):
+    for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
         loc = localizer.localize(frame.rgb, frame.stamp)
         records.append(QueryRecord(frame.stamp, frame.pose, [m.place_id for m in loc.matches],
                                    [m.score for m in loc.matches], loc.encode_ms, loc.search_ms, frame.source))
-        if keep_images is None or i in keep_images:
-            kept[i] = frame.rgb
-    return records, kept
+    return records
 
 
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
              progress: bool = True, label: str | None = None, pair_count: int = 6) -> dict[str, Any]:
     """Evaluate a query source against the localizer's map; writes results.json + plots to ``out_dir``."""
     t0 = time.perf_counter()
-    records, _ = run_queries(localizer, source.frames(True), source.image_count, progress, keep_images=set())
+    records = run_queries(localizer, source.frames(True), source.image_count, progress)
     if not records:
         raise SourceError('no query frame could be used (see the skip counts above)')
     retrieval = evaluate_retrieval(records, localizer.map.places, thresholds,

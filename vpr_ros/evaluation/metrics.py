@@ -59,6 +59,15 @@ def positives_mask(query: Pose, pos: np.ndarray, yaw: np.ndarray, th: Thresholds
     return ok & np.isfinite(dist), dist
 
 
+def timing_stats(values_ms: Sequence[float]) -> dict[str, float]:
+    """count, mean, p50, p95 and max of a list of durations in ms (just the count when empty)."""
+    if not len(values_ms):
+        return {'count': 0}
+    x = np.asarray(values_ms, np.float64)
+    return {'count': len(x), 'mean': round(float(x.mean()), 3), 'p50': round(float(np.percentile(x, 50)), 3),
+            'p95': round(float(np.percentile(x, 95)), 3), 'max': round(float(x.max()), 3)}
+
+
 def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th: Thresholds = Thresholds(),
                        ns: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     """Recall@N, per-query ground truth, and timing statistics."""
@@ -87,21 +96,13 @@ def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th
     cum = np.cumsum(hits, axis=1) > 0
     denom = int(answerable.sum())
     curve = [float(cum[answerable, n - 1].mean()) if denom else 0.0 for n in range(1, max_n + 1)]
-    enc = np.array([r.encode_ms for r in records], np.float64)
-    sea = np.array([r.search_ms for r in records], np.float64)
-
-    def stats(x: np.ndarray) -> dict[str, float]:
-        if not len(x):
-            return {'mean': 0.0, 'p50': 0.0, 'p95': 0.0}
-        return {'mean': round(float(x.mean()), 3), 'p50': round(float(np.percentile(x, 50)), 3),
-                'p95': round(float(np.percentile(x, 95)), 3)}
-
     return {
         'queries': len(records), 'answerable_queries': denom,
         'thresholds': asdict(th),
         'recall': {f'R@{n}': round(curve[n - 1], 4) for n in ns if n <= max_n},
         'recall_curve': [round(c, 4) for c in curve],
-        'timing_ms': {'encode': stats(enc), 'search': stats(sea)},
+        'timing_ms': {'encode': timing_stats([r.encode_ms for r in records]),
+                      'search': timing_stats([r.search_ms for r in records])},
         'per_query': per_query,
     }
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -43,7 +42,7 @@ from std_msgs.msg import Float64MultiArray
 
 from vpr_ros.errors import VprError
 from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
-                                        precision_recall_curve)
+                                        precision_recall_curve, timing_stats)
 from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
@@ -263,14 +262,6 @@ def _drain(pub_clock: Publisher, recording: Recording, published: dict[float, fl
         time.sleep(0.1)
 
 
-def _latency_stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {'count': 0}
-    arr = np.asarray(values)
-    return {'count': len(arr), 'mean': round(float(arr.mean()), 2), 'p50': round(float(np.percentile(arr, 50)), 2),
-            'p95': round(float(np.percentile(arr, 95)), 2), 'max': round(float(arr.max()), 2)}
-
-
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     if args.rate <= 0:
@@ -336,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(args.dist, args.yaw)
     top_k = int(params['top_k'])
     retrieval = evaluate_retrieval(records, vmap.places, thresholds, ns=[n for n in (1, 5, 10) if n <= top_k] or [1])
-    retrieval['timing_ms'] = {'end_to_end_latency': _latency_stats(latencies),
+    retrieval['timing_ms'] = {'end_to_end_latency': timing_stats(latencies),
                               'node_processing': {'p50': diagnostics.get('processing_p50_ms'),
                                                   'p95': diagnostics.get('processing_p95_ms')}}
     processed = {t for t, _ in outputs}
