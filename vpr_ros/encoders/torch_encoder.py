@@ -13,6 +13,7 @@ import numpy as np
 
 from vpr_ros.encoders.base import Encoder
 from vpr_ros.errors import ConfigError
+from vpr_ros.threadpools import use_torch_threads
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -78,9 +79,7 @@ class TorchEncoder(Encoder):
     def forward(self, batch) -> np.ndarray:
         import torch
 
-        threads = int(self.config['threads'])
-        if threads > 0 and torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+        use_torch_threads(int(self.config['threads']))
         with torch.inference_mode():
             out = self.model(batch)
         return out.float().numpy()

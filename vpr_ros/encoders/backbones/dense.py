@@ -20,6 +20,7 @@ import numpy as np
 
 from vpr_ros.encoders.torch_encoder import IMAGENET_MEAN, IMAGENET_STD
 from vpr_ros.errors import ConfigError
+from vpr_ros.threadpools import use_torch_threads
 
 DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vitb14')
 DEFAULT_LAYERS: dict[str, Any] = {'efficientnet': 10, 'dinov2_vitb14': 9}
@@ -107,8 +108,7 @@ class DenseFeatures:
         from vpr_ros.encoders.torch_encoder import to_tensor_batch
 
         torch = self._torch
-        if self.threads > 0 and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
+        use_torch_threads(self.threads)
         batch = to_tensor_batch(images, self.image_size, self.interpolation, self.pixel_mean, self.pixel_std)
         with torch.inference_mode():
             fmap = self._forward(batch)
