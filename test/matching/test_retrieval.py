@@ -26,10 +26,10 @@ def test_vote_places_degenerate():
     np.testing.assert_array_equal(vote_places(np.full((1, 3), 0.7), np.array([[0, 0, 1]]), 2), [2, 1])
 
 
-def multi_map(dtype='float32'):
+def multi_map(dtype='float32', index='flat'):
     """4 places with 3-6 vectors each, every place's vectors spread around its own direction."""
     rng = np.random.default_rng(0)
-    vmap = VprMap.empty(IDENTITY, dtype=dtype)
+    vmap = VprMap.empty(IDENTITY, dtype=dtype, index=index)
     centres = l2_normalize(rng.normal(size=(4, 16)))
     sets = [l2_normalize(c + 0.3 * rng.normal(size=(n, 16))) for c, n in zip(centres, (3, 5, 4, 6))]
     for i, vectors in enumerate(sets):
@@ -37,9 +37,10 @@ def multi_map(dtype='float32'):
     return vmap, sets
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'float16'])
-def test_multi_vector_search_save_load(tmp_path, dtype):
-    vmap, sets = multi_map(dtype)
+@pytest.mark.parametrize(('dtype', 'index'), [('float32', 'flat'), ('float16', 'flat'),
+                                              ('float16', 'hnsw16'), ('float16', 'ivf2')])
+def test_multi_vector_search_save_load(tmp_path, dtype, index):
+    vmap, sets = multi_map(dtype, index)
     assert len(vmap) == 4 and vmap.meta.vectors == 18
     np.testing.assert_array_equal(vmap.owners, np.repeat(np.arange(4), [3, 5, 4, 6]))
     rng = np.random.default_rng(1)
@@ -49,7 +50,7 @@ def test_multi_vector_search_save_load(tmp_path, dtype):
     assert best[0].pose.position[0] == 2.0
     vmap.save(str(tmp_path / 'm'))
     loaded = VprMap.load(str(tmp_path / 'm'), IDENTITY)
-    assert loaded.meta.multi_vector and loaded.meta.vectors == 18
+    assert loaded.meta.multi_vector and loaded.meta.vectors == 18 and loaded.meta.index == index
     assert [m.place_id for m in loaded.search(query, 4)] == [m.place_id for m in vmap.search(query, 4)]
     assert all(m.place_id != 2 for m in loaded.search(query, 4, exclude={2}))
     assert loaded.search(np.zeros((0, 16), np.float32), 3) == []
