@@ -48,3 +48,19 @@ def test_a_map_search_leaves_the_openmp_thread_count_as_it_found_it():
         assert faiss.omp_get_max_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason='needs two cores to tell one thread from all')
+def test_fitting_gets_every_core_back_for_the_block_only():
+    from threadpoolctl import threadpool_info
+
+    from vpr_ros.threadpools import blas_threads_for_fitting, limit_blas_pools
+
+    def blas_threads():
+        return {p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}
+
+    limit_blas_pools()
+    assert blas_threads() == {1}
+    with blas_threads_for_fitting():
+        assert blas_threads() == {len(os.sched_getaffinity(0))}
+    assert blas_threads() == {1}

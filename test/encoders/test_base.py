@@ -41,14 +41,27 @@ def test_runtime_keys_do_not_change_identity():
     assert a == b
 
 
-def test_pca_routes_agree():
-    """The eigen-decomposition route (many rows) spans the same subspace as the SVD route."""
+@pytest.mark.parametrize('rows, cols', [(300, 10), (8, 20)])  # D x D and N x N Gram routes
+def test_pca_matches_the_svd_of_the_centred_data(rows, cols):
     rng = np.random.default_rng(0)
-    raw = rng.normal(size=(300, 10)) @ rng.normal(size=(10, 10))
-    a = create_encoder('raw_pixels', {'pca_dim': 4})
-    a._fit_pca(raw, 4)  # 300 rows > 2 x 10 dims: eigh route
-    b = create_encoder('raw_pixels', {'pca_dim': 4})
-    b._fit_pca(raw[:15], 4)  # SVD route on a subset, then compare both on the same data
-    full_svd = np.linalg.svd(raw - raw.mean(0), full_matrices=False)[2][:4].T
-    assert np.allclose(np.abs(a._pca_proj.T @ full_svd), np.eye(4), atol=1e-4)
-    assert b._pca_proj.shape == (10, 4)
+    raw = rng.normal(size=(rows, cols)) @ rng.normal(size=(cols, cols))
+    centred = raw - raw.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    plain = create_encoder('raw_pixels', {'pca_dim': 5})
+    plain._fit_pca(raw, 5)
+    np.testing.assert_allclose(np.abs(plain._pca_proj.T @ vt[:5].T), np.eye(5), atol=1e-4)
+    white = create_encoder('raw_pixels', {'pca_dim': 5, 'pca_whiten': True})
+    white._fit_pca(raw, 5)
+    projected = centred @ white._pca_proj
+    np.testing.assert_allclose(projected.var(axis=0, ddof=1), np.ones(5), rtol=1e-3)
+    np.testing.assert_allclose(np.abs(projected), np.abs(centred @ vt[:5].T / s[:5] * np.sqrt(rows - 1)),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_pca_of_rank_deficient_data_leaves_empty_directions_at_zero():
+    raw = np.random.default_rng(1).normal(size=(4, 12))  # centred rank 3
+    enc = create_encoder('raw_pixels', {'pca_dim': 4})
+    enc._fit_pca(raw, 4)
+    assert np.all(np.isfinite(enc._pca_proj))
+    np.testing.assert_allclose(enc._pca_proj[:, 3], 0.0)
+    np.testing.assert_allclose(np.linalg.norm(enc._pca_proj[:, :3], axis=0), 1.0, atol=1e-6)
