@@ -81,8 +81,8 @@ def _print_results(results: dict[str, Any]) -> None:
     t = r['timing_ms']
     print(f"{results['encoder']['name']}: {recall}  ({r['answerable_queries']}/{r['queries']} answerable queries, "
           f"{r['thresholds']['dist_m']:g} m)")
-    print(f"  encode {t['encode']['mean']:.1f} ms mean / {t['encode']['p95']:.1f} p95, "
-          f"search {t['search']['mean']:.2f} ms mean / {t['search']['p95']:.2f} p95"
+    print(f"  encode {t['encode']['p50']:.1f} ms p50 / {t['encode']['p95']:.1f} p95, "
+          f"search {t['search']['p50']:.2f} ms p50 / {t['search']['p95']:.2f} p95"
           + (f"; skipped {results['skipped']}" if results.get('skipped') else ''))
 
 
