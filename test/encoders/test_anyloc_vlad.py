@@ -68,10 +68,62 @@ def test_vocabulary_sample_rules():
     np.testing.assert_allclose(np.linalg.norm(sub, axis=1), 1, atol=1e-6)
 
 
-def test_backbone_errors():
+@pytest.fixture(scope='module')
+def resnet18_weights(tmp_path_factory):
+    """A torchvision-layout ResNet-18 checkpoint (random values; the layout is what loads strictly)."""
+    import torch
+
+    from vpr_ros.encoders.backbones.resnet import ResNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('weights') / 'resnet18.pth'
+    torch.save(ResNet(18, 'layer4').state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize('layer, dim, stride, grid', [(None, 256, 16, (6, 8)), ('layer4', 512, 32, (3, 4))])
+def test_resnet_dense_features(resnet18_weights, layer, dim, stride, grid):
+    dense = DenseFeatures('resnet18', layer, (96, 128), weights=resnet18_weights)
+    assert (dense.dim, dense.stride, dense.grid) == (dim, stride, grid)
+    f = dense.extract([texture(0)])
+    assert f.shape == (1, *grid, dim)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=-1), 1, atol=1e-5)
+
+
+def test_dinov2_vits14_dense_features(tmp_path):
+    import torch
+
+    from vpr_ros.encoders.backbones.dinov2 import dinov2_vits14
+
+    torch.manual_seed(0)
+    torch.save(dinov2_vits14().state_dict(), tmp_path / 'vits14.pth')
+    dense = DenseFeatures('dinov2_vits14', None, (56, 70), weights=str(tmp_path / 'vits14.pth'))
+    assert (dense.dim, dense.stride, dense.grid, dense.layer) == (384, 14, (4, 5), 9)
+    f = dense.extract([texture(0)])
+    assert f.shape == (1, 4, 5, 384)
+    np.testing.assert_allclose(np.linalg.norm(f, axis=-1), 1, atol=1e-5)
+
+
+def test_segvlad_over_a_resnet_backbone(resnet18_weights):
+    seg = create_encoder('segvlad', {**SMALL, 'backbone': 'resnet18', 'backbone_weights': resnet18_weights,
+                                     'segments': 16, 'pca_dim': 8})
+    seg.fit([texture(i) for i in range(3)])
+    assert seg.raw_dim == 32 * 256
+    vectors = seg.describe([texture(4)])[0]
+    assert vectors.shape[1] == 8 and len(vectors) > 4
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_backbone_errors(resnet18_weights):
     with pytest.raises(WeightsError, match='backbone_weights'):
         create_encoder('anyloc_vlad', {'backbone': 'dinov2_vitb14', 'image_size': [224, 224]})
-    with pytest.raises(ConfigError, match='unknown dense backbone'):
+    with pytest.raises(WeightsError, match='backbone_weights: PATH to the torchvision ImageNet resnet50'):
         create_encoder('anyloc_vlad', {'backbone': 'resnet50'})
+    with pytest.raises(WeightsError):  # a ResNet-18 file is not a ResNet-50
+        create_encoder('anyloc_vlad', {'backbone': 'resnet50', 'backbone_weights': resnet18_weights})
+    with pytest.raises(ConfigError, match='"layer3" or "layer4"'):
+        create_encoder('anyloc_vlad', {'backbone': 'resnet18', 'layer': 2, 'backbone_weights': resnet18_weights})
+    with pytest.raises(ConfigError, match='unknown dense backbone'):
+        create_encoder('anyloc_vlad', {'backbone': 'vgg16'})
     with pytest.raises(ConfigError, match='block index'):
         create_encoder('anyloc_vlad', {'layer': 99})

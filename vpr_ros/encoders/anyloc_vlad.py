@@ -6,7 +6,8 @@ similarity, residuals to the raw centre summed per word, intra-normalisation, gl
 K x C dims. The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
 compare global VLAD against segment retrieval over the same features and vocabulary.
 Defaults: EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> 3584 dims;
-``backbone: dinov2_vitb14`` + ``backbone_weights: PATH`` gives the AnyLoc value-facet features.
+``backbone: dinov2_vitb14`` + ``backbone_weights: PATH`` gives the AnyLoc value-facet features; every
+dense backbone of backbones/dense.py (DINOv2 ViT-S/B, torchvision ResNets, EfficientNet-Lite) plugs in.
 """
 from __future__ import annotations
 

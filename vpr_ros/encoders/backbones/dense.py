@@ -6,9 +6,13 @@ Backbones:
   ``backbone_weights: PATH``; input normalised as effnet_gem does, (x - 127) / 128). ``layer``
   is a block index (``features_at``) or ``'head'`` for the 1280-channel stride-32 map. Default block 10: the end of the 112-channel stride-16 stage, i.e. a
   15 x 20 grid at 240 x 320 (measured against the 80-channel block 7 and the head; see segvlad.py).
-* ``dinov2_vitb14``: DINOv2 ViT-B/14, the "value" facet of block ``layer`` (AnyLoc / SegVLAD use
-  the value facet; default block 9 of 12, the same relative depth as their block 31 of 40 in
-  ViT-g), weights from ``backbone_weights: PATH`` (no download). ``image_size`` must be multiples of 14.
+* ``dinov2_vitb14`` / ``dinov2_vits14``: DINOv2 ViT-B/14 or ViT-S/14, the "value" facet of block
+  ``layer`` (AnyLoc / SegVLAD use the value facet; default block 9 of 12, the same relative depth
+  as their block 31 of 40 in ViT-g), weights from ``backbone_weights: PATH`` (the hub's
+  ``dinov2_vit*14_pretrain.pth``; no download). ``image_size`` must be multiples of 14.
+* ``resnet18`` ... ``resnet152``: the output of stage ``layer`` (default ``'layer3'``: stride 16,
+  256 or 1024 channels; ``'layer4'``: stride 32), ImageNet normalisation, weights from
+  ``backbone_weights: PATH`` (a torchvision ImageNet checkpoint, loaded strictly; no download).
 
 Every patch feature is L2-normalised over channels, as both methods do before VLAD.
 """
@@ -22,8 +26,9 @@ from vpr_ros.encoders.torch_encoder import IMAGENET_MEAN, IMAGENET_STD
 from vpr_ros.errors import ConfigError
 from vpr_ros.threadpools import use_torch_threads
 
-DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vitb14')
-DEFAULT_LAYERS: dict[str, Any] = {'efficientnet': 10, 'dinov2_vitb14': 9}
+DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vits14',
+                   'dinov2_vitb14', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+DEFAULT_LAYERS: dict[str, Any] = {'efficientnet': 10, 'dinov2': 9, 'resnet': 'layer3'}
 
 
 class DenseFeatures:
@@ -42,6 +47,8 @@ class DenseFeatures:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if backbone.startswith('efficientnet'):
             self._build_efficientnet(backbone.split('_', 1)[1], layer, weights)
+        elif backbone.startswith('resnet'):
+            self._build_resnet(layer, weights)
         else:
             self._build_dinov2(layer, weights)
         self.model.eval()
@@ -70,26 +77,43 @@ class DenseFeatures:
         self.interpolation = 'area'
         self.pixel_mean, self.pixel_std = EffNetGeM.pixel_mean, EffNetGeM.pixel_std
 
-    def _build_dinov2(self, layer: Any, weights: str | None) -> None:
-        from vpr_ros.encoders.backbones import dinov2
-        from vpr_ros.encoders.weights import load_strict, read_state_dict
+    def _require_weights(self, weights: str | None, what: str) -> str:
         from vpr_ros.errors import WeightsError
 
         if not weights:
-            raise WeightsError('backbone dinov2_vitb14 needs backbone_weights: PATH to the DINOv2 ViT-B/14 '
+            raise WeightsError(f'backbone {self.backbone} needs backbone_weights: PATH to the {what} '
                                'checkpoint (no download at run time)')
+        return weights
+
+    def _build_dinov2(self, layer: Any, weights: str | None) -> None:
+        from vpr_ros.encoders._zoo import dinov2_backbone
+
+        weights = self._require_weights(weights, f'DINOv2 {self.backbone[7:].upper()}')
         if any(s % 14 for s in self.image_size):
-            raise ConfigError(f'dinov2_vitb14 needs image_size in multiples of 14, got {list(self.image_size)}')
-        layer = DEFAULT_LAYERS['dinov2_vitb14'] if layer is None else layer
-        net = dinov2.dinov2_vitb14()
+            raise ConfigError(f'{self.backbone} needs image_size in multiples of 14, got {list(self.image_size)}')
+        layer = DEFAULT_LAYERS['dinov2'] if layer is None else layer
+        net = dinov2_backbone(self.backbone, weights)
         if not isinstance(layer, int) or not 0 <= layer < len(net.blocks):
-            raise ConfigError(f'layer for dinov2_vitb14 must be a block index in [0, {len(net.blocks) - 1}], '
+            raise ConfigError(f'layer for {self.backbone} must be a block index in [0, {len(net.blocks) - 1}], '
                               f'got {layer!r}')
-        load_strict(net, read_state_dict(weights), weights)
         self.dim, self.stride = int(net.embed_dim), 14
         self.weights_path, self.model, self.layer = weights, net, layer
         self._forward = lambda x: net.value_facet(x, layer)
         self.interpolation = 'bicubic'
+        self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
+
+    def _build_resnet(self, layer: Any, weights: str | None) -> None:
+        from vpr_ros.encoders._zoo import cropped_resnet, resnet_depth
+
+        weights = self._require_weights(weights, f'torchvision ImageNet {self.backbone}')
+        layer = DEFAULT_LAYERS['resnet'] if layer is None else layer
+        if layer not in ('layer3', 'layer4'):
+            raise ConfigError(f'layer for {self.backbone} must be "layer3" or "layer4", got {layer!r}')
+        net = cropped_resnet(resnet_depth(self.backbone), layer, weights)
+        self.dim, self.stride = net.out_channels, net.stride
+        self.weights_path, self.model, self.layer = weights, net, layer
+        self._forward = net.features
+        self.interpolation = 'bilinear'
         self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
 
     def fingerprint(self) -> str:
