@@ -1,6 +1,7 @@
 """Localizer node figures: end-to-end latency and sustained throughput at 10 Hz and 30 Hz camera input.
 
-The node runs as a subprocess with the default encoder on a map of ``--places`` places; a
+The node runs as a subprocess with ``--encoder`` (default effnet_gem; ``--config`` YAML overrides,
+``--dtype``) on a map of ``--places`` places; a
 publisher in this process sends 640x480 rgb8 images at the given rate (wall-clock paced) and
 records ``~/candidates`` with receipt times. Printed per rate: frames published / answered /
 dropped by the node, throughput, end-to-end latency (publish -> candidates receipt) and the node's
@@ -10,6 +11,7 @@ same frames (what the ROS shell adds), and to ``Localizer.localize`` run alone i
 Prints a table; no pass/fail. A fresh node per rate keeps the statistics separate.
 
     .venv/bin/python benchmarks/bench_node.py [--rates 10 30] [--seconds 10] [--places 1000]
+        [--encoder segvlad --config '{pca_dim: 256}' --dtype float16]
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
@@ -41,14 +44,19 @@ def frames(n: int, seed: int = 0, size: tuple[int, int] = (480, 640)) -> list[np
                        interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8) for _ in range(n)]
 
 
-def build_map(path: str, images: list[np.ndarray], places: int) -> None:
-    """Real descriptors for ``images``, random unit vectors for the remaining places (search cost only)."""
-    encoder = create_encoder(DEFAULT_ENCODER)
-    vmap = VprMap.empty(encoder.identity())
+def build_map(path: str, images: list[np.ndarray], places: int, encoder_name: str, config: dict,
+              dtype: str) -> None:
+    """Real descriptors for ``images`` (the encoder fitted on them if it learns from the map), random
+    unit vectors for the remaining places, as many per place as the real ones have (search cost only)."""
+    encoder = create_encoder(encoder_name, config)
+    if encoder.requires_fit:
+        encoder.fit(images)
+    vmap = VprMap.empty(encoder.identity(), dtype=dtype, encoder_state=encoder.get_state())
     real = encoder.describe(images)
+    per_place = max(1, int(round(np.mean([len(v) for v in real]))))
     rng = np.random.default_rng(1)
     for i in range(places):
-        vectors = real[i] if i < len(real) else l2_normalize(rng.standard_normal((1, encoder.dim)))
+        vectors = real[i] if i < len(real) else l2_normalize(rng.standard_normal((per_place, encoder.dim)))
         vmap.add(float(i), Pose.from_xy_yaw(float(i), 0.0, 0.0), vectors)
     vmap.save(path)
 
@@ -124,6 +132,9 @@ def main() -> int:
     parser.add_argument('--rates', type=float, nargs='+', default=[10.0, 30.0])
     parser.add_argument('--seconds', type=float, default=10.0, help='input duration per rate')
     parser.add_argument('--places', type=int, default=1000, help='map size')
+    parser.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the map the node runs')
+    parser.add_argument('--config', default='{}', help="encoder config overrides as YAML, e.g. '{pca_dim: 256}'")
+    parser.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='map descriptor storage')
     parser.add_argument('--repeats', type=int, default=40, help='core pipeline timing repeats')
     parser.add_argument('--threads', type=int, default=0, help='torch threads in the node and the core run '
                         '(0 = torch default)')
@@ -137,9 +148,9 @@ def main() -> int:
     images = frames(20)
     with tempfile.TemporaryDirectory(prefix='bench_node_') as tmp:
         map_path = os.path.join(tmp, 'map')
-        build_map(map_path, images, args.places)
+        build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype)
         core = core_ms(map_path, images, args.repeats, args.threads)
-        print(f'encoder {DEFAULT_ENCODER} (default config), map {args.places} places, 640x480 rgb8 input, '
+        print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, 640x480 rgb8 input, '
               f'{os.cpu_count()} CPUs, torch threads {args.threads or "default"}, '
               f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}')
         print(f'core pipeline Localizer.localize: {core:.1f} ms/frame (median of {args.repeats})')

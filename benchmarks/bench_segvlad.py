@@ -90,7 +90,7 @@ def run(label: str, name: str, config: dict, storage: dict, map_frames, query_fr
             'fit s': round(fit_s, 1), 'build s': round(build_s, 1)}
 
 
-def target_lines(rows: list[dict]) -> list[str]:
+def target_lines(rows: list[dict], queries: str) -> list[str]:
     """Each SegVLAD row against the issue's targets (needs the effnet_gem and exact segvlad rows)."""
     by = {r['config']: r for r in rows}
     if 'effnet_gem' not in by or 'segvlad' not in by:
@@ -106,7 +106,7 @@ def target_lines(rows: list[dict]) -> list[str]:
         lines.append(f'  {r["config"]:28s} {r["KB/img"]:7.1f} KB/img  query {r["query ms"]:6.1f} ms = {ratio:4.2f}x  '
                      f'R@1 {r["R@1"]:.3f} ({r["R@1"] - exact:+.3f})  -> {"meets all" if all(checks) else "misses"}')
     if 'anyloc_vlad' in by:
-        lines.append(f'viewpoint R@1: segvlad {exact:.3f} vs global VLAD (anyloc_vlad, same backbone + vocabulary) '
+        lines.append(f'{queries} R@1: segvlad {exact:.3f} vs global VLAD (anyloc_vlad, same backbone + vocabulary) '
                      f'{by["anyloc_vlad"]["R@1"]:.3f}')
     return lines
 
@@ -137,7 +137,7 @@ def main() -> None:
         row = run(label, name, config, storage, map_frames, query_frames, Thresholds(dist_m=args.dist), args.threads)
         rows.append(row)
         print('  '.join(f'{k}={v}' for k, v in row.items()), flush=True)
-    print('\n'.join(target_lines(rows)))
+    print('\n'.join(target_lines(rows, args.queries)))
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as fh:
             json.dump(rows, fh, indent=1)
