@@ -1,7 +1,7 @@
 """Released checkpoints load strictly: fake checkpoints are built from the official key layouts.
 
-The layouts are generated here independently of the package (torchvision ResNet names, DINOv2 hub
-names, each repository's wrapper names), checked against hard-coded representative official keys
+The layouts are generated independently of the package (torchvision ResNet names and DINOv2 hub
+names in test/checkpoint_layouts.py, each repository's wrapper names here), checked against hard-coded representative official keys
 and the key counts derived from the architectures, filled with random values, saved, loaded
 through ``weights: PATH`` and round-tripped (model state saved again -> identical descriptors).
 """
@@ -11,61 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from test.checkpoint_layouts import dinov2_hub, fill, torchvision_resnet
 from vpr_ros.encoders import create_encoder
 from vpr_ros.errors import WeightsError
 
 # ----- official layouts, written from the architecture facts -------------------------------------
-RESNET_BLOCKS = {18: ('basic', [2, 2, 2, 2]), 50: ('bottleneck', [3, 4, 6, 3]), 101: ('bottleneck', [3, 4, 23, 3])}
-
-
-def bn(prefix: str, c: int) -> dict[str, tuple]:
-    return {f'{prefix}.weight': (c,), f'{prefix}.bias': (c,), f'{prefix}.running_mean': (c,),
-            f'{prefix}.running_var': (c,), f'{prefix}.num_batches_tracked': ()}
-
-
-def torchvision_resnet(depth: int, upto: int, names: dict[str, str] | None = None, fc: bool = False) -> dict:
-    """torchvision ResNet keys up to stage ``upto`` (3 or 4); ``names`` renames top-level children."""
-    names = names or {}
-    kind, counts = RESNET_BLOCKS[depth]
-    exp = 4 if kind == 'bottleneck' else 1
-    out = {f'{names.get("conv1", "conv1")}.weight': (64, 3, 7, 7), **bn(names.get('bn1', 'bn1'), 64)}
-    cin = 64
-    for s in range(upto):
-        planes = 64 * 2 ** s
-        layer = names.get(f'layer{s + 1}', f'layer{s + 1}')
-        for b in range(counts[s]):
-            p = f'{layer}.{b}'
-            if kind == 'bottleneck':
-                out |= {f'{p}.conv1.weight': (planes, cin, 1, 1), **bn(f'{p}.bn1', planes),
-                        f'{p}.conv2.weight': (planes, planes, 3, 3), **bn(f'{p}.bn2', planes),
-                        f'{p}.conv3.weight': (planes * 4, planes, 1, 1), **bn(f'{p}.bn3', planes * 4)}
-            else:
-                out |= {f'{p}.conv1.weight': (planes, cin, 3, 3), **bn(f'{p}.bn1', planes),
-                        f'{p}.conv2.weight': (planes, planes, 3, 3), **bn(f'{p}.bn2', planes)}
-            if b == 0 and (s > 0 or cin != planes * exp):
-                out |= {f'{p}.downsample.0.weight': (planes * exp, cin, 1, 1), **bn(f'{p}.downsample.1', planes * exp)}
-            cin = planes * exp
-    if fc:
-        out |= {'fc.weight': (1000, 512 * exp), 'fc.bias': (1000,)}
-    return out
-
-
 SEQ_NAMES = {'conv1': '0', 'bn1': '1', 'layer1': '4', 'layer2': '5', 'layer3': '6', 'layer4': '7'}
-
-
-def dinov2_b14(prefix: str) -> dict:
-    d, out = 768, {}
-    out |= {'cls_token': (1, 1, d), 'pos_embed': (1, 1 + 37 * 37, d), 'mask_token': (1, d),
-            'patch_embed.proj.weight': (d, 3, 14, 14), 'patch_embed.proj.bias': (d,)}
-    for i in range(12):
-        b = f'blocks.{i}'
-        out |= {f'{b}.norm1.weight': (d,), f'{b}.norm1.bias': (d,), f'{b}.attn.qkv.weight': (3 * d, d),
-                f'{b}.attn.qkv.bias': (3 * d,), f'{b}.attn.proj.weight': (d, d), f'{b}.attn.proj.bias': (d,),
-                f'{b}.ls1.gamma': (d,), f'{b}.norm2.weight': (d,), f'{b}.norm2.bias': (d,),
-                f'{b}.mlp.fc1.weight': (4 * d, d), f'{b}.mlp.fc1.bias': (4 * d,), f'{b}.mlp.fc2.weight': (d, 4 * d),
-                f'{b}.mlp.fc2.bias': (d,), f'{b}.ls2.gamma': (d,)}
-    out |= {'norm.weight': (d,), 'norm.bias': (d,)}
-    return {prefix + k: v for k, v in out.items()}
 
 
 def mha(prefix: str, d: int) -> dict:
@@ -125,7 +76,7 @@ RELEASES = {
         16384, [112, 112]),
     'boq_dinov2_12288': (
         'boq', {'backbone': 'dinov2_vitb14'},
-        lambda: dinov2_b14('backbone.dino.') | boq_aggregator(768, 384),
+        lambda: dinov2_hub(768, prefix='backbone.dino.') | boq_aggregator(768, 384),
         231, {'backbone.dino.pos_embed': (1, 1370, 768), 'backbone.dino.mask_token': (1, 768),
               'backbone.dino.blocks.11.attn.qkv.weight': (2304, 768), 'backbone.dino.blocks.0.ls1.gamma': (768,),
               'backbone.dino.norm.weight': (768,), 'aggregator.proj_c.weight': (384, 768, 3, 3),
@@ -146,7 +97,7 @@ RELEASES = {
         8192, [64, 64]),
     'salad_8448': (
         'salad', {},
-        lambda: dinov2_b14('backbone.model.') | salad_aggregator(),
+        lambda: dinov2_hub(768, prefix='backbone.model.') | salad_aggregator(),
         188, {'backbone.model.blocks.5.mlp.fc1.weight': (3072, 768), 'aggregator.token_features.2.weight': (256, 512),
               'aggregator.cluster_features.3.weight': (128, 512, 1, 1), 'aggregator.score.3.bias': (64,),
               'aggregator.dust_bin': ()},
@@ -179,24 +130,6 @@ RELEASES = {
         259, {'module.backbone.5.3.bn2.running_mean': (128,), 'module.aggregation.1.p': (1,)},
         1024, [64, 64]),
 }
-
-
-def fill(layout: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random values that keep a deep network finite: BN/LN scales near 1, positive variances."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in layout.items():
-        if key.endswith('num_batches_tracked'):
-            out[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith('running_var'):
-            out[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith('.p'):
-            out[key] = torch.full(shape, 3.0) + 0.1 * torch.rand(shape, generator=g)
-        elif key.endswith(('gamma',)) or (len(shape) == 1 and key.endswith('weight')):
-            out[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            out[key] = 0.05 * torch.randn(shape, generator=g)
-    return out
 
 
 @pytest.fixture(scope='module')
@@ -287,7 +220,7 @@ def test_torchvision_backbone_weights(tmp_path, images, caplog):
 
 
 def test_dinov2_backbone_weights(tmp_path):
-    layout = dinov2_b14('')
+    layout = dinov2_hub(768)
     state = fill(layout)
     path = tmp_path / 'dinov2_vitb14_pretrain.pth'
     torch.save(state, path)

@@ -1,4 +1,4 @@
-"""DINOv2: facebookresearch checkpoint layout (built here without the network), strict loading,
+"""DINOv2: facebookresearch checkpoint layout (test/checkpoint_layouts.py, no network), strict loading,
 position-embedding interpolation, forward/value-facet maths, freezing."""
 from __future__ import annotations
 
@@ -8,31 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from test.checkpoint_layouts import dinov2_hub
 from vpr_ros.encoders.backbones.dinov2 import DinoV2, dinov2_vitb14, dinov2_vits14
 from vpr_ros.encoders.weights import load_strict, read_state_dict
 from vpr_ros.errors import WeightsError
 
 torch.set_num_threads(2)
-
-
-def hub_layout(dim: int, depth: int = 12) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the register-free hub ``dinov2_vit?14_pretrain.pth`` (518 px, patch 14, MLP ffn)."""
-    out: dict[str, tuple[int, ...]] = {
-        'cls_token': (1, 1, dim), 'pos_embed': (1, 1 + 37 * 37, dim), 'mask_token': (1, dim),
-        'patch_embed.proj.weight': (dim, 3, 14, 14), 'patch_embed.proj.bias': (dim,),
-        'norm.weight': (dim,), 'norm.bias': (dim,)}
-    for i in range(depth):
-        p = f'blocks.{i}'
-        out.update({
-            f'{p}.norm1.weight': (dim,), f'{p}.norm1.bias': (dim,),
-            f'{p}.attn.qkv.weight': (3 * dim, dim), f'{p}.attn.qkv.bias': (3 * dim,),
-            f'{p}.attn.proj.weight': (dim, dim), f'{p}.attn.proj.bias': (dim,),
-            f'{p}.ls1.gamma': (dim,),
-            f'{p}.norm2.weight': (dim,), f'{p}.norm2.bias': (dim,),
-            f'{p}.mlp.fc1.weight': (4 * dim, dim), f'{p}.mlp.fc1.bias': (4 * dim,),
-            f'{p}.mlp.fc2.weight': (dim, 4 * dim), f'{p}.mlp.fc2.bias': (dim,),
-            f'{p}.ls2.gamma': (dim,)})
-    return out
 
 
 def tiny(depth: int = 3) -> DinoV2:
@@ -44,7 +25,7 @@ def tiny(depth: int = 3) -> DinoV2:
 @pytest.mark.parametrize('factory, dim, n_params', [(dinov2_vits14, 384, 22_056_576), (dinov2_vitb14, 768, 86_580_480)])
 def test_layout_matches_hub(factory, dim: int, n_params: int) -> None:
     model = factory()
-    layout = hub_layout(dim)
+    layout = dinov2_hub(dim)
     assert len(layout) == 175
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
     assert sum(p.numel() for p in model.parameters()) == n_params
@@ -60,7 +41,7 @@ def test_layout_matches_hub(factory, dim: int, n_params: int) -> None:
 
 def test_file_round_trip_vits14(tmp_path) -> None:
     g = torch.Generator().manual_seed(1)
-    state = {k: torch.randn(shape, generator=g) * 0.02 for k, shape in hub_layout(384).items()}
+    state = {k: torch.randn(shape, generator=g) * 0.02 for k, shape in dinov2_hub(384).items()}
     path = tmp_path / 'dinov2_vits14_pretrain.pth'
     torch.save(state, path)
     a, b = dinov2_vits14().eval(), dinov2_vits14().eval()

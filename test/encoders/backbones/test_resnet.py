@@ -1,10 +1,11 @@
-"""ResNet: torchvision checkpoint layout (built here without torchvision or network), strict
+"""ResNet: torchvision checkpoint layout (test/checkpoint_layouts.py, no torchvision or network), strict
 loading and its errors, output shapes, cropping and freezing."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from test.checkpoint_layouts import fill, torchvision_resnet
 from vpr_ros.encoders.backbones.resnet import ResNet, fill_batchnorm_counters, load_torchvision_resnet
 from vpr_ros.encoders.weights import load_strict, read_state_dict
 from vpr_ros.errors import WeightsError
@@ -12,64 +13,14 @@ from vpr_ros.errors import WeightsError
 torch.set_num_threads(2)
 
 
-def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f'{prefix}.weight': (c,), f'{prefix}.bias': (c,), f'{prefix}.running_mean': (c,),
-            f'{prefix}.running_var': (c,), f'{prefix}.num_batches_tracked': ()}
-
-
-def torchvision_resnet_layout(depth: int) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of torchvision's ``resnet{depth}().state_dict()``, written from the published structure."""
-    bottleneck = depth == 50
-    counts = (2, 2, 2, 2) if depth == 18 else (3, 4, 6, 3)
-    expansion = 4 if bottleneck else 1
-    out: dict[str, tuple[int, ...]] = {'conv1.weight': (64, 3, 7, 7), **_bn('bn1', 64)}
-    cin = 64
-    for s, n in enumerate(counts):
-        planes = 64 * 2 ** s
-        for b in range(n):
-            p = f'layer{s + 1}.{b}'
-            if bottleneck:
-                out[f'{p}.conv1.weight'] = (planes, cin, 1, 1)
-                out.update(_bn(f'{p}.bn1', planes))
-                out[f'{p}.conv2.weight'] = (planes, planes, 3, 3)
-                out.update(_bn(f'{p}.bn2', planes))
-                out[f'{p}.conv3.weight'] = (planes * 4, planes, 1, 1)
-                out.update(_bn(f'{p}.bn3', planes * 4))
-            else:
-                out[f'{p}.conv1.weight'] = (planes, cin, 3, 3)
-                out.update(_bn(f'{p}.bn1', planes))
-                out[f'{p}.conv2.weight'] = (planes, planes, 3, 3)
-                out.update(_bn(f'{p}.bn2', planes))
-            if b == 0 and (s > 0 or cin != planes * expansion):
-                out[f'{p}.downsample.0.weight'] = (planes * expansion, cin, 1, 1)
-                out.update(_bn(f'{p}.downsample.1', planes * expansion))
-            cin = planes * expansion
-    out['fc.weight'] = (1000, 512 * expansion)
-    out['fc.bias'] = (1000,)
-    return out
-
-
-def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in layout.items():
-        if key.endswith('num_batches_tracked'):
-            state[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith('running_var'):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
-
-
 @pytest.mark.parametrize('depth, n_keys, n_params', [(18, 122, 11_689_512), (50, 320, 25_557_032)])
 def test_layout_matches_torchvision(depth: int, n_keys: int, n_params: int) -> None:
-    layout = torchvision_resnet_layout(depth)
+    layout = torchvision_resnet(depth, fc=True)
     assert len(layout) == n_keys
     model = ResNet(depth, crop='layer3')  # cropped but complete, so the full file still fits
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
     assert sum(p.numel() for p in model.parameters()) == n_params  # torchvision's published counts
-    state = random_state(layout)
+    state = fill(layout)
     load_strict(model, state, f'resnet{depth}.pth')
     assert torch.equal(model.layer4[-1].bn2.running_var, state['layer4.1.bn2.running_var' if depth == 18
                                                                else 'layer4.2.bn2.running_var'])
@@ -97,8 +48,8 @@ def test_bottleneck_stride_on_3x3() -> None:
 # The file path for ResNet-18 only: ResNet-50's layout is checked above, its 100 MB file adds nothing.
 @pytest.mark.parametrize('depth, crop', [(18, 'layer4')])
 def test_file_round_trip_and_torchvision_counterless_file(tmp_path, depth: int, crop: str) -> None:
-    layout = torchvision_resnet_layout(depth)
-    state = random_state(layout)
+    layout = torchvision_resnet(depth, fc=True)
+    state = fill(layout)
     full = tmp_path / f'resnet{depth}.pth'
     torch.save(state, full)
     a, b = ResNet(depth, crop=crop).eval(), ResNet(depth, crop=crop).eval()
