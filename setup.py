@@ -37,7 +37,7 @@ setup(
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
         ],
         'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
-        'test': ['pytest>=7'],
+        'test': ['pytest>=7', 'ruff==0.17.6'],
     },
     zip_safe=True,
     maintainer='vpr_ros developers',

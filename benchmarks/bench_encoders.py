@@ -88,8 +88,8 @@ def bench(name: str, images: list[np.ndarray], repeats: int) -> dict[str, float]
 
     with tempfile.TemporaryDirectory() as tmp:
         n = 32
-        write_bag(os.path.join(tmp, 'bag'), [Frame(float(i), images[i % len(images)], Pose((float(i), 0.0, 0.0)))
-                                             for i in range(n)])
+        write_bag(os.path.join(tmp, 'bag'),
+                  [Frame(float(i), images[i % len(images)], Pose((float(i), 0.0, 0.0))) for i in range(n)])
         t0 = time.perf_counter()
         build_map(open_source(os.path.join(tmp, 'bag')), enc, os.path.join(tmp, 'map'), progress=False)
         rows['build_img_s'] = n / (time.perf_counter() - t0)
@@ -104,14 +104,17 @@ def _noise_like(enc, rng) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--encoders', nargs='+', default=['effnet_gem', 'raw_pixels', 'sift_vlad', 'orb_bovw'])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--encoders', nargs='+',
+                        default=['effnet_gem', 'raw_pixels', 'sift_vlad', 'orb_bovw'])
     parser.add_argument('--repeats', type=int, default=20)
     args = parser.parse_args()
     import torch
 
     images = frames(48)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, images {images[0].shape[1]}x{images[0].shape[0]}')
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
+          f'images {images[0].shape[1]}x{images[0].shape[0]}')
     head = ('encoder', 'dim', 'ms b=1', 'ms b=8', 'bare fwd ms', 'pipeline ms', 'pipeline/bare',
             'build img/s', 'bare img/s')
     print(' | '.join(head))

@@ -87,8 +87,8 @@ def run_rate(map_path: str, images: list[np.ndarray], rate: float, seconds: floa
     try:
         node = session.node
         pub = node.create_publisher(Image, '/camera/image_raw', 10)
-        subs = [node.create_subscription(Float64MultiArray, '/vpr_localizer/candidates', recording.on_candidates,
-                                         1000),
+        subs = [node.create_subscription(Float64MultiArray, '/vpr_localizer/candidates',
+                                         recording.on_candidates, 1000),
                 node.create_subscription(DiagnosticArray, '/diagnostics',
                                          recording.diagnostics_callback('/vpr_localizer'), 1000)]
         deadline = time.monotonic() + 120
@@ -118,10 +118,12 @@ def run_rate(map_path: str, images: list[np.ndarray], rate: float, seconds: floa
     answered = {t: rx for t, (rx, _) in recording.candidates.items() if t in published}
     latency = np.array([(rx - published[t]) * 1e3 for t, rx in answered.items()])
     diag = recording.diagnostics
-    return {'published': len(published), 'received': int(diag.get('frames_received', -1)), 'answered': len(answered),
+    return {'published': len(published), 'received': int(diag.get('frames_received', -1)),
+            'answered': len(answered),
             'dropped': int(diag.get('frames_dropped', -1)),
             'throughput_hz': len(answered) / (end - start),
-            'latency_p50': float(np.percentile(latency, 50)), 'latency_p95': float(np.percentile(latency, 95)),
+            'latency_p50': float(np.percentile(latency, 50)),
+            'latency_p95': float(np.percentile(latency, 95)),
             'processing_p50': float(diag.get('processing_p50_ms', 'nan')),
             'processing_p95': float(diag.get('processing_p95_ms', 'nan')),
             'localize_p50': float(diag.get('localize_p50_ms', 'nan'))}
@@ -133,8 +135,10 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=10.0, help='input duration per rate')
     parser.add_argument('--places', type=int, default=1000, help='map size')
     parser.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the map the node runs')
-    parser.add_argument('--config', default='{}', help="encoder config overrides as YAML, e.g. '{pca_dim: 256}'")
-    parser.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='map descriptor storage')
+    parser.add_argument('--config', default='{}',
+                        help="encoder config overrides as YAML, e.g. '{pca_dim: 256}'")
+    parser.add_argument('--dtype', choices=['float32', 'float16'], default='float32',
+                        help='map descriptor storage')
     parser.add_argument('--repeats', type=int, default=40, help='core pipeline timing repeats')
     parser.add_argument('--threads', type=int, default=0, help='torch threads in the node and the core run '
                         '(0 = torch default)')
@@ -150,7 +154,8 @@ def main() -> int:
         map_path = os.path.join(tmp, 'map')
         build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype)
         core = core_ms(map_path, images, args.repeats, args.threads)
-        print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, 640x480 rgb8 input, '
+        print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, '
+              '640x480 rgb8 input, '
               f'{os.cpu_count()} CPUs, torch threads {args.threads or "default"}, '
               f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}')
         print(f'core pipeline Localizer.localize: {core:.1f} ms/frame (median of {args.repeats})')
@@ -161,7 +166,8 @@ def main() -> int:
             params = [f'threads:={args.threads}'] + ([] if args.best_effort else [
                 'qos_overrides./camera/image_raw.subscription.reliability:=reliable'])
             r = run_rate(map_path, images, rate, args.seconds, tmp, params)
-            print(f"{rate:5.0f}Hz {r['published']:5d} {r['received']:8d} {r['answered']:8d} {r['dropped']:7d} "
+            print(f"{rate:5.0f}Hz {r['published']:5d} {r['received']:8d} {r['answered']:8d} "
+                  f"{r['dropped']:7d} "
                   f"{r['throughput_hz']:7.1f} {r['latency_p50']:6.1f}ms {r['latency_p95']:6.1f}ms "
                   f"{r['processing_p50']:7.1f}ms {r['processing_p95']:7.1f}ms {r['localize_p50']:19.1f}ms "
                   f"{r['processing_p50'] / r['localize_p50']:6.2f} {r['processing_p50'] / core:7.2f}")

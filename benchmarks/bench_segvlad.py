@@ -7,7 +7,8 @@ descriptors per map image (as stored: float32, or float16 for the ``fp16`` rows)
 to describe it (batch 1) and to search the map, then each SegVLAD row against the targets
 (<= 100 KB per image, query <= 5x effnet_gem, Recall@1 within 1 point of the exact config).
 
-    .venv/bin/python benchmarks/bench_segvlad.py [--scale 0.5] [--queries viewpoint] [--only segvlad anyloc_vlad | --all]
+    .venv/bin/python benchmarks/bench_segvlad.py [--scale 0.5] [--queries viewpoint] \
+        [--only segvlad anyloc_vlad | --all]
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ CONFIGS: dict[str, tuple[str, dict, dict]] = {
     'segvlad 100seg': ('segvlad', {'segments': 100}, {}),
     'segvlad block7': ('segvlad', {'layer': 7}, {}),
     'segvlad head': ('segvlad', {'layer': 'head'}, {}),
-    'segvlad head 320x427': ('segvlad', {'layer': 'head', 'image_size': [320, 416], 'segment_size': [240, 320]}, {}),
+    'segvlad head 320x427': ('segvlad', {'layer': 'head', 'image_size': [320, 416],
+                                         'segment_size': [240, 320]}, {}),
     'segvlad graph': ('segvlad', {'segmenter': 'graph'}, {}),
     'segvlad nopca': ('segvlad', {'pca_dim': 0}, {}),
     'segvlad whitened': ('segvlad', {'pca_whiten': True}, {}),
@@ -86,7 +88,8 @@ def run(label: str, name: str, config: dict, storage: dict, map_frames, query_fr
     return {'config': label, 'R@1': result['recall']['R@1'], 'R@5': result['recall']['R@5'],
             'vectors/img': round(len(vmap.owners) / len(vmap), 1), 'dim': encoder.dim,
             'KB/img': round(stored / 1000, 1), 'describe ms': timing['encode']['p50'],
-            'search ms': timing['search']['p50'], 'query ms': round(timing['encode']['p50'] + timing['search']['p50'], 1),
+            'search ms': timing['search']['p50'],
+            'query ms': round(timing['encode']['p50'] + timing['search']['p50'], 1),
             'fit s': round(fit_s, 1), 'build s': round(build_s, 1)}
 
 
@@ -102,11 +105,14 @@ def target_lines(rows: list[dict], queries: str) -> list[str]:
         if not r['config'].startswith('segvlad'):
             continue
         ratio = r['query ms'] / base
-        checks = [r['KB/img'] <= TARGET_KB_PER_IMAGE, ratio <= TARGET_QUERY_RATIO, r['R@1'] >= exact - TARGET_R1_LOSS]
-        lines.append(f'  {r["config"]:28s} {r["KB/img"]:7.1f} KB/img  query {r["query ms"]:6.1f} ms = {ratio:4.2f}x  '
-                     f'R@1 {r["R@1"]:.3f} ({r["R@1"] - exact:+.3f})  -> {"meets all" if all(checks) else "misses"}')
+        checks = [r['KB/img'] <= TARGET_KB_PER_IMAGE, ratio <= TARGET_QUERY_RATIO,
+                  r['R@1'] >= exact - TARGET_R1_LOSS]
+        verdict = 'meets all' if all(checks) else 'misses'
+        lines.append(f'  {r["config"]:28s} {r["KB/img"]:7.1f} KB/img  query {r["query ms"]:6.1f} ms = '
+                     f'{ratio:4.2f}x  R@1 {r["R@1"]:.3f} ({r["R@1"] - exact:+.3f})  -> {verdict}')
     if 'anyloc_vlad' in by:
-        lines.append(f'{queries} R@1: segvlad {exact:.3f} vs global VLAD (anyloc_vlad, same backbone + vocabulary) '
+        lines.append(f'{queries} R@1: segvlad {exact:.3f} vs global VLAD '
+                     '(anyloc_vlad, same backbone + vocabulary) '
                      f'{by["anyloc_vlad"]["R@1"]:.3f}')
     return lines
 
@@ -117,9 +123,11 @@ def main() -> None:
     parser.add_argument('--queries', default='viewpoint', choices=['viewpoint', 'query'])
     parser.add_argument('--query-every', type=int, default=2, help='use every n-th query frame')
     parser.add_argument('--dist', type=float, default=10.0, help='positive radius in metres')
-    parser.add_argument('--only', nargs='*', default=DEFAULT_ONLY, help=f'config labels; known: {list(CONFIGS)}')
+    parser.add_argument('--only', nargs='*', default=DEFAULT_ONLY,
+                        help=f'config labels; known: {list(CONFIGS)}')
     parser.add_argument('--all', action='store_true', help='run every config (the ablations too)')
-    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default, as the node)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch threads (0: torch default, as the node)')
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args()
     map_frames, _ = render_traversal('mapping', scale=args.scale)
@@ -134,7 +142,8 @@ def main() -> None:
         parser.error(f'unknown config(s) {unknown}; known: {list(CONFIGS)}')
     for label in labels:
         name, config, storage = CONFIGS[label]
-        row = run(label, name, config, storage, map_frames, query_frames, Thresholds(dist_m=args.dist), args.threads)
+        row = run(label, name, config, storage, map_frames, query_frames, Thresholds(dist_m=args.dist),
+                  args.threads)
         rows.append(row)
         print('  '.join(f'{k}={v}' for k, v in row.items()), flush=True)
     print('\n'.join(target_lines(rows, args.queries)))

@@ -50,7 +50,8 @@ def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
         images = [f.rgb for f in frames[:16]]
     if enc.requires_fit:
         enc.fit(images[:16])
-    row = {'encoder': name, 'dim': enc.dim, 'input': 'x'.join(map(str, enc.input_size or images[0].shape[:2])),
+    row = {'encoder': name, 'dim': enc.dim,
+           'input': 'x'.join(map(str, enc.input_size or images[0].shape[:2])),
            'params_M': parameter_count(enc) / 1e6, 'kib_per_place': enc.dim * 4 / 1024}
     row['ms_b1'] = best_of(lambda: enc.describe(images[:1]), repeats)
     row['ms_b8'] = best_of(lambda: enc.describe(images[:8]), max(2, repeats // 3)) / 8
@@ -71,15 +72,16 @@ def recall_row(name: str, sample_dir: str) -> float:
     from vpr_ros.pipeline import build_map, evaluate, open_source
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_map(open_source(os.path.join(sample_dir, 'mapping')), create_encoder(name), os.path.join(tmp, 'm'),
-                  progress=False)
+        build_map(open_source(os.path.join(sample_dir, 'mapping')), create_encoder(name),
+                  os.path.join(tmp, 'm'), progress=False)
         res = evaluate(Localizer.from_map(os.path.join(tmp, 'm'), top_k=10),
                        open_source(os.path.join(sample_dir, 'query')), None, Thresholds(25.0), progress=False)
     return res['retrieval']['recall']['R@1']
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--encoders', nargs='+', default=None)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--recall', action='store_true', help='also Recall@1 of the training-free encoders')

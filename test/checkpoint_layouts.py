@@ -6,7 +6,8 @@ from typing import Any
 
 Layout = dict[str, tuple[int, ...]]
 
-RESNET_BLOCKS = {18: ('basic', [2, 2, 2, 2]), 50: ('bottleneck', [3, 4, 6, 3]), 101: ('bottleneck', [3, 4, 23, 3])}
+RESNET_BLOCKS = {18: ('basic', [2, 2, 2, 2]), 50: ('bottleneck', [3, 4, 6, 3]),
+                 101: ('bottleneck', [3, 4, 23, 3])}
 
 
 def bn(prefix: str, c: int) -> Layout:
@@ -14,7 +15,8 @@ def bn(prefix: str, c: int) -> Layout:
             f'{prefix}.running_var': (c,), f'{prefix}.num_batches_tracked': ()}
 
 
-def torchvision_resnet(depth: int, upto: int = 4, names: dict[str, str] | None = None, fc: bool = False) -> Layout:
+def torchvision_resnet(depth: int, upto: int = 4, names: dict[str, str] | None = None,
+                       fc: bool = False) -> Layout:
     """torchvision ResNet keys up to stage ``upto`` (3 or 4); ``names`` renames top-level children;
     ``fc`` adds the ImageNet classifier (the full ``resnet{depth}().state_dict()``)."""
     names = names or {}
@@ -35,7 +37,8 @@ def torchvision_resnet(depth: int, upto: int = 4, names: dict[str, str] | None =
                 out |= {f'{p}.conv1.weight': (planes, cin, 3, 3), **bn(f'{p}.bn1', planes),
                         f'{p}.conv2.weight': (planes, planes, 3, 3), **bn(f'{p}.bn2', planes)}
             if b == 0 and (s > 0 or cin != planes * exp):
-                out |= {f'{p}.downsample.0.weight': (planes * exp, cin, 1, 1), **bn(f'{p}.downsample.1', planes * exp)}
+                out |= {f'{p}.downsample.0.weight': (planes * exp, cin, 1, 1),
+                        **bn(f'{p}.downsample.1', planes * exp)}
             cin = planes * exp
     if fc:
         out |= {'fc.weight': (1000, 512 * exp), 'fc.bias': (1000,)}

@@ -29,7 +29,8 @@ def built_map(bags):
 
 def test_build_evaluate_report(bags, built_map, tmp_path, capsys):
     out = str(tmp_path / 'report')
-    assert main(['evaluate', '--map', built_map, '--queries', str(bags / 'query'), '--out', out, '--top-k', '5']) == 0
+    assert main(['evaluate', '--map', built_map, '--queries', str(bags / 'query'), '--out', out,
+                 '--top-k', '5']) == 0
     results = json.load(open(os.path.join(out, 'results.json')))
     assert results['retrieval']['recall']['R@1'] == 1.0
     assert results['retrieval']['per_query'][3]['place_ids'][0] == 3

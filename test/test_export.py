@@ -46,8 +46,8 @@ def test_export_matches_onnxruntime(case, tmp_path):
 
 
 def test_export_boq_dinov2_tiny(tmp_path):
-    report = export_onnx('boq', str(tmp_path / 'boq_dino.onnx'), {'backbone': 'dinov2_vitb14', 'image_size': [28, 42]},
-                         batch=2)
+    report = export_onnx('boq', str(tmp_path / 'boq_dino.onnx'),
+                         {'backbone': 'dinov2_vitb14', 'image_size': [28, 42]}, batch=2)
     assert report['input_shape'] == [2, 3, 28, 42] and report['output_dim'] == 12288
     assert report['max_abs_diff'] < 1e-4, report
 
@@ -55,7 +55,8 @@ def test_export_boq_dinov2_tiny(tmp_path):
 def test_export_netvlad_with_map_state(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (60, 80, 3), dtype=np.uint8) for _ in range(4)]
-    config = {'image_size': [64, 64], 'clusters': 4, 'crop': 'layer3', 'backbone': 'resnet18', 'fit_descriptors': 64}
+    config = {'image_size': [64, 64], 'clusters': 4, 'crop': 'layer3', 'backbone': 'resnet18',
+              'fit_descriptors': 64}
     fitted = create_encoder('netvlad', config)
     fitted.fit(images)
     state = fitted.get_state()

@@ -79,7 +79,8 @@ def _print_results(results: dict[str, Any]) -> None:
     r = results['retrieval']
     recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
     t = r['timing_ms']
-    print(f"{results['encoder']['name']}: {recall}  ({r['answerable_queries']}/{r['queries']} answerable queries, "
+    print(f"{results['encoder']['name']}: {recall}  "
+          f"({r['answerable_queries']}/{r['queries']} answerable queries, "
           f"{r['thresholds']['dist_m']:g} m)")
     print(f"  encode {t['encode']['p50']:.1f} ms p50 / {t['encode']['p95']:.1f} p95, "
           f"search {t['search']['p50']:.2f} ms p50 / {t['search']['p95']:.2f} p95"

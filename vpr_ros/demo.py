@@ -14,14 +14,16 @@ from typing import Any
 from vpr_ros.evaluation.report import plot_recall_curves, write_json
 
 
-def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
+                        config: dict[str, Any] | None = None) -> dict[str, Any]:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.localization import Localizer
     from vpr_ros.pipeline import build_map, evaluate, open_source
 
     map_path = os.path.join(out, 'maps', encoder_name)
     encoder = create_encoder(encoder_name, config)
-    _, stats = build_map(open_source(sample['mapping']), encoder, map_path, description='demo mapping traversal')
+    _, stats = build_map(open_source(sample['mapping']), encoder, map_path,
+                         description='demo mapping traversal')
     localizer = Localizer.from_map(map_path, top_k=10)
     results = evaluate(localizer, open_source(sample['query']), os.path.join(out, 'offline', encoder_name))
     results['build'] = {'places': stats.places, 'seconds': round(stats.total_s, 2),
@@ -51,7 +53,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f'[{step}] map + offline evaluation with {name}')
         res = _build_and_evaluate(bags, name, out)
         r = res['retrieval']
-        summary['encoders'][name] = {'recall': r['recall'], 'timing_ms': r['timing_ms'], 'build': res['build'],
+        summary['encoders'][name] = {'recall': r['recall'], 'timing_ms': r['timing_ms'],
+                                     'build': res['build'],
                                      'map': res['map_path'], 'report': os.path.join(out, 'offline', name)}
         curves[name] = r['recall_curve']
     plot_recall_curves(curves, os.path.join(out, 'recall_comparison.png'),

@@ -20,7 +20,8 @@ TOP_QUERIES = 3
 
 def _overlay(ax, rgb: np.ndarray, attention: np.ndarray, title: str) -> None:
     """Show ``rgb`` with a (h, w) attention map upsampled (bilinear) and min-max scaled on top."""
-    heat = cv2.resize(attention.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.resize(attention.astype(np.float32), (rgb.shape[1], rgb.shape[0]),
+                      interpolation=cv2.INTER_LINEAR)
     span = float(heat.max() - heat.min())
     heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
     ax.imshow(rgb)
@@ -59,7 +60,8 @@ def explain_boq(image_path: str, out_png: str, config: dict | None = None) -> st
     for ax in axes.ravel():
         ax.axis('off')
     axes[0, 0].imshow(shown)
-    axes[0, 0].set_title(f'input {shown.shape[1]}x{shown.shape[0]} ({encoder.config["backbone"]})', fontsize=9)
+    axes[0, 0].set_title(f'input {shown.shape[1]}x{shown.shape[0]} ({encoder.config["backbone"]})',
+                         fontsize=9)
     for i, m in enumerate(maps):
         _overlay(axes[0, 1 + i], shown, m.mean(axis=0), f'block {i + 1}: mean of {len(m)} queries')
     for j, q in enumerate(top):

@@ -61,7 +61,8 @@ def export_onnx(name: str, out_path: str, config: dict | None = None, batch: int
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
                           dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
     diff, dim = _verify(model, out_path, shape)
-    return {'path': os.path.abspath(out_path), 'max_abs_diff': diff, 'opset': OPSET, 'input_shape': list(shape),
+    return {'path': os.path.abspath(out_path), 'max_abs_diff': diff, 'opset': OPSET,
+            'input_shape': list(shape),
             'output_dim': dim, 'input_name': INPUT_NAME, 'output_name': OUTPUT_NAME}
 
 

@@ -70,7 +70,8 @@ def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_big
                        data: Any) -> np.ndarray:
     """Return the image as (H, W, C) in its native dtype, honouring ``step`` and endianness."""
     if encoding not in _ENCODINGS:
-        raise ImageDecodeError('unknown encoding', f'{encoding!r} (supported: {", ".join(SUPPORTED_ENCODINGS)})')
+        raise ImageDecodeError('unknown encoding',
+                               f'{encoding!r} (supported: {", ".join(SUPPORTED_ENCODINGS)})')
     channels, kind, _ = _ENCODINGS[encoding]
     dtype = np.dtype(kind).newbyteorder('>' if is_bigendian else '<')
     if height <= 0 or width <= 0:

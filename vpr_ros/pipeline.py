@@ -20,8 +20,8 @@ from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retriev
 from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
-from vpr_ros.matching.keyframes import KeyframePolicy
 from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching.keyframes import KeyframePolicy
 from vpr_ros.skips import SkipCounter
 
 
@@ -99,7 +99,8 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     vmap = VprMap.empty(encoder.identity(), index=index, dtype=dtype, encoder_state=encoder.get_state(),
                         build=build)
     batch_size = max(1, int(encoder.config['batch_size']))
-    bar = tqdm(total=source.image_count, desc=f'building map ({encoder.name})', disable=not progress, unit='img')
+    bar = tqdm(total=source.image_count, desc=f'building map ({encoder.name})', disable=not progress,
+               unit='img')
     for batch in _batched(keyframes.select(source.frames(require_pose)), batch_size):
         t0 = time.perf_counter()
         sets = encoder.describe([f.rgb for f in batch])
@@ -127,7 +128,8 @@ def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None
     for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
         loc = localizer.localize(frame.rgb, frame.stamp)
         records.append(QueryRecord(frame.stamp, frame.pose, [m.place_id for m in loc.matches],
-                                   [m.score for m in loc.matches], loc.encode_ms, loc.search_ms, frame.source))
+                                   [m.score for m in loc.matches], loc.encode_ms, loc.search_ms,
+                                   frame.source))
     return records
 
 
@@ -148,7 +150,8 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
     }
     if out_dir:
         # A second, decode-only pass fetches the few query images to draw (no need to hold them all).
-        pairs = query_match_pairs(retrieval['per_query'], source.frames(True), localizer.map.thumbnail, pair_count)
+        pairs = query_match_pairs(retrieval['per_query'], source.frames(True), localizer.map.thumbnail,
+                                  pair_count)
         results['files'] = write_report(out_dir, results, localizer.map.places, pairs,
                                         label or localizer.encoder.name)
     return results

@@ -122,7 +122,8 @@ def test_backbone_errors(resnet18_weights):
     with pytest.raises(WeightsError):  # a ResNet-18 file is not a ResNet-50
         create_encoder('anyloc_vlad', {'backbone': 'resnet50', 'backbone_weights': resnet18_weights})
     with pytest.raises(ConfigError, match='"layer3" or "layer4"'):
-        create_encoder('anyloc_vlad', {'backbone': 'resnet18', 'layer': 2, 'backbone_weights': resnet18_weights})
+        create_encoder('anyloc_vlad',
+                       {'backbone': 'resnet18', 'layer': 2, 'backbone_weights': resnet18_weights})
     with pytest.raises(ConfigError, match='unknown dense backbone'):
         create_encoder('anyloc_vlad', {'backbone': 'vgg16'})
     with pytest.raises(ConfigError, match='block index'):

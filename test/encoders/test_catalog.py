@@ -20,8 +20,8 @@ def test_table_rows():
     raw = by[('raw_pixels', '')]
     assert raw['parameters'] == 0 and raw['per'] == 'image'
     for r in rows:
-        assert set(r) == {'name', 'config', 'dim', 'input_size', 'parameters', 'bytes_fp32', 'bytes_fp16', 'per',
-                          'fits_on_map', 'description'}
+        assert set(r) == {'name', 'config', 'dim', 'input_size', 'parameters', 'bytes_fp32', 'bytes_fp16',
+                          'per', 'fits_on_map', 'description'}
 
 
 def test_all_encoders_listed():

@@ -1,4 +1,3 @@
-import glob
 import os
 
 import numpy as np
@@ -61,7 +60,8 @@ def test_checkpoints_with_numpy_extras_load_but_code_does_not(tmp_path):
     import os
 
     path = str(tmp_path / 'c.pth')
-    torch.save({'state_dict': {'a.weight': torch.zeros(2)}, 'recalls': np.array([1.0, 2.0]), 'epoch': 3}, path)
+    torch.save({'state_dict': {'a.weight': torch.zeros(2)}, 'recalls': np.array([1.0, 2.0]), 'epoch': 3},
+               path)
     assert list(read_state_dict(path)) == ['a.weight']
 
     class Evil:

@@ -95,7 +95,8 @@ def test_a_supersegment_covering_the_image_is_the_global_vlad():
     images = [scene(i) for i in range(3)]
     seg = create_encoder('segvlad', {**SMALL, 'pca_dim': 0, 'order': 50})
     seg.fit(images)
-    glob = create_encoder('anyloc_vlad', {'image_size': SMALL['image_size']}, {'centers': seg.get_state()['centers']})
+    glob = create_encoder('anyloc_vlad', {'image_size': SMALL['image_size']},
+                          {'centers': seg.get_state()['centers']})
     rows = seg.describe([scene(1)])[0]
     np.testing.assert_allclose(rows, np.repeat(glob.encode([scene(1)]), len(rows), axis=0), atol=1e-5)
 
@@ -144,7 +145,8 @@ def test_sam_onnx_names_the_missing_files(tmp_path):
     with pytest.raises(WeightsError, match=r'sam_encoder.*sam_decoder'):
         create_encoder('segvlad', {'segmenter': 'sam_onnx'})
     with pytest.raises(WeightsError, match=r'missing: sam_decoder \(.*nope.onnx'):
-        create_segmenter('sam_onnx', options={'encoder_path': str(enc), 'decoder_path': str(tmp_path / 'nope.onnx')})
+        create_segmenter('sam_onnx',
+                         options={'encoder_path': str(enc), 'decoder_path': str(tmp_path / 'nope.onnx')})
 
 
 class _FakeSession:

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 
 from vpr_ros.encoders.segments import GraphSegmenter, SlicSegmenter, masks_from_labels
-from vpr_ros.encoders.supersegments import (delaunay_adjacency, expand, patch_membership, segment_centroids,
-                                            supersegment_masks)
+from vpr_ros.encoders.supersegments import (
+    delaunay_adjacency,
+    expand,
+    patch_membership,
+    segment_centroids,
+    supersegment_masks,
+)
 
 
 def zigzag(n):

@@ -1,9 +1,10 @@
 """Released checkpoints load strictly: fake checkpoints are built from the official key layouts.
 
 The layouts are generated independently of the package (torchvision ResNet names and DINOv2 hub
-names in test/checkpoint_layouts.py, each repository's wrapper names here), checked against hard-coded representative official keys
-and the key counts derived from the architectures, filled with random values, saved, loaded
-through ``weights: PATH`` and round-tripped (model state saved again -> identical descriptors).
+names in test/checkpoint_layouts.py, each repository's wrapper names here), checked against
+hard-coded representative official keys and the key counts derived from the architectures, filled
+with random values, saved, loaded through ``weights: PATH`` and round-tripped (model state saved
+again -> identical descriptors).
 """
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ def ln(prefix: str, d: int) -> dict:
 
 
 def boq_aggregator(cin: int, d: int, m: int = 64, layers: int = 2, rows: int = 32) -> dict:
-    out = {'aggregator.proj_c.weight': (d, cin, 3, 3), 'aggregator.proj_c.bias': (d,), **ln('aggregator.norm_input', d)}
+    out = {'aggregator.proj_c.weight': (d, cin, 3, 3), 'aggregator.proj_c.bias': (d,),
+           **ln('aggregator.norm_input', d)}
     for i in range(layers):
         b = f'aggregator.boqs.{i}'
         out |= {**mha(f'{b}.encoder.self_attn', d), f'{b}.encoder.linear1.weight': (4 * d, d),
                 f'{b}.encoder.linear1.bias': (4 * d,), f'{b}.encoder.linear2.weight': (d, 4 * d),
-                f'{b}.encoder.linear2.bias': (d,), **ln(f'{b}.encoder.norm1', d), **ln(f'{b}.encoder.norm2', d),
+                f'{b}.encoder.linear2.bias': (d,), **ln(f'{b}.encoder.norm1', d),
+                **ln(f'{b}.encoder.norm2', d),
                 f'{b}.queries': (1, m, d), **mha(f'{b}.self_attn', d), **ln(f'{b}.norm_q', d),
                 **mha(f'{b}.cross_attn', d), **ln(f'{b}.norm_out', d)}
     return out | {'aggregator.fc.weight': (rows, layers * m), 'aggregator.fc.bias': (rows,)}
@@ -46,13 +49,15 @@ def mixvpr_aggregator(channels: int, rows: int, hw: int = 400, depth: int = 4) -
         p = f'aggregator.mix.{i}.mix'
         out |= {**ln(f'{p}.0', hw), f'{p}.1.weight': (hw, hw), f'{p}.1.bias': (hw,),
                 f'{p}.3.weight': (hw, hw), f'{p}.3.bias': (hw,)}
-    return out | {'aggregator.channel_proj.weight': (channels, 1024), 'aggregator.channel_proj.bias': (channels,),
+    return out | {'aggregator.channel_proj.weight': (channels, 1024),
+                  'aggregator.channel_proj.bias': (channels,),
                   'aggregator.row_proj.weight': (rows, hw), 'aggregator.row_proj.bias': (rows,)}
 
 
 def salad_aggregator() -> dict:
     out = {}
-    for name, shapes in (('token_features.0', ((512, 768), (512,))), ('token_features.2', ((256, 512), (256,))),
+    for name, shapes in (('token_features.0', ((512, 768), (512,))),
+                         ('token_features.2', ((256, 512), (256,))),
                          ('cluster_features.0', ((512, 768, 1, 1), (512,))),
                          ('cluster_features.3', ((128, 512, 1, 1), (128,))),
                          ('score.0', ((512, 768, 1, 1), (512,))), ('score.3', ((64, 512, 1, 1), (64,)))):
@@ -69,7 +74,8 @@ RELEASES = {
         'boq', {'backbone': 'resnet50'},
         lambda: prefixed(torchvision_resnet(50, 3, SEQ_NAMES), 'backbone.net.') | boq_aggregator(1024, 512),
         314, {'backbone.net.0.weight': (64, 3, 7, 7), 'backbone.net.1.running_var': (64,),
-              'backbone.net.4.0.downsample.0.weight': (256, 64, 1, 1), 'backbone.net.6.5.conv3.weight': (1024, 256, 1, 1),
+              'backbone.net.4.0.downsample.0.weight': (256, 64, 1, 1),
+              'backbone.net.6.5.conv3.weight': (1024, 256, 1, 1),
               'aggregator.proj_c.weight': (512, 1024, 3, 3), 'aggregator.boqs.1.queries': (1, 64, 512),
               'aggregator.boqs.0.encoder.self_attn.in_proj_weight': (1536, 512),
               'aggregator.boqs.0.encoder.linear1.weight': (2048, 512), 'aggregator.fc.weight': (32, 128)},
@@ -78,14 +84,16 @@ RELEASES = {
         'boq', {'backbone': 'dinov2_vitb14'},
         lambda: dinov2_hub(768, prefix='backbone.dino.') | boq_aggregator(768, 384),
         231, {'backbone.dino.pos_embed': (1, 1370, 768), 'backbone.dino.mask_token': (1, 768),
-              'backbone.dino.blocks.11.attn.qkv.weight': (2304, 768), 'backbone.dino.blocks.0.ls1.gamma': (768,),
+              'backbone.dino.blocks.11.attn.qkv.weight': (2304, 768),
+              'backbone.dino.blocks.0.ls1.gamma': (768,),
               'backbone.dino.norm.weight': (768,), 'aggregator.proj_c.weight': (384, 768, 3, 3),
               'aggregator.boqs.0.cross_attn.in_proj_weight': (1152, 384), 'aggregator.fc.bias': (32,)},
         12288, [28, 28]),
     'mixvpr_4096': (
         'mixvpr', {'out_dim': 4096},
         lambda: prefixed(torchvision_resnet(50, 3), 'backbone.model.') | mixvpr_aggregator(1024, 4),
-        286, {'backbone.model.conv1.weight': (64, 3, 7, 7), 'backbone.model.layer3.0.downsample.1.weight': (1024,),
+        286, {'backbone.model.conv1.weight': (64, 3, 7, 7),
+              'backbone.model.layer3.0.downsample.1.weight': (1024,),
               'aggregator.mix.3.mix.1.weight': (400, 400), 'aggregator.mix.0.mix.0.bias': (400,),
               'aggregator.channel_proj.weight': (1024, 1024), 'aggregator.row_proj.weight': (4, 400)},
         4096, None),
@@ -93,12 +101,14 @@ RELEASES = {
         'convap', {'out_dim': 8192},
         lambda: prefixed(torchvision_resnet(50, 4), 'backbone.model.')
         | {'aggregator.channel_pool.weight': (2048, 2048, 1, 1), 'aggregator.channel_pool.bias': (2048,)},
-        320, {'backbone.model.layer4.2.bn3.weight': (2048,), 'aggregator.channel_pool.weight': (2048, 2048, 1, 1)},
+        320, {'backbone.model.layer4.2.bn3.weight': (2048,),
+              'aggregator.channel_pool.weight': (2048, 2048, 1, 1)},
         8192, [64, 64]),
     'salad_8448': (
         'salad', {},
         lambda: dinov2_hub(768, prefix='backbone.model.') | salad_aggregator(),
-        188, {'backbone.model.blocks.5.mlp.fc1.weight': (3072, 768), 'aggregator.token_features.2.weight': (256, 512),
+        188, {'backbone.model.blocks.5.mlp.fc1.weight': (3072, 768),
+              'aggregator.token_features.2.weight': (256, 512),
               'aggregator.cluster_features.3.weight': (128, 512, 1, 1), 'aggregator.score.3.bias': (64,),
               'aggregator.dust_bin': ()},
         8448, [126, 126]),
@@ -113,20 +123,23 @@ RELEASES = {
         'cosplace', {'backbone': 'resnet18', 'out_dim': 512},
         lambda: prefixed(torchvision_resnet(18, 4, SEQ_NAMES), 'backbone.')
         | {'aggregation.1.p': (1,), 'aggregation.3.weight': (512, 512), 'aggregation.3.bias': (512,)},
-        123, {'backbone.4.1.conv2.weight': (64, 64, 3, 3), 'backbone.5.0.downsample.0.weight': (128, 64, 1, 1),
+        123, {'backbone.4.1.conv2.weight': (64, 64, 3, 3),
+              'backbone.5.0.downsample.0.weight': (128, 64, 1, 1),
               'aggregation.3.weight': (512, 512)},
         512, [64, 64]),
     'netvlad_dvgl_resnet50conv4': (
         'netvlad', {'backbone': 'resnet50', 'crop': 'layer3', 'clusters': 64},
         lambda: prefixed(prefixed(torchvision_resnet(50, 3, SEQ_NAMES), 'backbone.')
-                         | {'aggregation.centroids': (64, 1024), 'aggregation.conv.weight': (64, 1024, 1, 1)}, 'module.'),
-        260, {'module.backbone.6.0.conv1.weight': (256, 512, 1, 1), 'module.aggregation.centroids': (64, 1024),
+                         | {'aggregation.centroids': (64, 1024),
+                            'aggregation.conv.weight': (64, 1024, 1, 1)}, 'module.'),
+        260, {'module.backbone.6.0.conv1.weight': (256, 512, 1, 1),
+              'module.aggregation.centroids': (64, 1024),
               'module.aggregation.conv.weight': (64, 1024, 1, 1)},
         65536, [64, 64]),
     'gem_dvgl_resnet50conv4': (
         'gem', {'backbone': 'resnet50', 'crop': 'layer3', 'l2_before_pool': True},
-        lambda: prefixed(prefixed(torchvision_resnet(50, 3, SEQ_NAMES), 'backbone.') | {'aggregation.1.p': (1,)},
-                         'module.'),
+        lambda: prefixed(prefixed(torchvision_resnet(50, 3, SEQ_NAMES), 'backbone.')
+                         | {'aggregation.1.p': (1,)}, 'module.'),
         259, {'module.backbone.5.3.bn2.running_mean': (128,), 'module.aggregation.1.p': (1,)},
         1024, [64, 64]),
 }
@@ -191,7 +204,8 @@ def test_wrong_key_is_reported(tmp_path):
     state['aggregator.fc.kernel'] = state.pop('aggregator.fc.weight')
     path = tmp_path / 'bad.pth'
     torch.save(state, path)
-    with pytest.raises(WeightsError, match=r"missing keys \[aggregator\.fc\.weight\].*unexpected keys \[aggregator\.fc\.kernel\]"):
+    with pytest.raises(WeightsError, match=r"missing keys \[aggregator\.fc\.weight\]"
+                                           r".*unexpected keys \[aggregator\.fc\.kernel\]"):
         create_encoder('boq', {'weights': str(path)})
 
 
@@ -200,7 +214,8 @@ def test_wrong_shape_is_reported(tmp_path):
     layout = prefixed(torchvision_resnet(50, 3), 'backbone.model.') | mixvpr_aggregator(1024, 4)
     path = tmp_path / 'mix.ckpt'
     torch.save(fill(layout), path)
-    with pytest.raises(WeightsError, match=r'shape mismatches \[aggregator\.mix\.0\.mix\.0\.bias: file \(400,\) vs model \(324,\)'):
+    with pytest.raises(WeightsError, match=r'shape mismatches \[aggregator\.mix\.0\.mix\.0\.bias: '
+                                           r'file \(400,\) vs model \(324,\)'):
         create_encoder('mixvpr', {'weights': str(path), 'image_size': [288, 288]})
 
 
@@ -225,7 +240,8 @@ def test_dinov2_backbone_weights(tmp_path):
     path = tmp_path / 'dinov2_vitb14_pretrain.pth'
     torch.save(state, path)
     enc = create_encoder('salad', {'backbone_weights': str(path), 'image_size': [126, 126]})
-    assert torch.equal(enc.model.state_dict()['backbone.model.blocks.7.attn.qkv.bias'], state['blocks.7.attn.qkv.bias'])
+    assert torch.equal(enc.model.state_dict()['backbone.model.blocks.7.attn.qkv.bias'],
+                       state['blocks.7.attn.qkv.bias'])
 
 
 def test_random_init_warns_and_is_reproducible(caplog, images):

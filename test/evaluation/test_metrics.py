@@ -1,7 +1,12 @@
 import pytest
 
-from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
-                                        precision_recall_curve)
+from vpr_ros.evaluation.metrics import (
+    QueryRecord,
+    Thresholds,
+    evaluate_retrieval,
+    loop_closure_metrics,
+    precision_recall_curve,
+)
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.store import Place
 from vpr_ros.sources.bag import PoseTrack
@@ -10,7 +15,8 @@ PLACES = [Place(i, 100.0 + i, Pose.from_xy_yaw(30.0 * i, 0, 0)) for i in range(4
 
 
 def rec(x, ids, scores=None, yaw=0.0):
-    return QueryRecord(0.0, Pose.from_xy_yaw(x, 0, yaw), ids, scores or [1.0 - 0.1 * i for i in range(len(ids))])
+    return QueryRecord(0.0, Pose.from_xy_yaw(x, 0, yaw), ids,
+                       scores or [1.0 - 0.1 * i for i in range(len(ids))])
 
 
 def test_recall_at_n_known_answer():

@@ -9,7 +9,8 @@ from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.store import VprMap
 
-IDENTITY = {'name': 'fake', 'config': {'a': 1}, 'weights_fingerprint': 'none', 'dim': 8, 'multi_vector': False}
+IDENTITY = {'name': 'fake', 'config': {'a': 1}, 'weights_fingerprint': 'none', 'dim': 8,
+            'multi_vector': False}
 
 
 def make_map(n=5, dtype='float32', index='flat'):

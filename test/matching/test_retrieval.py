@@ -6,7 +6,8 @@ from vpr_ros.frames import Pose
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.retrieval import SEGMENT_K, vote_places
 
-IDENTITY = {'name': 'fake_multi', 'config': {}, 'weights_fingerprint': 'none', 'dim': 16, 'multi_vector': True}
+IDENTITY = {'name': 'fake_multi', 'config': {}, 'weights_fingerprint': 'none', 'dim': 16,
+            'multi_vector': True}
 
 
 def test_vote_places_min_max_normalised_sum():

@@ -107,7 +107,8 @@ def image_msg(rgb: np.ndarray, t: float, encoding: str = 'rgb8', pad: int = 0):
 
     from vpr_ros.ros.messages import to_time
 
-    arr = {'rgb8': rgb, 'bgr8': rgb[..., ::-1], 'mono8': rgb.mean(axis=2, keepdims=True).astype(np.uint8)}[encoding]
+    arr = {'rgb8': rgb, 'bgr8': rgb[..., ::-1],
+           'mono8': rgb.mean(axis=2, keepdims=True).astype(np.uint8)}[encoding]
     h, w, c = arr.shape
     rows = np.zeros((h, w * c + pad), np.uint8)
     rows[:, :w * c] = arr.reshape(h, w * c)
@@ -205,7 +206,8 @@ class Driver:
         while True:
             self.image_pub.publish(msg)
             try:
-                self.wait_for(lambda o: t in o.candidates, min(resend_every or timeout, deadline - time.monotonic()))
+                self.wait_for(lambda o: t in o.candidates,
+                              min(resend_every or timeout, deadline - time.monotonic()))
                 break
             except AssertionError:
                 if resend_every is None or time.monotonic() >= deadline:

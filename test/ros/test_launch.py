@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from vpr_ros.ros.parameters import PARAMETERS, PARAMETER_NAMES, flatten_yaml_parameters
+from vpr_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS, flatten_yaml_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH_FILE = os.path.join(ROOT, 'launch', 'localize.launch.py')

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import yaml
 
-from test.ros.conftest import ENCODER_CONFIG, QUERY_ORDER, RELIABLE_IMAGES, Driver, NodeProcess, World, image_msg
+from test.ros.conftest import (
+    ENCODER_CONFIG,
+    QUERY_ORDER,
+    RELIABLE_IMAGES,
+    Driver,
+    NodeProcess,
+    World,
+    image_msg,
+)
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
@@ -18,7 +26,8 @@ LIO_SAM_TOPIC = '/lio_loop/loop_closure_detection'
 
 
 @pytest.fixture(scope='module')
-def running(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, Driver, str]]:
+def running(world: World,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, Driver, str]]:
     tmp = tmp_path_factory.mktemp('node')
     grown = str(tmp / 'grown_map')
     params = {'/**': {'ros__parameters': {

@@ -52,11 +52,13 @@ def test_markers() -> None:
     from vpr_ros.mapdb.store import Place
 
     header = messages.Header(frame_id='map')
-    places = [Place(0, 1.0, Pose.from_xy_yaw(0, 0, 0)), Place(1, 2.0, None), Place(2, 3.0, Pose.from_xy_yaw(5, 0, 0))]
+    places = [Place(0, 1.0, Pose.from_xy_yaw(0, 0, 0)), Place(1, 2.0, None),
+              Place(2, 3.0, Pose.from_xy_yaw(5, 0, 0))]
     array = messages.map_markers(places, header)
     assert [m.action for m in array.markers] == [messages.Marker.DELETEALL, messages.Marker.ADD]
     assert len(array.markers[1].points) == 2
-    matches = [Match(2, 0.9, 3.0, places[2].pose), Match(1, 0.8, 2.0, None), Match(0, 0.6, 1.0, places[0].pose)]
+    matches = [Match(2, 0.9, 3.0, places[2].pose), Match(1, 0.8, 2.0, None),
+               Match(0, 0.6, 1.0, places[0].pose)]
     match = messages.match_markers(header, matches, messages.CovarianceModel())
     assert match.markers[1].text == 'place 2 (0.90)' and len(match.markers[2].points) == 1
     assert not messages.match_markers(header, matches[1:2], messages.CovarianceModel()).markers

@@ -1,4 +1,5 @@
-"""The node in this process (private rclpy context, real DDS): parameters, start-up errors, compressed input."""
+"""The node in this process (private rclpy context, real DDS): parameters, start-up errors, compressed
+input."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from vpr_ros.errors import MapError  # noqa: E402
 from vpr_ros.ros.localizer import LocalizerNode  # noqa: E402
-from vpr_ros.ros.parameters import PARAMETERS, PARAMETER_NAMES  # noqa: E402
+from vpr_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS  # noqa: E402
 
 
 class InProcess:
@@ -139,7 +140,8 @@ def test_compressed_input_and_undecodable_jpeg(world: World, in_process, driver_
     assert os.environ['ROS_PYTHON_CHECK_FIELDS'] == '1'
 
 
-def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, driver_factory, tmp_path) -> None:
+def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, driver_factory,
+                                                      tmp_path) -> None:
     """An empty map grows from the camera (poses from /odom, sim time from /clock); a revisit more
     than 30 s later closes a loop against the keyframes of the same run; ~/save_map keeps them."""
     from nav_msgs.msg import Odometry
@@ -153,14 +155,16 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
     saved = str(tmp_path / 'grown')
     in_process(map_path='', incremental=True, encoder='effnet_gem', encoder_config=str(ENCODER_CONFIG),
                threads=1, odom_topic='/odom', save_map_path=saved, use_sim_time=True, diagnostics_period=0.5,
-               **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85, RELIABLE_IMAGES: 'reliable',
+               **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85,
+                  RELIABLE_IMAGES: 'reliable',
                   'qos_overrides./odom.subscription.reliability': 'reliable'})
     driver = driver_factory(loop_topic='/vpr_localizer/loop_closure')
     node = driver.session.node
     pub_odom = node.create_publisher(Odometry, '/odom', 10)
     pub_clock = node.create_publisher(Clock, '/clock', 10)
     driver.wait_ready(lambda: None)
-    driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0 and pub_clock.get_subscription_count() > 0)
+    driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0
+                    and pub_clock.get_subscription_count() > 0)
 
     def drive(place: int, t: float, rgb: np.ndarray) -> list:
         pub_clock.publish(Clock(clock=to_time(t)))

@@ -18,8 +18,8 @@ def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> No
     from vpr_ros.ros.replay import configure_parser, run
 
     params = tmp_path / 'params.yaml'
-    params.write_text('/**:\n  ros__parameters:\n    threads: 1\n    loop_closure:\n      consistency_frames: 2\n'
-                      '      min_score: 0.85\n')
+    params.write_text('/**:\n  ros__parameters:\n    threads: 1\n    loop_closure:\n'
+                      '      consistency_frames: 2\n      min_score: 0.85\n')
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     out = tmp_path / 'report'
@@ -35,7 +35,8 @@ def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> No
     replay = results['live']
     assert replay['frames_published'] == len(world.queries)
     assert replay['frames_with_output'] + replay['frames_without_output'] == len(world.queries)
-    assert replay['frames_with_output'] == len(per_query) >= len(world.queries) - 2  # few drops at 2x on 2 cores
+    # few drops at 2x on 2 cores
+    assert replay['frames_with_output'] == len(per_query) >= len(world.queries) - 2
 
     offline = Localizer.from_map(world.map_path, {'threads': 1}, top_k=5)
     by_stamp = {round(f.stamp, 6): (k, f) for k, f in enumerate(world.queries)}

@@ -11,7 +11,8 @@ from vpr_ros.sources.bag import BagSource, PoseTrack, write_bag
 @pytest.mark.parametrize('compressed', [False, True])
 def test_roundtrip_with_interpolated_poses(tmp_path, storage, compressed):
     frames = textured_frames(4, size=(24, 32))
-    odom = [(99.0 + 0.25 * j, Pose.from_xy_yaw(10.0 * (99.0 + 0.25 * j - 100.0), 0.0, 0.0)) for j in range(24)]
+    odom = [(99.0 + 0.25 * j, Pose.from_xy_yaw(10.0 * (99.0 + 0.25 * j - 100.0), 0.0, 0.0))
+            for j in range(24)]
     path = str(tmp_path / 'bag')
     write_bag(path, frames, storage=storage, compressed=compressed, poses=odom)
     src = BagSource(path)
@@ -63,18 +64,22 @@ def test_bad_images_in_a_bag_are_counted_skips(tmp_path):
     with Writer(path, version=9) as w:
         ci = w.add_connection('/cam', 'sensor_msgs/msg/Image', typestore=ts)
         co = w.add_connection('/odom', 'geometry_msgs/msg/PoseStamped', typestore=ts)
-        for i, (enc, step, data) in enumerate([('rgb8', 48, good[0].rgb.reshape(-1)), ('rgb8', 48, np.zeros(10, np.uint8)),
+        for i, (enc, step, data) in enumerate([('rgb8', 48, good[0].rgb.reshape(-1)),
+                                               ('rgb8', 48, np.zeros(10, np.uint8)),
                                                ('nonsense', 48, np.zeros(768, np.uint8))]):
-            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=100 + i, nanosec=0), frame_id='c')
-            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=16, encoding=enc, is_bigendian=0, step=step, data=data)
+            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=100 + i, nanosec=0),
+                                           frame_id='c')
+            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=16, encoding=enc, is_bigendian=0,
+                                             step=step, data=data)
             w.write(ci, (100 + i) * 10**9, ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))
         for t in np.arange(99.0, 104.0, 0.5):
-            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=int(t), nanosec=int(t % 1 * 1e9)),
-                                           frame_id='map')
-            pose = T['geometry_msgs/msg/Pose'](position=T['geometry_msgs/msg/Point'](x=float(t), y=0.0, z=0.0),
-                                               orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
-            w.write(co, int(t * 10**9), ts.serialize_cdr(T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose),
-                                                     'geometry_msgs/msg/PoseStamped'))
+            stamp = T['builtin_interfaces/msg/Time'](sec=int(t), nanosec=int(t % 1 * 1e9))
+            hdr = T['std_msgs/msg/Header'](stamp=stamp, frame_id='map')
+            pose = T['geometry_msgs/msg/Pose'](
+                position=T['geometry_msgs/msg/Point'](x=float(t), y=0.0, z=0.0),
+                orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
+            msg = T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose)
+            w.write(co, int(t * 10**9), ts.serialize_cdr(msg, 'geometry_msgs/msg/PoseStamped'))
     src = BagSource(path)
     out = list(src.frames())
     assert len(out) == 1 and out[0].pose.position[0] == pytest.approx(100.0)

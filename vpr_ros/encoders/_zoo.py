@@ -78,7 +78,8 @@ def resnet_stages(net: ResNet) -> list[nn.Module]:
 
 def check_patch_multiple(name: str, size: tuple[int, int], patch: int = 14) -> None:
     if size[0] % patch or size[1] % patch:
-        raise ConfigError(f'encoder {name!r}: a ViT/{patch} backbone needs image_size in multiples of {patch}, '
+        raise ConfigError(f'encoder {name!r}: a ViT/{patch} backbone needs image_size in multiples of '
+                          f'{patch}, '
                           f'got {list(size)}')
 
 
@@ -171,7 +172,8 @@ class ZooEncoder(TorchEncoder):
     def build_model(self) -> nn.Module:
         interp = self.config.get('interpolation') or self.default_interpolation
         if interp not in _INTERP:
-            raise ConfigError(f'encoder {self.name!r}: interpolation must be one of {sorted(_INTERP)}, got {interp!r}')
+            raise ConfigError(f'encoder {self.name!r}: interpolation must be one of {sorted(_INTERP)}, '
+                              f'got {interp!r}')
         self.interpolation = interp
         weights, backbone_weights = self.config['weights'], self.config['backbone_weights']
         if weights and backbone_weights:

@@ -67,7 +67,8 @@ class DenseVladEncoder(VocabularyState, Encoder):
 
 class AnyLocVlad(DenseVladEncoder):
     name = 'anyloc_vlad'
-    description = 'AnyLoc-style hard VLAD (K=32, cosine) over dense backbone features, vocabulary from the map'
+    description = ('AnyLoc-style hard VLAD (K=32, cosine) over dense backbone features, '
+                   'vocabulary from the map')
     default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
 
     def _fit(self, images: Sequence[np.ndarray]) -> None:

@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder, cropped_resnet, resnet_stages
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+    cropped_resnet,
+    resnet_stages,
+)
 from vpr_ros.encoders.gem import pooling_head, resnet_channels, resnet_crop
 
 

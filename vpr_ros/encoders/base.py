@@ -223,7 +223,8 @@ class VocabularyState:
         if 'centers' in state:
             centers = np.asarray(state['centers'], np.float32)
             if centers.shape != tuple(self.vocabulary_shape):
-                raise ConfigError(f'encoder {getattr(self, "name", "?")!r}: stored vocabulary {centers.shape} '
+                raise ConfigError(f'encoder {getattr(self, "name", "?")!r}: '
+                                  f'stored vocabulary {centers.shape} '
                                   f'does not match num_clusters x feature dim {self.vocabulary_shape}')
             self.centers = centers
 

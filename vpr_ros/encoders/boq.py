@@ -17,8 +17,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, ZooEncoder, check_patch_multiple, cropped_resnet,
-                                   dinov2_backbone, resnet_stages)
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    ZooEncoder,
+    check_patch_multiple,
+    cropped_resnet,
+    dinov2_backbone,
+    resnet_stages,
+)
 from vpr_ros.encoders.aggregators.boq import BOQ_DINOV2_12288, BOQ_RESNET50_16384, BoQ, BoQConfig
 from vpr_ros.errors import ConfigError
 
@@ -62,7 +68,8 @@ class BoQModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.aggregator(self.backbone(x))[0]
 
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
+    def forward_with_attention(
+            self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
         """(descriptor, per-block cross-attention (B, M, N), token grid (h, w) with N = h*w)."""
         fmap = self.backbone(x)
         desc, attns = self.aggregator(fmap)
@@ -78,7 +85,8 @@ class BoQEncoder(ZooEncoder):
     def _release(self) -> tuple[BoQConfig, tuple[int, int]]:
         backbone = self.config['backbone']
         if backbone not in BOQ_RELEASES:
-            raise ConfigError(f'encoder boq: backbone must be one of {sorted(BOQ_RELEASES)}, got {backbone!r}')
+            raise ConfigError(f'encoder boq: backbone must be one of {sorted(BOQ_RELEASES)}, '
+                              f'got {backbone!r}')
         return BOQ_RELEASES[backbone]
 
     def native_size(self) -> tuple[int, int]:

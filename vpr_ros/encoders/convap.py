@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, BackboneAggregator, ResNetModelTrunk, ZooEncoder, cropped_resnet
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    BackboneAggregator,
+    ResNetModelTrunk,
+    ZooEncoder,
+    cropped_resnet,
+)
 from vpr_ros.encoders.aggregators.convap import ConvAP
 from vpr_ros.errors import ConfigError
 
@@ -20,7 +26,8 @@ CONVAP_RELEASES = (8192, 4096, 2048, 512)
 
 class ConvAPEncoder(ZooEncoder):
     name = 'convap'
-    description = 'Conv-AP (GSV-Cities): ResNet-50 + 1x1 conv + 2x2 average pool, 8192/4096/2048/512-d at 320x320'
+    description = ('Conv-AP (GSV-Cities): ResNet-50 + 1x1 conv + 2x2 average pool, '
+                   '8192/4096/2048/512-d at 320x320')
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 8192}
     default_interpolation = 'bilinear'
 
@@ -30,7 +37,8 @@ class ConvAPEncoder(ZooEncoder):
     def _out_dim(self) -> int:
         out_dim = int(self.config['out_dim'])
         if out_dim not in CONVAP_RELEASES:
-            raise ConfigError(f'encoder convap: out_dim must be one of {list(CONVAP_RELEASES)}, got {out_dim}')
+            raise ConfigError(f'encoder convap: out_dim must be one of {list(CONVAP_RELEASES)}, '
+                              f'got {out_dim}')
         return out_dim
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:

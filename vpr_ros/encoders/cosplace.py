@@ -12,8 +12,14 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder, cropped_resnet, resnet_depth,
-                                   resnet_stages)
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+    cropped_resnet,
+    resnet_depth,
+    resnet_stages,
+)
 from vpr_ros.encoders.aggregators.cosplace import CosPlaceHead
 from vpr_ros.errors import ConfigError
 

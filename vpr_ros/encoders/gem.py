@@ -16,15 +16,23 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder, cropped_resnet, resnet_depth,
-                                   resnet_stages)
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+    cropped_resnet,
+    resnet_depth,
+    resnet_stages,
+)
 from vpr_ros.encoders.aggregators.cosplace import Flatten, GeMPool, L2Norm
 from vpr_ros.errors import ConfigError
 
 
 def pooling_head(pool: nn.Module, l2_before_pool: bool) -> nn.Sequential:
     """The benchmark's layout: [L2Norm, pool, Flatten] or [pool, L2Norm, Flatten]."""
-    return nn.Sequential(L2Norm(1), pool, Flatten()) if l2_before_pool else nn.Sequential(pool, L2Norm(1), Flatten())
+    if l2_before_pool:
+        return nn.Sequential(L2Norm(1), pool, Flatten())
+    return nn.Sequential(pool, L2Norm(1), Flatten())
 
 
 def resnet_crop(encoder: ZooEncoder) -> tuple[int, str]:

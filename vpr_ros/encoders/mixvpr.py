@@ -15,8 +15,14 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, BackboneAggregator, ResNetModelTrunk, ZooEncoder, cropped_resnet,
-                                   resnet_map_size)
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    BackboneAggregator,
+    ResNetModelTrunk,
+    ZooEncoder,
+    cropped_resnet,
+    resnet_map_size,
+)
 from vpr_ros.encoders.aggregators.mixvpr import MixVPR
 from vpr_ros.errors import ConfigError
 
@@ -33,7 +39,8 @@ class MixVPREncoder(ZooEncoder):
     def _release(self) -> tuple[int, int]:
         out_dim = int(self.config['out_dim'])
         if out_dim not in MIXVPR_RELEASES:
-            raise ConfigError(f'encoder mixvpr: out_dim must be one of {sorted(MIXVPR_RELEASES)}, got {out_dim}')
+            raise ConfigError(f'encoder mixvpr: out_dim must be one of {sorted(MIXVPR_RELEASES)}, '
+                              f'got {out_dim}')
         return MIXVPR_RELEASES[out_dim]
 
     def native_size(self) -> tuple[int, int]:
@@ -43,7 +50,8 @@ class MixVPREncoder(ZooEncoder):
         channels, rows = self._release()
         h, w = resnet_map_size(*self.input_size, stride=16)
         trunk = ResNetModelTrunk(cropped_resnet(50, 'layer3', backbone_weights))
-        return BackboneAggregator(trunk, MixVPR(1024, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
+        return BackboneAggregator(trunk,
+                                  MixVPR(1024, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
 
     @property
     def raw_dim(self) -> int:

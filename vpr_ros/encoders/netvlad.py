@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder, cropped_resnet, resnet_stages
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+    cropped_resnet,
+    resnet_stages,
+)
 from vpr_ros.encoders.aggregators.netvlad import NetVLAD
 from vpr_ros.encoders.gem import resnet_channels, resnet_crop
 from vpr_ros.errors import ConfigError, VprError
@@ -84,7 +90,8 @@ class NetVLADEncoder(ZooEncoder):
                 chunks.append(feats[rng.choice(len(feats), take, replace=False)])
         desc = np.concatenate(chunks)
         if len(desc) < self._clusters():
-            raise VprError(f'encoder netvlad: {len(desc)} local features from {len(images)} images is fewer than '
+            raise VprError(f'encoder netvlad: {len(desc)} local features from {len(images)} images '
+                           'is fewer than '
                            f'{self._clusters()} clusters; use more or larger map images')
         self.model.aggregation.init_from_kmeans(desc, seed=0, niter=100, max_points=target)
         self._fitted = True
@@ -108,9 +115,10 @@ class NetVLADEncoder(ZooEncoder):
         layer = self.model.aggregation
         centroids = torch.from_numpy(np.asarray(state['netvlad.centroids'], np.float32))
         weight = torch.from_numpy(np.asarray(state['netvlad.conv_weight'], np.float32))
-        if tuple(centroids.shape) != tuple(layer.centroids.shape) or tuple(weight.shape) != tuple(layer.centroids.shape):
-            raise VprError(f'encoder netvlad: map state shapes {tuple(centroids.shape)}/{tuple(weight.shape)} do not '
-                           f'match the layer {tuple(layer.centroids.shape)}')
+        expected = tuple(layer.centroids.shape)
+        if tuple(centroids.shape) != expected or tuple(weight.shape) != expected:
+            raise VprError(f'encoder netvlad: map state shapes {tuple(centroids.shape)}/'
+                           f'{tuple(weight.shape)} do not match the layer {expected}')
         with torch.no_grad():
             layer.centroids.copy_(centroids)
             layer.conv.weight.copy_(weight[:, :, None, None])

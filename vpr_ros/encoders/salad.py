@@ -12,8 +12,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import (ZOO_DEFAULTS, BackboneAggregator, ZooEncoder, check_patch_multiple,
-                                   dinov2_backbone)
+from vpr_ros.encoders._zoo import (
+    ZOO_DEFAULTS,
+    BackboneAggregator,
+    ZooEncoder,
+    check_patch_multiple,
+    dinov2_backbone,
+)
 from vpr_ros.encoders.aggregators.salad import SALAD
 
 

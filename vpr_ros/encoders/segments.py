@@ -164,7 +164,8 @@ class SamOnnxSegmenter(Segmenter):
                  points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
                  stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0,
                  box_nms_thresh: float = 0.7, threads: int = 0) -> None:
-        missing = [f'{key} ({path!r})' for key, path in (('sam_encoder', encoder_path), ('sam_decoder', decoder_path))
+        missing = [f'{key} ({path!r})'
+                   for key, path in (('sam_encoder', encoder_path), ('sam_decoder', decoder_path))
                    if not path or not os.path.isfile(path)]
         if missing:
             raise WeightsError('segmenter sam_onnx needs the SAM ONNX model files; missing: '
@@ -185,7 +186,8 @@ class SamOnnxSegmenter(Segmenter):
         names = {i.name for i in self.decoder.get_inputs()}
         absent = [n for n in _SAM_INPUTS if n not in names]
         if absent:
-            raise WeightsError(f'{self.paths[1]} is not a SAM prompt decoder export: it lacks inputs {absent}')
+            raise WeightsError(f'{self.paths[1]} is not a SAM prompt decoder export: '
+                               f'it lacks inputs {absent}')
         enc_input = self.encoder.get_inputs()[0]
         if len(enc_input.shape) not in (3, 4):
             raise WeightsError(f'{self.paths[0]}: encoder input must be (1, 3, S, S) or (H, W, 3), '
@@ -196,8 +198,10 @@ class SamOnnxSegmenter(Segmenter):
         coords = next(i for i in self.decoder.get_inputs() if i.name == 'point_coords')
         self._batched = not isinstance(coords.shape[0], int)  # official export: fixed batch 1
         self.points_per_side, self.points_per_batch = int(points_per_side), max(1, int(points_per_batch))
-        self.pred_iou_thresh, self.stability_score_thresh = float(pred_iou_thresh), float(stability_score_thresh)
-        self.stability_score_offset, self.box_nms_thresh = float(stability_score_offset), float(box_nms_thresh)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.box_nms_thresh = float(box_nms_thresh)
 
     def fingerprint(self) -> str:
         from vpr_ros.encoders.weights import file_fingerprint
@@ -260,7 +264,8 @@ class SamOnnxSegmenter(Segmenter):
         return masks[box_nms(mask_boxes(masks), scores, self.box_nms_thresh)]
 
 
-def create_segmenter(name: str, target: int = DEFAULT_TARGET, options: dict[str, Any] | None = None) -> Segmenter:
+def create_segmenter(name: str, target: int = DEFAULT_TARGET,
+                     options: dict[str, Any] | None = None) -> Segmenter:
     """A segmenter by name; ``options`` are its keyword arguments (SAM: encoder_path, decoder_path...)."""
     options = dict(options or {})
     if name == 'slic':

@@ -50,7 +50,8 @@ def place_arrays(places: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return pos, yaw, stamps
 
 
-def positives_mask(query: Pose, pos: np.ndarray, yaw: np.ndarray, th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+def positives_mask(query: Pose, pos: np.ndarray, yaw: np.ndarray,
+                   th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
     """(is_positive (P,), distance (P,)) of every map place for one query pose."""
     dist = np.linalg.norm(pos[:, :2] - np.asarray(query.position[:2]), axis=1)
     ok = dist <= th.dist_m
@@ -85,7 +86,8 @@ def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th
             entry['gt_position'] = [float(v) for v in rec.pose.position]
             entry['gt_distances_m'] = [round(float(dist[p]), 3) for p in rec.place_ids]
             entry['nearest_place'] = int(np.nanargmin(dist)) if np.isfinite(dist).any() else None
-            entry['nearest_distance_m'] = round(float(np.nanmin(dist)), 3) if np.isfinite(dist).any() else None
+            entry['nearest_distance_m'] = (round(float(np.nanmin(dist)), 3) if np.isfinite(dist).any()
+                                           else None)
             if rec.place_ids:
                 row = ok[np.asarray(rec.place_ids)]
                 hits[qi, :len(row)] = row
@@ -133,9 +135,11 @@ def precision_recall_curve(records: Sequence[QueryRecord], places: Sequence[Any]
     recall = tp / positives
     auc = float(np.trapezoid(precision, recall)) if len(c) > 1 else float(precision[0] * recall[0])
     full = recall[precision >= 1.0 - 1e-12]
-    return {'precision': [round(float(p), 4) for p in precision], 'recall': [round(float(r), 4) for r in recall],
+    return {'precision': [round(float(p), 4) for p in precision],
+            'recall': [round(float(r), 4) for r in recall],
             'thresholds': [round(float(s), 5) for s in np.asarray(scores)[order]],
-            'auc': round(auc, 4), 'recall_at_100_precision': round(float(full.max()) if len(full) else 0.0, 4)}
+            'auc': round(auc, 4),
+            'recall_at_100_precision': round(float(full.max()) if len(full) else 0.0, 4)}
 
 
 def loop_closure_metrics(events: Sequence[tuple[float, float]], query_track: Any, places: Sequence[Any],

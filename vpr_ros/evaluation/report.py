@@ -58,11 +58,15 @@ def plot_trajectory(places: Sequence[Any], per_query: Sequence[Mapping[str, Any]
     pos, _, _ = place_arrays(places)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     ax.plot(pos[:, 0], pos[:, 1], '.', color='0.6', ms=3, label=f'map places ({len(places)})')
-    groups = {'correct': ([], [], 'tab:green'), 'wrong': ([], [], 'tab:red'), 'no positive in map': ([], [], 'k')}
+    groups = {'correct': ([], [], 'tab:green'), 'wrong': ([], [], 'tab:red'),
+              'no positive in map': ([], [], 'k')}
     for q in per_query:
         if 'gt_position' not in q:
             continue
-        key = 'no positive in map' if not q['answerable'] else ('correct' if q.get('correct_at_1') else 'wrong')
+        if not q['answerable']:
+            key = 'no positive in map'
+        else:
+            key = 'correct' if q.get('correct_at_1') else 'wrong'
         groups[key][0].append(q['gt_position'][0])
         groups[key][1].append(q['gt_position'][1])
         if key == 'wrong' and q['place_ids']:

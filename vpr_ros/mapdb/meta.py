@@ -14,13 +14,15 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class MapMeta:
-    encoder: dict[str, Any]          # Encoder.identity(): name, config, weights_fingerprint, dim, multi_vector
+    # Encoder.identity(): name, config, weights_fingerprint, dim, multi_vector
+    encoder: dict[str, Any]
     count: int = 0                   # places
     vectors: int = 0                 # descriptor rows (== count for global encoders)
     dtype: str = 'float32'           # storage dtype of descriptors.npy
     index: str = 'flat'              # faiss index spec (see mapdb.index)
     schema_version: int = SCHEMA_VERSION
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))
     build: dict[str, Any] = field(default_factory=dict)  # how it was built: sources, keyframing, timings
 
     @property

@@ -66,7 +66,8 @@ class VprMap:
     # ----- building ---------------------------------------------------------------------------
     @classmethod
     def empty(cls, encoder_identity: dict[str, Any], index: str = 'flat', dtype: str = 'float32',
-              encoder_state: dict[str, np.ndarray] | None = None, build: dict[str, Any] | None = None) -> 'VprMap':
+              encoder_state: dict[str, np.ndarray] | None = None,
+              build: dict[str, Any] | None = None) -> 'VprMap':
         if dtype not in ('float32', 'float16'):
             raise MapError(f'descriptor dtype must be float32 or float16, got {dtype!r}')
         meta = MapMeta(encoder=dict(encoder_identity), index=index, dtype=dtype, build=dict(build or {}))
@@ -124,7 +125,8 @@ class VprMap:
         if vectors.ndim == 1:
             vectors = vectors[None]
         ranked = rank_places(self, vectors, k, exclude or set())
-        return [Match(pid, float(score), self.places[pid].stamp, self.places[pid].pose) for pid, score in ranked]
+        return [Match(pid, float(score), self.places[pid].stamp, self.places[pid].pose)
+                for pid, score in ranked]
 
     def thumbnail(self, place_id: int) -> np.ndarray | None:
         """The place's preview image (RGB), or None if the map has none."""

@@ -2,9 +2,9 @@
 
 :class:`KeyframePolicy` thins a recorded traversal for ``build-map`` (every Nth frame, minimum
 distance). :class:`KeyframeGate` decides online in the node's incremental mode, where frames
-arrive one at a time and the descriptor is already computed, so three gates apply together: enough image time since the last
-keyframe, enough travelled distance (when odometry gives a position), and enough novelty (the
-descriptor differs from the last keyframe's). A disabled gate always passes.
+arrive one at a time and the descriptor is already computed, so three gates apply together: enough
+image time since the last keyframe, enough travelled distance (when odometry gives a position), and
+enough novelty (the descriptor differs from the last keyframe's). A disabled gate always passes.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class _Keyframe:
 
 
 class KeyframeGate:
-    def __init__(self, min_interval: float = 1.0, min_distance: float = 0.0, max_similarity: float = 1.0) -> None:
+    def __init__(self, min_interval: float = 1.0, min_distance: float = 0.0,
+                 max_similarity: float = 1.0) -> None:
         self.min_interval = min_interval
         self.min_distance = min_distance
         self.max_similarity = max_similarity

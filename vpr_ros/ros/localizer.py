@@ -121,7 +121,8 @@ class LocalizerNode(Node):
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         if self._values['odom_topic']:
-            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom, qos_profile_sensor_data,
+            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom,
+                                     qos_profile_sensor_data,
                                      qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._validate_parameters)

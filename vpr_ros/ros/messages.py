@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose as PoseMsg, PoseWithCovarianceStamped, Quaternion, Vector3Stamped
+from geometry_msgs.msg import Point, PoseWithCovarianceStamped, Quaternion, Vector3Stamped
+from geometry_msgs.msg import Pose as PoseMsg
 from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimension
 from visualization_msgs.msg import Marker, MarkerArray
 

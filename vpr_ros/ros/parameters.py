@@ -56,8 +56,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- pose output ----------------------------------------------------------------------
     ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
               '(raise it before remapping ~/pose to /initialpose).'),
-    ParamSpec('covariance.score_low', 0.5, 'Score at (and below) which the pose sigmas reach their maximum.'),
-    ParamSpec('covariance.score_high', 0.95, 'Score at (and above) which the pose sigmas reach their minimum.'),
+    ParamSpec('covariance.score_low', 0.5,
+              'Score at (and below) which the pose sigmas reach their maximum.'),
+    ParamSpec('covariance.score_high', 0.95,
+              'Score at (and above) which the pose sigmas reach their minimum.'),
     ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] at score_high (x, y, z).',
               low=0.0, high=1.0e4),
     ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] at score_low (x, y, z).',
@@ -75,8 +77,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'agree before a loop closure is published (1 = no temporal check).', low=1, high=1000),
     ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
               'at most this ...', low=0, high=1_000_000_000),
-    ParamSpec('loop_closure.consistency_stamp_window', 3.0, '... or their map stamps differ by at most this [s].',
-              low=0.0, high=1.0e9),
+    ParamSpec('loop_closure.consistency_stamp_window', 3.0,
+              '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
     ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
               '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
     # ----- online map growth ------------------------------------------------------------------
@@ -84,7 +86,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'within the current run are found; ~/save_map writes the grown map.', read_only=True),
     ParamSpec('odom_topic', '', 'nav_msgs/Odometry topic giving keyframe poses and the distance gate; '
               "'' = none (keyframes then have no pose).", read_only=True),
-    ParamSpec('keyframe.min_interval', 1.0, 'Minimum image time [s] between two keyframes.', low=0.0, high=1.0e6),
+    ParamSpec('keyframe.min_interval', 1.0, 'Minimum image time [s] between two keyframes.',
+              low=0.0, high=1.0e6),
     ParamSpec('keyframe.min_distance', 0.0, 'Minimum travelled distance [m] (odometry) since the last '
               'keyframe; 0 = off. Frames without an odometry pose skip this gate.', low=0.0, high=1.0e6),
     ParamSpec('keyframe.max_similarity', 1.0, 'Add a keyframe only if its descriptor similarity to the '
@@ -116,7 +119,8 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
 
 
 def image_subscription_topic(image_topic: str, transport: str) -> str:
-    """The topic the node subscribes: ``<image_topic>/compressed`` for compressed transport (image_transport style)."""
+    """The topic the node subscribes: ``<image_topic>/compressed`` for compressed transport
+    (image_transport style)."""
     if transport == 'compressed' and not image_topic.endswith('/compressed'):
         return image_topic.rstrip('/') + '/compressed'
     return image_topic

@@ -41,8 +41,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 
 from vpr_ros.errors import VprError
-from vpr_ros.evaluation.metrics import (QueryRecord, Thresholds, evaluate_retrieval, loop_closure_metrics,
-                                        precision_recall_curve, timing_stats)
+from vpr_ros.evaluation.metrics import (
+    QueryRecord,
+    Thresholds,
+    evaluate_retrieval,
+    loop_closure_metrics,
+    precision_recall_curve,
+    timing_stats,
+)
 from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
@@ -186,7 +192,8 @@ def stop_node(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
-def _node_parameters(session: Session, node_name: str, names: list[str], timeout: float = 10.0) -> dict[str, Any]:
+def _node_parameters(session: Session, node_name: str, names: list[str],
+                     timeout: float = 10.0) -> dict[str, Any]:
     client = session.node.create_client(GetParameters, f'{node_name}/get_parameters')
     try:
         if not client.wait_for_service(timeout_sec=timeout):
@@ -293,11 +300,12 @@ def run(args: argparse.Namespace) -> int:
         base = args.node.rstrip('/')
         subs = [node.create_subscription(Float64MultiArray, f'{base}/candidates', recording.on_candidates,
                                          RECORD_QOS),
-                node.create_subscription(PoseWithCovarianceStamped, f'{base}/pose', recording.on_pose, RECORD_QOS),
+                node.create_subscription(PoseWithCovarianceStamped, f'{base}/pose', recording.on_pose,
+                                         RECORD_QOS),
                 node.create_subscription(Float64MultiArray, f'{base}/loop_closure', recording.on_loop_closure,
                                          RECORD_QOS),
-                node.create_subscription(DiagnosticArray, '/diagnostics', recording.diagnostics_callback(base),
-                                         RECORD_QOS)]
+                node.create_subscription(DiagnosticArray, '/diagnostics',
+                                         recording.diagnostics_callback(base), RECORD_QOS)]
         _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
         params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental'])
         pub_image = node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
@@ -326,7 +334,8 @@ def run(args: argparse.Namespace) -> int:
         raise VprError('replay: the node published no candidates (see node.log and its /diagnostics)')
     thresholds = Thresholds(args.dist, args.yaw)
     top_k = int(params['top_k'])
-    retrieval = evaluate_retrieval(records, vmap.places, thresholds, ns=[n for n in (1, 5, 10) if n <= top_k] or [1])
+    retrieval = evaluate_retrieval(records, vmap.places, thresholds,
+                                   ns=[n for n in (1, 5, 10) if n <= top_k] or [1])
     retrieval['timing_ms'] = {'end_to_end_latency': timing_stats(latencies),
                               'node_processing': {'p50': diagnostics.get('processing_p50_ms'),
                                                   'p95': diagnostics.get('processing_p95_ms')}}
@@ -352,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
         results['loop_closure']['note'] = ('the node grew its map online: closures to places it added are '
                                            'judged against the nearest place of the loaded map by stamp')
     pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
-    results['files'] = write_report(args.out, results, vmap.places, pairs, f"{vmap.meta.encoder['name']} (live)")
+    results['files'] = write_report(args.out, results, vmap.places, pairs,
+                                    f"{vmap.meta.encoder['name']} (live)")
     _print_summary(results)
     return 0
 

@@ -57,7 +57,8 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
 class PoseTrack:
     """Timestamped poses with interpolation; ``at(t)`` is None outside coverage or across gaps."""
 
-    def __init__(self, stamps: Sequence[float], poses: Sequence[Pose], max_gap: float = MAX_POSE_GAP_S) -> None:
+    def __init__(self, stamps: Sequence[float], poses: Sequence[Pose],
+                 max_gap: float = MAX_POSE_GAP_S) -> None:
         order = np.argsort(np.asarray(stamps, np.float64), kind='stable')
         self.stamps = np.asarray(stamps, np.float64)[order]
         self.positions = np.array([poses[i].position for i in order], np.float64).reshape(-1, 3)
@@ -72,7 +73,8 @@ class PoseTrack:
             return None
         i = int(np.searchsorted(self.stamps, t))
         if i < len(self.stamps) and abs(self.stamps[i] - t) < 1e-9:
-            return Pose(tuple(float(v) for v in self.positions[i]), tuple(float(v) for v in self.orientations[i]))
+            return Pose(tuple(float(v) for v in self.positions[i]),
+                        tuple(float(v) for v in self.orientations[i]))
         i0, i1 = max(i - 1, 0), min(i, len(self.stamps) - 1)
         t0, t1 = self.stamps[i0], self.stamps[i1]
         if t1 - t0 > self.max_gap:
@@ -108,9 +110,9 @@ class BagSource:
             raise SourceError(f'bag {path}: topic {self.image_topic} has no messages')
 
     def _reader(self):
-        from rosbags.highlevel import AnyReader
-
         from pathlib import Path
+
+        from rosbags.highlevel import AnyReader
 
         return AnyReader([Path(self.path)], default_typestore=self._store)
 
@@ -226,7 +228,8 @@ def write_bag(path: str, frames: Iterable[Frame], *, storage: str = 'sqlite3',
             else:
                 h, w = frame.rgb.shape[:2]
                 msg = T[image_type](header=header(frame.stamp, frame_id), height=h, width=w, encoding='rgb8',
-                                    is_bigendian=0, step=w * 3, data=np.ascontiguousarray(frame.rgb).reshape(-1))
+                                    is_bigendian=0, step=w * 3,
+                                    data=np.ascontiguousarray(frame.rgb).reshape(-1))
             yield ns, 0, image_topic, msg, image_type
             if clock:
                 yield ns, 1, '/clock', T['rosgraph_msgs/msg/Clock'](clock=header(frame.stamp, '').stamp), \

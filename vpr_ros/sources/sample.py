@@ -230,7 +230,8 @@ _PALETTES: dict[str, list[tuple[float, float, float]]] = {
                 (0.8, 0.86, 0.7), (0.95, 0.93, 0.88), (0.95, 0.8, 0.45)],
     'glass': [(0.22, 0.38, 0.5), (0.18, 0.26, 0.32), (0.32, 0.44, 0.38), (0.4, 0.34, 0.28)],
     'concrete': [(0.6, 0.6, 0.58), (0.72, 0.7, 0.66), (0.5, 0.5, 0.53)],
-    'warehouse': [(0.55, 0.6, 0.62), (0.68, 0.3, 0.25), (0.3, 0.45, 0.6), (0.8, 0.78, 0.7), (0.35, 0.5, 0.35)],
+    'warehouse': [(0.55, 0.6, 0.62), (0.68, 0.3, 0.25), (0.3, 0.45, 0.6), (0.8, 0.78, 0.7),
+                  (0.35, 0.5, 0.35)],
     'timber': [(0.55, 0.4, 0.25), (0.45, 0.32, 0.2), (0.66, 0.5, 0.35)],
 }
 _PALETTES['shop'] = _PALETTES['plaster'] + _PALETTES['brick'][:2]
@@ -661,7 +662,8 @@ def _world(seed: int, scale: float) -> World:
                 xy, t, n = route.at(s + w / 2)
                 front = xy + side * sb * n
                 corners = np.array([front - t * w / 2, front + t * w / 2,
-                                    front + t * w / 2 + side * n * depth, front - t * w / 2 + side * n * depth])
+                                    front + t * w / 2 + side * n * depth,
+                                    front - t * w / 2 + side * n * depth])
                 s += w + gap
                 if not _free(corners, keepout, occupied, to_px):
                     continue
@@ -772,13 +774,15 @@ def _ground(rng: np.random.Generator, route: Route, lo: np.ndarray, shape: tuple
     far = np.zeros((gh, gw), np.uint8)
     cv2.polylines(far, [to_px(route.xy)], True, 1, int(2 * (ROAD_HALF_M + 4.0) * px_per_m), cv2.LINE_8, 2)
     grass &= far == 0
-    img[grass] = np.array((0.25, 0.38, 0.15), np.float32) * (0.8 + 0.4 * _noise(rng, gh, gw, 4.0)[grass, None])
+    img[grass] = (np.array((0.25, 0.38, 0.15), np.float32)
+                  * (0.8 + 0.4 * _noise(rng, gh, gw, 4.0)[grass, None]))
     del yy, xx, tiles, grass, far
 
     img8 = (np.clip(img, 0, 1) * 255).astype(np.uint8)
     del img
     centre = [to_px(route.xy)]
-    cv2.polylines(img8, centre, True, (170, 168, 160), int(2 * (ROAD_HALF_M + 0.3) * px_per_m), cv2.LINE_AA, 2)
+    cv2.polylines(img8, centre, True, (170, 168, 160), int(2 * (ROAD_HALF_M + 0.3) * px_per_m),
+                  cv2.LINE_AA, 2)
     road = np.zeros((gh, gw), np.uint8)
     cv2.polylines(road, centre, True, 1, int(2 * ROAD_HALF_M * px_per_m), cv2.LINE_8, 2)
     asphalt = (70 + 22 * _noise(rng, gh, gw, 3.0) + 14 * _noise(rng, gh, gw, 40.0)).astype(np.uint8)
@@ -877,10 +881,11 @@ _CONDITIONS = {
                        saturation=0.75, contrast=0.92, noise=2.0, blur=0.6, motion_blur_p=0.1, vignette=0.2,
                        cars_per_100m=4.0, pedestrians_per_100m=4.0, trucks_per_km=8.0),
     'viewpoint': Condition(sun_azimuth=2.3, sun_elevation=0.45, sun=0.45, ambient=0.6,
-                           zenith=(0.36, 0.52, 0.82), horizon=(0.78, 0.84, 0.92), cloudiness=0.45, fog_m=350.0,
-                           autumn=False, exposure=1.08, exposure_var=0.05, gamma=1.05, tint=(0.95, 1.0, 1.07),
-                           saturation=0.9, contrast=1.0, noise=3.0, blur=0.7, motion_blur_p=0.1, vignette=0.15,
-                           cars_per_100m=2.5, pedestrians_per_100m=1.5, trucks_per_km=2.0, cars_left=False),
+                           zenith=(0.36, 0.52, 0.82), horizon=(0.78, 0.84, 0.92), cloudiness=0.45,
+                           fog_m=350.0, autumn=False, exposure=1.08, exposure_var=0.05, gamma=1.05,
+                           tint=(0.95, 1.0, 1.07), saturation=0.9, contrast=1.0, noise=3.0, blur=0.7,
+                           motion_blur_p=0.1, vignette=0.15, cars_per_100m=2.5, pedestrians_per_100m=1.5,
+                           trucks_per_km=2.0, cars_left=False),
 }
 # start (fraction of a lap), laps, stamp of the first message, lane offset range relative to the
 # mapping lane (m), yaw offset (deg) and its wobble (deg), pitch wobble (deg)
@@ -1040,7 +1045,8 @@ class _Renderer:
                 u = (r[None, :, 0] * dirs[:, 1:2] - r[None, :, 1] * dirs[:, 0:1]) / denom
             t = np.where((t > 0.3) & (u >= 0) & (u <= 1), t, np.inf)
             k = min(LAYERS, len(keep))
-            near = np.argpartition(t, k - 1, axis=1)[:, :k] if len(keep) > k else np.tile(np.arange(k), (w, 1))
+            near = (np.argpartition(t, k - 1, axis=1)[:, :k] if len(keep) > k
+                    else np.tile(np.arange(k), (w, 1)))
             tz = np.take_along_axis(t, near, 1)
             order = np.argsort(tz, axis=1)
             near, tz = np.take_along_axis(near, order, 1), np.take_along_axis(tz, order, 1)

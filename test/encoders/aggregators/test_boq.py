@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.encoders.aggregators.boq import BOQ_DINOV2_12288, BOQ_RESNET50_16384, BoQ, BoQBlock, BoQConfig
+from vpr_ros.encoders.aggregators.boq import BOQ_DINOV2_12288, BOQ_RESNET50_16384, BoQBlock, BoQConfig
 
 # Representative keys of the released checkpoints (prefixed 'aggregator.' there) and their shapes.
 R50_KEYS = {

@@ -10,7 +10,8 @@ def test_released_dims():
         agg = ConvAP(2048, out_dim // 4)
         assert agg.output_dim == out_dim
         shapes = {k: tuple(v.shape) for k, v in agg.state_dict().items()}
-        assert shapes == {'channel_pool.weight': (out_dim // 4, 2048, 1, 1), 'channel_pool.bias': (out_dim // 4,)}
+        assert shapes == {'channel_pool.weight': (out_dim // 4, 2048, 1, 1),
+                          'channel_pool.bias': (out_dim // 4,)}
 
 
 def test_pooling_layout_is_channel_major():

@@ -48,7 +48,8 @@ def test_hand_made_soft_assignment():
         layer.centroids.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
         x = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # (1, C=2, H=1, W=2): x1=(1,0), x2=(0,1)
         y = layer(x)[0]
-    # V_1 = 0.5*((1,0)-(1,0)) + 0.5*((0,1)-(1,0)) = (-0.5, 0.5); V_2 = (0.5, -0.5); each -> unit, then /sqrt(2).
+    # V_1 = 0.5*((1,0)-(1,0)) + 0.5*((0,1)-(1,0)) = (-0.5, 0.5); V_2 = (0.5, -0.5);
+    # each -> unit, then /sqrt(2).
     s = 1 / np.sqrt(2)
     np.testing.assert_allclose(y.numpy(), np.array([-s, s, s, -s]) * s, atol=1e-6)
 

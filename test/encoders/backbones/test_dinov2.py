@@ -22,7 +22,8 @@ def tiny(depth: int = 3) -> DinoV2:
     return DinoV2(embed_dim=32, depth=depth, num_heads=4, img_size=56).eval()
 
 
-@pytest.mark.parametrize('factory, dim, n_params', [(dinov2_vits14, 384, 22_056_576), (dinov2_vitb14, 768, 86_580_480)])
+@pytest.mark.parametrize('factory, dim, n_params',
+                         [(dinov2_vits14, 384, 22_056_576), (dinov2_vitb14, 768, 86_580_480)])
 def test_layout_matches_hub(factory, dim: int, n_params: int) -> None:
     model = factory()
     layout = dinov2_hub(dim)
@@ -97,7 +98,8 @@ def _cubic_sample(values: list[float], src: float, a: float = -0.75) -> float:
             return ((a + 2) * d - (a + 3)) * d * d + 1
         return (((d - 5) * d + 8) * d - 4) * a if d < 2 else 0.0
     base = math.floor(src)
-    return sum(values[min(max(base + j, 0), len(values) - 1)] * kernel(src - (base + j)) for j in range(-1, 3))
+    return sum(values[min(max(base + j, 0), len(values) - 1)] * kernel(src - (base + j))
+               for j in range(-1, 3))
 
 
 def test_pos_embed_interpolation_is_upstream_bicubic_with_offset() -> None:
@@ -125,7 +127,8 @@ def _reference_forward(model: DinoV2, x: torch.Tensor) -> torch.Tensor:
     for blk in model.blocks:
         b, n, d = t.shape
         hd = d // model.num_heads
-        qkv = F.linear(blk.norm1(t), blk.attn.qkv.weight, blk.attn.qkv.bias).reshape(b, n, 3, model.num_heads, hd)
+        qkv = F.linear(blk.norm1(t), blk.attn.qkv.weight, blk.attn.qkv.bias)
+        qkv = qkv.reshape(b, n, 3, model.num_heads, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         attn = ((q * hd ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
         y = F.linear((attn @ v).transpose(1, 2).reshape(b, n, d), blk.attn.proj.weight, blk.attn.proj.bias)
@@ -178,12 +181,13 @@ def test_set_trainable_blocks() -> None:
     model = tiny(depth=4)
     model.set_trainable_blocks(2)
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {k for k, _ in model.named_parameters() if k.startswith(('blocks.2.', 'blocks.3.', 'norm.'))}
+    assert trainable == {k for k, _ in model.named_parameters()
+                         if k.startswith(('blocks.2.', 'blocks.3.', 'norm.'))}
     model.set_trainable_blocks(0)
     assert not any(p.requires_grad for p in model.parameters())
     model.set_trainable_blocks(4)
-    assert {k for k, p in model.named_parameters() if not p.requires_grad} == {'cls_token', 'pos_embed', 'mask_token',
-                                                                              'patch_embed.proj.weight',
-                                                                              'patch_embed.proj.bias'}
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {'cls_token', 'pos_embed', 'mask_token', 'patch_embed.proj.weight',
+                      'patch_embed.proj.bias'}
     with pytest.raises(ValueError, match='out of range'):
         model.set_trainable_blocks(5)

@@ -39,7 +39,8 @@ class NetVLAD(nn.Module):
             x = F.normalize(x, p=2, dim=1)
         assign = F.softmax(self.conv(x).flatten(2), dim=1)  # (B, K, N)
         feats = x.flatten(2)  # (B, C, N)
-        # sum_i a_ki (x_i - c_k) = sum_i a_ki x_i - c_k sum_i a_ki: one batched matmul, no (B, K, C, N) tensor.
+        # sum_i a_ki (x_i - c_k) = sum_i a_ki x_i - c_k sum_i a_ki: one batched matmul, no (B, K, C, N)
+        # tensor.
         vlad = torch.bmm(assign, feats.transpose(1, 2)) - assign.sum(dim=2, keepdim=True) * self.centroids
         vlad = F.normalize(vlad, p=2, dim=2)
         return F.normalize(vlad.flatten(1), p=2, dim=1)
@@ -58,7 +59,8 @@ class NetVLAD(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise VprError(f'NetVLAD init needs (N, {self.dim}) local descriptors, got {x.shape}')
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        centres = fit_vocabulary(x, self.clusters, cosine=False, seed=seed, niter=niter, max_points=max_points)
+        centres = fit_vocabulary(x, self.clusters, cosine=False, seed=seed, niter=niter,
+                                 max_points=max_points)
         if len(x) > max_points:
             x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
         centres_n = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)

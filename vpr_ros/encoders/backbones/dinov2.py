@@ -139,10 +139,12 @@ class DinoV2(nn.Module):
             return self.pos_embed
         pos = self.pos_embed.float()
         grid = pos[:, 1:].reshape(1, m, m, self.embed_dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, scale_factor=((rows + _INTERPOLATE_OFFSET) / m, (cols + _INTERPOLATE_OFFSET) / m),
-                             mode='bicubic', align_corners=False)
-        if grid.shape[-2:] != (rows, cols):  # cannot happen with offset 0.1 < 1, but a wrong grid would be silent
-            raise RuntimeError(f'position-embedding interpolation gave {tuple(grid.shape[-2:])}, wanted {(rows, cols)}')
+        scale = ((rows + _INTERPOLATE_OFFSET) / m, (cols + _INTERPOLATE_OFFSET) / m)
+        grid = F.interpolate(grid, scale_factor=scale, mode='bicubic', align_corners=False)
+        # cannot happen with offset 0.1 < 1, but a wrong grid would be silent
+        if grid.shape[-2:] != (rows, cols):
+            raise RuntimeError(f'position-embedding interpolation gave {tuple(grid.shape[-2:])}, '
+                               f'wanted {(rows, cols)}')
         grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, self.embed_dim)
         return torch.cat((pos[:, :1], grid), dim=1).to(self.pos_embed.dtype)
 

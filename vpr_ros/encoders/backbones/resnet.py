@@ -87,7 +87,8 @@ class ResNet(nn.Module):
     uses, so a checkpoint saved from a cropped network (no layer4/fc keys) loads strictly instead.
     """
 
-    def __init__(self, depth: int = 50, crop: str = 'layer4', num_classes: int = 1000, full: bool = True) -> None:
+    def __init__(self, depth: int = 50, crop: str = 'layer4', num_classes: int = 1000,
+                 full: bool = True) -> None:
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise ValueError(f'unsupported ResNet depth {depth}; supported: {sorted(RESNET_DEPTHS)}')
