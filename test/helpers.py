@@ -19,3 +19,20 @@ def textured_frames(n: int, seed: int = 0, size: tuple[int, int] = (60, 80), spa
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
         out.append(Frame(t0 + i, img, Pose.from_xy_yaw(i * spacing, 0.0, 0.0)))
     return out
+
+
+def blob_image(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    """A textured image with many distinct corners and blobs (SIFT/ORB find hundreds)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = np.full((h, w, 3), 128, np.uint8)
+    for _ in range(400):
+        colour = [int(c) for c in rng.integers(0, 256, 3)]
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        if rng.random() < 0.5:
+            cv2.circle(img, (x, y), int(rng.integers(3, 20)), colour, -1)
+        else:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(4, 30)), y + int(rng.integers(4, 30))), colour, -1)
+    return img

@@ -61,14 +61,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
+    from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.keyframes import KeyframePolicy
     from vpr_ros.pipeline import build_map, open_source
 
     encoder = create_encoder(args.encoder, _encoder_config(args))
+    features = None
+    if args.local_features != 'none':
+        features = LocalFeatureConfig(args.local_features, args.max_keypoints)
+        features.validate()
+    camera = load_camera_info_yaml(args.camera_info) if args.camera_info else None
     source = open_source(args.source, args.image_topic, args.pose_topic, args.poses)
     vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
                             index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
-                            thumbnails=not args.no_thumbnails, description=f'from {args.source}')
+                            thumbnails=not args.no_thumbnails, description=f'from {args.source}',
+                            local_features=features, camera=camera)
     print(f'map {args.out}: {stats.places} places, {stats.vectors} vectors of dim {encoder.dim} '
           f'({encoder.name}); {stats.images_per_s:.1f} images/s, {stats.total_s:.1f} s'
           + (f', skipped {stats.skipped}' if stats.skipped else ''))
@@ -104,6 +111,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_feature_info(vmap: Any) -> dict[str, Any] | str:
+    store = vmap.local_features
+    if store is None:
+        return 'none (geometric verification unavailable; rebuild with vpr-ros build-map)'
+    return {'kind': store.config.kind, 'max_keypoints': store.config.max_keypoints,
+            'keypoints': store.keypoint_count, 'bytes': store.nbytes,
+            'bytes_per_place': round(store.nbytes / max(len(store), 1), 1),
+            'camera': store.camera.to_dict() if store.camera else None}
+
+
 def cmd_map_info(args: argparse.Namespace) -> int:
     from vpr_ros.mapdb.store import VprMap
 
@@ -116,7 +133,7 @@ def cmd_map_info(args: argparse.Namespace) -> int:
         'descriptor_bytes': int(vmap.descriptors.nbytes),
         'bytes_per_place': round(vmap.descriptors.nbytes / max(meta.count, 1), 1),
         'encoder_state': {k: list(v.shape) for k, v in vmap.encoder_state.items()},
-        'thumbnails': len(vmap.thumbnails), 'build': meta.build,
+        'thumbnails': len(vmap.thumbnails), 'local_features': _local_feature_info(vmap), 'build': meta.build,
     }
     stamps = [p.stamp for p in vmap.places]
     if stamps:
@@ -202,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='descriptor storage')
     p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
     p.add_argument('--no-thumbnails', action='store_true', help='do not store preview images')
+    p.add_argument('--local-features', choices=['rootsift', 'orb', 'none'], default='rootsift',
+                   help='local features stored per place for geometric verification (default rootsift)')
+    p.add_argument('--max-keypoints', type=int, default=500, help='local features per place (default 500)')
+    p.add_argument('--camera-info', help='ROS camera_info YAML of the map images (stored in the map; '
+                   'lets verification use the essential matrix and recover relative poses)')
     p.set_defaults(func=cmd_build_map)
 
     p = sub.add_parser('evaluate', help='Recall@N of query frames against a map, with a report',

@@ -20,6 +20,7 @@ from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retriev
 from vpr_ros.evaluation.report import query_match_pairs, write_report
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
+from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframePolicy
 from vpr_ros.skips import SkipCounter
@@ -75,11 +76,13 @@ class BuildStats:
 def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: KeyframePolicy = KeyframePolicy(),
               index: str = 'flat', dtype: str = 'float32', fit_max_images: int = 400,
               require_pose: bool = True, thumbnails: bool = True, progress: bool = True,
-              description: str = '') -> tuple[VprMap, BuildStats]:
+              description: str = '', local_features: lf.LocalFeatureConfig | None = lf.LocalFeatureConfig(),
+              camera: lf.CameraIntrinsics | None = None) -> tuple[VprMap, BuildStats]:
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
-    ``fit_max_images`` keyframes spread over the whole source.
+    ``fit_max_images`` keyframes spread over the whole source. ``local_features`` (None = none)
+    are stored per place for geometric verification, with the images' ``camera`` intrinsics.
     """
     stats = BuildStats()
     t_start = time.perf_counter()
@@ -98,6 +101,8 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
                                                        'min_distance': keyframes.min_distance}}
     vmap = VprMap.empty(encoder.identity(), index=index, dtype=dtype, encoder_state=encoder.get_state(),
                         build=build)
+    if local_features is not None:
+        vmap.local_features = lf.LocalFeatureStore(local_features, camera)
     batch_size = max(1, int(encoder.config['batch_size']))
     bar = tqdm(total=source.image_count, desc=f'building map ({encoder.name})', disable=not progress,
                unit='img')
@@ -106,7 +111,8 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
         sets = encoder.describe([f.rgb for f in batch])
         stats.encode_s += time.perf_counter() - t0
         for frame, vectors in zip(batch, sets):
-            vmap.add(frame.stamp, frame.pose, vectors, frame.source, frame.rgb if thumbnails else None)
+            feats = lf.extract(frame.rgb, local_features) if local_features is not None else None
+            vmap.add(frame.stamp, frame.pose, vectors, frame.source, frame.rgb if thumbnails else None, feats)
         bar.update(len(batch) * keyframes.every_n)
     bar.close()
     if not len(vmap):

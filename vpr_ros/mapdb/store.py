@@ -9,6 +9,8 @@ On disk (one directory, written to a temporary sibling and renamed into place)::
     owners.npy          (vectors,) int64: the place id of every descriptor row
     encoder_state.npz   arrays the encoder fitted on this map (vocabulary, PCA); no pickle
     index.faiss         derived from descriptors.npy; rebuilt if missing
+    local_features.yaml, lf_*.npy   optional per-place keypoints for geometric verification
+                        (vpr_ros.mapdb.local_features)
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
+from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
 from vpr_ros.mapdb.meta import MapMeta, compatibility_problems
 
 _FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
@@ -62,6 +65,7 @@ class VprMap:
         self._pending: list[np.ndarray] = []  # rows added since the index was built
         self._place_row = {p.id: i for i, p in enumerate(self.places)}
         self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
+        self.local_features: LocalFeatureStore | None = None  # None: the map has none
 
     # ----- building ---------------------------------------------------------------------------
     @classmethod
@@ -74,11 +78,14 @@ class VprMap:
         return cls(meta, encoder_state=encoder_state)
 
     def add(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
-            thumbnail: np.ndarray | None = None) -> Place:
+            thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> Place:
         """Append one place with its descriptor(s); returns the new Place (ids are 0, 1, 2, ...).
 
-        ``thumbnail``: the place's RGB image, stored as a small JPEG preview.
+        ``thumbnail``: the place's RGB image, stored as a small JPEG preview. ``features``: its
+        local features, required when the map keeps local features (and ignored otherwise).
         """
+        if self.local_features is not None and features is None:
+            raise MapError('this map keeps local features for every place; pass the new place\'s features')
         vectors = np.asarray(vectors, np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None]
@@ -95,6 +102,8 @@ class VprMap:
             self._pending.append(vectors)
         if thumbnail is not None:
             self.thumbnails[place.id] = encode_thumbnail(thumbnail)
+        if self.local_features is not None and features is not None:
+            self.local_features.add(features)
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
         return place
 
@@ -183,6 +192,8 @@ class VprMap:
         db.close()
         if len(self.owners):
             faiss_index.write_index(self.index, os.path.join(directory, 'index.faiss'))
+        if self.local_features is not None:
+            self.local_features.write(directory)
         with open(os.path.join(directory, 'map.yaml'), 'w', encoding='utf-8') as fh:
             fh.write(self.meta.to_yaml())
         for name in os.listdir(directory):
@@ -213,6 +224,7 @@ class VprMap:
                 with np.load(state_path, allow_pickle=False) as npz:
                     state = {k: npz[k] for k in npz.files}
             places, thumbnails = _read_places(os.path.join(path, 'places.sqlite'))
+            local_features = LocalFeatureStore.read(path, len(places))
         except (ValueError, OSError, sqlite3.Error, KeyError) as exc:
             raise MapError(f'{path} is corrupt: {type(exc).__name__}: {str(exc)[:200]}') from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
@@ -233,6 +245,7 @@ class VprMap:
                 index = None
         vmap = cls(meta, places, descriptors, owners, state, index)
         vmap.thumbnails = thumbnails
+        vmap.local_features = local_features
         return vmap
 
 

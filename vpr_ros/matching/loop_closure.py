@@ -8,17 +8,27 @@ their map stamps within ``consistency_stamp_window`` seconds of each other): the
 that keeps one lucky frame from closing a loop. Accepted pairs are capped at ``max_rate_hz``
 (query time), since LIO-SAM consumes one pair per second from a queue of five.
 
+Finally, when a verifier is given (the default in the node and in ``evaluate --loops``), the
+eligible candidates scoring at least ``min_score`` are geometrically verified
+(:mod:`vpr_ros.matching.verification`) and the one with the most inliers is published; when none
+verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION`` (the streak is kept, so the next frame
+may try again). Verification runs last, like DLoopDetector's, so it costs time only for frames
+that would otherwise be published.
+
 Every frame gets a :class:`LoopStatus`, modelled on Kimera-VIO's LCD status enum, so the node can
 report why nothing was published.
 """
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vpr_ros.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vpr_ros.matching.verification import Verification
 
 
 class LoopStatus(enum.Enum):
@@ -28,6 +38,7 @@ class LoopStatus(enum.Enum):
     LOW_SCORE = 'low_score'                                # the eligible match scores below min_score
     FAILED_TEMPORAL_CONSISTENCY = 'failed_temporal_consistency'  # not yet N agreeing frames
     RATE_LIMITED = 'rate_limited'                          # accepted, but max_rate_hz was reached
+    FAILED_GEOMETRIC_VERIFICATION = 'failed_geometric_verification'  # no candidate verified
 
 
 class Candidate(Protocol):
@@ -66,6 +77,7 @@ class LoopDecision:
     place_id: int | None = None
     score: float | None = None
     streak: int = 0  # consecutive agreeing frames, this one included
+    verification: 'Verification | None' = None  # of the published (or best rejected) candidate
 
     @property
     def accepted(self) -> bool:
@@ -91,15 +103,17 @@ class LoopClosureFilter:
         return (abs(int(a.place_id) - int(b.place_id)) <= cfg.consistency_place_window
                 or abs(float(a.stamp) - float(b.stamp)) <= cfg.consistency_stamp_window)
 
-    def update(self, t_query: float, matches: Sequence[Candidate]) -> LoopDecision:
+    def update(self, t_query: float, matches: Sequence[Candidate],
+               verify: 'Callable[[list[Candidate]], list[Verification]] | None' = None) -> LoopDecision:
+        """``verify``: candidates -> their verifications, re-ranked best first (None: no verification)."""
         cfg = self.config
         if self._last_query is not None and t_query < self._last_query:
             self.reset()  # time went backwards: a bag restarted or the clock was reset
         self._last_query = t_query
         if not matches:
             return self._fail(LoopStatus.NO_MATCHES, t_query)
-        eligible = next((m for m in matches
-                         if abs(t_query - float(m.stamp)) >= cfg.min_time_separation), None)
+        candidates = [m for m in matches if abs(t_query - float(m.stamp)) >= cfg.min_time_separation]
+        eligible = candidates[0] if candidates else None
         if eligible is None:
             return self._fail(LoopStatus.TOO_RECENT, t_query)
         if float(eligible.score) < cfg.min_score:
@@ -113,10 +127,18 @@ class LoopClosureFilter:
         elif (cfg.max_rate_hz > 0 and self._last_published is not None
               and t_query - self._last_published < 1.0 / cfg.max_rate_hz):
             status = LoopStatus.RATE_LIMITED
+        verification = None
+        if status is LoopStatus.LOOP_DETECTED and verify is not None:
+            verifications = verify([m for m in candidates if float(m.score) >= cfg.min_score])
+            verification = verifications[0] if verifications else None
+            if verification is None or not verification.verified:
+                status = LoopStatus.FAILED_GEOMETRIC_VERIFICATION
+            else:
+                eligible = next(m for m in candidates if int(m.place_id) == verification.place_id)
         if status is LoopStatus.LOOP_DETECTED:
             self._last_published = t_query
         return LoopDecision(status, t_query, float(eligible.stamp), int(eligible.place_id),
-                            float(eligible.score), self._streak)
+                            float(eligible.score), self._streak, verification)
 
     def _fail(self, status: LoopStatus, t_query: float, match: Candidate | None = None) -> LoopDecision:
         self._previous, self._streak = None, 0
@@ -125,4 +147,19 @@ class LoopClosureFilter:
         return LoopDecision(status, t_query, float(match.stamp), int(match.place_id), float(match.score))
 
 
-__all__ = ['Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision', 'LoopStatus']
+def recent_places(session_places: Sequence[tuple[int, float]], t: float, separation: float) -> set[int]:
+    """Places a run added (``(place id, stamp)`` in time order) within ``separation`` s of ``t``.
+
+    In incremental mode they are never loop-closure candidates: searching without them lets an
+    older revisit reach the top-K.
+    """
+    recent = set()
+    for pid, stamp in reversed(session_places):
+        if t - stamp >= separation:
+            break
+        if abs(t - stamp) < separation:
+            recent.add(pid)
+    return recent
+
+
+__all__ = ['Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision', 'LoopStatus', 'recent_places']

@@ -1,0 +1,189 @@
+"""Geometric verification of retrieval candidates with local features (RootSIFT or ORB).
+
+For a query and each of a few candidate places:
+
+1. tentative matches: mutual nearest neighbours in descriptor space that also pass Lowe's ratio
+   test (``ratio``, 0.8 as in Lowe 2004) in the query -> place direction;
+2. a robust two-view model with OpenCV's USAC MAGSAC++ (``cv2.USAC_MAGSAC``): the essential
+   matrix on undistorted normalised coordinates when both cameras' intrinsics are known (the
+   inlier threshold ``threshold_px`` is converted with the focal length), otherwise the
+   fundamental matrix on pixels;
+3. the candidate is *verified* when it has at least ``min_inliers`` inliers and at least
+   ``min_inlier_ratio`` of its tentative matches are inliers. The defaults (15 inliers, 0.25)
+   follow common loop-closure practice (DLoopDetector checks a fundamental matrix with at least
+   12 correspondences; RTAB-Map's ``Vis/MinInliers`` is 20; ratio ~0.25 rejects a model fitted
+   through a small coherent subset of random matches) and are not fitted to any data set;
+4. with an essential matrix, ``cv2.recoverPose`` gives the relative rotation and the translation
+   direction (unit norm: monocular scale is unknown) by the cheirality check.
+
+Relative pose convention: ``rotation`` R and ``translation`` t map a 3-D point from the query
+camera's optical frame to the matched place's camera optical frame, ``X_place = R X_query + t``;
+i.e. [R | t] is the pose of the query camera expressed in the place camera's optical frame
+(x right, y down, z forward).
+
+Candidates are re-ranked by their inlier count (verified ones first).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vpr_ros.errors import ConfigError
+from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+
+
+@dataclass
+class VerificationConfig:
+    enabled: bool = True
+    top_k: int = 3                 # candidates verified per frame
+    ratio: float = 0.8             # Lowe's ratio test
+    min_inliers: int = 15
+    min_inlier_ratio: float = 0.25
+    threshold_px: float = 1.0      # MAGSAC++ threshold (pixels; scaled by 1/focal for the essential matrix)
+    confidence: float = 0.999
+    max_iterations: int = 2000
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError('verification: top_k must be >= 1')
+        if not 0 < self.ratio <= 1:
+            raise ConfigError('verification: ratio must be in (0, 1]')
+        if self.min_inliers < 5:
+            raise ConfigError('verification: min_inliers must be >= 5 (the essential matrix needs 5 points, '
+                              'the fundamental matrix 7)')
+        if not 0 <= self.min_inlier_ratio <= 1:
+            raise ConfigError('verification: min_inlier_ratio must be in [0, 1]')
+        if self.threshold_px <= 0:
+            raise ConfigError('verification: threshold_px must be > 0')
+        if not 0 < self.confidence < 1:
+            raise ConfigError('verification: confidence must be in (0, 1)')
+        if self.max_iterations < 10:
+            raise ConfigError('verification: max_iterations must be >= 10')
+
+
+@dataclass(frozen=True)
+class Verification:
+    place_id: int
+    verified: bool
+    matches: int                   # tentative (mutual + ratio) matches
+    inliers: int
+    model: str                     # 'essential', 'fundamental' or '' (too few matches to fit)
+    ms: float
+    rotation: np.ndarray | None = None     # (3, 3), essential model only
+    translation: np.ndarray | None = None  # (3,) unit vector, essential model only
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+
+def mutual_ratio_matches(query: np.ndarray, place: np.ndarray, ratio: float, binary: bool) -> np.ndarray:
+    """(m, 2) index pairs (query row, place row): mutual nearest neighbours passing the ratio test."""
+    import cv2
+
+    if len(query) < 2 or len(place) < 2:
+        return np.zeros((0, 2), np.int64)
+    if binary:
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        q, p = query, place
+    else:
+        matcher = cv2.BFMatcher(cv2.NORM_L2)
+        q, p = query.astype(np.float32), place.astype(np.float32)
+    fwd = matcher.knnMatch(q, p, k=2)
+    back = matcher.match(p, q)
+    back_nn = np.full(len(p), -1, np.int64)
+    for m in back:
+        back_nn[m.queryIdx] = m.trainIdx
+    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in fwd
+             if len(m) == 2 and m[0].distance < ratio * m[1].distance and back_nn[m[0].trainIdx] == m[0].queryIdx]
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+def _rotation_is_valid(R: np.ndarray) -> bool:
+    return bool(np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) > 0)
+
+
+def verify_pair(query: LocalFeatures, place: LocalFeatures, place_id: int = -1,
+                config: VerificationConfig = VerificationConfig(),
+                query_camera: CameraIntrinsics | None = None,
+                place_camera: CameraIntrinsics | None = None, binary: bool = False) -> Verification:
+    """Verify one (query, place) pair; see the module docstring for the method and pose convention."""
+    import cv2
+
+    t0 = time.perf_counter()
+
+    def done(verified: bool, n: int, inl: int, model: str, R=None, t=None) -> Verification:
+        return Verification(place_id, verified, n, inl, model, (time.perf_counter() - t0) * 1e3, R, t)
+
+    pairs = mutual_ratio_matches(query.descriptors, place.descriptors, config.ratio, binary)
+    n = len(pairs)
+    if n < max(config.min_inliers, 8):
+        return done(False, n, 0, '')
+    p_q = query.keypoints[pairs[:, 0]].astype(np.float64)
+    p_p = place.keypoints[pairs[:, 1]].astype(np.float64)
+    if query_camera is not None and place_camera is not None:
+        n_q = query_camera.normalise(p_q, query.image_size)
+        n_p = place_camera.normalise(p_p, place.image_size)
+        focal = min(query_camera.focal(query.image_size), place_camera.focal(place.image_size))
+        E, mask = cv2.findEssentialMat(n_q, n_p, np.eye(3), method=cv2.USAC_MAGSAC, prob=config.confidence,
+                                       threshold=config.threshold_px / focal, maxIters=config.max_iterations)
+        if E is not None and E.shape[0] > 3:  # several solutions stacked: keep MAGSAC's best
+            E = E[:3]
+        if E is None or mask is None or E.shape != (3, 3):
+            return done(False, n, 0, 'essential')
+        inliers = int(mask.sum())
+        verified = inliers >= config.min_inliers and inliers / n >= config.min_inlier_ratio
+        R = t = None
+        if verified:
+            _, R, t, _ = cv2.recoverPose(E, n_q, n_p, np.eye(3), mask=mask.copy())
+            t = np.asarray(t, np.float64).reshape(3)
+            t = t / max(np.linalg.norm(t), 1e-12)
+            if not _rotation_is_valid(R):
+                R = t = None
+        return done(verified, n, inliers, 'essential', R, t)
+    F, mask = cv2.findFundamentalMat(p_q, p_p, cv2.USAC_MAGSAC, config.threshold_px, config.confidence,
+                                     config.max_iterations)
+    if F is None or mask is None:
+        return done(False, n, 0, 'fundamental')
+    inliers = int(mask.sum())
+    return done(inliers >= config.min_inliers and inliers / n >= config.min_inlier_ratio, n, inliers,
+                'fundamental')
+
+
+class Verifier:
+    """Verifies the top few candidates of a frame against the map's stored local features.
+
+    ``place_features``: place id -> LocalFeatures or None (a place without features is never
+    verified). ``place_camera``: the map images' intrinsics, or None: a map without stored
+    intrinsics is assumed to share the query camera (the essential matrix is then used whenever
+    the query camera is known).
+    """
+
+    def __init__(self, place_features: Callable[[int], LocalFeatures | None],
+                 config: VerificationConfig | None = None, binary: bool = False,
+                 place_camera: CameraIntrinsics | None = None) -> None:
+        self.config = config or VerificationConfig()
+        self.config.validate()
+        self.place_features = place_features
+        self.binary = binary
+        self.place_camera = place_camera
+
+    def verify(self, query: LocalFeatures, place_ids: Sequence[int],
+               query_camera: CameraIntrinsics | None = None) -> list[Verification]:
+        """Verification of each candidate (at most ``top_k``), re-ranked: verified first, by inliers."""
+        out = []
+        place_camera = self.place_camera if self.place_camera is not None else query_camera
+        for pid in list(place_ids)[:self.config.top_k]:
+            feats = self.place_features(int(pid))
+            if feats is None:
+                out.append(Verification(int(pid), False, 0, 0, '', 0.0))
+                continue
+            out.append(verify_pair(query, feats, int(pid), self.config, query_camera, place_camera, self.binary))
+        order = sorted(range(len(out)), key=lambda i: (not out[i].verified, -out[i].inliers, i))
+        return [out[i] for i in order]
+
+
+__all__ = ['Verification', 'VerificationConfig', 'Verifier', 'mutual_ratio_matches', 'verify_pair']
