@@ -34,5 +34,6 @@ def blob_image(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
         if rng.random() < 0.5:
             cv2.circle(img, (x, y), int(rng.integers(3, 20)), colour, -1)
         else:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(4, 30)), y + int(rng.integers(4, 30))), colour, -1)
+            dx, dy = int(rng.integers(4, 30)), int(rng.integers(4, 30))
+            cv2.rectangle(img, (x, y), (x + dx, y + dy), colour, -1)
     return img

@@ -94,6 +94,24 @@ def _print_results(results: dict[str, Any]) -> None:
           + (f"; skipped {results['skipped']}" if results.get('skipped') else ''))
 
 
+def _print_loops(results: dict[str, Any]) -> None:
+    lp = results['loops']
+    print(f"{results['encoder']['name']} loops within one run: {lp['frames']} frames, "
+          f"{lp['keyframes']} keyframes, "
+          f"{lp['loop_frames']} loop frames ({lp['settings']['dist_m']:g} m, "
+          f"{lp['settings']['loop_closure']['min_time_separation']:g} s apart)")
+    for key in ('without_verification', 'with_verification'):
+        r, th = lp[key], lp[key]['score_threshold']
+        print(f"  {key.replace('_', ' ')}: {r['published']} closures published, {r['correct']} correct "
+              f"(precision {r['precision']}), {r['loop_frames_closed']}/{lp['loop_frames']} loop frames "
+              f"closed; min_score for 100% precision {th['min_score']} "
+              f"(recall there {th['recall_at_100_precision']})")
+    t = lp['verification_ms_per_candidate']
+    if t.get('count'):
+        print(f"  verification {t['p50']:.1f} ms p50 / {t['p95']:.1f} p95 per candidate "
+              f"({t['count']} candidates)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
@@ -102,6 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _encoder_config(args)
     if args.threads:
         overrides['threads'] = args.threads
+    if args.loops:
+        return _evaluate_loops(args, overrides)
+    if not args.map:
+        raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses)
     results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
@@ -119,6 +141,35 @@ def _local_feature_info(vmap: Any) -> dict[str, Any] | str:
             'keypoints': store.keypoint_count, 'bytes': store.nbytes,
             'bytes_per_place': round(store.nbytes / max(len(store), 1), 1),
             'camera': store.camera.to_dict() if store.camera else None}
+
+
+def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.evaluation.metrics import Thresholds
+    from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+    from vpr_ros.matching.verification import VerificationConfig
+    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops, open_source
+
+    if args.map:
+        raise ConfigError('--loops grows its map from the query traversal itself; drop --map')
+    loop = LoopClosureConfig(min_score=args.min_score, min_time_separation=args.min_time_separation,
+                             consistency_frames=args.consistency_frames)
+    loop.validate()
+    features = LocalFeatureConfig(args.local_features, args.max_keypoints)
+    features.validate()
+    settings = LoopEvaluationSettings(
+        loop_closure=loop, verification=VerificationConfig(top_k=args.verify_top_k), local_features=features,
+        camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
+        keyframe_min_interval=args.keyframe_interval, top_k=args.top_k)
+    settings.verification.validate()
+    encoder = create_encoder(args.encoder, overrides)
+    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses)
+    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
+    _print_loops(results)
+    if args.out:
+        print(f'report: {args.out}/results.json and loop_pr.png')
+    return 0
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
@@ -230,10 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Localise every query frame against the map and report Recall@1/5/10 '
                                    'within a distance (and optional yaw) threshold, timings, results.json '
                                    'and PNG plots.')
-    p.add_argument('--map', required=True)
+    p.add_argument('--map', help='map directory (not with --loops)')
     p.add_argument('--queries', required=True, help='rosbag2 or image folder with ground-truth poses')
     _add_source_args(p)
     _add_encoder_args(p, with_name=False)
+    g = p.add_argument_group('loops within one traversal (--loops: the map grows from empty, as the node\'s '
+                             'incremental mode; closures with and without geometric verification)')
+    g.add_argument('--loops', action='store_true',
+                   help='evaluate loop closures within the --queries traversal')
+    g.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the grown map (--loops only)')
+    g.add_argument('--min-score', type=float, default=0.8, help='loop_closure.min_score (node default 0.8)')
+    g.add_argument('--min-time-separation', type=float, default=30.0,
+                   help='loop_closure.min_time_separation [s]')
+    g.add_argument('--consistency-frames', type=int, default=3, help='loop_closure.consistency_frames')
+    g.add_argument('--keyframe-interval', type=float, default=1.0, help='keyframe.min_interval [s]')
+    g.add_argument('--verify-top-k', type=int, default=3, help='candidates verified per frame')
+    g.add_argument('--local-features', choices=['rootsift', 'orb'], default='rootsift')
+    g.add_argument('--max-keypoints', type=int, default=500)
+    g.add_argument('--camera-info',
+                   help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
     p.add_argument('--top-k', type=int, default=10)
     p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')

@@ -15,6 +15,7 @@ import numpy as np
 from vpr_ros.encoders.base import RUNTIME_KEYS, Encoder, create_encoder
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
+from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.store import Match, VprMap
 
@@ -82,9 +83,9 @@ class Localizer:
         return self.search(stamp, vectors, encode_ms, exclude)
 
     def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
-                  thumbnail: np.ndarray | None = None) -> int:
+                  thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> int:
         """Grow the in-memory map (online mode); returns the new place id."""
-        return self.map.add(stamp, pose, vectors, source, thumbnail).id
+        return self.map.add(stamp, pose, vectors, source, thumbnail, features).id
 
 
 __all__ = ['Localization', 'Localizer', 'encoder_for_map', 'RUNTIME_KEYS']

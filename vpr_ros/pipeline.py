@@ -8,21 +8,32 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.encoders.base import Encoder
 from vpr_ros.errors import SourceError
-from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retrieval, precision_recall_curve
-from vpr_ros.evaluation.report import query_match_pairs, write_report
+from vpr_ros.evaluation.metrics import (
+    QueryRecord,
+    Thresholds,
+    evaluate_retrieval,
+    full_precision_threshold,
+    precision_recall_curve,
+    timing_stats,
+)
+from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap
-from vpr_ros.matching.keyframes import KeyframePolicy
+from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
+from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
+from vpr_ros.matching.verification import VerificationConfig, Verifier
 from vpr_ros.skips import SkipCounter
 
 
@@ -160,4 +171,138 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
                                   pair_count)
         results['files'] = write_report(out_dir, results, localizer.map.places, pairs,
                                         label or localizer.encoder.name)
+    return results
+
+
+@dataclass
+class LoopEvaluationSettings:
+    """How ``evaluate --loops`` grows its map and accepts closures: the node's incremental mode."""
+
+    loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    local_features: lf.LocalFeatureConfig = field(default_factory=lf.LocalFeatureConfig)
+    camera: lf.CameraIntrinsics | None = None
+    keyframe_min_interval: float = 1.0
+    keyframe_min_distance: float = 0.0
+    keyframe_max_similarity: float = 1.0
+    top_k: int = 10
+
+
+def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> dict[str, Any]:
+    correct = [e for e in events if e['correct']]
+    closed = {e['t_query'] for e in correct} & loop_frames
+    return {'published': len(events), 'correct': len(correct),
+            'precision': round(len(correct) / len(events), 4) if events else None,
+            'loop_frames_closed': len(closed),
+            'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
+
+
+def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
+                   settings: LoopEvaluationSettings = LoopEvaluationSettings(),
+                   thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+    """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
+
+    Every frame is localised against the keyframes added so far (those within
+    ``min_time_separation`` excluded), then fed to two loop-closure filters, one without and one
+    with geometric verification. Ground truth comes from the traversal's own poses: a closure is
+    correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
+    frame* is one with a map place that far apart in time and that close in space.
+    """
+    if encoder.requires_fit and not encoder.is_fitted:
+        raise SourceError(f'encoder {encoder.name!r} learns a vocabulary or PCA from map images; it cannot '
+                          'start from an empty map (evaluate it against a map built with build-map)')
+    t0 = time.perf_counter()
+    vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
+                        build={'description': 'grown by evaluate --loops'})
+    vmap.local_features = lf.LocalFeatureStore(settings.local_features, settings.camera)
+    localizer = Localizer(vmap, encoder, settings.top_k)
+    verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
+                        settings.camera)
+    sep = settings.loop_closure.min_time_separation
+    plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
+    gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
+                        settings.keyframe_max_similarity)
+    session: list[tuple[int, float]] = []
+    place_xy: list[tuple[float, float]] = []
+    place_t: list[float] = []
+    events: dict[str, list[dict[str, Any]]] = {'without_verification': [], 'with_verification': []}
+    statuses: dict[str, Counter[str]] = {k: Counter() for k in events}
+    per_frame: dict[str, list[tuple[float, bool]]] = {k: [] for k in events}
+    loop_frames: set[float] = set()
+    verify_ms: list[float] = []
+    frames = 0
+    for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
+                      disable=not progress, unit='img'):
+        frames += 1
+        t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
+        loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep))
+        if place_t:
+            dist = np.linalg.norm(np.asarray(place_xy) - xy, axis=1)
+            if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(place_t) - t) >= sep)).any():
+                loop_frames.add(t)
+        query_feats: list[lf.LocalFeatures] = []
+        cache: dict[int, Any] = {}
+
+        def features() -> lf.LocalFeatures:
+            if not query_feats:
+                query_feats.append(lf.extract(frame.rgb, settings.local_features))
+            return query_feats[0]
+
+        def verify(cands: list[Any]) -> list[Any]:
+            new = [c.place_id for c in cands[:settings.verification.top_k] if c.place_id not in cache]
+            out = verifier.verify(features(), [c.place_id for c in cands], settings.camera, cache)
+            verify_ms.extend(cache[p].ms for p in new)
+            return out
+
+        def correct(place_id: int) -> bool:
+            return bool(np.linalg.norm(np.asarray(place_xy[place_id]) - xy) <= thresholds.dist_m)
+
+        eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
+        if eligible:
+            per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
+            best = verify(eligible)[0]
+            if best.verified:
+                score = next(m.score for m in eligible if m.place_id == best.place_id)
+                per_frame['with_verification'].append((score, correct(best.place_id)))
+        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
+            decision = flt.update(t, loc.matches, fn)
+            statuses[key][decision.status.value] += 1
+            if decision.accepted:
+                v = decision.verification
+                events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
+                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
+                if v is not None:
+                    events[key][-1].update(inliers=v.inliers, model=v.model)
+        if gate.accept(t, frame.pose.position, loc.vectors):
+            pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
+            session.append((pid, t))
+            place_xy.append(tuple(xy))
+            place_t.append(t)
+    if not frames:
+        raise SourceError('no query frame could be used (see the skip counts above)')
+    loops: dict[str, Any] = {
+        'frames': frames, 'keyframes': len(vmap), 'loop_frames': len(loop_frames),
+        'settings': {'loop_closure': asdict(settings.loop_closure),
+                     'verification': asdict(settings.verification),
+                     'local_features': asdict(settings.local_features),
+                     'camera': settings.camera.to_dict() if settings.camera else None,
+                     'keyframe': {'min_interval': settings.keyframe_min_interval,
+                                  'min_distance': settings.keyframe_min_distance,
+                                  'max_similarity': settings.keyframe_max_similarity},
+                     'dist_m': thresholds.dist_m, 'top_k': settings.top_k},
+        'verification_ms_per_candidate': timing_stats(verify_ms),
+    }
+    for key in events:
+        scores = [s for s, _ in per_frame[key]]
+        ok = [c for _, c in per_frame[key]]
+        loops[key] = {**_closure_summary(events[key], loop_frames), 'statuses': dict(statuses[key]),
+                      'score_threshold': full_precision_threshold(scores, ok, len(loop_frames)),
+                      'events': events[key]}
+    results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
+               'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2)}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, 'results.json'), results)
+        plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
+        results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
     return results

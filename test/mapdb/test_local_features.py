@@ -8,8 +8,13 @@ import pytest
 
 from test.helpers import blob_image, textured_frames
 from vpr_ros.errors import ConfigError, MapError
-from vpr_ros.mapdb.local_features import (CameraIntrinsics, LocalFeatureConfig, LocalFeatureStore, extract,
-                                          load_camera_info_yaml)
+from vpr_ros.mapdb.local_features import (
+    CameraIntrinsics,
+    LocalFeatureConfig,
+    LocalFeatureStore,
+    extract,
+    load_camera_info_yaml,
+)
 from vpr_ros.mapdb.store import VprMap
 
 IDENTITY = {'name': 'raw_pixels', 'config': {}, 'weights_fingerprint': None, 'dim': 4, 'multi_vector': False}
@@ -21,7 +26,7 @@ def small_map(with_features: bool = True) -> VprMap:
     if with_features:
         vmap.local_features = LocalFeatureStore(LocalFeatureConfig('rootsift', 100), CAMERA)
     for i, frame in enumerate(textured_frames(3, size=(120, 160))):
-        feats = extract(blob_image(i, (120, 160)), LocalFeatureConfig('rootsift', 100)) if with_features else None
+        feats = extract(blob_image(i, (120, 160)), vmap.local_features.config) if with_features else None
         vmap.add(frame.stamp, frame.pose, np.eye(4, dtype=np.float32)[i], 'test', features=feats)
     return vmap
 

@@ -88,12 +88,12 @@ def test_verification_runs_last_reranks_and_keeps_the_streak() -> None:
         calls.append([c.place_id for c in cands])
         return [V(11, True, 40), V(10, False, 3)] if len(calls) > 1 else [V(10, False, 2)]
 
-    frames = [(100.0, [M(10, 0.9, 10.0), M(11, 0.8, 11.0), M(12, 0.4, 12.0)])] * 1 + \
-             [(101.0, [M(10, 0.9, 10.0), M(11, 0.8, 11.0), M(12, 0.4, 12.0)])] * 1 + \
-             [(102.0, [M(10, 0.9, 10.0), M(11, 0.8, 11.0), M(90, 0.9, 95.0)])]
+    shortlist = [M(10, 0.9, 10.0), M(11, 0.8, 11.0), M(12, 0.4, 12.0)]
+    frames = [(100.0, shortlist), (101.0, shortlist), (102.0, [*shortlist[:2], M(90, 0.9, 95.0)])]
     decisions = [flt.update(t, m, verify) for t, m in frames]
     assert [d.status for d in decisions] == [LoopStatus.FAILED_TEMPORAL_CONSISTENCY,
-                                             LoopStatus.FAILED_GEOMETRIC_VERIFICATION, LoopStatus.LOOP_DETECTED]
+                                             LoopStatus.FAILED_GEOMETRIC_VERIFICATION,
+                                             LoopStatus.LOOP_DETECTED]
     assert calls[0] == [10, 11]  # only candidates above min_score, far enough in time (not 90: too recent)
-    assert decisions[2].place_id == 11 and decisions[2].t_match == 11.0 and decisions[2].verification.inliers == 40
+    assert (decisions[2].place_id, decisions[2].t_match, decisions[2].verification.inliers) == (11, 11.0, 40)
     assert decisions[2].streak == 3

@@ -181,3 +181,32 @@ def loop_closure_metrics(events: Sequence[tuple[float, float]], query_track: Any
             'closable_queries': closable,
             'recall': round(min(len(closed), closable) / closable, 4) if closable else None,
             'judged': judged}
+
+
+def full_precision_threshold(scores: Sequence[float], correct: Sequence[bool],
+                             positives: int) -> dict[str, Any]:
+    """The lowest score threshold at which every accepted candidate is correct, and the recall there.
+
+    ``scores``/``correct``: one loop-closure candidate per frame (frames without one left out);
+    ``positives``: frames that could close a loop (the recall denominator). Accepting candidates
+    with score >= ``min_score`` then gives precision 1.0 on this run; ``min_score`` is None when
+    even the best-scoring candidate is wrong.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind='stable')
+    s = np.asarray(scores, np.float64)[order]
+    c = np.asarray(correct, bool)[order]
+    wrong = np.flatnonzero(~c)
+    prefix = len(c) if not len(wrong) else int(wrong[0])
+    while prefix and len(wrong) and s[prefix - 1] <= s[wrong[0]]:  # a tie with the first wrong one
+        prefix -= 1
+    tp = np.cumsum(c)
+    precision = tp / np.arange(1, len(c) + 1) if len(c) else np.zeros(0)
+    recall = tp / max(positives, 1)
+    auc = float(np.trapezoid(precision, recall)) if len(c) > 1 else 0.0
+    return {'min_score': round(float(s[prefix - 1]), 5) if prefix else None,
+            'recall_at_100_precision': round(prefix / positives, 4) if positives else None,
+            'first_wrong_score': round(float(s[wrong[0]]), 5) if len(wrong) else None,
+            'candidates': len(c), 'correct': int(c.sum()), 'positives': int(positives), 'auc': round(auc, 4),
+            'curve': {'precision': [round(float(v), 4) for v in precision],
+                      'recall': [round(float(v), 4) for v in recall],
+                      'scores': [round(float(v), 5) for v in s]}}

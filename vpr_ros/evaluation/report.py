@@ -177,3 +177,27 @@ def choose_pair_indices(per_query: Sequence[Mapping[str, Any]], count: int = 6) 
     if right and rest > 0:
         pick += [right[int(j)] for j in np.linspace(0, len(right) - 1, min(rest, len(right)))]
     return sorted(set(pick))
+
+
+def plot_loop_pr(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
+    """Loop-closure precision/recall over the candidate score threshold, one line per variant."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, th in curves.items():
+        curve = th['curve']
+        if not curve['precision']:
+            continue
+        r100 = th['recall_at_100_precision']
+        ax.plot(np.asarray(curve['recall']) * 100, np.asarray(curve['precision']) * 100,
+                label=f"{name.replace('_', ' ')} (R@100%P {r100 * 100 if r100 is not None else 0:.1f}%, "
+                      f"min_score {th['min_score']})")
+    ax.set_xlabel('recall of loop frames [%]')
+    ax.set_ylabel('precision [%]')
+    ax.set_xlim(0, 101)
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='lower left')
+    ax.set_title('loop-closure candidates over the score threshold')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

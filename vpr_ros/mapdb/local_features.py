@@ -269,7 +269,8 @@ class LocalFeatureStore:
         except (OSError, ValueError, yaml.YAMLError) as exc:
             raise corrupt(f'{type(exc).__name__}: {str(exc)[:200]}') from exc
         if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:
-            raise corrupt(f'unsupported {META_FILE} (format_version {meta.get("format_version") if isinstance(meta, dict) else None})')
+            version = meta.get('format_version') if isinstance(meta, dict) else None
+            raise corrupt(f'unsupported {META_FILE} (format_version {version})')
         try:
             config = LocalFeatureConfig(str(meta['kind']), int(meta['max_keypoints']), int(meta['max_side']))
             config.validate()
@@ -281,16 +282,18 @@ class LocalFeatureStore:
         if kps.ndim != 2 or kps.shape[1] != 2 or kps.dtype != np.float32:
             raise corrupt(f'keypoints {kps.shape} {kps.dtype}, expected (n, 2) float32')
         if desc.ndim != 2 or desc.shape[1] != config.descriptor_bytes or desc.dtype != np.uint8:
-            raise corrupt(f'descriptors {desc.shape} {desc.dtype}, expected (n, {config.descriptor_bytes}) uint8')
+            raise corrupt(f'descriptors {desc.shape} {desc.dtype}, '
+                          f'expected (n, {config.descriptor_bytes}) uint8')
         if offsets.ndim != 1 or offsets.dtype != np.int64 or len(offsets) != places + 1:
             raise corrupt(f'offsets {offsets.shape} {offsets.dtype}, expected ({places + 1},) int64 for '
                           f'{places} places')
-        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(kps) or len(kps) != len(desc):
+        if (offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(kps)
+                or len(kps) != len(desc)):
             raise corrupt('offsets do not partition the keypoint rows')
         if int(meta.get('places', -1)) != places or len(sizes) != places:
             raise corrupt(f"{META_FILE} says {meta.get('places')} places, the map has {places}")
         return cls(config, camera, sizes, kps, desc, offsets.astype(np.int64))
 
 
-__all__ = ['CameraIntrinsics', 'LocalFeatureConfig', 'LocalFeatureStore', 'LocalFeatures', 'camera_from_msg_fields',
-           'extract', 'load_camera_info_yaml']
+__all__ = ['CameraIntrinsics', 'LocalFeatureConfig', 'LocalFeatureStore', 'LocalFeatures',
+           'camera_from_msg_fields', 'extract', 'load_camera_info_yaml']

@@ -162,4 +162,5 @@ def recent_places(session_places: Sequence[tuple[int, float]], t: float, separat
     return recent
 
 
-__all__ = ['Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision', 'LoopStatus', 'recent_places']
+__all__ = ['Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision', 'LoopStatus',
+           'recent_places']

@@ -28,11 +28,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+
+if TYPE_CHECKING:
+    from vpr_ros.mapdb.store import VprMap
 
 
 @dataclass
@@ -97,8 +101,8 @@ def mutual_ratio_matches(query: np.ndarray, place: np.ndarray, ratio: float, bin
     back_nn = np.full(len(p), -1, np.int64)
     for m in back:
         back_nn[m.queryIdx] = m.trainIdx
-    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in fwd
-             if len(m) == 2 and m[0].distance < ratio * m[1].distance and back_nn[m[0].trainIdx] == m[0].queryIdx]
+    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in fwd if len(m) == 2
+             and m[0].distance < ratio * m[1].distance and back_nn[m[0].trainIdx] == m[0].queryIdx]
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 
@@ -153,6 +157,14 @@ def verify_pair(query: LocalFeatures, place: LocalFeatures, place_id: int = -1,
                 'fundamental')
 
 
+def for_map(vmap: 'VprMap', config: VerificationConfig | None = None) -> 'Verifier | None':
+    """A verifier over the map's stored local features; None when the map has none."""
+    store = vmap.local_features
+    if store is None:
+        return None
+    return Verifier(store.get, config, store.config.kind == 'orb', store.camera)
+
+
 class Verifier:
     """Verifies the top few candidates of a frame against the map's stored local features.
 
@@ -172,18 +184,28 @@ class Verifier:
         self.place_camera = place_camera
 
     def verify(self, query: LocalFeatures, place_ids: Sequence[int],
-               query_camera: CameraIntrinsics | None = None) -> list[Verification]:
-        """Verification of each candidate (at most ``top_k``), re-ranked: verified first, by inliers."""
+               query_camera: CameraIntrinsics | None = None,
+               cache: dict[int, Verification] | None = None) -> list[Verification]:
+        """Verification of each candidate (at most ``top_k``), re-ranked: verified first, by inliers.
+
+        ``cache``: verifications of this query already computed (filled in), by place id.
+        """
         out = []
         place_camera = self.place_camera if self.place_camera is not None else query_camera
         for pid in list(place_ids)[:self.config.top_k]:
+            if cache is not None and int(pid) in cache:
+                out.append(cache[int(pid)])
+                continue
             feats = self.place_features(int(pid))
             if feats is None:
                 out.append(Verification(int(pid), False, 0, 0, '', 0.0))
                 continue
-            out.append(verify_pair(query, feats, int(pid), self.config, query_camera, place_camera, self.binary))
+            out.append(verify_pair(query, feats, int(pid), self.config, query_camera, place_camera,
+                                   self.binary))
+            if cache is not None:
+                cache[int(pid)] = out[-1]
         order = sorted(range(len(out)), key=lambda i: (not out[i].verified, -out[i].inliers, i))
         return [out[i] for i in order]
 
 
-__all__ = ['Verification', 'VerificationConfig', 'Verifier', 'mutual_ratio_matches', 'verify_pair']
+__all__ = ['Verification', 'VerificationConfig', 'Verifier', 'for_map', 'mutual_ratio_matches', 'verify_pair']

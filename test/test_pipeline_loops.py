@@ -1,0 +1,78 @@
+"""evaluate --loops: a map grown from empty over one traversal, closures with and without verification."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from test.helpers import blob_image, textured_frames
+from vpr_ros.cli import main
+from vpr_ros.encoders import create_encoder
+from vpr_ros.evaluation.metrics import Thresholds, full_precision_threshold
+from vpr_ros.frames import Frame, Pose
+from vpr_ros.matching.loop_closure import LoopClosureConfig
+from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
+from vpr_ros.sources.bag import BagSource, write_bag
+
+PLACES = 12
+
+
+def look(place: int, blobs: int, shift: int = 0) -> np.ndarray:
+    """A place's smooth background (what raw_pixels sees) with fine blobs (what local features see)."""
+    base = textured_frames(PLACES, size=(240, 320))[place].rgb.astype(np.float32)
+    fine = blob_image(blobs, (240, 320)).astype(np.float32)
+    img = np.clip(0.6 * base + 0.4 * fine, 0, 255).astype(np.uint8)
+    return np.roll(img, shift, axis=1)
+
+
+@pytest.fixture(scope='module')
+def loop_bag(tmp_path_factory) -> str:
+    """12 places 1 s apart, then 6 true revisits (places 0-5), then 6 look-alikes of places 6-11 far away."""
+    frames = [Frame(100.0 + i, look(i, i), Pose.from_xy_yaw(20.0 * i, 0.0, 0.0)) for i in range(PLACES)]
+    t = 100.0 + PLACES + 20
+    for k in range(6):
+        frames.append(Frame(t + k, look(k, k, shift=4), Pose.from_xy_yaw(20.0 * k + 1.0, 1.0, 0.0)))
+    for k in range(6, 12):
+        frames.append(Frame(t + k, look(k, 100 + k), Pose.from_xy_yaw(20.0 * k, 500.0, 0.0)))
+    path = str(tmp_path_factory.mktemp('loops') / 'bag')
+    write_bag(path, frames)
+    return path
+
+
+def test_verification_rejects_look_alikes_and_keeps_true_revisits(loop_bag, tmp_path) -> None:
+    settings = LoopEvaluationSettings(loop_closure=LoopClosureConfig(min_score=0.5, min_time_separation=10.0,
+                                                                     consistency_frames=1, max_rate_hz=0),
+                                      keyframe_min_interval=0.0)
+    results = evaluate_loops(create_encoder('raw_pixels'), BagSource(loop_bag), str(tmp_path / 'r'), settings,
+                             Thresholds(5.0), progress=False)
+    lp = results['loops']
+    assert lp['frames'] == 24 and lp['keyframes'] == 24 and lp['loop_frames'] == 6
+    plain, checked = lp['without_verification'], lp['with_verification']
+    assert plain['published'] == 12 and plain['correct'] == 6  # the look-alikes score like revisits
+    assert checked['published'] == 6 and checked['correct'] == 6 and checked['precision'] == 1.0
+    assert checked['loop_frames_closed'] == 6 and checked['recall'] == 1.0
+    assert checked['statuses']['failed_geometric_verification'] == 6
+    assert all(e['inliers'] >= 15 for e in checked['events'])
+    assert checked['score_threshold']['recall_at_100_precision'] == 1.0
+    assert lp['verification_ms_per_candidate']['count'] >= 12
+    saved = json.load(open(tmp_path / 'r' / 'results.json'))
+    assert saved['loops']['with_verification']['published'] == 6
+    assert os.path.getsize(tmp_path / 'r' / 'loop_pr.png') > 1000
+
+
+def test_cli_prints_the_threshold_for_full_precision(loop_bag, tmp_path, capsys) -> None:
+    assert main(['evaluate', '--loops', '--queries', loop_bag, '--encoder', 'raw_pixels', '--dist', '5',
+                 '--min-score', '0.5', '--min-time-separation', '10', '--consistency-frames', '1',
+                 '--keyframe-interval', '0', '--out', str(tmp_path / 'r')]) == 0
+    out = capsys.readouterr().out
+    assert 'with verification' in out and 'min_score for 100% precision' in out
+    assert main(['evaluate', '--loops', '--map', 'x', '--queries', loop_bag]) == 2
+
+
+def test_full_precision_threshold() -> None:
+    th = full_precision_threshold([0.9, 0.8, 0.7, 0.7, 0.6], [True, True, True, False, True], positives=8)
+    assert th['min_score'] == 0.8 and th['recall_at_100_precision'] == 0.25 and th['first_wrong_score'] == 0.7
+    assert full_precision_threshold([0.9, 0.5], [False, True], 2)['min_score'] is None
+    assert full_precision_threshold([0.9, 0.5], [True, True], 4)['recall_at_100_precision'] == 0.5
