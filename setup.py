@@ -11,7 +11,7 @@ setup(
     packages=find_packages(exclude=['test', 'test.*', 'benchmarks']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
-        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name, ['package.xml', 'requirements.txt']),
         (os.path.join('share', package_name, 'launch'), glob('launch/*.launch.py')),
         (os.path.join('share', package_name, 'config'), glob('config/*.yaml')),
     ],
@@ -48,7 +48,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vpr-ros = vpr_ros.cli:main',
-            'localizer = vpr_ros.ros.localizer:main',
+            'localizer = vpr_ros.localizer:main',
         ],
     },
 )

@@ -8,8 +8,7 @@ import os
 import sys
 from typing import Any
 
-import yaml
-
+from vpr_ros import deps
 from vpr_ros.errors import ConfigError, VprError
 
 DEFAULT_ENCODER = 'effnet_gem'
@@ -17,6 +16,8 @@ DEFAULT_ENCODER = 'effnet_gem'
 
 def _encoder_config(args: argparse.Namespace) -> dict[str, Any]:
     """Encoder config from --config FILE (YAML mapping) and --set key=value (values parsed as YAML)."""
+    import yaml
+
     config: dict[str, Any] = {}
     if getattr(args, 'config', None):
         try:
@@ -193,7 +194,12 @@ def cmd_map_info(args: argparse.Namespace) -> int:
     if posed:
         xs, ys = [p[0] for p in posed], [p[1] for p in posed]
         info['extent_m'] = {'x': [min(xs), max(xs)], 'y': [min(ys), max(ys)]}
-    print(json.dumps(info, indent=2) if args.json else yaml.safe_dump(info, sort_keys=False).rstrip())
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(info, sort_keys=False).rstrip())
     return 0
 
 
@@ -351,8 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports numpy/torch/faiss: a missing package is one line, not a traceback.
+    if deps.require('vpr-ros'):
+        return deps.EXIT_MISSING
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Known args first: without rclpy the replay parser has no options, and the missing package, not
+    # the unknown options, is what the user must hear about.
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == 'replay' and deps.require('vpr-ros replay', ros=True):
+        return deps.EXIT_MISSING
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='[%(levelname)s] %(name)s: %(message)s')
     logging.getLogger('faiss').setLevel(logging.WARNING)  # its loader logs every CPU-feature probe

@@ -51,7 +51,7 @@ def test_launch_file_runs_an_installed_executable_with_the_shipped_params() -> N
     assert ast.literal_eval(kw['package']) == 'vpr_ros'
     executable = ast.literal_eval(kw['executable'])
     scripts = _console_scripts()
-    assert scripts[executable] == 'vpr_ros.ros.localizer:main'
+    assert scripts[executable] == 'vpr_ros.localizer:main'
     # the default params file: <share>/config/localize.yaml, installed by setup.py's config/*.yaml glob
     joins = [c for c in _calls(tree, 'join') if any(isinstance(a, ast.Constant) and a.value == 'localize.yaml'
                                                      for a in c.args)]
