@@ -65,3 +65,16 @@ def test_pca_of_rank_deficient_data_leaves_empty_directions_at_zero():
     assert np.all(np.isfinite(enc._pca_proj))
     np.testing.assert_allclose(enc._pca_proj[:, 3], 0.0)
     np.testing.assert_allclose(np.linalg.norm(enc._pca_proj[:, :3], axis=0), 1.0, atol=1e-6)
+
+
+def test_pca_keeps_pairwise_similarities_informative():
+    # PCA is fitted on the representation it is applied to (the L2-normalised raw descriptors):
+    # fitting on unnormalised raw_pixels vectors and subtracting that mean from normalised ones
+    # collapsed every descriptor onto one direction (all cosines 1.0).
+    imgs = [f.rgb for f in textured_frames(12, size=(48, 64))]
+    enc = create_encoder('raw_pixels', {'pca_dim': 6})
+    enc.fit(imgs)
+    d = enc.encode(imgs)
+    sims = d @ d.T
+    off = sims[~np.eye(len(d), dtype=bool)]
+    assert off.max() < 0.99 and off.std() > 0.1

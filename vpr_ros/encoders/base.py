@@ -7,7 +7,8 @@ Each encoder lives in its own module ``vpr_ros/encoders/<name>.py`` that defines
 Encoders that fit state on the map (a VLAD vocabulary, a PCA) implement ``_fit`` and keep that
 state as plain numpy arrays (``get_state``/``set_state``), which the map stores without pickle.
 Every encoder also understands the generic post-processing keys ``pca_dim``/``pca_whiten``:
-a PCA (optionally whitened) fitted on the map's raw descriptors, stored in the map.
+a PCA (optionally whitened) fitted on the map's L2-normalised raw descriptors (the representation
+it is applied to), stored in the map.
 """
 from __future__ import annotations
 
@@ -112,10 +113,12 @@ class Encoder(ABC):
             self._fit(images)
         pca_dim = int(self.config['pca_dim'])
         if pca_dim:
-            raw = np.concatenate(self._encode_raw_sets(images), axis=0)
+            # Fitted on what _apply_pca projects: the L2-normalised raw descriptors.
+            raw = l2_normalize(np.concatenate(self._encode_raw_sets(images), axis=0))
             self._fit_pca(raw, pca_dim)
 
     def _fit_pca(self, raw: np.ndarray, pca_dim: int) -> None:
+        """Fit on ``raw`` rows as ``_apply_pca`` will see them (L2-normalised raw descriptors)."""
         if pca_dim > min(raw.shape):
             raise ConfigError(f'encoder {self.name!r}: pca_dim {pca_dim} needs at least {pca_dim} map '
                               f'vectors and raw dim >= {pca_dim} (have {raw.shape[0]} x {raw.shape[1]})')

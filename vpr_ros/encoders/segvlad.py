@@ -38,6 +38,7 @@ import numpy as np
 
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.anyloc_vlad import DENSE_VLAD_DEFAULTS, DenseVladEncoder
+from vpr_ros.encoders.base import l2_normalize
 from vpr_ros.encoders.segments import create_segmenter
 from vpr_ros.encoders.supersegments import patch_membership, supersegment_masks
 from vpr_ros.encoders.torch_encoder import resize_rgb
@@ -132,7 +133,7 @@ class SegVlad(DenseVladEncoder):
             raise VprError(f'encoder {self.name!r}: the map images gave {len(sample)} segment(s); '
                            'the PCA needs at least 2')
         kept = min(pca_dim, len(sample) - 1, self.raw_dim)
-        self._fit_pca(sample, kept)
+        self._fit_pca(l2_normalize(sample), kept)  # the representation _apply_pca projects
         if kept < pca_dim:
             self._pca_proj = np.pad(self._pca_proj, ((0, 0), (0, pca_dim - kept)))
 
