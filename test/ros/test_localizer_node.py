@@ -1,6 +1,7 @@
 """The localizer node as a subprocess (params file, remapped loop-closure topic) over real DDS."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -168,6 +169,10 @@ def test_runtime_parameters_are_validated(running, world: World) -> None:
     bad = set_params(Parameter('covariance.score_low', value=0.99))  # above score_high (0.95)
     assert not bad[0].successful and 'score_low' in bad[0].reason
     assert not set_params(Parameter('top_k', value=500))[0].successful           # out of range
+    for name, value in (('covariance.score_low', math.nan), ('pose.min_score', math.nan),
+                        ('loop_closure.min_score', math.nan), ('covariance.score_high', math.inf)):
+        result = set_params(Parameter(name, value=value))[0]
+        assert not result.successful and 'finite' in result.reason, name
     assert not set_params(Parameter('map_path', value='/elsewhere'))[0].successful  # read-only
     assert set_params(Parameter('top_k', value=3))[0].successful
     frame = world.queries[3]

@@ -105,8 +105,14 @@ DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 def cross_check(values: Mapping[str, Any]) -> str | None:
     """Why a set of parameter values is inconsistent (None when it is fine).
 
-    Ranges and types are enforced by the descriptors; this checks relations between parameters.
+    Ranges and types are enforced by the descriptors; this checks relations between parameters
+    and that no float is NaN or infinite (a NaN passes every comparison-based gate unnoticed:
+    ``covariance.score_low: nan`` published NaN covariances, ``pose.min_score: nan`` no pose).
     """
+    for spec in PARAMETERS:
+        value = values[spec.name]
+        if isinstance(spec.default, float) and isinstance(value, float) and not math.isfinite(value):
+            return f'{spec.name} must be a finite number, got {value}'
     if values['covariance.score_low'] >= values['covariance.score_high']:
         return 'covariance.score_low must be below covariance.score_high'
     if values['covariance.sigma_xy_min'] > values['covariance.sigma_xy_max']:
