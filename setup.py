@@ -37,7 +37,7 @@ setup(
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
         ],
         'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
-        'test': ['pytest>=7', 'ruff==0.17.6'],
+        'test': ['pytest>=7', 'ruff==0.17.6', 'hypothesis>=6.80'],
     },
     zip_safe=True,
     maintainer='vpr_ros developers',

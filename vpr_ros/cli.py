@@ -10,6 +10,7 @@ from typing import Any
 
 from vpr_ros import deps
 from vpr_ros.errors import ConfigError, VprError
+from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 
 DEFAULT_ENCODER = 'effnet_gem'
 
@@ -47,6 +48,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--image-topic', help='image topic (default: the only Image/CompressedImage topic)')
     p.add_argument('--pose-topic', help='pose topic (Odometry, PoseStamped, PoseWithCovarianceStamped)')
     p.add_argument('--poses', help='CSV of poses for an image folder (default FOLDER/poses.csv)')
+    p.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar='N',
+                   help='skip images whose header declares more pixels than this, before decoding '
+                        f'(default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit)')
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -72,7 +76,8 @@ def cmd_build_map(args: argparse.Namespace) -> int:
         features = LocalFeatureConfig(args.local_features, args.max_keypoints)
         features.validate()
     camera = load_camera_info_yaml(args.camera_info) if args.camera_info else None
-    source = open_source(args.source, args.image_topic, args.pose_topic, args.poses)
+    source = open_source(args.source, args.image_topic, args.pose_topic, args.poses,
+                         max_pixels=args.max_image_pixels)
     vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
                             index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
                             thumbnails=not args.no_thumbnails, description=f'from {args.source}',
@@ -126,7 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k)
-    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses)
+    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
+                         max_pixels=args.max_image_pixels)
     results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
     _print_results(results)
     if args.out:
@@ -165,7 +171,8 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         keyframe_min_interval=args.keyframe_interval, top_k=args.top_k)
     settings.verification.validate()
     encoder = create_encoder(args.encoder, overrides)
-    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses)
+    source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
+                         max_pixels=args.max_image_pixels)
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
     _print_loops(results)
     if args.out:

@@ -59,6 +59,13 @@ _ENCODINGS: dict[str, tuple[int, str, str]] = {
 
 SUPPORTED_ENCODINGS = tuple(sorted(_ENCODINGS))
 
+# Images larger than this many pixels are refused before decoding (a 631-byte JPEG can claim
+# 20000x20000 and cost 1.2 GB); 50 MP is above any robot camera. Node parameter / CLI option.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+IMAGE_TOO_LARGE = 'image too large'
+ODD_WIDTH_YUV422 = 'odd width yuv422'
+TRUNCATED_COMPRESSED = 'truncated compressed image'
+
 
 def _buffer(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
@@ -67,15 +74,23 @@ def _buffer(data: Any) -> np.ndarray:
 
 
 def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_bigendian: bool,
-                       data: Any) -> np.ndarray:
-    """Return the image as (H, W, C) in its native dtype, honouring ``step`` and endianness."""
+                       data: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Return the image as (H, W, C) in its native dtype, honouring ``step`` and endianness.
+
+    Nothing is allocated before the header is checked against the data: the rows are a strided
+    view of the message buffer (the last row needs no padding), so a tiny message claiming a
+    huge ``step`` or size costs nothing.
+    """
     if encoding not in _ENCODINGS:
         raise ImageDecodeError('unknown encoding',
                                f'{encoding!r} (supported: {", ".join(SUPPORTED_ENCODINGS)})')
-    channels, kind, _ = _ENCODINGS[encoding]
+    channels, kind, order = _ENCODINGS[encoding]
     dtype = np.dtype(kind).newbyteorder('>' if is_bigendian else '<')
     if height <= 0 or width <= 0:
         raise ImageDecodeError('empty image', f'{width}x{height}')
+    check_image_size(width, height, max_pixels)
+    if order in ('uyvy', 'yuyv') and width % 2:
+        raise ImageDecodeError(ODD_WIDTH_YUV422, f'{encoding} packs two pixels in 4 bytes; width {width} is odd')
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError('bad step', f'step {step} < width*channels*bytes {row_bytes} ({encoding})')
@@ -83,11 +98,15 @@ def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_big
     if buf.size < step * (height - 1) + row_bytes:
         raise ImageDecodeError('truncated image',
                                f'{buf.size} bytes for {width}x{height} {encoding} with step {step}')
-    rows = buf[: step * height] if buf.size >= step * height else np.concatenate(
-        [buf, np.zeros(step * height - buf.size, np.uint8)])
-    rows = rows.reshape(height, step)[:, :row_bytes]
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1), writeable=False)
     arr = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
     return arr.astype(dtype.newbyteorder('='), copy=False)
+
+
+def check_image_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image whose declared size exceeds ``max_pixels`` (before anything is allocated)."""
+    if max_pixels > 0 and width * height > max_pixels:
+        raise ImageDecodeError(IMAGE_TOO_LARGE, f'{width}x{height} is more than max_image_pixels {max_pixels}')
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -121,45 +140,102 @@ def array_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """sensor_msgs/Image (rclpy or rosbags) -> HxWx3 uint8 RGB."""
     arr = raw_image_to_array(int(msg.height), int(msg.width), str(msg.encoding), int(msg.step),
-                             bool(msg.is_bigendian), msg.data)
+                             bool(msg.is_bigendian), msg.data, max_pixels)
     return array_to_rgb(arr, str(msg.encoding))
 
 
-def compressed_to_rgb(data: Any) -> np.ndarray:
-    """JPEG/PNG bytes (sensor_msgs/CompressedImage.data) -> HxWx3 uint8 RGB."""
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
+
+
+def _jpeg_header(buf: bytes) -> tuple[int, int, int] | None:
+    """(width, height, offset of the scan data) from a JPEG's segments, or None if they are malformed."""
+    pos, size = 2, None
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = int.from_bytes(buf[pos + 2:pos + 4], 'big')
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(buf):
+                return None
+            size = (int.from_bytes(buf[pos + 7:pos + 9], 'big'), int.from_bytes(buf[pos + 5:pos + 7], 'big'))
+        elif marker == 0xDA:
+            return None if size is None else (*size, pos + 2 + length)
+        elif marker == 0xD9:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _decode(raw: np.ndarray, max_pixels: int, what: str, any_format: bool) -> np.ndarray:
+    """Decode JPEG/PNG (``any_format``: anything OpenCV reads) to RGB after checking the header.
+
+    A JPEG must have its end-of-image marker after the scan: libjpeg "decodes" a truncated one
+    (premature end) by filling the rest with grey, which would then be localised as a real frame.
+    """
     import cv2
 
-    buf = _buffer(data)
-    if buf.size == 0:
-        raise ImageDecodeError('undecodable compressed image', 'empty data')
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    head = raw.tobytes()
+    if head.startswith(b'\xff\xd8\xff'):
+        header = _jpeg_header(head)
+        if header is None:
+            raise ImageDecodeError('undecodable compressed image', f'{what}: malformed JPEG header')
+        width, height, scan = header
+        if width == 0 or height == 0:
+            raise ImageDecodeError('undecodable compressed image', f'{what}: JPEG declares {width}x{height}')
+        check_image_size(width, height, max_pixels)
+        if head.find(b'\xff\xd9', scan) < 0:  # entropy data never holds FF D9 (stuffed FF 00)
+            raise ImageDecodeError(TRUNCATED_COMPRESSED, f'{what}: JPEG has no end-of-image marker')
+    elif head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR' and len(head) >= 24:
+        check_image_size(int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big'), max_pixels)
+    elif not any_format:
+        raise ImageDecodeError('undecodable compressed image', f'{raw.size} bytes are not a JPEG/PNG image')
+    img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageDecodeError('undecodable compressed image', f'{buf.size} bytes are not a JPEG/PNG image')
+        raise ImageDecodeError('undecodable compressed image', f'{what}: {raw.size} bytes are not a valid image')
     return np.ascontiguousarray(img[..., ::-1])
 
 
-def msg_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(data: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """JPEG/PNG bytes (sensor_msgs/CompressedImage.data) -> HxWx3 uint8 RGB."""
+    buf = _buffer(data)
+    if buf.size == 0:
+        raise ImageDecodeError('undecodable compressed image', 'empty data')
+    return _decode(buf, max_pixels, 'compressed image', any_format=False)
+
+
+def msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Any image message: CompressedImage is recognised by its ``format`` field."""
     if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
-        return compressed_to_rgb(msg.data)
-    return image_msg_to_rgb(msg)
+        return compressed_to_rgb(msg.data, max_pixels)
+    return image_msg_to_rgb(msg, max_pixels)
 
 
-def read_image_file(path: str) -> np.ndarray:
-    """Read an image file to RGB; raises ImageDecodeError for unreadable or truncated files."""
-    import cv2
-
+def read_image_file(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file to RGB; raises ImageDecodeError for unreadable, truncated or oversized files."""
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageDecodeError('unreadable image file', f'{path}: {exc.strerror}') from exc
-    img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if img is None:
-        raise ImageDecodeError('undecodable image file', path)
-    return np.ascontiguousarray(img[..., ::-1])
+    if raw.size == 0:
+        raise ImageDecodeError('undecodable image file', f'{path}: empty file')
+    try:
+        return _decode(raw, max_pixels, path, any_format=True)
+    except ImageDecodeError as exc:
+        if exc.kind == 'undecodable compressed image':
+            raise ImageDecodeError('undecodable image file', str(exc).partition(': ')[2]) from exc
+        raise
 
 
 def validate_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -227,3 +227,44 @@ def test_node_runs_segvlad_multi_vector_maps(world: World, in_process, driver_fa
         expected = offline.localize(query.rgb, 400.0 + k).matches
         assert [int(r[0]) for r in rows] == [m.place_id for m in expected]
         assert [r[1] for r in rows] == pytest.approx([m.score for m in expected], rel=1e-4)
+
+
+def test_diagnostics_level_reflects_the_last_period(world: World, in_process, driver_factory) -> None:
+    from test.ros.conftest import image_msg
+
+    node = in_process(map_path=world.map_path, threads=1, diagnostics_period=0.2,
+                      **{RELIABLE_IMAGES: 'reliable'}).node
+    real_localize = node._localizer.localize
+    calls = []
+
+    def fail_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError('injected failure')
+        return real_localize(*args, **kwargs)
+
+    node._localizer.localize = fail_once
+    driver = driver_factory()
+    driver.wait_ready(lambda: None)
+
+    def first_status_with(key: str) -> dict[str, Any]:
+        driver.wait_for(lambda o: (s := driver.latest_status()) is not None and key in s)
+        with driver.out.lock:
+            for array in driver.out.diagnostics:
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if key in values:
+                        return {'level': ord(status.level), 'message': status.message, **values}
+        raise AssertionError(key)
+
+    good = world.queries[0].rgb
+    driver.image_pub.publish(image_msg(good, 400.0))
+    failed = first_status_with('skipped.processing error (RuntimeError)')
+    assert failed['level'] == 2 and 'RuntimeError' in failed['message']
+    odd = image_msg(np.zeros((16, 15, 3), np.uint8), 401.0)
+    odd.encoding, odd.step, odd.data = 'yuv422', 30, bytes(16 * 30)
+    driver.image_pub.publish(odd)
+    bad = first_status_with('skipped.odd width yuv422')
+    assert bad['level'] == 1 and 'odd width yuv422' in bad['message'] and 'processing' not in bad['message']
+    driver.localize(image_msg(good, 402.0), 402.0)
+    driver.wait_for(lambda o: (s := driver.latest_status()) is not None and s['level'] == 0)

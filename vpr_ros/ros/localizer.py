@@ -103,7 +103,7 @@ class LocalizerNode(Node):
         self._latency = RollingStats()
         self._processing = RollingStats()
         self._localize = RollingStats()
-        self._reported_skips = 0
+        self._reported_skips: dict[str, int] = {}  # skip counts at the last diagnostics message
         self._last_image_stamp: float | None = None
 
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
@@ -259,7 +259,7 @@ class LocalizerNode(Node):
             self._rate_limited += 1
             return
         t_start = time.perf_counter()
-        rgb = msg_to_rgb(msg)
+        rgb = msg_to_rgb(msg, self._values['max_image_pixels'])
         with self._map_lock:
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
             self._maybe_add_keyframe(t, loc.vectors, rgb)
@@ -342,18 +342,18 @@ class LocalizerNode(Node):
             self._map_dirty = False
             self._publish_map_markers()
         skips = self._skips.as_dict()
-        new_skips = self._skips.total - self._reported_skips
-        self._reported_skips = self._skips.total
+        period = sorted(k for k, n in skips.items() if n > self._reported_skips.get(k, 0))  # this period's kinds
+        self._reported_skips = skips
         age = self._input_rate.last_event_age()
-        errors = [k for k in skips if k.startswith('processing error')]
+        errors = [k for k in period if k.startswith('processing error')]
         if age is None:
             level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
         elif age > NO_INPUT_WARN_S:
             level, message = DiagnosticStatus.WARN, f'no image for {age:.0f} s'
-        elif new_skips and errors:
+        elif errors:
             level, message = DiagnosticStatus.ERROR, f"frames failed: {', '.join(errors)}"
-        elif new_skips:
-            level, message = DiagnosticStatus.WARN, f"skipping bad frames: {', '.join(sorted(skips))}"
+        elif period:
+            level, message = DiagnosticStatus.WARN, f"skipping bad frames: {', '.join(period)}"
         else:
             level, message = DiagnosticStatus.OK, 'localizing'
         last_id, last_score, last_t = self._last or (-1, math.nan, math.nan)

@@ -7,6 +7,7 @@ are skipped and counted; a bag where no image is covered is an error.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from vpr_ros.errors import ImageDecodeError, SourceError
-from vpr_ros.frames import Frame, Pose, msg_to_rgb
+from vpr_ros.errors import ImageDecodeError, SourceError, VprError
+from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, Pose, msg_to_rgb
 from vpr_ros.skips import SkipCounter
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -29,6 +30,13 @@ def _typestore():
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.LATEST)
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` (rosbags errors can carry a multi-line raw schema)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ''
+    return f'{type(exc).__name__}: {text[:limit]}' + ('...' if len(text) > limit or len(lines) > 1 else '')
 
 
 def stamp_of(header: Any, fallback_ns: int) -> float:
@@ -89,20 +97,17 @@ class BagSource:
     """Frames of one image topic of a rosbag2, with poses from one pose topic."""
 
     def __init__(self, path: str, image_topic: str | None = None, pose_topic: str | None = None,
-                 skips: SkipCounter | None = None) -> None:
+                 skips: SkipCounter | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if not os.path.exists(path):
             raise SourceError(f'bag not found: {path}')
         self.path = path
         self.skips = skips or SkipCounter()
+        self.max_pixels = max_pixels
         self._store = _typestore()
-        try:
+        with self._read_errors():
             with self._reader() as reader:
                 topics = {c.topic: c.msgtype for c in reader.connections}
                 counts = {c.topic: c.msgcount for c in reader.connections}
-        except SourceError:
-            raise
-        except Exception as exc:  # rosbags raises several types for unreadable bags
-            raise SourceError(f'cannot read bag {path}: {type(exc).__name__}: {str(exc)[:200]}') from exc
         self.image_topic = self._pick(topics, image_topic, IMAGE_TYPES, 'image')
         self.pose_topic = self._pick(topics, pose_topic, POSE_TYPES, 'pose', required=False)
         self.image_count = counts.get(self.image_topic, 0)
@@ -115,6 +120,16 @@ class BagSource:
         from rosbags.highlevel import AnyReader
 
         return AnyReader([Path(self.path)], default_typestore=self._store)
+
+    @contextlib.contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        """A bag that cannot be read (corrupt sqlite pages, bad CDR, broken mcap) is one SourceError."""
+        try:
+            yield
+        except VprError:
+            raise
+        except Exception as exc:  # rosbags, apsw, mcap and struct raise many unrelated types
+            raise SourceError(f'cannot read bag {self.path}: {one_line(exc)}') from exc
 
     def _pick(self, topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str,
               required: bool = True) -> str | None:
@@ -139,7 +154,7 @@ class BagSource:
             raise SourceError(f'bag {self.path}: no pose topic (Odometry/PoseStamped/'
                               'PoseWithCovarianceStamped); name one or build without poses')
         stamps, poses = [], []
-        with self._reader() as reader:
+        with self._read_errors(), self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.pose_topic]
             for conn, t_ns, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
@@ -153,18 +168,22 @@ class BagSource:
         """Decoded frames in bag order; undecodable images and uncovered stamps are counted skips."""
         track = self.pose_track() if (require_pose or self.pose_topic) else None
         covered = 0
-        with self._reader() as reader:
+        with self._read_errors(), self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.image_topic]
             for conn, t_ns, raw in reader.messages(connections=conns):
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
-                    rgb = msg_to_rgb(msg)
                     stamp = stamp_of(msg.header, t_ns)
+                except Exception as exc:  # undeserializable CDR
+                    self.skips.skip('undeserializable message', one_line(exc))
+                    continue
+                try:
+                    rgb = msg_to_rgb(msg, self.max_pixels)
                 except ImageDecodeError as exc:
                     self.skips.skip(exc.kind, str(exc))
                     continue
-                except Exception as exc:  # undeserializable CDR
-                    self.skips.skip('undeserializable message', f'{type(exc).__name__}: {str(exc)[:120]}')
+                except Exception as exc:  # a decoder failure frames.py did not foresee
+                    self.skips.skip(f'undecodable image ({type(exc).__name__})', one_line(exc))
                     continue
                 pose = track.at(stamp) if track is not None else None
                 if require_pose and pose is None:

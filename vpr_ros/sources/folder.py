@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 
 from vpr_ros.errors import ImageDecodeError, SourceError
-from vpr_ros.frames import Frame, Pose, read_image_file
+from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, Pose, read_image_file
 from vpr_ros.skips import SkipCounter
 
 _IMAGE_COLS = ('image', 'filename', 'file')
@@ -21,7 +21,8 @@ _STAMP_COLS = ('stamp', 'timestamp', 'time')
 
 
 class FolderSource:
-    def __init__(self, folder: str, poses_csv: str | None = None, skips: SkipCounter | None = None) -> None:
+    def __init__(self, folder: str, poses_csv: str | None = None, skips: SkipCounter | None = None,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if not os.path.isdir(folder):
             raise SourceError(f'image folder not found: {folder}')
         self.folder = folder
@@ -29,6 +30,7 @@ class FolderSource:
         if not os.path.isfile(self.csv_path):
             raise SourceError(f'poses CSV not found: {self.csv_path} (give --poses CSV)')
         self.skips = skips or SkipCounter()
+        self.max_pixels = max_pixels
         self.rows = self._read_rows()
         if not self.rows:
             raise SourceError(f'{self.csv_path} lists no images')
@@ -66,7 +68,7 @@ class FolderSource:
         for name, stamp, pose in self.rows:
             path = os.path.join(self.folder, name)
             try:
-                rgb = read_image_file(path)
+                rgb = read_image_file(path, self.max_pixels)
             except ImageDecodeError as exc:
                 self.skips.skip(exc.kind, str(exc))
                 continue
