@@ -1,4 +1,4 @@
-"""Seeded fuzzing of the image decoders: any message gives an RGB array within bounds or an ImageDecodeError."""
+"""Seeded fuzzing of the image decoders: any message gives a bounded RGB array or an ImageDecodeError."""
 from __future__ import annotations
 
 import numpy as np

@@ -90,7 +90,7 @@ def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_big
         raise ImageDecodeError('empty image', f'{width}x{height}')
     check_image_size(width, height, max_pixels)
     if order in ('uyvy', 'yuyv') and width % 2:
-        raise ImageDecodeError(ODD_WIDTH_YUV422, f'{encoding} packs two pixels in 4 bytes; width {width} is odd')
+        raise ImageDecodeError(ODD_WIDTH_YUV422, f'{encoding} packs 2 pixels in 4 bytes; width {width}')
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError('bad step', f'step {step} < width*channels*bytes {row_bytes} ({encoding})')
@@ -106,7 +106,7 @@ def raw_image_to_array(height: int, width: int, encoding: str, step: int, is_big
 def check_image_size(width: int, height: int, max_pixels: int) -> None:
     """Refuse an image whose declared size exceeds ``max_pixels`` (before anything is allocated)."""
     if max_pixels > 0 and width * height > max_pixels:
-        raise ImageDecodeError(IMAGE_TOO_LARGE, f'{width}x{height} is more than max_image_pixels {max_pixels}')
+        raise ImageDecodeError(IMAGE_TOO_LARGE, f'{width}x{height} exceeds max_image_pixels {max_pixels}')
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -203,7 +203,7 @@ def _decode(raw: np.ndarray, max_pixels: int, what: str, any_format: bool) -> np
         raise ImageDecodeError('undecodable compressed image', f'{raw.size} bytes are not a JPEG/PNG image')
     img = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageDecodeError('undecodable compressed image', f'{what}: {raw.size} bytes are not a valid image')
+        raise ImageDecodeError('undecodable compressed image', f'{what}: {raw.size} bytes are not an image')
     return np.ascontiguousarray(img[..., ::-1])
 
 

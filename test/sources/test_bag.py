@@ -53,24 +53,22 @@ def test_empty_bag(tmp_path):
         BagSource(str(tmp_path / 'b'))
 
 
-def test_bad_images_in_a_bag_are_counted_skips(tmp_path):
+def _raw_bag(path, images, pose_raw=None):
+    """A bag of Image messages (encoding, width, step, data) at 100, 101, ... s, height 16, with a
+    PoseStamped stream over 99..103.5 s; ``pose_raw`` replaces the serialised pose at 101 s."""
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.LATEST)
     T = ts.types
-    good = textured_frames(2, size=(16, 16))
-    path = str(tmp_path / 'b')
     with Writer(path, version=9) as w:
         ci = w.add_connection('/cam', 'sensor_msgs/msg/Image', typestore=ts)
         co = w.add_connection('/odom', 'geometry_msgs/msg/PoseStamped', typestore=ts)
-        for i, (enc, step, data) in enumerate([('rgb8', 48, good[0].rgb.reshape(-1)),
-                                               ('rgb8', 48, np.zeros(10, np.uint8)),
-                                               ('nonsense', 48, np.zeros(768, np.uint8))]):
+        for i, (enc, width, step, data) in enumerate(images):
             hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=100 + i, nanosec=0),
                                            frame_id='c')
-            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=16, encoding=enc, is_bigendian=0,
-                                             step=step, data=data)
+            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=width, encoding=enc, is_bigendian=0,
+                                             step=step, data=np.asarray(data, np.uint8))
             w.write(ci, (100 + i) * 10**9, ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))
         for t in np.arange(99.0, 104.0, 0.5):
             stamp = T['builtin_interfaces/msg/Time'](sec=int(t), nanosec=int(t % 1 * 1e9))
@@ -78,9 +76,18 @@ def test_bad_images_in_a_bag_are_counted_skips(tmp_path):
             pose = T['geometry_msgs/msg/Pose'](
                 position=T['geometry_msgs/msg/Point'](x=float(t), y=0.0, z=0.0),
                 orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
-            msg = T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose)
-            w.write(co, int(t * 10**9), ts.serialize_cdr(msg, 'geometry_msgs/msg/PoseStamped'))
-    src = BagSource(path)
+            raw = ts.serialize_cdr(T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose),
+                                   'geometry_msgs/msg/PoseStamped')
+            w.write(co, int(t * 10**9), pose_raw if pose_raw is not None and t == 101.0 else raw)
+
+
+GOOD_16 = textured_frames(1, size=(16, 16))[0].rgb.reshape(-1)
+
+
+def test_bad_images_in_a_bag_are_counted_skips(tmp_path):
+    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, 48, GOOD_16), ('rgb8', 16, 48, np.zeros(10)),
+                                   ('nonsense', 16, 48, np.zeros(768))])
+    src = BagSource(str(tmp_path / 'b'))
     out = list(src.frames())
     assert len(out) == 1 and out[0].pose.position[0] == pytest.approx(100.0)
     assert src.skips.as_dict() == {'truncated image': 1, 'unknown encoding': 1}
@@ -114,43 +121,17 @@ def test_several_pose_topics_must_be_named(tmp_path):
         BagSource(str(tmp_path / 'b'), image_topic='/cam')
 
 
-def _raw_bag(path, images, pose_raw=None):
-    """A bag of raw Image messages (encoding, width, data) with a PoseStamped stream around them."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.LATEST)
-    T = ts.types
-    with Writer(path, version=9) as w:
-        ci = w.add_connection('/cam', 'sensor_msgs/msg/Image', typestore=ts)
-        co = w.add_connection('/odom', 'geometry_msgs/msg/PoseStamped', typestore=ts)
-        for i, (enc, width, data) in enumerate(images):
-            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=100 + i, nanosec=0), frame_id='c')
-            img = T['sensor_msgs/msg/Image'](header=hdr, height=16, width=width, encoding=enc, is_bigendian=0,
-                                             step=len(data) // 16, data=np.asarray(data, np.uint8))
-            w.write(ci, (100 + i) * 10**9, ts.serialize_cdr(img, 'sensor_msgs/msg/Image'))
-        for t in np.arange(99.0, 104.0, 0.5):
-            hdr = T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=int(t), nanosec=0),
-                                           frame_id='map')
-            pose = T['geometry_msgs/msg/Pose'](position=T['geometry_msgs/msg/Point'](x=float(t), y=0.0, z=0.0),
-                                               orientation=T['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
-            raw = ts.serialize_cdr(T['geometry_msgs/msg/PoseStamped'](header=hdr, pose=pose),
-                                   'geometry_msgs/msg/PoseStamped')
-            w.write(co, int(t * 10**9), pose_raw if pose_raw is not None and t == 101.0 else raw)
-
 
 def test_odd_width_yuv422_in_a_bag_is_labelled_as_such(tmp_path):
-    good = textured_frames(1, size=(16, 16))[0].rgb.reshape(-1)
-    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, good), ('yuv422', 15, np.zeros(16 * 30, np.uint8)),
-                                   ('uyvy', 16, np.zeros(16 * 32, np.uint8))])
+    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, 48, GOOD_16), ('yuv422', 15, 30, np.zeros(16 * 30)),
+                                   ('uyvy', 16, 32, np.zeros(16 * 32))])
     src = BagSource(str(tmp_path / 'b'))
     assert len(list(src.frames())) == 2
     assert src.skips.as_dict() == {'odd width yuv422': 1}
 
 
 def test_undeserialisable_pose_message_is_one_source_error(tmp_path):
-    good = textured_frames(1, size=(16, 16))[0].rgb.reshape(-1)
-    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, good)], pose_raw=b'\x00\x07\x00\x00garbage')
+    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, 48, GOOD_16)], pose_raw=b'\x00\x07\x00\x00garbage')
     with pytest.raises(SourceError, match='cannot read bag') as err:
         list(BagSource(str(tmp_path / 'b')).frames())
     assert '\n' not in str(err.value)
@@ -159,8 +140,7 @@ def test_undeserialisable_pose_message_is_one_source_error(tmp_path):
 def test_cli_prints_one_line_for_a_corrupt_bag(tmp_path, capsys):
     from vpr_ros.cli import main
 
-    good = textured_frames(1, size=(16, 16))[0].rgb.reshape(-1)
-    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, good)], pose_raw=b'\x00\x07\x00\x00garbage')
+    _raw_bag(str(tmp_path / 'b'), [('rgb8', 16, 48, GOOD_16)], pose_raw=b'\x00\x07\x00\x00garbage')
     assert main(['build-map', '--source', str(tmp_path / 'b'), '--out', str(tmp_path / 'm'),
                  '--encoder', 'raw_pixels']) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]

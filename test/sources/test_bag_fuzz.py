@@ -17,7 +17,8 @@ from vpr_ros.sources.bag import BagSource, write_bag
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-MUTATIONS = st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8)
+MUTATIONS = st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)),
+                     min_size=1, max_size=8)
 
 
 @pytest.fixture(scope='module')

@@ -342,7 +342,7 @@ class LocalizerNode(Node):
             self._map_dirty = False
             self._publish_map_markers()
         skips = self._skips.as_dict()
-        period = sorted(k for k, n in skips.items() if n > self._reported_skips.get(k, 0))  # this period's kinds
+        period = sorted(k for k, n in skips.items() if n > self._reported_skips.get(k, 0))  # kinds seen since
         self._reported_skips = skips
         age = self._input_rate.last_event_age()
         errors = [k for k in period if k.startswith('processing error')]

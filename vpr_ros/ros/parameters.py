@@ -49,8 +49,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec('image_transport', 'raw', "'raw' (sensor_msgs/Image, any encoding in vpr_ros.frames) or "
               "'compressed' (sensor_msgs/CompressedImage, JPEG/PNG).", read_only=True),
-    ParamSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'Skip (count) images whose header declares more pixels than '
-              'this, checked before anything is decoded or allocated; 0 = no limit.', low=0, high=2 ** 40),
+    ParamSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'Skip (count) images whose header declares more '
+              'pixels than this, checked before anything is decoded or allocated; 0 = no limit.',
+              low=0, high=2 ** 40),
     ParamSpec('max_rate_hz', 0.0, 'Process at most this many frames per second of image time '
               '(header stamps); 0 = as fast as the encoder allows. The newest frame always wins.',
               low=0.0, high=1000.0),
