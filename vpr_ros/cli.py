@@ -44,6 +44,12 @@ def _add_encoder_args(p: argparse.ArgumentParser, with_name: bool = True) -> Non
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='one encoder setting (repeatable)')
 
 
+def _add_verify_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--map-verify', choices=['full', 'size', 'none'], default='full',
+                   help='map checks on load: full = every file against its checksum and every descriptor; '
+                        'size = file sizes and a sample of descriptors (huge maps); none')
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--image-topic', help='image topic (default: the only Image/CompressedImage topic)')
     p.add_argument('--pose-topic', help='pose topic (Odometry, PoseStamped, PoseWithCovarianceStamped)')
@@ -130,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_loops(args, overrides)
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
-    localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k)
+    localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
     results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
@@ -183,7 +189,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 def cmd_map_info(args: argparse.Namespace) -> int:
     from vpr_ros.mapdb.store import VprMap
 
-    vmap = VprMap.load(args.map, mmap=True)
+    vmap = VprMap.load(args.map, mmap=True, verify=args.map_verify)
     meta = vmap.meta
     info = {
         'path': os.path.abspath(args.map), 'schema_version': meta.schema_version, 'created': meta.created,
@@ -318,11 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
     p.add_argument('--out', help='report folder (results.json + PNGs)')
+    _add_verify_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('map-info', help='print what a map holds')
     p.add_argument('map')
     p.add_argument('--json', action='store_true')
+    _add_verify_arg(p)
     p.set_defaults(func=cmd_map_info)
 
     p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')

@@ -63,8 +63,8 @@ class Localizer:
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
-                 encoder_name: str | None = None) -> 'Localizer':
-        vmap = VprMap.load(map_path)
+                 encoder_name: str | None = None, verify: str = 'full') -> 'Localizer':
+        vmap = VprMap.load(map_path, verify=verify)
         return cls(vmap, encoder_for_map(vmap, overrides, encoder_name), top_k)
 
     def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:

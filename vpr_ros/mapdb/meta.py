@@ -24,6 +24,7 @@ class MapMeta:
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))
     build: dict[str, Any] = field(default_factory=dict)  # how it was built: sources, keyframing, timings
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes} (integrity.py)
 
     @property
     def dim(self) -> int:
@@ -48,11 +49,53 @@ class MapMeta:
         if version != SCHEMA_VERSION:
             raise MapError(f'{source}: map schema version {version} is not supported (this vpr_ros reads '
                            f'{SCHEMA_VERSION}); rebuild the map')
+        problem = schema_problem(data)
+        if problem:
+            raise MapError(f'{source}: map.yaml is malformed ({problem})')
         known = set(MapMeta.__dataclass_fields__)
-        try:
-            return MapMeta(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise MapError(f'{source}: map.yaml is malformed ({exc})') from exc
+        return MapMeta(**{k: v for k, v in data.items() if k in known})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def schema_problem(data: dict[str, Any]) -> str | None:
+    """What in a parsed map.yaml does not have the type and range MapMeta needs (None when fine).
+
+    Fields unknown to this version are ignored (newer writers may add some).
+    """
+    enc = data.get('encoder')
+    if not isinstance(enc, dict):
+        return f'encoder must be a mapping, got {type(enc).__name__}'
+    if not isinstance(enc.get('name'), str) or not enc['name']:
+        return 'encoder.name must be a non-empty string'
+    if not _is_int(enc.get('dim')) or enc['dim'] <= 0:
+        return f"encoder.dim must be a positive integer, got {enc.get('dim')!r}"
+    if not isinstance(enc.get('config', {}), dict):
+        return f"encoder.config must be a mapping, got {type(enc.get('config')).__name__}"
+    if not isinstance(enc.get('multi_vector', False), bool):
+        return f"encoder.multi_vector must be true or false, got {enc.get('multi_vector')!r}"
+    if not isinstance(enc.get('weights_fingerprint', ''), str):
+        return 'encoder.weights_fingerprint must be a string'
+    for key in ('count', 'vectors'):
+        if key in data and (not _is_int(data[key]) or data[key] < 0):
+            return f'{key} must be a non-negative integer, got {data[key]!r}'
+    if data.get('dtype', 'float32') not in ('float32', 'float16'):
+        return f"dtype must be float32 or float16, got {data.get('dtype')!r}"
+    for key in ('index', 'created'):
+        if key in data and not isinstance(data[key], str):
+            return f'{key} must be a string, got {data[key]!r}'
+    if not isinstance(data.get('build', {}), dict):
+        return 'build must be a mapping'
+    files = data.get('files', {})
+    if not isinstance(files, dict):
+        return 'files must be a mapping'
+    for name, entry in files.items():
+        if (not isinstance(name, str) or '/' in name or not isinstance(entry, dict)
+                or not isinstance(entry.get('sha256'), str) or not _is_int(entry.get('bytes'))):
+            return f'files.{name}: expected {{sha256: hex, bytes: size}}'
+    return None
 
 
 def compatibility_problems(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -70,4 +113,7 @@ def compatibility_problems(stored: dict[str, Any], wanted: dict[str, Any]) -> li
                         f"requested {wanted.get('weights_fingerprint')}")
     if int(stored.get('dim', -1)) != int(wanted.get('dim', -2)):
         problems.append(f"dim: map {stored.get('dim')} vs requested {wanted.get('dim')}")
+    if 'multi_vector' in wanted and bool(stored.get('multi_vector')) != bool(wanted['multi_vector']):
+        problems.append(f"multi_vector: map {bool(stored.get('multi_vector'))} vs encoder "
+                        f"{wanted['multi_vector']}")
     return problems

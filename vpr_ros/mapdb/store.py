@@ -14,10 +14,11 @@ On disk (one directory, written to a temporary sibling and renamed into place)::
 """
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import sqlite3
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,12 @@ import numpy as np
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
+from vpr_ros.mapdb import integrity
 from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
 from vpr_ros.mapdb.meta import MapMeta, compatibility_problems
 
 _FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
+logger = logging.getLogger('vpr_ros')
 
 
 @dataclass(frozen=True)
@@ -154,26 +157,8 @@ class VprMap:
 
     # ----- disk ---------------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write atomically: build in a temporary sibling directory, then swap it into place."""
-        path = os.path.abspath(path)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.tmp-', dir=parent)
-        try:
-            self._write_into(tmp)
-            old = None
-            if os.path.exists(path):
-                if not os.path.isfile(os.path.join(path, 'map.yaml')) and os.listdir(path):
-                    raise MapError(f'{path} exists and is not a vpr_ros map; refusing to replace it')
-                old = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.old-', dir=parent)
-                os.rmdir(old)
-                os.rename(path, old)
-            os.rename(tmp, path)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Write atomically: readers of ``path`` always see the old or the new complete map."""
+        integrity.replace_directory(path, self._write_into, _is_replaceable)
 
     def _write_into(self, directory: str) -> None:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
@@ -194,6 +179,7 @@ class VprMap:
             faiss_index.write_index(self.index, os.path.join(directory, 'index.faiss'))
         if self.local_features is not None:
             self.local_features.write(directory)
+        self.meta.files = integrity.digest_files(directory)
         with open(os.path.join(directory, 'map.yaml'), 'w', encoding='utf-8') as fh:
             fh.write(self.meta.to_yaml())
         for name in os.listdir(directory):
@@ -201,15 +187,24 @@ class VprMap:
                 os.fsync(fh.fileno())
 
     @classmethod
-    def load(cls, path: str, encoder_identity: dict[str, Any] | None = None, mmap: bool = False) -> 'VprMap':
-        """Load and validate a map; with ``encoder_identity`` refuse a map of another encoder/config."""
+    def load(cls, path: str, encoder_identity: dict[str, Any] | None = None, mmap: bool = False,
+             verify: str = 'full') -> 'VprMap':
+        """Load and validate a map; with ``encoder_identity`` refuse a map of another encoder/config.
+
+        ``verify``: 'full' checks every file against its checksum in map.yaml and every descriptor;
+        'size' only file sizes and a sample of descriptors (huge maps); 'none' no file checks.
+        """
+        path = integrity.recover(path, _is_complete) or path
         if not os.path.isdir(path):
             raise MapError(f'map not found: {path}')
         missing = [f for f in _FILES if not os.path.isfile(os.path.join(path, f))]
         if missing:
             raise MapError(f'{path} is not a complete vpr_ros map (missing {", ".join(missing)})')
-        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
-            meta = MapMeta.from_yaml(fh.read(), path)
+        meta = _read_meta(path)
+        differ = integrity.verify_files(path, meta.files, verify)
+        if differ - {integrity.INDEX_FILE}:
+            raise MapError(f'{path} is corrupt: {", ".join(sorted(differ - {integrity.INDEX_FILE}))} '
+                           'differ from the checksums in map.yaml')
         if encoder_identity is not None:
             problems = compatibility_problems(meta.encoder, encoder_identity)
             if problems:
@@ -225,18 +220,25 @@ class VprMap:
                     state = {k: npz[k] for k in npz.files}
             places, thumbnails = _read_places(os.path.join(path, 'places.sqlite'))
             local_features = LocalFeatureStore.read(path, len(places))
-        except (ValueError, OSError, sqlite3.Error, KeyError) as exc:
-            raise MapError(f'{path} is corrupt: {type(exc).__name__}: {str(exc)[:200]}') from exc
+        except _READ_ERRORS as exc:
+            raise MapError(f'{path} is corrupt: {type(exc).__name__}: {_first_line(exc)}') from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
             raise MapError(f'{path} is corrupt: descriptors {descriptors.shape} vs dim {meta.dim}')
+        if owners.ndim != 1 or owners.dtype.kind not in 'iu':
+            raise MapError(f'{path} is corrupt: owners.npy holds {owners.dtype} {owners.shape}, not ids')
         if len(owners) != len(descriptors) or len(places) != meta.count or len(descriptors) != meta.vectors:
             raise MapError(f'{path} is corrupt: {len(places)} places, {len(descriptors)} descriptors, '
                            f'{len(owners)} owners; map.yaml says {meta.count} places, {meta.vectors} vectors')
-        if len(owners) and (owners.min() < 0 or owners.max() >= len(places)):
-            raise MapError(f'{path} is corrupt: descriptor owners point outside the places table')
+        problem = integrity.content_problem(descriptors, owners, len(places), meta.multi_vector, meta.dtype,
+                                            full=verify == 'full')
+        if problem:
+            raise MapError(f'{path} is corrupt: {problem}')
+        if integrity.INDEX_FILE in differ:
+            logger.warning(f'{path}: index.faiss differs from its checksum in map.yaml; rebuilding it from '
+                           'the descriptors')
         index = None
         index_path = os.path.join(path, 'index.faiss')
-        if os.path.isfile(index_path):
+        if os.path.isfile(index_path) and integrity.INDEX_FILE not in differ:
             try:
                 index = faiss_index.read_index(index_path)
             except RuntimeError:
@@ -247,6 +249,43 @@ class VprMap:
         vmap.thumbnails = thumbnails
         vmap.local_features = local_features
         return vmap
+
+
+# Everything numpy, zipfile, sqlite and the decoders raise for damaged files (empty .npy: EOFError,
+# broken .npz: BadZipFile / zlib.error, text in a REAL column: TypeError in _read_places).
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
+                sqlite3.Error)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ''
+
+
+def _read_meta(path: str) -> MapMeta:
+    try:
+        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MapError(f'{path}: map.yaml is unreadable ({type(exc).__name__}: {_first_line(exc)})') from exc
+    return MapMeta.from_yaml(text, path)
+
+
+def _is_replaceable(path: str) -> bool:
+    """A path save() may replace: a vpr_ros map or an empty directory."""
+    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, 'map.yaml')) or not os.listdir(path))
+
+
+def _is_complete(path: str) -> bool:
+    """Whether a directory an interrupted save left is a whole map (every file at its recorded size)."""
+    if not all(os.path.isfile(os.path.join(path, f)) for f in _FILES):
+        return False
+    try:
+        meta = _read_meta(path)
+        differ = integrity.verify_files(path, meta.files, 'size')
+        return bool(meta.files) and not differ - {integrity.INDEX_FILE}
+    except MapError:
+        return False
 
 
 THUMBNAIL_SIZE = (96, 128)  # height, width
@@ -273,6 +312,11 @@ def _read_places(path: str) -> tuple[list[Place], dict[int, bytes]]:
     for i, (pid, stamp, x, y, z, qx, qy, qz, qw, has_pose, source) in enumerate(rows):
         if pid != i:
             raise ValueError(f'place ids must be 0..N-1 in order (row {i} has id {pid})')
+        numbers = (stamp, x, y, z, qx, qy, qz, qw) if has_pose else (stamp,)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise TypeError(f'place {pid}: stamp and pose must be numbers, got {numbers}')
+        if source is not None and not isinstance(source, str):
+            raise TypeError(f'place {pid}: source must be text')
         pose = Pose((x, y, z), (qx, qy, qz, qw)) if has_pose else None
-        places.append(Place(pid, stamp, pose, source or ''))
+        places.append(Place(pid, float(stamp), pose, source or ''))
     return places, thumbs

@@ -148,7 +148,7 @@ class LocalizerNode(Node):
         if v['threads']:
             overrides['threads'] = v['threads']
         if v['map_path']:
-            vmap = VprMap.load(v['map_path'])
+            vmap = VprMap.load(v['map_path'], verify=v['map_verify'])
             return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'])
         if not v['incremental']:
             raise ConfigError('parameter map_path is required (a map directory from vpr-ros build-map)')

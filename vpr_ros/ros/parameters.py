@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
+from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
 
 NODE_NAME = 'vpr_localizer'
 IMAGE_TRANSPORTS = ('raw', 'compressed')
@@ -35,6 +36,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- map and encoder (fixed for the node's lifetime) ---------------------------------------
     ParamSpec('map_path', '', "Map directory written by 'vpr-ros build-map'. Required, except with "
               "incremental:=true where '' starts an empty map of `encoder`.", read_only=True),
+    ParamSpec('map_verify', 'full', "Checks when the map is loaded: 'full' (every file against its "
+              "checksum in map.yaml, every descriptor), 'size' (file sizes and a sample of descriptors: "
+              "for huge maps), 'none'.", read_only=True),
     ParamSpec('encoder', '', "Encoder name; '' = the encoder the map was built with. Naming another "
               'encoder than the map\'s is a fatal error.', read_only=True),
     ParamSpec('encoder_config', '', "Encoder config overrides as a YAML mapping, e.g. '{threads: 2}'. "
@@ -124,6 +128,8 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
         return 'covariance.sigma_xy_min must not exceed covariance.sigma_xy_max'
     if values['covariance.sigma_yaw_min'] > values['covariance.sigma_yaw_max']:
         return 'covariance.sigma_yaw_min must not exceed covariance.sigma_yaw_max'
+    if values['map_verify'] not in MAP_VERIFY_MODES:
+        return f"map_verify must be one of {MAP_VERIFY_MODES}, got {values['map_verify']!r}"
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None

@@ -1,0 +1,230 @@
+"""A corrupt map is refused in one line (or its derived index rebuilt); saves are atomic for readers."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+import yaml
+
+from test.mapdb.test_store import IDENTITY, make_map
+from vpr_ros.errors import MapError
+from vpr_ros.mapdb import integrity
+from vpr_ros.mapdb.store import VprMap
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    vmap, vecs = make_map(6)
+    vmap.encoder_state = {'pca.mean': np.zeros(8, np.float32)}
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    return path, vecs
+
+
+def _edit_yaml(path, edit):
+    with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
+        data = yaml.safe_load(fh)
+    edit(data)
+    with open(os.path.join(path, 'map.yaml'), 'w', encoding='utf-8') as fh:
+        yaml.safe_dump(data, fh)
+
+
+def _truncate(name, keep=0.5):
+    def corrupt(path):
+        full = os.path.join(path, name)
+        data = open(full, 'rb').read()
+        open(full, 'wb').write(data[:int(len(data) * keep)])
+    return corrupt
+
+
+def _break_npz_crc(path):
+    full = os.path.join(path, 'encoder_state.npz')
+    data = bytearray(open(full, 'rb').read())
+    with zipfile.ZipFile(full) as zf:
+        info = zf.infolist()[0]
+    at = info.header_offset + 30 + len(info.filename) + (info.compress_size // 2)
+    data[at] ^= 0xFF
+    open(full, 'wb').write(bytes(data))
+
+
+def _text_coordinate(path):
+    with sqlite3.connect(os.path.join(path, 'places.sqlite')) as db:
+        db.execute("UPDATE places SET x = 'north' WHERE id = 2")
+    db.close()
+
+
+def _yaml_bytes(data):
+    def corrupt(path):
+        open(os.path.join(path, 'map.yaml'), 'ab').write(data)
+    return corrupt
+
+
+def _set_encoder(**changes):
+    def corrupt(path):
+        def edit(data):
+            for key, value in changes.items():
+                if key == 'encoder':
+                    data['encoder'] = value
+                elif value is None:
+                    data['encoder'].pop(key)
+                else:
+                    data['encoder'][key] = value
+        _edit_yaml(path, edit)
+    return corrupt
+
+
+CORRUPTIONS = {
+    'empty descriptors.npy': _truncate('descriptors.npy', 0),
+    'empty owners.npy': _truncate('owners.npy', 0),
+    'empty encoder_state.npz': _truncate('encoder_state.npz', 0),
+    'truncated encoder_state.npz': _truncate('encoder_state.npz', 0.6),
+    'npz with a bad CRC': _break_npz_crc,
+    'non-UTF-8 map.yaml': _yaml_bytes(b'\nbuild: {note: "\xff\xfe"}\n'),
+    'encoder.dim missing': _set_encoder(dim=None),
+    'encoder.dim abc': _set_encoder(dim='abc'),
+    'encoder a string': _set_encoder(encoder='effnet_gem'),
+    'encoder.name missing': _set_encoder(name=None),
+    'encoder.config a list': _set_encoder(config=[1, 2]),
+    'text coordinate in places.sqlite': _text_coordinate,
+}
+
+
+@pytest.mark.parametrize('verify', ['full', 'none'])
+@pytest.mark.parametrize('what', sorted(CORRUPTIONS))
+def test_corrupt_map_is_one_map_error(saved, what, verify):
+    path, _ = saved
+    CORRUPTIONS[what](path)
+    with pytest.raises(MapError) as err:
+        VprMap.load(path, verify=verify)
+    assert '\n' not in str(err.value)
+
+
+@pytest.mark.parametrize('what', ['empty owners.npy', 'encoder.config a list',
+                                  'text coordinate in places.sqlite', 'non-UTF-8 map.yaml'])
+def test_cli_prints_one_line_and_exits_2_for_a_corrupt_map(saved, what, capsys, tmp_path):
+    from vpr_ros.cli import main
+
+    path, _ = saved
+    CORRUPTIONS[what](path)
+    for argv in (['map-info', path], ['evaluate', '--map', path, '--queries', str(tmp_path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and 'error' in err and 'Traceback' not in err
+
+
+def test_flipped_bits_in_the_index_are_detected_and_it_is_rebuilt(saved, caplog):
+    path, vecs = saved
+    full = os.path.join(path, 'index.faiss')
+    data = bytearray(open(full, 'rb').read())
+    for at in range(len(data) - 6 * 8 * 4, len(data), 7):  # inside the stored vectors
+        data[at] ^= 0x7F
+    open(full, 'wb').write(bytes(data))
+    vmap = VprMap.load(path)
+    assert 'rebuilding' in caplog.text
+    best = vmap.search(vecs[3], 2)
+    assert best[0].place_id == 3 and best[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize('corrupt, message', [
+    (lambda p: np.save(os.path.join(p, 'owners.npy'), np.arange(6)[::-1].copy()), 'place order'),
+    (lambda p: np.save(os.path.join(p, 'owners.npy'), np.array([0, 1, 2, 3, 4, 9])), 'outside'),
+    (lambda p: np.save(os.path.join(p, 'descriptors.npy'), np.full((6, 8), np.nan, np.float32)), 'NaN'),
+    (lambda p: np.save(os.path.join(p, 'descriptors.npy'), np.ones((6, 8), np.float32)), 'L2-normalised'),
+])
+def test_content_that_no_encoder_writes_is_refused(saved, corrupt, message):
+    path, _ = saved
+    corrupt(path)
+    with pytest.raises(MapError, match='checksums'):
+        VprMap.load(path)
+    with pytest.raises(MapError, match=message):  # found without checksums too (maps of older versions)
+        VprMap.load(path, verify='none')
+
+
+def test_multi_vector_flag_must_match_the_encoder(saved):
+    from vpr_ros.mapdb.meta import compatibility_problems
+
+    path, _ = saved
+    _set_encoder(multi_vector=True)(path)
+    vmap = VprMap.load(path)
+    assert compatibility_problems(vmap.meta.encoder, IDENTITY) == ['multi_vector: map True vs encoder False']
+    owners = np.array([0, 0, 1, 2, 3, 4])
+    assert integrity.content_problem(np.eye(6, 8, dtype=np.float32), owners, 6, False, 'float32') is not None
+    assert integrity.content_problem(np.eye(6, 8, dtype=np.float32), owners, 5, True, 'float32') is None
+
+
+def test_size_mode_checks_sizes_and_a_sample(saved):
+    path, _ = saved
+    full = os.path.join(path, 'places.sqlite')
+    data = bytearray(open(full, 'rb').read())
+    data[-10] ^= 0x01
+    open(full, 'wb').write(bytes(data))
+    assert len(VprMap.load(path, verify='size')) == 6  # same size: only full hashing sees it
+    with pytest.raises(MapError, match='places.sqlite differ'):
+        VprMap.load(path)
+    with pytest.raises(MapError, match='verification must be one of'):
+        VprMap.load(path, verify='maybe')
+
+
+# ----- atomic swap -------------------------------------------------------------------------------
+def _killed_save(path: str, when: str) -> None:
+    """Save a 9-place map over ``path`` in a subprocess killed (os._exit) at ``when``."""
+    script = textwrap.dedent(f'''
+        import os, shutil
+        import numpy as np
+        from vpr_ros.encoders.base import l2_normalize
+        from vpr_ros.mapdb import integrity
+        from vpr_ros.mapdb.store import VprMap
+        identity = {IDENTITY!r}
+        vmap = VprMap.empty(identity)
+        for i, v in enumerate(l2_normalize(np.random.default_rng(1).normal(size=(9, 8)))):
+            vmap.add(float(i), None, v)
+        when = {when!r}
+        if when == 'between renames':
+            integrity.exchange = lambda a, b: False
+            real = os.rename
+            def rename(a, b):
+                real(a, b)
+                os._exit(9)
+            os.rename = rename
+        else:
+            shutil.rmtree = lambda *a, **k: os._exit(9)
+        vmap.save({path!r})
+        raise SystemExit('the save was not interrupted')
+    ''')
+    proc = subprocess.run([sys.executable, '-c', script], env={**os.environ, 'PYTHONPATH': REPO},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+
+
+@pytest.mark.parametrize('when', ['between renames', 'after the exchange'])
+def test_a_save_killed_midway_leaves_a_loadable_map_and_the_next_save_cleans_up(tmp_path, when):
+    path = str(tmp_path / 'm')
+    make_map(3)[0].save(path)
+    _killed_save(path, when)
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith('.m.')]
+    assert leftovers, 'the kill left nothing behind: the test did not interrupt the save'
+    assert len(VprMap.load(path)) == 9  # the new map (recovered into place when it was missing)
+    assert os.path.isfile(os.path.join(path, 'map.yaml'))
+    (tmp_path / '.m.tmp-stale').mkdir()  # as older versions named them
+    make_map(4)[0].save(path)
+    assert sorted(os.listdir(tmp_path)) == ['m']
+    assert len(VprMap.load(path)) == 4
+
+
+def test_exchange_swaps_two_directories(tmp_path):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    a.mkdir()
+    b.mkdir()
+    (a / 'x').write_text('a')
+    (b / 'x').write_text('b')
+    if not integrity.exchange(str(a), str(b)):
+        pytest.skip('renameat2(RENAME_EXCHANGE) is not available here (the fallback is tested above)')
+    assert (a / 'x').read_text() == 'b' and (b / 'x').read_text() == 'a'

@@ -1,0 +1,257 @@
+"""A map detects that it is not what was written, and is replaced atomically.
+
+* Checksums: ``save`` records the SHA-256 and size of every file in map.yaml (``files``); ``load``
+  verifies them. ``verify='full'`` (default) hashes every file; ``verify='size'`` only compares
+  sizes (for huge maps where hashing costs seconds: see README "Map integrity"), ``'none'``
+  skips the file checks. A mismatching ``index.faiss`` is derived data and is rebuilt; any other
+  mismatching file makes the map corrupt. Maps written before checksums existed load unverified.
+* Content checks that need no checksum: descriptors finite and of unit (or zero) norm, owners
+  non-decreasing and inside the places table, one vector per place unless ``multi_vector``.
+* Atomic replacement: the new map is written into a hidden sibling ``.NAME.tmp-PID-*``, then
+  swapped with the old one by ``renameat2(RENAME_EXCHANGE)`` (Linux >= 3.15; one atomic step,
+  readers always see a complete map). Where that is not available the fallback renames the old
+  map aside (``.NAME.old-PID-*``) and the new one in; ``recover`` then repairs the one state a kill
+  can leave (no map at the path, a complete new and/or old sibling). Siblings of dead processes
+  are removed on the next save.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.errors import MapError
+
+logger = logging.getLogger('vpr_ros')
+
+VERIFY_MODES = ('full', 'size', 'none')
+INDEX_FILE = 'index.faiss'
+META_FILE = 'map.yaml'
+_CHUNK = 1 << 22
+NORM_TOLERANCE = {'float32': 1e-3, 'float16': 2e-2}  # |norm - 1| allowed per storage dtype
+
+
+# ----- checksums -------------------------------------------------------------------------------
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_files(directory: str) -> dict[str, dict[str, Any]]:
+    """{file name: {'sha256': hex, 'bytes': size}} for every file of a map directory but map.yaml."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name != META_FILE and os.path.isfile(path):
+            out[name] = {'sha256': sha256_file(path), 'bytes': os.path.getsize(path)}
+    return out
+
+
+def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, verify: str) -> set[str]:
+    """Names of files that differ from what map.yaml recorded; raises for a missing recorded file."""
+    if verify not in VERIFY_MODES:
+        raise MapError(f'map verification must be one of {VERIFY_MODES}, got {verify!r}')
+    if not files or verify == 'none':
+        return set()
+    bad = set()
+    for name, want in files.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            if name == INDEX_FILE:
+                continue  # derived data: rebuilt
+            raise MapError(f'{directory} is corrupt: {name} is missing')
+        if os.path.getsize(path) != want['bytes']:
+            bad.add(name)
+        elif verify == 'full' and sha256_file(path) != want['sha256']:
+            bad.add(name)
+    return bad
+
+
+# ----- content ---------------------------------------------------------------------------------
+def _row_chunks(rows: int, full: bool, sample: int = 4096) -> Iterator[np.ndarray | slice]:
+    if full or rows <= sample:
+        for start in range(0, rows, 65536):
+            yield slice(start, min(rows, start + 65536))
+    else:  # a fixed, spread sample of rows (deterministic)
+        yield np.unique(np.linspace(0, rows - 1, sample).astype(np.int64))
+
+
+def content_problem(descriptors: np.ndarray, owners: np.ndarray, places: int, multi_vector: bool,
+                    dtype: str, full: bool = True) -> str | None:
+    """Why descriptors/owners cannot be what an encoder wrote (None when they can)."""
+    if len(owners):
+        if owners[0] < 0 or owners[-1] >= places:
+            return 'descriptor owners point outside the places table'
+        if np.any(np.diff(owners) < 0):
+            return 'descriptor owners are not in place order'
+        if not multi_vector and (len(owners) != places or np.any(owners != np.arange(places))):
+            return 'a global-descriptor map must hold exactly one vector per place'
+    elif places and not multi_vector:
+        return 'a global-descriptor map must hold exactly one vector per place'
+    tol = NORM_TOLERANCE.get(dtype, 2e-2)
+    for rows in _row_chunks(len(descriptors), full):
+        block = np.asarray(descriptors[rows], np.float32)
+        if not np.all(np.isfinite(block)):
+            return 'descriptors hold NaN or infinite values'
+        norms = np.linalg.norm(block, axis=1)
+        if np.any((np.abs(norms - 1.0) > tol) & (norms > tol)):
+            return 'descriptors are not L2-normalised (norms outside 1 +- tolerance)'
+    return None
+
+
+# ----- atomic replacement ------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _libc_renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _libc_renameat2()
+
+
+def exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths; False when the system or filesystem cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, f'renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}')
+
+
+def _sibling(path: str, kind: str) -> str:
+    """A new hidden sibling directory name ``.NAME.KIND-PID-random`` (kind: tmp or old)."""
+    prefix = f'.{os.path.basename(path)}.{kind}-{os.getpid()}-'
+    return tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(path))
+
+
+def _siblings(path: str) -> list[tuple[str, str, int | None]]:
+    """(path, kind, pid) of every ``.NAME.tmp-*``/``.NAME.old-*`` beside ``path``."""
+    parent, base = os.path.dirname(path), os.path.basename(path)
+    out = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return out
+    for name in names:
+        for kind in ('tmp', 'old'):
+            prefix = f'.{base}.{kind}-'
+            if name.startswith(prefix):
+                pid_text = name[len(prefix):].split('-', 1)[0]
+                out.append((os.path.join(parent, name), kind, int(pid_text) if pid_text.isdigit() else None))
+    return out
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether the process that named a sibling still runs (names without a pid are from old saves)."""
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(path: str) -> list[str]:
+    """Remove siblings left by saves of processes that no longer run (killed mid-save)."""
+    removed = []
+    for sib, _, pid in _siblings(path):
+        if not _alive(pid):
+            shutil.rmtree(sib, ignore_errors=True)
+            removed.append(sib)
+    return removed
+
+
+def replace_directory(path: str, write_into: Callable[[str], None],
+                      is_replaceable: Callable[[str], bool]) -> None:
+    """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _sibling(path, 'tmp')
+    try:
+        write_into(tmp)
+        _fsync_dir(tmp)
+        if os.path.lexists(path):
+            if not is_replaceable(path):
+                raise MapError(f'{path} exists and is not a vpr_ros map; refusing to replace it')
+            if exchange(tmp, path):
+                old = tmp
+            else:
+                old = _sibling(path, 'old')
+                os.rmdir(old)
+                os.rename(path, old)  # a kill here leaves no map at path: recover() repairs it
+                os.rename(tmp, path)
+            _fsync_dir(os.path.dirname(path))
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+            _fsync_dir(os.path.dirname(path))
+    except BaseException:
+        if os.path.isdir(tmp) and os.path.abspath(tmp) != path:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    remove_stale(path)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover(path: str, is_complete: Callable[[str], bool]) -> str | None:
+    """After a killed fallback save (no map at ``path``): move the newest complete sibling into place.
+
+    The new map (tmp) wins over the old one; returns the directory to load from (``path`` when the
+    rename worked, the sibling itself on a read-only filesystem), or None when there is nothing.
+    """
+    if os.path.lexists(path):
+        return path
+    candidates = [(kind, sib) for sib, kind, pid in _siblings(path) if not _alive(pid) and is_complete(sib)]
+    for kind in ('tmp', 'old'):
+        for found_kind, sib in sorted(candidates, key=lambda c: -os.path.getmtime(c[1])):
+            if found_kind != kind:
+                continue
+            try:
+                os.rename(sib, path)
+            except OSError:
+                logger.warning(f'{path} is missing; loading the map an interrupted save left in {sib}')
+                return sib
+            logger.warning(f'{path} was missing after an interrupted save; restored it from {sib}')
+            return path
+    return None
