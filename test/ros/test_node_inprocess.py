@@ -268,3 +268,35 @@ def test_diagnostics_level_reflects_the_last_period(world: World, in_process, dr
     assert bad['level'] == 1 and 'odd width yuv422' in bad['message'] and 'processing' not in bad['message']
     driver.localize(image_msg(good, 402.0), 402.0)
     driver.wait_for(lambda o: (s := driver.latest_status()) is not None and s['level'] == 0)
+
+
+def _corrupt_map_copy(world: World, tmp_path) -> str:
+    import yaml
+
+    broken = tmp_path / 'corrupt_map'
+    shutil.copytree(world.map_path, broken)
+    meta = yaml.safe_load((broken / 'map.yaml').read_text())
+    meta['encoder']['config'] = [1, 2]
+    (broken / 'map.yaml').write_text(yaml.safe_dump(meta))
+    return str(broken)
+
+
+@pytest.mark.parametrize('case', ['missing params file', 'broken params file', 'unquoted -p YAML',
+                                  'threads abc', 'corrupt map.yaml'])
+def test_start_up_errors_are_one_fatal_line(case, world: World, tmp_path) -> None:
+    (tmp_path / 'broken.yaml').write_text('vpr_localizer:\n  ros__parameters:\n    top_k: [1, 2\n')
+    ros_args = {
+        'missing params file': ['--params-file', str(tmp_path / 'absent.yaml')],
+        'broken params file': ['--params-file', str(tmp_path / 'broken.yaml')],
+        'unquoted -p YAML': ['-p', 'encoder_config:={threads:'],
+        'threads abc': ['-p', 'incremental:=true', '-p', 'encoder:=raw_pixels',
+                        '-p', "encoder_config:='{threads: abc}'"],
+        'corrupt map.yaml': ['-p', f'map_path:={_corrupt_map_copy(world, tmp_path)}'],
+    }[case]
+    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args', *ros_args],
+                          env=child_env(), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    fatal = [line for line in out.splitlines() if 'FATAL' in line]
+    assert len(fatal) == 1 and 'cannot start' in fatal[0], out
+    assert 'Traceback' not in out

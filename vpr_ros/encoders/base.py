@@ -55,8 +55,10 @@ class Encoder(ABC):
         self.config: dict[str, Any] = merged
         self._pca_mean: np.ndarray | None = None
         self._pca_proj: np.ndarray | None = None
-        if int(self.config['pca_dim']) < 0:
-            raise ConfigError(f'encoder {self.name!r}: pca_dim must be >= 0')
+        for key, low in (('threads', 0), ('batch_size', 1), ('pca_dim', 0)):
+            value = self.config[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, got {value!r}')
 
     # ----- what subclasses implement ---------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ or ``python -m vpr_ros.localizer --ros-args ...``.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
@@ -388,13 +390,27 @@ class LocalizerNode(Node):
         super().destroy_node()
 
 
+def _startup_error(exc: BaseException) -> str:
+    """One line for a start-up failure: rcl's own messages carry C source locations."""
+    text = re.sub(r',? at /\S+:\d+', '', str(exc).strip().splitlines()[0] if str(exc).strip() else '')
+    if isinstance(exc, (VprError, ParameterException)):
+        return text
+    return f'{type(exc).__name__}: {text}'
+
+
 def main(args: list[str] | None = None) -> int:
+    logger = rclpy.logging.get_logger(NODE_NAME)
     try:
-        with rclpy.init(args=args):
+        init = rclpy.init(args=args)  # parses --ros-args: a broken params file or -p value fails here
+    except rclpy_implementation.RCLError as exc:
+        logger.fatal(f'cannot start: {_startup_error(exc)}')
+        return 1
+    try:
+        with init:
             try:
                 node = LocalizerNode()
-            except (VprError, ParameterException) as exc:
-                rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+            except Exception as exc:  # start-up has nothing to keep alive: one line, never a traceback
+                logger.fatal(f'cannot start: {_startup_error(exc)}')
                 return 1
             try:
                 rclpy.spin(node)
