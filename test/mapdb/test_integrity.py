@@ -228,3 +228,12 @@ def test_exchange_swaps_two_directories(tmp_path):
     if not integrity.exchange(str(a), str(b)):
         pytest.skip('renameat2(RENAME_EXCHANGE) is not available here (the fallback is tested above)')
     assert (a / 'x').read_text() == 'b' and (b / 'x').read_text() == 'a'
+
+
+def test_a_stray_sqlite_journal_does_not_stop_a_read_only_load(saved):
+    path, vecs = saved
+    with open(os.path.join(path, 'places.sqlite-journal'), 'wb') as fh:  # a journal header (hot)
+        fh.write(b'\xd9\xd5\x05\xf9\x20\xa1\x63\xd7' + bytes(range(256)) * 16)
+    vmap = VprMap.load(path)
+    assert len(vmap) == 6 and vmap.places[2].pose is not None
+    assert os.path.exists(os.path.join(path, 'places.sqlite-journal'))  # nothing was rolled back

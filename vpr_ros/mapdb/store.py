@@ -300,7 +300,10 @@ def encode_thumbnail(rgb: np.ndarray) -> bytes:
 
 
 def _read_places(path: str) -> tuple[list[Place], dict[int, bytes]]:
-    db = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    # immutable: a map is never modified in place (saves replace the directory), so a stray
+    # places.sqlite-journal is ignored instead of rolled back (which a read-only open refuses with
+    # 'attempt to write a readonly database'); the checksum in map.yaml vouches for the file.
+    db = sqlite3.connect(f'file:{path}?mode=ro&immutable=1', uri=True)
     try:
         rows = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
                           'ORDER BY id').fetchall()
