@@ -76,7 +76,7 @@ def schema_problem(data: dict[str, Any]) -> str | None:
         return f"encoder.config must be a mapping, got {type(enc.get('config')).__name__}"
     if not isinstance(enc.get('multi_vector', False), bool):
         return f"encoder.multi_vector must be true or false, got {enc.get('multi_vector')!r}"
-    if not isinstance(enc.get('weights_fingerprint', ''), str):
+    if not isinstance(enc.get('weights_fingerprint', ''), (str, type(None))):
         return 'encoder.weights_fingerprint must be a string'
     for key in ('count', 'vectors'):
         if key in data and (not _is_int(data[key]) or data[key] < 0):
