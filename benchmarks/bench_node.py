@@ -81,7 +81,8 @@ def run_rate(map_path: str, images: list[np.ndarray], rate: float, seconds: floa
     from vpr_ros.ros.messages import to_sec, to_time
     from vpr_ros.ros.replay import Recording, Session, start_node, stop_node
 
-    proc = start_node(map_path, os.path.join(tmp, f'node_{rate:g}.log'), sim_time=False, params=params)
+    proc = start_node(map_path, os.path.join(tmp, f'node_{rate:g}.log'), sim_time=False, params=params,
+                      remaps=['image:=/camera/image_raw'])
     session = Session()
     recording = Recording()
     try:

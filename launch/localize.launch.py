@@ -3,6 +3,9 @@
     ros2 launch vpr_ros localize.launch.py map_path:=/path/to/map image_topic:=/camera/image_raw
     ros2 launch vpr_ros localize.launch.py map_path:=... use_sim_time:=true namespace:=robot1
 
+``image_topic`` / ``odom_topic`` remap the node's relative inputs ``image`` / ``odom`` (defaults: the
+relative names themselves, so they follow ``namespace``).
+
 Loop closures are remapped to LIO-SAM's ``lio_loop/loop_closure_detection`` (relative, so they
 follow ``namespace``); ``pose_topic`` can point the matched pose at ``/initialpose``.
 """
@@ -20,6 +23,7 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory('vpr_ros'), 'config', 'localize.yaml')
     map_path = LaunchConfiguration('map_path')
     image_topic = LaunchConfiguration('image_topic')
+    odom_topic = LaunchConfiguration('odom_topic')
     params_file = LaunchConfiguration('params_file')
     use_sim_time = LaunchConfiguration('use_sim_time')
     namespace = LaunchConfiguration('namespace')
@@ -29,9 +33,12 @@ def generate_launch_description():
 
     return LaunchDescription([
         DeclareLaunchArgument('map_path', description='Map directory built with vpr-ros build-map'),
-        DeclareLaunchArgument('image_topic', default_value='/camera/image_raw',
-                              description='Camera topic (sensor_msgs/Image, or the base topic of '
-                                          'a compressed stream with image_transport: compressed)'),
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='Camera topic the input `image` is remapped to (sensor_msgs/Image, '
+                                          'or the base topic of a stream with image_transport: compressed)'),
+        DeclareLaunchArgument('odom_topic', default_value='odom',
+                              description='Odometry topic the input `odom` is remapped to (used with '
+                                          'use_odom: true)'),
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='Node parameters (YAML)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
@@ -51,10 +58,10 @@ def generate_launch_description():
             emulate_tty=True,
             parameters=[params_file, {
                 'map_path': map_path,
-                'image_topic': image_topic,
                 'use_sim_time': ParameterValue(use_sim_time, value_type=bool),
             }],
-            remappings=[('~/loop_closure', loop_closure_topic), ('~/pose', pose_topic)],
+            remappings=[('image', image_topic), ('odom', odom_topic),
+                        ('~/loop_closure', loop_closure_topic), ('~/pose', pose_topic)],
             arguments=['--ros-args', '--log-level', log_level],
         ),
     ])

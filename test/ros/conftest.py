@@ -27,7 +27,7 @@ MAP_PLACES = 8
 QUERY_ORDER = (2, 3, 4, 5, 6, 1, 0, 7)
 QUERY_T0 = 200.0
 ENCODER_CONFIG = {'image_size': [96, 128]}
-RELIABLE_IMAGES = 'qos_overrides./camera/image_raw.subscription.reliability'
+RELIABLE_IMAGES = 'qos_overrides./image.subscription.reliability'  # the node's relative input `image`
 
 
 def perturb(rgb: np.ndarray, seed: int) -> np.ndarray:
@@ -131,7 +131,7 @@ class Outputs:
 class Driver:
     """Test-side node: publishes images, records the localizer's outputs (private rclpy context)."""
 
-    def __init__(self, node_name: str = '/vpr_localizer', image_topic: str = '/camera/image_raw',
+    def __init__(self, node_name: str = '/vpr_localizer', image_topic: str = '/image',
                  image_type: Any = None, loop_topic: str | None = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped

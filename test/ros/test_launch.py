@@ -59,7 +59,14 @@ def test_launch_file_runs_an_installed_executable_with_the_shipped_params() -> N
     assert os.path.isfile(CONFIG_FILE)
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, 'DeclareLaunchArgument')}
     assert {'map_path', 'image_topic', 'params_file', 'use_sim_time', 'namespace', 'log_level'} <= declared
-    assert "('~/loop_closure', loop_closure_topic)" in ast.unparse(kw['remappings'])
+    remaps = ast.unparse(kw['remappings'])
+    assert "('~/loop_closure', loop_closure_topic)" in remaps
+    # the inputs are relative names remapped by the launch arguments, never absolute parameters
+    assert "('image', image_topic)" in remaps and "('odom', odom_topic)" in remaps
+    assert 'image_topic' not in ast.unparse(kw['parameters'])
+    image_arg = next(c for c in _calls(tree, 'DeclareLaunchArgument')
+                     if ast.literal_eval(c.args[0]) == 'image_topic')
+    assert ast.literal_eval(_keywords(image_arg)['default_value']) == 'image'
     loop_arg = next(c for c in _calls(tree, 'DeclareLaunchArgument')
                     if ast.literal_eval(c.args[0]) == 'loop_closure_topic')
     assert ast.literal_eval(_keywords(loop_arg)['default_value']) == 'lio_loop/loop_closure_detection'

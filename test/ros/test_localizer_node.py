@@ -212,7 +212,7 @@ def test_replay_connects_to_a_running_node(running, world: World, tmp_path) -> N
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     args = parser.parse_args(['--bag', world.bag_path, '--map', world.map_path, '--out', str(tmp_path),
-                              '--connect', '--rate', '4', '--dist', '5'])
+                              '--connect', '--rate', '4', '--dist', '5', '--publish-topic', '/image'])
     assert run(args) == 0
     with open(tmp_path / 'results.json', encoding='utf-8') as fh:
         results = json.load(fh)

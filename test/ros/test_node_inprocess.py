@@ -30,14 +30,15 @@ from vpr_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS  # noqa: E402
 class InProcess:
     """A LocalizerNode on its own context, spun in a background thread."""
 
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, ros_args: tuple[str, ...] = (), **overrides: Any) -> None:
         from rclpy.executors import SingleThreadedExecutor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         try:
-            self.node = LocalizerNode(context=self.context, parameter_overrides=[
-                Parameter(k, value=v) for k, v in overrides.items()])
+            self.node = LocalizerNode(
+                context=self.context, cli_args=['--ros-args', *ros_args] if ros_args else None,
+                parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         except BaseException:
             self.context.try_shutdown()
             raise
@@ -79,7 +80,8 @@ def test_declares_exactly_the_parameter_table(world: World, in_process) -> None:
         if spec.name not in ('map_path', 'threads'):
             assert node.get_parameter(spec.name).value == spec.default, spec.name
     # the image subscription's QoS can be overridden the standard way
-    assert any(n.startswith('qos_overrides./camera/image_raw.subscription.') for n in node._parameters)
+    assert any(n.startswith('qos_overrides./image.subscription.') for n in node._parameters)
+    assert node._image_sub.topic_name == '/image' and node._odom_topic == ''  # relative input, no odometry
 
 
 def test_map_built_with_another_encoder_is_refused(world: World) -> None:
@@ -110,8 +112,9 @@ def test_compressed_input_and_undecodable_jpeg(world: World, in_process, driver_
 
     from vpr_ros.ros.messages import to_time
 
+    # image_transport style: the remapped relative `image` is the base, `/compressed` is appended
     node = in_process(map_path=world.map_path, threads=1, image_transport='compressed',
-                      image_topic='/cam/image', diagnostics_period=0.2)
+                      ros_args=('-r', 'image:=/cam/image'), diagnostics_period=0.2)
     assert node.node._image_sub.topic_name == '/cam/image/compressed'
     driver = driver_factory(image_topic='/cam/image/compressed', image_type=CompressedImage)
     driver.wait_ready(lambda: None)
@@ -140,6 +143,13 @@ def test_compressed_input_and_undecodable_jpeg(world: World, in_process, driver_
     assert os.environ['ROS_PYTHON_CHECK_FIELDS'] == '1'
 
 
+def test_deprecated_topic_parameters_still_override_the_relative_inputs(world: World, in_process) -> None:
+    node = in_process(map_path=world.map_path, threads=1, image_topic='/legacy/camera',
+                      odom_topic='/legacy/odom', ros_args=('-r', 'image:=/ignored')).node
+    assert {s.topic_name for s in node.subscriptions} >= {'/legacy/camera', '/legacy/odom'}
+    assert '/ignored' not in {s.topic_name for s in node.subscriptions}
+
+
 def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, driver_factory,
                                                       tmp_path) -> None:
     """An empty map grows from the camera (poses from /odom, sim time from /clock); a revisit more
@@ -154,7 +164,7 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
 
     saved = str(tmp_path / 'grown')
     in_process(map_path='', incremental=True, encoder='effnet_gem', encoder_config=str(ENCODER_CONFIG),
-               threads=1, odom_topic='/odom', save_map_path=saved, use_sim_time=True, diagnostics_period=0.5,
+               threads=1, use_odom=True, save_map_path=saved, use_sim_time=True, diagnostics_period=0.5,
                **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85,
                   RELIABLE_IMAGES: 'reliable',
                   'qos_overrides./odom.subscription.reliability': 'reliable'})

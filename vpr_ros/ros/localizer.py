@@ -46,7 +46,15 @@ from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
 from vpr_ros.ros import messages
-from vpr_ros.ros.parameters import NODE_NAME, PARAMETERS, ParamSpec, cross_check, image_subscription_topic
+from vpr_ros.ros.parameters import (
+    IMAGE_INPUT,
+    NODE_NAME,
+    ODOM_INPUT,
+    PARAMETERS,
+    ParamSpec,
+    cross_check,
+    image_subscription_topic,
+)
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
@@ -122,8 +130,10 @@ class LocalizerNode(Node):
         self._image_sub = self.create_subscription(
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        if self._values['odom_topic']:
-            self.create_subscription(Odometry, self._values['odom_topic'], self._on_odom,
+        self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
+            ODOM_INPUT if self._values['use_odom'] else '')
+        if self._odom_topic:
+            self.create_subscription(Odometry, self._odom_topic, self._on_odom,
                                      qos_profile_sensor_data,
                                      qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
@@ -169,9 +179,20 @@ class LocalizerNode(Node):
         h, w = self._localizer.encoder.input_size or (240, 320)
         self._localizer.describe(np.zeros((h, w, 3), np.uint8))
 
+    def _deprecated_input(self, parameter: str, relative: str) -> str:
+        name = self._values[parameter]
+        if name:
+            self.get_logger().warning(
+                f'parameter {parameter} is deprecated: remap the relative input instead '
+                f'(--ros-args -r {relative}:={name}; launch: remappings)')
+        return name
+
     def _image_topic(self) -> tuple[str, type]:
+        """The relative ``image`` (resolved: namespace + remapping), or the deprecated image_topic;
+        compressed transport subscribes to ``<that>/compressed`` as image_transport does."""
         transport = self._values['image_transport']
-        return (image_subscription_topic(self._values['image_topic'], transport),
+        base = self._deprecated_input('image_topic', IMAGE_INPUT) or self.resolve_topic_name(IMAGE_INPUT)
+        return (image_subscription_topic(base, transport),
                 CompressedImage if transport == 'compressed' else Image)
 
     # ----- parameters ---------------------------------------------------------------------------
@@ -288,7 +309,7 @@ class LocalizerNode(Node):
     def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray) -> None:
         if not self._values['incremental'] or not len(vectors):
             return
-        pose = self._odom_pose(t) if self._values['odom_topic'] else None
+        pose = self._odom_pose(t) if self._odom_topic else None
         if self._keyframes.accept(t, pose.position if pose else None, vectors):
             pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb)
             self._session_places.append((pid, t))

@@ -19,6 +19,10 @@ from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
 
 NODE_NAME = 'vpr_localizer'
+# Relative input names: they follow the node's namespace and remap the usual way (-r image:=...).
+IMAGE_INPUT = 'image'
+ODOM_INPUT = 'odom'
+CAMERA_INFO_INPUT = 'camera_info'
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
@@ -47,9 +51,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = torch default (at run time: '
               'keep the current number).', low=0, high=256),
     # ----- input ------------------------------------------------------------------------------
-    ParamSpec('image_topic', '/camera/image_raw', 'Camera topic (sensor_msgs/Image). With '
-              "image_transport 'compressed' the node subscribes to '<image_topic>/compressed' "
-              "(sensor_msgs/CompressedImage) unless the name already ends in '/compressed'.",
+    ParamSpec('image_topic', '', "Deprecated. '' (default): the node subscribes to the relative input "
+              "'image' (follows the namespace; remap with -r image:=/camera/image_raw). A non-empty name "
+              'overrides it (logged as deprecated). Compressed transport appends /compressed to either.',
               read_only=True),
     ParamSpec('image_transport', 'raw', "'raw' (sensor_msgs/Image, any encoding in vpr_ros.frames) or "
               "'compressed' (sensor_msgs/CompressedImage, JPEG/PNG).", read_only=True),
@@ -93,8 +97,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- online map growth ------------------------------------------------------------------
     ParamSpec('incremental', False, 'Add keyframes to the in-memory map while running, so loop closures '
               'within the current run are found; ~/save_map writes the grown map.', read_only=True),
-    ParamSpec('odom_topic', '', 'nav_msgs/Odometry topic giving keyframe poses and the distance gate; '
-              "'' = none (keyframes then have no pose).", read_only=True),
+    ParamSpec('use_odom', False, "Subscribe to the relative input 'odom' (nav_msgs/Odometry; remap with "
+              '-r odom:=...) for keyframe poses and the distance gate; off = keyframes have no pose.',
+              read_only=True),
+    ParamSpec('odom_topic', '', "Deprecated. A non-empty name subscribes to that Odometry topic instead of "
+              "'odom' (and implies use_odom); logged as deprecated.", read_only=True),
     ParamSpec('keyframe.min_interval', 1.0, 'Minimum image time [s] between two keyframes.',
               low=0.0, high=1.0e6),
     ParamSpec('keyframe.min_distance', 0.0, 'Minimum travelled distance [m] (odometry) since the last '

@@ -161,15 +161,19 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str, alive: Calla
 
 
 def start_node(map_path: str, log_path: str, *, node: str = '/' + NODE_NAME, params_file: str | None = None,
-               params: Sequence[str] = (), sim_time: bool = True) -> subprocess.Popen:
-    """The localizer as a subprocess: ``sys.executable -m vpr_ros.ros.localizer --ros-args ...``.
+               params: Sequence[str] = (), sim_time: bool = True,
+               remaps: Sequence[str] = ()) -> subprocess.Popen:
+    """The localizer as a subprocess: ``sys.executable -m vpr_ros.localizer --ros-args ...``.
 
-    ``params``: extra ``name:=value`` items, applied after ``params_file``.
+    ``params``: extra ``name:=value`` items, applied after ``params_file``; ``remaps``: ``from:=to``
+    remapping rules, e.g. ``image:=/camera/image_raw`` for the node's relative camera input.
     """
     namespace, _, name = node.rpartition('/')
-    cmd = [sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args', '-r', f'__node:={name}']
+    cmd = [sys.executable, '-m', 'vpr_ros.localizer', '--ros-args', '-r', f'__node:={name}']
     if namespace:
         cmd += ['-r', f'__ns:={namespace}']
+    for rule in remaps:
+        cmd += ['-r', rule]
     if params_file:
         cmd += ['--params-file', params_file]
     for item in [f'map_path:={os.path.abspath(map_path)}', f'use_sim_time:={str(sim_time).lower()}', *params]:
@@ -279,13 +283,16 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     compressed = _is_compressed(bag)
     transport = 'compressed' if compressed else 'raw'
-    topic = args.publish_topic or image_subscription_topic(bag.image_topic, transport)
+    topic = image_subscription_topic(args.publish_topic or bag.image_topic, transport)
+    # The node's camera input is the relative `image` (+ '/compressed' for compressed transport).
+    image_base = topic[:-len('/compressed')] if compressed else topic
     # The player publishes RELIABLE, like `ros2 bag play`; a matching reliable subscription keeps
     # large frames from losing UDP fragments (a best-effort reader drops the whole sample).
-    node_params = [f'image_topic:={topic}', f'image_transport:={transport}',
+    node_params = [f'image_transport:={transport}',
                    f'qos_overrides.{topic}.subscription.reliability:=reliable', *args.param]
     proc = None if args.connect else start_node(args.map, os.path.join(args.out, 'node.log'), node=args.node,
-                                                params_file=args.params_file, params=node_params)
+                                                params_file=args.params_file, params=node_params,
+                                                remaps=[f'image:={image_base}'])
 
     def alive() -> None:
         if proc is not None and proc.poll() is not None:
