@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 
 import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from test.mapdb.test_store import IDENTITY, make_map
 from vpr_ros.errors import MapError
@@ -120,15 +124,16 @@ def test_cli_prints_one_line_and_exits_2_for_a_corrupt_map(saved, what, capsys, 
         assert err.count('\n') == 0 and 'error' in err and 'Traceback' not in err
 
 
-def test_flipped_bits_in_the_index_are_detected_and_it_is_rebuilt(saved, caplog):
+@pytest.mark.parametrize('verify', ['full', 'size', 'none'])  # checksum, or the sampled reconstruction
+def test_flipped_bits_in_the_index_are_detected_and_it_is_rebuilt(saved, caplog, verify):
     path, vecs = saved
     full = os.path.join(path, 'index.faiss')
     data = bytearray(open(full, 'rb').read())
     for at in range(len(data) - 6 * 8 * 4, len(data), 7):  # inside the stored vectors
         data[at] ^= 0x7F
     open(full, 'wb').write(bytes(data))
-    vmap = VprMap.load(path)
-    assert 'rebuilding' in caplog.text
+    vmap = VprMap.load(path, verify=verify)
+    assert 'index.faiss' in caplog.text and 'rebuil' in caplog.text
     best = vmap.search(vecs[3], 2)
     assert best[0].place_id == 3 and best[0].score == pytest.approx(1.0, abs=1e-5)
 
@@ -237,3 +242,34 @@ def test_a_stray_sqlite_journal_does_not_stop_a_read_only_load(saved):
     vmap = VprMap.load(path)
     assert len(vmap) == 6 and vmap.places[2].pose is not None
     assert os.path.exists(os.path.join(path, 'places.sqlite-journal'))  # nothing was rolled back
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(['descriptors.npy', 'owners.npy', 'encoder_state.npz', 'places.sqlite',
+                             'index.faiss', 'map.yaml']),
+       flips=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(1, 255)),
+                      min_size=1, max_size=4),
+       verify=st.sampled_from(['full', 'none']))
+def test_fuzzed_map_files_are_refused_rebuilt_or_harmless(saved, name, flips, verify):
+    path, vecs = saved
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = shutil.copytree(path, os.path.join(tmp, 'm'))
+        full = os.path.join(copy, name)
+        original = open(full, 'rb').read()
+        data = bytearray(original)
+        for where, xor in flips:
+            data[int(where * len(data))] ^= xor
+        if bytes(data) == original:  # flips that cancel out
+            return
+        open(full, 'wb').write(bytes(data))
+        try:
+            vmap = VprMap.load(copy, verify=verify)
+        except MapError as exc:
+            assert '\n' not in str(exc)
+            return
+        if verify == 'full' and name not in ('map.yaml', 'index.faiss'):
+            raise AssertionError(f'a changed {name} was not detected')
+        if name in ('index.faiss', 'descriptors.npy') or verify == 'full':
+            best = vmap.search(vecs[3], 1)[0]
+            assert best.score <= 1.0 + 1e-4

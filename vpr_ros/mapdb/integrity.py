@@ -105,10 +105,38 @@ def content_problem(descriptors: np.ndarray, owners: np.ndarray, places: int, mu
         block = np.asarray(descriptors[rows], np.float32)
         if not np.all(np.isfinite(block)):
             return 'descriptors hold NaN or infinite values'
+        if np.abs(block).max(initial=0.0) > 1.0 + tol:
+            return 'descriptors are not L2-normalised (a coordinate exceeds 1)'
         norms = np.linalg.norm(block, axis=1)
         if np.any((np.abs(norms - 1.0) > tol) & (norms > tol)):
             return 'descriptors are not L2-normalised (norms outside 1 +- tolerance)'
     return None
+
+
+def index_problem(index: Any, descriptors: np.ndarray, sample: int = 64) -> str | None:
+    """Whether a sample of the index's stored vectors matches the descriptors (None: it does).
+
+    Cheap (``sample`` rows) and independent of checksums, so maps loaded with verify='size'/'none'
+    or written before checksums still catch an index whose vectors were damaged (top "cosine"
+    2.7e36). Compressed indexes (sq8, pq) reconstruct approximately, hence the loose bound;
+    indexes that cannot reconstruct (IVF without a direct map) are not checked.
+    """
+    rows = len(descriptors)
+    if rows == 0:
+        return None
+    ids = np.unique(np.linspace(0, rows - 1, min(sample, rows)).astype(np.int64))
+    try:
+        stored = np.stack([index.reconstruct(int(i)) for i in ids])
+    except RuntimeError:
+        return None
+    want = np.asarray(descriptors[ids], np.float64)
+    stored = stored.astype(np.float64)
+    if not np.all(np.isfinite(stored)) or np.abs(stored).max() > 1e3:
+        return 'stored vectors are not unit vectors'
+    s_norm, w_norm = np.linalg.norm(stored, axis=1), np.linalg.norm(want, axis=1)
+    cos = np.sum(stored * want, axis=1) / np.maximum(s_norm * w_norm, 1e-12)
+    wrong = (w_norm > 0) & ((cos < 0.5) | (np.abs(s_norm - w_norm) > 0.5))
+    return f'{int(wrong.sum())} of {len(ids)} sampled vectors differ' if wrong.any() else None
 
 
 # ----- atomic replacement ------------------------------------------------------------------------

@@ -245,6 +245,10 @@ class VprMap:
                 index = None  # derived data: rebuilt from the descriptors below
             if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
                 index = None
+            problem = integrity.index_problem(index, descriptors) if index is not None else None
+            if problem:
+                logger.warning(f'{path}: index.faiss does not hold the descriptors ({problem}); rebuilt')
+                index = None
         vmap = cls(meta, places, descriptors, owners, state, index)
         vmap.thumbnails = thumbnails
         vmap.local_features = local_features
