@@ -195,6 +195,7 @@ def cmd_map_info(args: argparse.Namespace) -> int:
         'path': os.path.abspath(args.map), 'schema_version': meta.schema_version, 'created': meta.created,
         'encoder': meta.encoder, 'places': meta.count, 'vectors': meta.vectors, 'dim': meta.dim,
         'dtype': meta.dtype, 'index': meta.index,
+        'pose_frame': meta.frame_id or 'unknown', 'pose_child_frame': meta.child_frame_id or 'unknown',
         'descriptor_bytes': int(vmap.descriptors.nbytes),
         'bytes_per_place': round(vmap.descriptors.nbytes / max(meta.count, 1), 1),
         'encoder_state': {k: list(v.shape) for k, v in vmap.encoder_state.items()},

@@ -113,6 +113,9 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
                                                        'min_distance': keyframes.min_distance}}
     vmap = VprMap.empty(encoder.identity(), index=index, dtype=dtype, encoder_state=encoder.get_state(),
                         build=build)
+    pose_frames = getattr(source, 'pose_frames', None)  # bags know their frames; folders do not
+    if pose_frames is not None:
+        vmap.meta.frame_id, vmap.meta.child_frame_id = pose_frames()
     if local_features is not None:
         vmap.local_features = lf.LocalFeatureStore(local_features, camera)
     batch_size = max(1, int(encoder.config['batch_size']))

@@ -127,3 +127,26 @@ def test_wrong_dim_add_is_refused():
     vmap, _ = make_map()
     with pytest.raises(MapError, match='dim'):
         vmap.add(0.0, None, np.zeros(4, np.float32))
+
+
+def test_pose_frames_round_trip_and_old_maps_load_with_frames_unknown(tmp_path):
+    import yaml
+
+    vmap, _ = make_map(3)
+    vmap.meta.frame_id, vmap.meta.child_frame_id = 'odom', 'base_link'
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    loaded = VprMap.load(path)
+    assert (loaded.meta.frame_id, loaded.meta.child_frame_id) == ('odom', 'base_link')
+    meta_path = os.path.join(path, 'map.yaml')
+    with open(meta_path, encoding='utf-8') as fh:
+        data = yaml.safe_load(fh)
+    del data['frame_id'], data['child_frame_id']  # as written before frames were recorded
+    with open(meta_path, 'w', encoding='utf-8') as fh:
+        yaml.safe_dump(data, fh)
+    assert (VprMap.load(path).meta.frame_id, VprMap.load(path).meta.child_frame_id) == ('', '')
+    data['frame_id'] = 5
+    with open(meta_path, 'w', encoding='utf-8') as fh:
+        yaml.safe_dump(data, fh)
+    with pytest.raises(MapError, match='frame_id must be a string'):
+        VprMap.load(path)

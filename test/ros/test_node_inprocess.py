@@ -180,6 +180,7 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
         pub_clock.publish(Clock(clock=to_time(t)))
         odom = Odometry()
         odom.header.stamp = to_time(t)
+        odom.header.frame_id, odom.child_frame_id = 'odom', 'base_link'
         odom.pose.pose.position.x = 30.0 * place
         odom.pose.pose.orientation.w = 1.0
         pub_odom.publish(odom)
@@ -210,6 +211,10 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
     grown = VprMap.load(saved)
     assert len(grown) == 8
     assert [p.pose.position[0] for p in grown.places[:6]] == [30.0 * i for i in range(6)]
+    # the empty map took the frame of the odometry that posed its keyframes, and so did the outputs
+    assert (grown.meta.frame_id, grown.meta.child_frame_id) == ('odom', 'base_link')
+    with driver.out.lock:
+        assert driver.out.best[1050.0].header.frame_id == 'odom'
 
 
 def test_node_runs_segvlad_multi_vector_maps(world: World, in_process, driver_factory, tmp_path) -> None:

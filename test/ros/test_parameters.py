@@ -1,25 +1,22 @@
-"""The parameter table's cross-checks (no rclpy needed)."""
-import math
+"""The ROS-free parameter helpers of the node."""
+from __future__ import annotations
 
-import pytest
-
-from vpr_ros.ros.parameters import DEFAULTS, PARAMETERS, cross_check
-
-FLOATS = [p.name for p in PARAMETERS if isinstance(p.default, float)]
+from vpr_ros.ros.parameters import image_subscription_topic, output_frame
 
 
-def test_defaults_pass():
-    assert cross_check(DEFAULTS) is None
+def test_output_frame_defaults_to_the_maps_frame() -> None:
+    assert output_frame('', 'odom') == ('odom', None)
+    assert output_frame('', '') == ('map', None)  # maps written before frames were recorded
+    assert output_frame('map', '') == ('map', None)
+    assert output_frame('odom', 'odom') == ('odom', None)
 
 
-@pytest.mark.parametrize('value', [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize('name', ['covariance.score_low', 'covariance.score_high', 'pose.min_score',
-                                  'loop_closure.min_score', 'max_rate_hz'])
-def test_non_finite_floats_are_refused(name, value):
-    problem = cross_check({**DEFAULTS, name: value})
-    assert problem is not None and name in problem and 'finite' in problem
+def test_output_frame_that_disagrees_is_used_with_a_warning() -> None:
+    frame, warning = output_frame('map', 'odom')
+    assert frame == 'map' and "recorded in 'odom'" in warning and "map_frame 'map'" in warning
 
 
-def test_every_float_parameter_is_checked():
-    for name in FLOATS:
-        assert 'finite' in (cross_check({**DEFAULTS, name: math.nan}) or ''), name
+def test_compressed_subscription_appends_to_the_base() -> None:
+    assert image_subscription_topic('/robot1/image', 'compressed') == '/robot1/image/compressed'
+    assert image_subscription_topic('/cam/compressed', 'compressed') == '/cam/compressed'
+    assert image_subscription_topic('/robot1/image', 'raw') == '/robot1/image'

@@ -145,3 +145,11 @@ def test_cli_prints_one_line_for_a_corrupt_bag(tmp_path, capsys):
                  '--encoder', 'raw_pixels']) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
     assert len(errors) == 1 and 'cannot read bag' in errors[0] and 'Traceback' not in errors[0]
+
+
+def test_pose_frames_of_odometry_and_pose_stamped(tmp_path) -> None:
+    frames = textured_frames(2, size=(16, 16))
+    write_bag(str(tmp_path / 'odom'), frames, map_frame='world')
+    assert BagSource(str(tmp_path / 'odom')).pose_frames() == ('world', 'base_link')
+    write_bag(str(tmp_path / 'nopose'), frames, poses=[])
+    assert BagSource(str(tmp_path / 'nopose')).pose_frames() == ('', '')

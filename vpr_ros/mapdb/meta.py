@@ -23,6 +23,10 @@ class MapMeta:
     schema_version: int = SCHEMA_VERSION
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds'))
+    # The frame the place poses are expressed in (the pose topic's header.frame_id) and the body they
+    # locate (Odometry child_frame_id); '' = unknown (maps written before vpr_ros recorded frames).
+    frame_id: str = ''
+    child_frame_id: str = ''
     build: dict[str, Any] = field(default_factory=dict)  # how it was built: sources, keyframing, timings
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes} (integrity.py)
 
@@ -83,7 +87,7 @@ def schema_problem(data: dict[str, Any]) -> str | None:
             return f'{key} must be a non-negative integer, got {data[key]!r}'
     if data.get('dtype', 'float32') not in ('float32', 'float16'):
         return f"dtype must be float32 or float16, got {data.get('dtype')!r}"
-    for key in ('index', 'created'):
+    for key in ('index', 'created', 'frame_id', 'child_frame_id'):
         if key in data and not isinstance(data[key], str):
             return f'{key} must be a string, got {data[key]!r}'
     if not isinstance(data.get('build', {}), dict):

@@ -54,6 +54,7 @@ from vpr_ros.ros.parameters import (
     ParamSpec,
     cross_check,
     image_subscription_topic,
+    output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
@@ -97,6 +98,13 @@ class LocalizerNode(Node):
 
         self._map_lock = threading.Lock()
         self._localizer = self._open_localizer()
+        meta = self._localizer.map.meta
+        self._frame, frame_warning = output_frame(self._values['map_frame'], meta.frame_id)
+        if frame_warning:
+            self.get_logger().warning(frame_warning)
+        # An empty incremental map learns its frame from the odometry that gives its keyframe poses.
+        self._frame_from_odom = not meta.frame_id and not len(self._localizer.map)
+        self._odom_frame_checked = False
         self._warm_up()
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
         self._map_dirty = False
@@ -146,7 +154,7 @@ class LocalizerNode(Node):
         self.get_logger().info(
             f'ready: {len(vmap)} places, encoder {self._localizer.encoder.name} (dim {vmap.meta.dim}), '
             f"top_k {self._localizer.top_k}, listening on {self._image_sub.topic_name} ({msg_type.__name__})"
-            + (', incremental' if self._values['incremental'] else ''))
+            + (', incremental' if self._values['incremental'] else '') + f', outputs in frame {self._frame}')
 
     # ----- setup ----------------------------------------------------------------------------------
     def _open_localizer(self) -> Localizer:
@@ -240,10 +248,28 @@ class LocalizerNode(Node):
         self._slot.put((msg, time.perf_counter(), self.get_clock().now().to_msg()))
 
     def _on_odom(self, msg: Odometry) -> None:
+        if not self._odom_frame_checked and msg.header.frame_id:
+            self._check_odom_frame(msg)
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         with self._odom_lock:
             self._odom.append((messages.to_sec(msg.header.stamp),
                                Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+
+    def _check_odom_frame(self, msg: Odometry) -> None:
+        self._odom_frame_checked = True
+        known = self._localizer.map.meta.frame_id
+        if not self._frame_from_odom:
+            if known and known != msg.header.frame_id and self._values['incremental']:
+                self.get_logger().warning(f'odometry is in {msg.header.frame_id!r} but the map poses are in '
+                                          f'{known!r}: keyframes added this run get poses of another frame')
+            return
+        with self._map_lock:
+            meta = self._localizer.map.meta
+            meta.frame_id, meta.child_frame_id = msg.header.frame_id, msg.child_frame_id
+        if not self._values['map_frame']:
+            self._frame = msg.header.frame_id
+        self.get_logger().info(f'map frame from odometry: poses of {msg.child_frame_id or "?"} in '
+                               f'{msg.header.frame_id}; outputs stamped {self._frame}')
 
     def _odom_pose(self, t: float) -> Pose | None:
         with self._odom_lock:
@@ -316,7 +342,7 @@ class LocalizerNode(Node):
             self._map_dirty = True
 
     def _publish(self, stamp: Any, t: float, matches: list) -> None:
-        header = Header(stamp=stamp, frame_id=self._values['map_frame'])
+        header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if matches:
             best = matches[0]
@@ -339,7 +365,7 @@ class LocalizerNode(Node):
     def _publish_map_markers(self) -> None:
         with self._map_lock:
             places = list(self._localizer.map.places)
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._values['map_frame'])
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame)
         self._pub_map_markers.publish(messages.map_markers(places, header))
 
     def _on_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

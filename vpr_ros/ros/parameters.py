@@ -64,8 +64,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(header stamps); 0 = as fast as the encoder allows. The newest frame always wins.',
               low=0.0, high=1000.0),
     ParamSpec('top_k', 5, 'Number of candidates retrieved and published per frame.', low=1, high=100),
-    ParamSpec('map_frame', 'map', 'frame_id of poses and markers (the frame of the map places).',
-              read_only=True),
+    ParamSpec('map_frame', '', "frame_id of ~/pose, ~/best_match and markers; '' = the frame the map's "
+              "poses were recorded in (map.yaml frame_id; 'map' for maps that record none). A value that "
+              'disagrees with the map is used, with a warning.', read_only=True),
     # ----- pose output ----------------------------------------------------------------------
     ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
               '(raise it before remapping ~/pose to /initialpose).'),
@@ -140,6 +141,20 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None
+
+
+DEFAULT_FRAME = 'map'
+
+
+def output_frame(parameter: str, map_frame: str) -> tuple[str, str | None]:
+    """(frame_id the node stamps outputs with, a warning or None) from ``map_frame`` and the map's frame."""
+    if not parameter:
+        return map_frame or DEFAULT_FRAME, None
+    if map_frame and parameter != map_frame:
+        return parameter, (f"map_frame {parameter!r} disagrees with the map, whose poses were recorded in "
+                           f"{map_frame!r}: outputs are stamped {parameter!r} as asked, which is only right "
+                           "if the two frames coincide (leave map_frame '' to use the map's)")
+    return parameter, None
 
 
 def image_subscription_topic(image_topic: str, transport: str) -> str:

@@ -164,6 +164,20 @@ class BagSource:
             raise SourceError(f'bag {self.path}: pose topic {self.pose_topic} has no messages')
         return PoseTrack(stamps, poses)
 
+    def pose_frames(self) -> tuple[str, str]:
+        """(``header.frame_id``, ``child_frame_id``) of the pose topic: the frame the poses are expressed
+        in and, for Odometry, the body they locate (PoseStamped/PoseWithCovarianceStamped name no body:
+        ''). Read from the first message with a frame_id; ('', '') without a pose topic."""
+        if not self.pose_topic:
+            return '', ''
+        with self._read_errors(), self._reader() as reader:
+            conns = [c for c in reader.connections if c.topic == self.pose_topic]
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                if msg.header.frame_id:
+                    return str(msg.header.frame_id), str(getattr(msg, 'child_frame_id', '') or '')
+        return '', ''
+
     def frames(self, require_pose: bool = True) -> Iterator[Frame]:
         """Decoded frames in bag order; undecodable images and uncovered stamps are counted skips."""
         track = self.pose_track() if (require_pose or self.pose_topic) else None
