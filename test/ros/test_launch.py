@@ -92,6 +92,67 @@ def test_the_params_file_comments_every_parameter() -> None:
     assert leaves and all('#' in line.split(':', 1)[1] for line in leaves)
 
 
+LAUNCH_TIMEOUT_S = 60.0
+
+
+def stop_launch_service(service, loop: asyncio.AbstractEventLoop, task: asyncio.Task,
+                        timeout: float = LAUNCH_TIMEOUT_S) -> int:
+    """Shut down a LaunchService whose ``run_async()`` task this thread drives on ``loop``; its return code.
+
+    ``shutdown()`` from this thread while ``loop`` is not running would hang for ever: launch's
+    thread-safe ``emit_event`` blocks on a future only the (stopped) loop can complete.
+    ``force_sync=True`` queues the Shutdown event without the loop; the loop then runs until the task
+    ends, at most ``timeout`` seconds, after which the task is cancelled and TimeoutError raised.
+    """
+    if not task.done():
+        pending = service.shutdown(force_sync=True)
+        assert pending is None, pending  # force_sync never hands back a coroutine to await
+        done, _ = loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
+        if not done:
+            task.cancel()
+            loop.run_until_complete(asyncio.wait({task}, timeout=5.0))
+            raise TimeoutError(f'LaunchService did not shut down within {timeout:.0f} s')
+    return task.result()
+
+
+class _FakeLaunchService:
+    """launch.LaunchService's shutdown contract: force_sync queues the event without the loop."""
+
+    def __init__(self, obey: bool = True) -> None:
+        self.obey = obey
+        self._events: list[str] = []
+
+    async def run_async(self) -> int:
+        while 'shutdown' not in self._events:
+            await asyncio.sleep(0.01)
+        return 0
+
+    def shutdown(self, force_sync: bool = False):
+        assert force_sync, 'from the loop thread with the loop stopped this would block for ever'
+        if self.obey:
+            self._events.append('shutdown')
+        return None
+
+
+@pytest.mark.parametrize('obey', [True, False])
+def test_stop_launch_service_ends_or_times_out(obey: bool) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        service = _FakeLaunchService(obey)
+        task = loop.create_task(service.run_async())
+        loop.run_until_complete(asyncio.sleep(0.05))  # started, then the loop stops as in the test
+        t0 = time.monotonic()
+        if obey:
+            assert stop_launch_service(service, loop, task, timeout=30.0) == 0
+        else:
+            with pytest.raises(TimeoutError, match='did not shut down within 1 s'):
+                stop_launch_service(service, loop, task, timeout=1.0)
+            assert task.cancelled()
+        assert time.monotonic() - t0 < 20.0
+    finally:
+        loop.close()
+
+
 def test_ros2_launch_starts_the_node(request: pytest.FixtureRequest) -> None:
     """The real launch path (launch + launch_ros); skipped where they are not installed."""
     pytest.importorskip('launch_ros')
@@ -118,6 +179,7 @@ def test_ros2_launch_starts_the_node(request: pytest.FixtureRequest) -> None:
             loop.run_until_complete(asyncio.sleep(0.1))
     finally:
         driver.close()
-        service.shutdown()
-        loop.run_until_complete(task)
-        loop.close()
+        try:
+            assert stop_launch_service(service, loop, task) == 0
+        finally:
+            loop.close()
