@@ -37,3 +37,24 @@ def blob_image(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
             dx, dy = int(rng.integers(4, 30)), int(rng.integers(4, 30))
             cv2.rectangle(img, (x, y), (x + dx, y + dy), colour, -1)
     return img
+
+
+# Two float32 computations of the same thing along different paths (batch of one vs several, another
+# thread count, another process, the node vs the offline Localizer) agree to rounding, not bit for bit:
+# BLAS/oneDNN pick other kernels and reduction orders. Measured differences are ~1e-7 on unit vectors
+# and cosines; 1e-5 leaves margin yet catches any real change of a descriptor or score.
+FLOAT32_ATOL = 1e-5
+
+
+def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]],
+                        atol: float = FLOAT32_ATOL) -> None:
+    """Ranked (place_id, score) candidates, best first, from two float paths are the same answer:
+    scores equal within ``atol`` rank by rank, ids equal except where near-tied scores (within
+    ``atol``) may trade places, also across the top-k cut."""
+    assert len(got) == len(expected), (got, expected)
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=atol)
+    scores = dict(expected)
+    for rank, ((gid, _), (eid, es)) in enumerate(zip(got, expected)):
+        if gid != eid:  # an id beyond expected's cut scores at most expected's last score
+            tied = scores.get(gid, expected[-1][1])
+            assert abs(tied - es) <= 2 * atol, f'rank {rank}: {gid} vs {eid}, no near tie: {got} / {expected}'

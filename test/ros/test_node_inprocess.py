@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from test.helpers import assert_same_ranking
 from test.ros.conftest import QUERY_ORDER, RELIABLE_IMAGES, World, child_env
 
 pytestmark = pytest.mark.ros
@@ -240,8 +241,8 @@ def test_node_runs_segvlad_multi_vector_maps(world: World, in_process, driver_fa
     for k, query in enumerate(world.queries[:4]):
         rows = driver.localize(image_msg(query.rgb, 400.0 + k), 400.0 + k)
         expected = offline.localize(query.rgb, 400.0 + k).matches
-        assert [int(r[0]) for r in rows] == [m.place_id for m in expected]
-        assert [r[1] for r in rows] == pytest.approx([m.score for m in expected], rel=1e-4)
+        # The node runs 1 thread, the offline Localizer the default: a tolerance, near ties may swap.
+        assert_same_ranking([(int(r[0]), r[1]) for r in rows], [(m.place_id, m.score) for m in expected])
 
 
 def test_diagnostics_level_reflects_the_last_period(world: World, in_process, driver_factory) -> None:
