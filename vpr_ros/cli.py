@@ -59,6 +59,35 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                         f'(default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit)')
 
 
+def add_sequence_args(p: argparse.ArgumentParser) -> None:
+    """Sequence-matching options shared by `evaluate` and `replay` (defaults: OpenSeqSLAM's)."""
+    from vpr_ros.matching.sequence import SequenceConfig
+
+    d = SequenceConfig()
+    g = p.add_argument_group('sequence matching (SeqSLAM)')
+    g.add_argument('--sequence-length', type=int, default=0, metavar='N',
+                   help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
+    g.add_argument('--sequence-min-velocity', type=float, default=d.min_velocity, metavar='V',
+                   help=f'slowest trajectory, map places per query frame (default {d.min_velocity})')
+    g.add_argument('--sequence-max-velocity', type=float, default=d.max_velocity, metavar='V',
+                   help=f'fastest trajectory (default {d.max_velocity})')
+    g.add_argument('--sequence-shortlist', type=int, default=d.shortlist, metavar='K',
+                   help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
+                        'large maps with approximate indexes)')
+    g.add_argument('--sequence-single-frame-weight', type=float, default=d.single_frame_weight, metavar='W',
+                   help='blend of the current frame\'s own score into the ranking, 0..1 (default 0)')
+
+
+def sequence_config(args: argparse.Namespace):
+    from vpr_ros.matching.sequence import SequenceConfig
+
+    cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
+                         max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
+                         single_frame_weight=args.sequence_single_frame_weight)
+    cfg.validate()
+    return cfg
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from vpr_ros.sources.sample import generate_sample
 
@@ -104,6 +133,12 @@ def _print_results(results: dict[str, Any]) -> None:
     print(f"  encode {t['encode']['p50']:.1f} ms p50 / {t['encode']['p95']:.1f} p95, "
           f"search {t['search']['p50']:.2f} ms p50 / {t['search']['p95']:.2f} p95"
           + (f"; skipped {results['skipped']}" if results.get('skipped') else ''))
+    seq = results.get('sequence') or {}
+    if seq.get('enabled'):
+        single = '  '.join(f'{k} {v * 100:.1f}%' for k, v in seq['single_frame_recall'].items())
+        print(f"  sequence length {seq['settings']['length']}: {seq['frames_matched_by_sequence']} frames by "
+              f"sequence, {seq['frames_single_frame']} single-frame (short history); "
+              f"single-frame in the same run: {single}")
 
 
 def _print_loops(results: dict[str, Any]) -> None:
@@ -136,7 +171,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_loops(args, overrides)
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
-    localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify)
+    localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify,
+                                   sequence=sequence_config(args))
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
     results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
@@ -174,7 +210,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     settings = LoopEvaluationSettings(
         loop_closure=loop, verification=VerificationConfig(top_k=args.verify_top_k), local_features=features,
         camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
-        keyframe_min_interval=args.keyframe_interval, top_k=args.top_k)
+        keyframe_min_interval=args.keyframe_interval, top_k=args.top_k, sequence=sequence_config(args))
     settings.verification.validate()
     encoder = create_encoder(args.encoder, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
@@ -326,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
     p.add_argument('--out', help='report folder (results.json + PNGs)')
     _add_verify_arg(p)
+    add_sequence_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('map-info', help='print what a map holds')

@@ -1,8 +1,11 @@
-"""The one per-frame flow shared by the node, `evaluate` and `replay`: encode -> search top-K.
+"""The one per-frame flow shared by the node, `evaluate` and `replay`: encode -> search top-K
+[-> sequence matching].
 
 A :class:`Localizer` owns an encoder and a map that agree (the encoder is rebuilt from the map's
 metadata and fitted state unless overridden, and an override that changes the descriptors is
-refused). The ROS node is a thin shell around it.
+refused). The ROS node is a thin shell around it. With a :class:`SequenceConfig` of length > 0 the
+Localizer also keeps the sequence history (:mod:`vpr_ros.matching.sequence`), so every caller that
+feeds it frames in time order (the node, ``evaluate``, ``replay``) gets the same answers.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from vpr_ros.frames import Pose
 from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.store import Match, VprMap
+from vpr_ros.matching.retrieval import rank_places_with_row
+from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
 
 
 @dataclass
@@ -27,6 +32,16 @@ class Localization:
     encode_ms: float
     search_ms: float
     vectors: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), np.float32))
+    # Sequence matching: ``matches`` come from the sequence when ``sequence_used``; otherwise they
+    # are the single-frame ones (sequence off, or fewer than ``length`` frames of history yet).
+    single_frame: list[Match] = field(default_factory=list)
+    sequence_used: bool = False
+    sequence_history: int = 0   # frames in the sequence history, this one included (0 = off)
+    sequence_ms: float = 0.0    # part of search_ms
+
+    @property
+    def matched_by(self) -> str:
+        return 'sequence' if self.sequence_used else 'single_frame'
 
     @property
     def best(self) -> Match | None:
@@ -55,18 +70,50 @@ def encoder_for_map(vmap: VprMap, overrides: dict[str, Any] | None = None,
 
 
 class Localizer:
-    def __init__(self, vmap: VprMap, encoder: Encoder, top_k: int = 5) -> None:
+    def __init__(self, vmap: VprMap, encoder: Encoder, top_k: int = 5,
+                 sequence: SequenceConfig | None = None) -> None:
         vmap.check_encoder(encoder.identity())
         self.map = vmap
         self.encoder = encoder
         self.top_k = int(top_k)
+        self._sequence: SequenceMatcher | None = None
+        self._order_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.zeros(0), np.zeros(0, np.int64))
+        self.configure_sequence(sequence or SequenceConfig())
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
-                 encoder_name: str | None = None, verify: str = 'full') -> 'Localizer':
+                 encoder_name: str | None = None, verify: str = 'full',
+                 sequence: SequenceConfig | None = None) -> 'Localizer':
         vmap = VprMap.load(map_path, verify=verify)
-        return cls(vmap, encoder_for_map(vmap, overrides, encoder_name), top_k)
+        return cls(vmap, encoder_for_map(vmap, overrides, encoder_name), top_k, sequence)
 
+    # ----- sequence matching ----------------------------------------------------------------
+    @property
+    def sequence_config(self) -> SequenceConfig:
+        return self._sequence_config
+
+    def configure_sequence(self, config: SequenceConfig) -> None:
+        """New sequence settings (validated); the history restarts when they change."""
+        config.validate()
+        current = getattr(self, '_sequence_config', None)
+        if current is not None and current == config:
+            return
+        self._sequence_config = SequenceConfig(**config.as_dict())
+        self._sequence = SequenceMatcher(self._sequence_config) if config.enabled else None
+
+    def reset_sequence(self) -> None:
+        """Forget the sequence history (a new run, or frames that no longer follow each other)."""
+        if self._sequence is not None:
+            self._sequence.reset()
+
+    def _stamps_and_order(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.map.places)
+        if self._order_cache[0] != n:  # places are only ever appended
+            stamps = np.array([p.stamp for p in self.map.places], np.float64)
+            self._order_cache = (n, stamps, stamp_order(stamps))
+        return self._order_cache[1], self._order_cache[2]
+
+    # ----- per frame --------------------------------------------------------------------------
     def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
         vectors = self.encoder.describe([rgb])[0]
@@ -74,9 +121,33 @@ class Localizer:
 
     def search(self, stamp: float, vectors: np.ndarray, encode_ms: float = 0.0,
                exclude: set[int] | None = None) -> Localization:
+        """Top-K places for one frame. With sequence matching on, frames must come in time order."""
         t0 = time.perf_counter()
-        matches = self.map.search(vectors, self.top_k, exclude)
-        return Localization(stamp, matches, encode_ms, (time.perf_counter() - t0) * 1e3, vectors)
+        seq = self._sequence
+        if seq is None or not len(self.map):
+            matches = self.map.search(vectors, self.top_k, exclude)
+            return Localization(stamp, matches, encode_ms, (time.perf_counter() - t0) * 1e3, vectors,
+                                single_frame=matches, sequence_history=0 if seq is None else seq.history)
+        cfg = self._sequence_config
+        vectors32 = np.asarray(vectors, np.float32)
+        vectors32 = vectors32[None] if vectors32.ndim == 1 else vectors32
+        n_places = len(self.map)
+        if cfg.shortlist:
+            ranked = self.map.search(vectors32, max(self.top_k, cfg.shortlist), exclude)
+            row = shortlist_row([m.place_id for m in ranked], [m.score for m in ranked], n_places)
+            single = ranked[:self.top_k]
+        else:
+            pairs, row = rank_places_with_row(self.map, vectors32, self.top_k, exclude or set())
+            single = [self.map.match(pid, score) for pid, score in pairs]
+        t1 = time.perf_counter()
+        seq.push(stamp, row)
+        stamps, order = self._stamps_and_order()
+        ranked_seq = seq.rank(stamps, self.top_k, exclude, order)
+        used = ranked_seq is not None
+        matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
+        t2 = time.perf_counter()
+        return Localization(stamp, matches, encode_ms, (t2 - t0) * 1e3, vectors, single_frame=single,
+                            sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3)
 
     def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None) -> Localization:
         vectors, encode_ms = self.describe(rgb)
@@ -88,4 +159,4 @@ class Localizer:
         return self.map.add(stamp, pose, vectors, source, thumbnail, features).id
 
 
-__all__ = ['Localization', 'Localizer', 'encoder_for_map', 'RUNTIME_KEYS']
+__all__ = ['RUNTIME_KEYS', 'Localization', 'Localizer', 'SequenceConfig', 'encoder_for_map']

@@ -33,6 +33,7 @@ from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
+from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
 from vpr_ros.skips import SkipCounter
 
@@ -144,14 +145,40 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
 
 def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None = None,
                 progress: bool = True) -> list[QueryRecord]:
-    """Localise every frame."""
+    """Localise every frame (in source order: the sequence history follows it)."""
     records: list[QueryRecord] = []
+    sequence = localizer.sequence_config.enabled
     for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
         loc = localizer.localize(frame.rgb, frame.stamp)
+        extra: dict[str, Any] = {'matched_by': loc.matched_by}
+        if sequence:
+            extra.update(sequence_history=loc.sequence_history, sequence_ms=round(loc.sequence_ms, 3),
+                         single_frame_place_ids=[m.place_id for m in loc.single_frame],
+                         single_frame_scores=[round(m.score, 6) for m in loc.single_frame])
         records.append(QueryRecord(frame.stamp, frame.pose, [m.place_id for m in loc.matches],
-                                   [m.score for m in loc.matches], loc.encode_ms, loc.search_ms,
-                                   frame.source))
+                                   [m.score for m in loc.matches], loc.encode_ms, loc.search_ms, frame.source,
+                                   extra))
     return records
+
+
+def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: list[Any],
+                     thresholds: Thresholds, ns: list[int]) -> dict[str, Any]:
+    """results.json's ``sequence`` section: the settings, how many frames each way, and (sequence on)
+    the single-frame Recall@N of the same run for comparison."""
+    cfg = localizer.sequence_config
+    out: dict[str, Any] = {'settings': cfg.as_dict(), 'enabled': cfg.enabled,
+                           'frames_matched_by_sequence': sum(r.extra.get('matched_by') == 'sequence'
+                                                             for r in records)}
+    out['frames_single_frame'] = len(records) - out['frames_matched_by_sequence']
+    if cfg.enabled:
+        single = [QueryRecord(r.stamp, r.pose, r.extra['single_frame_place_ids'],
+                              r.extra['single_frame_scores']) for r in records]
+        base = evaluate_retrieval(single, places, thresholds, ns=ns)
+        out['single_frame_recall'] = base['recall']
+        out['single_frame_recall_curve'] = base['recall_curve']
+        out['sequence_ms'] = timing_stats([r.extra['sequence_ms'] for r in records
+                                           if r.extra.get('matched_by') == 'sequence'])
+    return out
 
 
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
@@ -161,11 +188,12 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
     records = run_queries(localizer, source.frames(True), source.image_count, progress)
     if not records:
         raise SourceError('no query frame could be used (see the skip counts above)')
-    retrieval = evaluate_retrieval(records, localizer.map.places, thresholds,
-                                   ns=[n for n in (1, 5, 10) if n <= localizer.top_k] or [1])
+    ns = [n for n in (1, 5, 10) if n <= localizer.top_k] or [1]
+    retrieval = evaluate_retrieval(records, localizer.map.places, thresholds, ns=ns)
     results = {
         'encoder': localizer.encoder.identity(), 'map_places': len(localizer.map),
         'top_k': localizer.top_k, 'retrieval': retrieval,
+        'sequence': sequence_summary(localizer, records, localizer.map.places, thresholds, ns),
         'precision_recall': precision_recall_curve(records, localizer.map.places, thresholds),
         'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2),
     }
@@ -190,6 +218,7 @@ class LoopEvaluationSettings:
     keyframe_min_distance: float = 0.0
     keyframe_max_similarity: float = 1.0
     top_k: int = 10
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # length 0 = single frame
 
 
 def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> dict[str, Any]:
@@ -219,7 +248,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
                         build={'description': 'grown by evaluate --loops'})
     vmap.local_features = lf.LocalFeatureStore(settings.local_features, settings.camera)
-    localizer = Localizer(vmap, encoder, settings.top_k)
+    localizer = Localizer(vmap, encoder, settings.top_k, settings.sequence)
     verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
                         settings.camera)
     sep = settings.loop_closure.min_time_separation
@@ -293,7 +322,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                      'keyframe': {'min_interval': settings.keyframe_min_interval,
                                   'min_distance': settings.keyframe_min_distance,
                                   'max_similarity': settings.keyframe_max_similarity},
-                     'dist_m': thresholds.dist_m, 'top_k': settings.top_k},
+                     'dist_m': thresholds.dist_m, 'top_k': settings.top_k,
+                     'sequence': settings.sequence.as_dict()},
         'verification_ms_per_candidate': timing_stats(verify_ms),
     }
     for key in events:

@@ -137,8 +137,11 @@ class VprMap:
         if vectors.ndim == 1:
             vectors = vectors[None]
         ranked = rank_places(self, vectors, k, exclude or set())
-        return [Match(pid, float(score), self.places[pid].stamp, self.places[pid].pose)
-                for pid, score in ranked]
+        return [self.match(pid, score) for pid, score in ranked]
+
+    def match(self, place_id: int, score: float) -> Match:
+        place = self.places[place_id]
+        return Match(place_id, float(score), place.stamp, place.pose)
 
     def thumbnail(self, place_id: int) -> np.ndarray | None:
         """The place's preview image (RGB), or None if the map has none."""

@@ -32,6 +32,47 @@ def vote_places(scores: np.ndarray, owners: np.ndarray, num_places: int) -> np.n
     return votes
 
 
+def _global_row(vmap: 'VprMap', query: np.ndarray) -> np.ndarray:
+    q = np.asarray(query, np.float32)
+    desc = vmap.descriptors
+    if desc.dtype == np.float32:
+        return (desc @ q).astype(np.float64)
+    out = np.empty(len(desc), np.float64)
+    for start in range(0, len(desc), 4096):  # float16 maps: cast in chunks, not the whole map
+        out[start:start + 4096] = desc[start:start + 4096].astype(np.float32) @ q
+    return out
+
+
+def rank_places_with_row(vmap: 'VprMap', vectors: np.ndarray, k: int,
+                         exclude: set[int]) -> tuple[list[tuple[int, float]], np.ndarray]:
+    """:func:`rank_places` plus the query's similarity to every place by id (exact, any index).
+
+    Global maps: the row is the inner products with the stored descriptors. Multi-vector maps:
+    the votes without exclusions (zero for places none of whose vectors was retrieved), from
+    the same one faiss search as the ranking.
+    """
+    n_places = len(vmap.places)
+    if not vmap.meta.multi_vector:
+        return rank_places(vmap, vectors, k, exclude), _global_row(vmap, vectors[0])
+    if len(vectors) == 0:
+        return [], np.zeros(n_places, np.float64)
+    scores, rows = faiss_index.search(vmap.index, vectors, SEGMENT_K)
+    owners = np.where(rows >= 0, vmap.owners[np.maximum(rows, 0)], -1)
+    row = vote_places(scores, owners, n_places)
+    return _rank_votes(scores, owners, n_places, k, exclude, row), row
+
+
+def _rank_votes(scores: np.ndarray, owners: np.ndarray, n_places: int, k: int, exclude: set[int],
+                votes: np.ndarray | None = None) -> list[tuple[int, float]]:
+    if exclude:
+        owners = np.where(np.isin(owners, list(exclude)), -1, owners)
+        votes = None
+    if votes is None:
+        votes = vote_places(scores, owners, n_places)
+    order = np.argsort(-votes, kind='stable')[:k]
+    return [(int(p), float(votes[p])) for p in order if votes[p] > 0]
+
+
 def rank_places(vmap: 'VprMap', vectors: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
     n_places = len(vmap.places)
     if not vmap.meta.multi_vector:
@@ -44,8 +85,4 @@ def rank_places(vmap: 'VprMap', vectors: np.ndarray, k: int, exclude: set[int]) 
         return []
     scores, rows = faiss_index.search(vmap.index, vectors, SEGMENT_K)
     owners = np.where(rows >= 0, vmap.owners[np.maximum(rows, 0)], -1)
-    if exclude:
-        owners = np.where(np.isin(owners, list(exclude)), -1, owners)
-    votes = vote_places(scores, owners, n_places)
-    order = np.argsort(-votes, kind='stable')[:k]
-    return [(int(p), float(votes[p])) for p in order if votes[p] > 0]
+    return _rank_votes(scores, owners, n_places, k, exclude)

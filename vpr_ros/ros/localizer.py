@@ -45,6 +45,7 @@ from vpr_ros.localization import Localizer, encoder_for_map
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
+from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import (
     IMAGE_INPUT,
@@ -113,6 +114,9 @@ class LocalizerNode(Node):
 
         self._skips = SkipCounter(self.get_logger().warning)
         self._received = self._processed = self._rate_limited = self._loops_published = 0
+        self._by_sequence = self._sequence_fallback = 0
+        self._sequence_active = False
+        self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_loop_status = ''
@@ -154,7 +158,9 @@ class LocalizerNode(Node):
         self.get_logger().info(
             f'ready: {len(vmap)} places, encoder {self._localizer.encoder.name} (dim {vmap.meta.dim}), '
             f"top_k {self._localizer.top_k}, listening on {self._image_sub.topic_name} ({msg_type.__name__})"
-            + (', incremental' if self._values['incremental'] else '') + f', outputs in frame {self._frame}')
+            + (', incremental' if self._values['incremental'] else '') + f', outputs in frame {self._frame}'
+            + (f", sequence length {self._values['sequence.length']}"
+               if self._values['sequence.length'] else ''))
 
     # ----- setup ----------------------------------------------------------------------------------
     def _open_localizer(self) -> Localizer:
@@ -169,7 +175,8 @@ class LocalizerNode(Node):
             overrides['threads'] = v['threads']
         if v['map_path']:
             vmap = VprMap.load(v['map_path'], verify=v['map_verify'])
-            return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'])
+            return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'],
+                             self._sequence_config(v))
         if not v['incremental']:
             raise ConfigError('parameter map_path is required (a map directory from vpr-ros build-map)')
         if not v['encoder']:
@@ -180,7 +187,7 @@ class LocalizerNode(Node):
                               'build a map with vpr-ros build-map first and pass it as map_path')
         vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
                             build={'description': f'grown online by the {NODE_NAME} node'})
-        return Localizer(vmap, encoder, v['top_k'])
+        return Localizer(vmap, encoder, v['top_k'], self._sequence_config(v))
 
     def _warm_up(self) -> None:
         """One throw-away encode, so the first camera frame does not pay for lazy initialisation."""
@@ -211,6 +218,7 @@ class LocalizerNode(Node):
         if problem is None:
             try:
                 self._loop_config(values).validate()
+                self._sequence_config(values).validate()
             except ConfigError as exc:
                 problem = str(exc)
         return SetParametersResult(successful=problem is None, reason=problem or '')
@@ -220,6 +228,8 @@ class LocalizerNode(Node):
         self._apply_settings()
         self._localizer.top_k = self._values['top_k']
         self._localizer.encoder.config['threads'] = self._values['threads']
+        with self._map_lock:  # the worker reads the sequence state inside search()
+            self._localizer.configure_sequence(self._sequence_config(self._values))
 
     @staticmethod
     def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
@@ -229,6 +239,14 @@ class LocalizerNode(Node):
             consistency_place_window=v['loop_closure.consistency_place_window'],
             consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
             max_rate_hz=v['loop_closure.max_rate_hz'])
+
+    @staticmethod
+    def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
+        return SequenceConfig(
+            length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
+            max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
+            contrast_window=v['sequence.contrast_window'],
+            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'])
 
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
@@ -313,6 +331,7 @@ class LocalizerNode(Node):
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
             self._maybe_add_keyframe(t, loc.vectors, rgb)
         self._last_image_stamp = t
+        self._count_sequence(loc)
         self._publish(stamp, t, loc.matches)
         t_end = time.perf_counter()
         self._processed += 1
@@ -320,6 +339,21 @@ class LocalizerNode(Node):
         self._latency.add((t_end - t_received) * 1e3)
         self._processing.add((t_end - t_start) * 1e3)
         self._localize.add(loc.encode_ms + loc.search_ms)
+
+    def _count_sequence(self, loc: Any) -> None:
+        length = self._localizer.sequence_config.length
+        if not length:
+            return
+        if loc.sequence_used:
+            self._by_sequence += 1
+            self._sequence_ms.add(loc.sequence_ms)
+        else:
+            self._sequence_fallback += 1
+        if loc.sequence_used != self._sequence_active:
+            self._sequence_active = loc.sequence_used
+            self.get_logger().info(
+                f'sequence matching active ({length} frames of history)' if loc.sequence_used else
+                f'sequence history restarted: single-frame answers until {length} frames are seen')
 
     def _recent_places(self, t: float) -> set[int]:
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
@@ -420,6 +454,10 @@ class LocalizerNode(Node):
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
+            'sequence.length': self._localizer.sequence_config.length,
+            'sequence.frames_matched': self._by_sequence,
+            'sequence.frames_single_frame_fallback': self._sequence_fallback,
+            'sequence_p50_ms': f'{self._sequence_ms.percentile(50):.2f}',
             'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
         }

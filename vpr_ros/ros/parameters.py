@@ -95,6 +95,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
     ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
               '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
+    # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
+    ParamSpec('sequence.length', 0, 'Match the last N processed frames as a trajectory through the map '
+              '(SeqSLAM uses 10); 0 = single-frame matching. Until N frames have been seen (and after '
+              'query time jumps back) frames are answered single-frame. Changing any sequence.* '
+              'parameter restarts the history.', low=0, high=1000),
+    ParamSpec('sequence.min_velocity', 0.8, 'Slowest trajectory searched, in map places per processed '
+              'frame (map places ordered by stamp).', low=0.01, high=100.0),
+    ParamSpec('sequence.max_velocity', 1.2, 'Fastest trajectory searched (map places per processed frame).',
+              low=0.01, high=100.0),
+    ParamSpec('sequence.velocity_step', 0.1, 'Step between the searched velocities.', low=0.001, high=100.0),
+    ParamSpec('sequence.contrast_window', 10, 'Map places of the local contrast normalisation window '
+              '(per frame, centred on each place); 0 = no normalisation.', low=0, high=100_000),
+    ParamSpec('sequence.single_frame_weight', 0.0, "Blend of the current frame's own normalised score into "
+              'the ranking: 0 = sequence only, 1 = current frame only.', low=0.0, high=1.0),
+    ParamSpec('sequence.shortlist', 0, '0 = every frame scores every map place (exact); K = only each '
+              "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
+              'indexes).',
+              low=0, high=1_000_000),
     # ----- online map growth ------------------------------------------------------------------
     ParamSpec('incremental', False, 'Add keyframes to the in-memory map while running, so loop closures '
               'within the current run are found; ~/save_map writes the grown map.', read_only=True),
@@ -138,6 +156,8 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
         return 'covariance.sigma_yaw_min must not exceed covariance.sigma_yaw_max'
     if values['map_verify'] not in MAP_VERIFY_MODES:
         return f"map_verify must be one of {MAP_VERIFY_MODES}, got {values['map_verify']!r}"
+    if values['sequence.min_velocity'] > values['sequence.max_velocity']:
+        return 'sequence.min_velocity must not exceed sequence.max_velocity'
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None

@@ -79,6 +79,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--startup-timeout', type=float, default=120.0, help='seconds to wait for the node')
     parser.add_argument('--idle-timeout', type=float, default=3.0,
                         help='after playback, stop once the node has been silent this long [s]')
+    from vpr_ros.cli import add_sequence_args
+
+    add_sequence_args(parser)
+
+
+SEQUENCE_PARAMS = ('sequence.length', 'sequence.min_velocity', 'sequence.max_velocity',
+                   'sequence.velocity_step', 'sequence.contrast_window', 'sequence.single_frame_weight',
+                   'sequence.shortlist')
+
+
+def _sequence_params(args: argparse.Namespace) -> list[str]:
+    """Node parameters for the --sequence-* options of a node that replay starts."""
+    from vpr_ros.cli import sequence_config
+
+    cfg = sequence_config(args)
+    return [f'sequence.length:={cfg.length}', f'sequence.min_velocity:={float(cfg.min_velocity)!r}',
+            f'sequence.max_velocity:={float(cfg.max_velocity)!r}', f'sequence.shortlist:={cfg.shortlist}',
+            f'sequence.single_frame_weight:={float(cfg.single_frame_weight)!r}']
 
 
 def _header_stamp(raw: bytes) -> float:
@@ -289,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
     # The player publishes RELIABLE, like `ros2 bag play`; a matching reliable subscription keeps
     # large frames from losing UDP fragments (a best-effort reader drops the whole sample).
     node_params = [f'image_transport:={transport}',
-                   f'qos_overrides.{topic}.subscription.reliability:=reliable', *args.param]
+                   f'qos_overrides.{topic}.subscription.reliability:=reliable', *_sequence_params(args),
+                   *args.param]
     proc = None if args.connect else start_node(args.map, os.path.join(args.out, 'node.log'), node=args.node,
                                                 params_file=args.params_file, params=node_params,
                                                 remaps=[f'image:={image_base}'])
@@ -314,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
                 node.create_subscription(DiagnosticArray, '/diagnostics',
                                          recording.diagnostics_callback(base), RECORD_QOS)]
         _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
-        params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental'])
+        params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental',
+                                                  *SEQUENCE_PARAMS])
         pub_image = node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
         pub_clock = node.create_publisher(Clock, '/clock', PLAY_QOS)
         if proc is not None:  # the started node runs on sim time
@@ -350,6 +370,11 @@ def run(args: argparse.Namespace) -> int:
     results = {
         'encoder': vmap.meta.encoder, 'map_places': len(vmap), 'top_k': top_k, 'retrieval': retrieval,
         'precision_recall': precision_recall_curve(records, vmap.places, thresholds),
+        'sequence': {'settings': {name.split('.', 1)[1]: params[name] for name in SEQUENCE_PARAMS},
+                     'enabled': int(params['sequence.length']) > 0,
+                     'frames_matched_by_sequence': _int_or_none(diagnostics.get('sequence.frames_matched')),
+                     'frames_single_frame': _int_or_none(
+                         diagnostics.get('sequence.frames_single_frame_fallback'))},
         'skipped': {k.split('.', 1)[1]: int(v) for k, v in diagnostics.items() if k.startswith('skipped.')},
         'wall_time_s': round(time.perf_counter() - t_start, 2),
         'live': {
@@ -372,6 +397,10 @@ def run(args: argparse.Namespace) -> int:
                                     f"{vmap.meta.encoder['name']} (live)")
     _print_summary(results)
     return 0
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _print_summary(results: dict[str, Any]) -> None:

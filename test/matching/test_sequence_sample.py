@@ -1,0 +1,138 @@
+"""Sequence matching through the Localizer on a small rendering of the sample world."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_ros.encoders import create_encoder
+from vpr_ros.evaluation.metrics import Thresholds, evaluate_retrieval
+from vpr_ros.localization import Localizer
+from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching.sequence import SequenceConfig, sequence_match
+from vpr_ros.pipeline import run_queries
+from vpr_ros.sources.sample import render_traversal
+
+SCALE = 0.15
+SIZE = (48, 64)
+LENGTH = 10  # SeqSLAM's ds
+
+
+@pytest.fixture(scope='module')
+def world():
+    mapping, _ = render_traversal('mapping', seed=0, image_size=SIZE, scale=SCALE)
+    query, _ = render_traversal('query', seed=0, image_size=SIZE, scale=SCALE)
+    encoder = create_encoder('raw_pixels', {})
+    vmap = VprMap.empty(encoder.identity())
+    for frame, vectors in zip(mapping, encoder.describe([f.rgb for f in mapping])):
+        vmap.add(frame.stamp, frame.pose, vectors)
+    return vmap, encoder, query
+
+
+def _recall_at_1(records, vmap) -> float:
+    return evaluate_retrieval(records, vmap.places, Thresholds(10.0), ns=[1])['recall']['R@1']
+
+
+def test_localizer_sequences_beat_single_frames_and_say_which_answered(world) -> None:
+    vmap, encoder, query = world
+    single = run_queries(Localizer(vmap, encoder, top_k=3), query, progress=False)
+    seq_loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH))
+    seq = run_queries(seq_loc, query, progress=False)
+    by = [r.extra['matched_by'] for r in seq]
+    assert by[:LENGTH - 1] == ['single_frame'] * (LENGTH - 1) and set(by[LENGTH - 1:]) == {'sequence'}
+    assert [r.extra['sequence_history'] for r in seq[:LENGTH + 1]] == [*range(1, LENGTH + 1), LENGTH]
+    for s, r in zip(single[:LENGTH - 1], seq):  # short history: exactly the single-frame answer
+        assert s.place_ids == r.place_ids
+    assert [r.extra['single_frame_place_ids'] for r in seq] == [s.place_ids for s in single]
+    r_single, r_seq = _recall_at_1(single, vmap), _recall_at_1(seq, vmap)
+    assert r_seq >= r_single + 0.05, (r_single, r_seq)
+
+
+def test_localizer_answers_as_the_offline_function_over_the_full_matrix(world) -> None:
+    vmap, encoder, query = world
+    cfg = SequenceConfig(length=LENGTH)
+    loc = Localizer(vmap, encoder, top_k=3, sequence=cfg)
+    online = [loc.localize(f.rgb, f.stamp) for f in query]
+    qvec = np.stack([encoder.describe([f.rgb])[0][0] for f in query])
+    sims = qvec.astype(np.float64) @ np.asarray(vmap.descriptors, np.float64).T
+    offline = sequence_match(sims, np.array([p.stamp for p in vmap.places]), cfg, k=3)
+    for got, want in zip(online[LENGTH - 1:], offline[LENGTH - 1:]):
+        assert [m.place_id for m in got.matches] == [m.place_id for m in want]
+        np.testing.assert_allclose([m.score for m in got.matches], [m.score for m in want], atol=1e-4)
+
+
+def test_shortlist_mode_runs_on_the_index_top_k(world) -> None:
+    vmap, encoder, query = world
+    loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH, shortlist=20))
+    records = run_queries(loc, query, progress=False)
+    assert records[-1].extra['matched_by'] == 'sequence' and len(records[-1].place_ids) == 3
+    single = run_queries(Localizer(vmap, encoder, top_k=3), query, progress=False)
+    assert _recall_at_1(records, vmap) >= _recall_at_1(single, vmap)
+
+
+def test_changing_settings_restarts_the_history(world) -> None:
+    vmap, encoder, query = world
+    loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=2))
+    assert not loc.localize(query[0].rgb, query[0].stamp).sequence_used
+    assert loc.localize(query[1].rgb, query[1].stamp).sequence_used
+    loc.configure_sequence(SequenceConfig(length=2, max_velocity=1.5))
+    assert not loc.localize(query[2].rgb, query[2].stamp).sequence_used
+    loc.configure_sequence(SequenceConfig())
+    out = loc.localize(query[3].rgb, query[3].stamp)
+    assert not out.sequence_used and out.sequence_history == 0
+
+
+class _Identity:
+    """The encoder side of a Localizer fed descriptors directly (search(), never localize())."""
+
+    def __init__(self, identity: dict) -> None:
+        self._identity = identity
+        self.name = identity['name']
+
+    def identity(self) -> dict:
+        return self._identity
+
+
+def test_multi_vector_maps_use_the_per_place_votes() -> None:
+    """SegVLAD-style places (several vectors each): a noisy walk along the map is followed."""
+    rng = np.random.default_rng(0)
+    dim, places, per_place = 32, 120, 6
+    vmap = VprMap.empty({'name': 'multi', 'dim': dim, 'multi_vector': True, 'config': {}})
+    centres = rng.standard_normal((places, per_place, dim))
+    for p in range(places):
+        v = centres[p] / np.linalg.norm(centres[p], axis=1, keepdims=True)
+        vmap.add(float(p), None, v)
+    loc = Localizer(vmap, _Identity(vmap.meta.encoder), top_k=3, sequence=SequenceConfig(length=LENGTH))
+    single_hits = seq_hits = 0
+    for i in range(40):
+        truth = 30 + i
+        keep = rng.choice(per_place, 2, replace=False)  # a partial view: 2 of the place's segments ...
+        q = centres[truth, keep] + rng.standard_normal((2, dim)) * 1.3  # ... under heavy change
+        out = loc.search(float(i), q / np.linalg.norm(q, axis=1, keepdims=True))
+        if out.sequence_used:
+            seq_hits += abs(out.matches[0].place_id - truth) <= 1
+            single_hits += abs(out.single_frame[0].place_id - truth) <= 1
+    assert seq_hits > single_hits and seq_hits >= 0.8 * (40 - LENGTH + 1), (single_hits, seq_hits)
+
+
+def test_incremental_loop_within_one_run() -> None:
+    """Places appended online, recent ones excluded as the loop filter does: the revisit is found."""
+    frames, _ = render_traversal('mapping', seed=0, image_size=SIZE, scale=0.3)
+    encoder = create_encoder('raw_pixels', {})
+    vmap = VprMap.empty(encoder.identity())
+    loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH))
+    separation = 30.0
+    judged = []
+    for frame in frames:
+        exclude = {p.id for p in vmap.places if frame.stamp - p.stamp < separation}
+        out = loc.localize(frame.rgb, frame.stamp, exclude)
+        assert not exclude & {m.place_id for m in out.matches}
+        if out.sequence_used and out.matches:
+            best = vmap.place(out.matches[0].place_id)
+            revisit = any(frame.stamp - p.stamp >= separation
+                          and np.linalg.norm(np.subtract(p.pose.position, frame.pose.position)[:2]) <= 10.0
+                          for p in vmap.places)
+            if revisit:
+                dist = np.linalg.norm(np.subtract(best.pose.position, frame.pose.position)[:2])
+                judged.append(dist <= 10.0)
+        loc.add_place(frame.stamp, frame.pose, out.vectors)
+    assert len(judged) >= 5 and np.mean(judged) >= 0.8, judged

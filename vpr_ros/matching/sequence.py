@@ -1,0 +1,322 @@
+"""Sequence matching (SeqSLAM, Milford & Wyeth, ICRA 2012): match the last ``length`` query frames
+as a trajectory through the map instead of one frame at a time.
+
+1. **Difference matrix**: ``D = -similarity`` of each query frame to every map place (cosine for
+   global maps, the per-place vote of multi-vector maps). Any positive affine change of a
+   frame's similarities leaves step 2 unchanged, so the two kinds of score are treated alike.
+2. **Local contrast normalisation** (OpenSeqSLAM's contrast enhancement): per query frame, each
+   place's difference minus the mean over the map places within ``contrast_window // 2`` of it
+   (in stamp order), divided by their sample standard deviation. A place then scores by how much
+   better it is than its neighbours, which removes the frame-wide offset that appearance change
+   adds to every difference.
+3. **Trajectory search**: for every map place ``e`` (in stamp order) and every velocity ``v`` in
+   ``min_velocity..max_velocity`` (step ``velocity_step``; map places per query frame), the frame
+   ``k`` frames back is compared with the place ``round(v * k)`` positions before ``e``. The
+   trajectory's cost is the mean normalised difference along it; each
+   end place keeps its best velocity. Places rank by that cost (optionally blended with the
+   current frame's own normalised difference, ``single_frame_weight``), and a candidate within
+   ``contrast_window // 2`` positions of a better one is suppressed so the top-K are distinct
+   hypotheses.
+
+The score reported with a candidate is the mean raw similarity along its best trajectory (blended
+the same way), so it keeps the units of the single-frame score and ``min_score`` thresholds.
+
+Defaults are OpenSeqSLAM's (``ds`` 10, ``vmin`` 0.8, ``vmax`` 1.2, ``vskip`` 0.1, contrast
+enhancement ``R`` 10). Where this differs from OpenSeqSLAM, and why: trajectories end at the
+newest frame (online use), where SeqSLAM centres them on the query; and a trajectory that runs
+off the start of the map is scored over its steps inside the map when they are at least half of
+``length`` (OpenSeqSLAM gives it infinite cost), so a loop back to the start of a run is found
+after ``length / 2`` frames instead of ``length``. Places missing from a frame's row (NaN: not in
+the map yet when the frame came, in incremental mode) are left out of the mean the same way; the
+end place must be known in the newest row.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from vpr_ros.errors import ConfigError
+
+MAX_LENGTH = 1000
+_STD_FLOOR = 1e-9
+
+
+@dataclass
+class SequenceConfig:
+    length: int = 0                  # query frames per sequence; 0 = single-frame matching
+    min_velocity: float = 0.8        # map places per query frame
+    max_velocity: float = 1.2
+    velocity_step: float = 0.1
+    contrast_window: int = 10        # map places of the normalisation window; 0 = no normalisation
+    single_frame_weight: float = 0.0  # 0 = sequence only, 1 = the current frame only
+    shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
+
+    @property
+    def enabled(self) -> bool:
+        return self.length > 0
+
+    def validate(self) -> None:
+        if not 0 <= self.length <= MAX_LENGTH:
+            raise ConfigError(f'sequence: length must be in 0..{MAX_LENGTH} (0 = single frame)')
+        if not 0 < self.min_velocity <= self.max_velocity:
+            raise ConfigError('sequence: need 0 < min_velocity <= max_velocity')
+        if self.velocity_step <= 0:
+            raise ConfigError('sequence: velocity_step must be > 0')
+        if self.contrast_window < 0:
+            raise ConfigError('sequence: contrast_window must be >= 0 (0 = no contrast normalisation)')
+        if not 0.0 <= self.single_frame_weight <= 1.0:
+            raise ConfigError('sequence: single_frame_weight must be in [0, 1]')
+        if self.shortlist < 0:
+            raise ConfigError('sequence: shortlist must be >= 0 (0 = full similarity rows)')
+
+    def velocities(self) -> np.ndarray:
+        n = int(np.floor((self.max_velocity - self.min_velocity) / self.velocity_step + 1e-9)) + 1
+        return self.min_velocity + self.velocity_step * np.arange(n)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SequenceMatch:
+    place_id: int
+    score: float      # mean similarity along the trajectory (blended with the frame's own)
+    cost: float       # the ranking value: mean contrast-normalised difference (lower is better)
+    velocity: float   # map places per query frame of the best trajectory
+
+
+def contrast_normalise(diff: np.ndarray, window: int) -> np.ndarray:
+    """Per row: each value minus the mean of the values within ``window // 2`` columns, over their std.
+
+    NaN entries stay NaN and are left out of the statistics; where the local std vanishes the
+    result is 0. ``window`` 0 returns the differences unchanged (as float64).
+    """
+    d = np.asarray(diff, np.float64)
+    if d.ndim != 2:
+        raise ValueError('contrast_normalise expects a (frames, places) array')
+    if window <= 0 or d.shape[1] == 0:
+        return d.copy()
+    half = window // 2
+    n_places = d.shape[1]
+    valid = np.isfinite(d)
+    x = np.where(valid, d, 0.0)
+    zero = np.zeros((d.shape[0], 1))
+    s1 = np.concatenate([zero, np.cumsum(x, axis=1)], axis=1)
+    s2 = np.concatenate([zero, np.cumsum(x * x, axis=1)], axis=1)
+    cnt = np.concatenate([zero, np.cumsum(valid, axis=1, dtype=np.float64)], axis=1)
+    cols = np.arange(n_places)
+    lo, hi = np.maximum(cols - half, 0), np.minimum(cols + half + 1, n_places)
+    n = cnt[:, hi] - cnt[:, lo]
+    total = s1[:, hi] - s1[:, lo]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        mean = total / n
+        var = (s2[:, hi] - s2[:, lo] - n * mean * mean) / (n - 1)
+        std = np.sqrt(np.maximum(var, 0.0))
+        out = np.where(std > _STD_FLOOR, (d - mean) / std, 0.0)
+    return np.where(valid, out, np.nan)
+
+
+def _offsets(velocities: np.ndarray, length: int) -> np.ndarray:
+    """(V, L) place offsets of lag k = 0 (newest) .. L-1 (oldest) for every velocity."""
+    lags = np.arange(length)
+    return np.rint(velocities[:, None] * lags[None, :]).astype(np.int64)
+
+
+def min_steps(length: int) -> int:
+    """Known steps a trajectory needs to be a candidate: at least half of the sequence."""
+    return max(1, (length + 1) // 2)
+
+
+def _shifted(row: np.ndarray, offset: int, fill: float) -> np.ndarray:
+    """``row[e - offset]`` for every e, ``fill`` where that is before the first place."""
+    if offset <= 0:
+        return row
+    return np.concatenate([np.full(min(offset, len(row)), fill), row[:max(len(row) - offset, 0)]])
+
+
+def trajectory_costs(norm: np.ndarray, velocities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best trajectory per end place over normalised rows ``norm`` (L, P), oldest row first.
+
+    Returns (cost (P,), velocity index (P,)); cost is inf where no trajectory has
+    :func:`min_steps` known steps inside the map and NaN where the newest row is NaN.
+    """
+    length, n_places = norm.shape
+    need = min_steps(length)
+    valid = np.isfinite(norm)
+    vals = np.where(valid, norm, 0.0)
+    counts = valid.astype(np.float64)
+    best = np.full(n_places, np.inf)
+    best_v = np.zeros(n_places, np.int64)
+    for vi, offs in enumerate(_offsets(velocities, length)):
+        total = np.zeros(n_places)
+        n = np.zeros(n_places)
+        for lag, off in enumerate(offs):
+            row = length - 1 - lag
+            total += _shifted(vals[row], int(off), 0.0)  # off the map: a missing step
+            n += _shifted(counts[row], int(off), 0.0)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            cost = np.where(n >= need, total / n, np.inf)
+        better = cost < best
+        best = np.where(better, cost, best)
+        best_v = np.where(better, vi, best_v)
+    best[~valid[-1]] = np.nan
+    return best, best_v
+
+
+def _pick(rank_value: np.ndarray, k: int, suppress: int, excluded: np.ndarray | None) -> list[int]:
+    """Up to k ordered positions by ascending value, none within ``suppress`` of a better one."""
+    value = np.where(np.isfinite(rank_value), rank_value, np.inf)
+    if excluded is not None and excluded.any():
+        value = np.where(excluded, np.inf, value)
+    order = np.argsort(value, kind='stable')
+    taken: list[int] = []
+    for pos in order:
+        if not np.isfinite(value[pos]) or len(taken) == k:
+            break
+        if all(abs(int(pos) - t) > suppress for t in taken):
+            taken.append(int(pos))
+    return taken
+
+
+class _Ranker:
+    """Ranking of one window of (L, P) raw similarity rows, in stamp order of places."""
+
+    def __init__(self, config: SequenceConfig) -> None:
+        self.config = config
+        self.velocities = config.velocities()
+        self.offsets = _offsets(self.velocities, max(config.length, 1))
+
+    def rank(self, sims: np.ndarray, norm: np.ndarray, order: np.ndarray, k: int,
+             excluded_ordered: np.ndarray | None) -> list[SequenceMatch]:
+        cfg = self.config
+        cost, best_v = trajectory_costs(norm, self.velocities)
+        w = cfg.single_frame_weight
+        rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
+        picked = _pick(rank_value, k, cfg.contrast_window // 2, excluded_ordered)
+        length = sims.shape[0]
+        out = []
+        for pos in picked:
+            offs = self.offsets[best_v[pos]]
+            inside = pos - offs >= 0
+            along = sims[(length - 1 - np.arange(length))[inside], (pos - offs)[inside]]
+            score = float(np.nanmean(along))
+            if w > 0:
+                score = (1.0 - w) * score + w * float(sims[-1, pos])
+            out.append(SequenceMatch(int(order[pos]), score, float(rank_value[pos]),
+                                     float(self.velocities[best_v[pos]])))
+        return out
+
+
+def stamp_order(place_stamps: np.ndarray) -> np.ndarray:
+    return np.argsort(np.asarray(place_stamps, np.float64), kind='stable')
+
+
+def sequence_match(similarity: np.ndarray, place_stamps: np.ndarray, config: SequenceConfig, k: int = 1,
+                   exclude: Iterable[Iterable[int]] | None = None) -> list[list[SequenceMatch] | None]:
+    """Offline: rank map places for every query row of ``similarity`` (Q, P), rows in query-time order.
+
+    Row q uses rows q-length+1..q; the first ``length - 1`` queries have too little history and
+    get None (callers fall back to single-frame matching). ``exclude``: per query, place ids that
+    may not be candidates. Gives the same answers as :class:`SequenceMatcher` fed the same rows.
+    """
+    config.validate()
+    if not config.enabled:
+        raise ConfigError('sequence_match needs config.length >= 1')
+    sims = np.asarray(similarity, np.float64)
+    order = stamp_order(place_stamps)
+    ordered = sims[:, order]
+    norm = contrast_normalise(-ordered, config.contrast_window)
+    ranker = _Ranker(config)
+    excludes = list(exclude) if exclude is not None else None
+    rank_of = np.empty(len(order), np.int64)
+    rank_of[order] = np.arange(len(order))
+    out: list[list[SequenceMatch] | None] = []
+    for q in range(len(sims)):
+        if q + 1 < config.length:
+            out.append(None)
+            continue
+        excluded = None
+        if excludes is not None and excludes[q]:
+            excluded = np.zeros(len(order), bool)
+            excluded[rank_of[list(excludes[q])]] = True
+        window = slice(q + 1 - config.length, q + 1)
+        out.append(ranker.rank(ordered[window], norm[window], order, k, excluded))
+    return out
+
+
+def shortlist_row(place_ids: Iterable[int], scores: Iterable[float], n_places: int) -> np.ndarray:
+    """A dense similarity row from a top-K shortlist: unlisted places get the lowest listed score
+
+    (an upper bound on their true similarity); with no list at all the row is NaN.
+    """
+    ids = np.asarray(list(place_ids), np.int64)
+    vals = np.asarray(list(scores), np.float64)
+    if not len(ids):
+        return np.full(n_places, np.nan)
+    row = np.full(n_places, float(vals.min()))
+    row[ids] = vals
+    return row
+
+
+class SequenceMatcher:
+    """Online SeqSLAM: keeps the similarity rows of the last ``length`` frames (memory: length x places).
+
+    :meth:`push` each processed frame's similarity to every current map place (by place id),
+    then :meth:`rank`. History restarts when query time goes backwards.
+    """
+
+    def __init__(self, config: SequenceConfig) -> None:
+        config.validate()
+        if not config.enabled:
+            raise ConfigError('SequenceMatcher needs length >= 1')
+        self.config = config
+        self._ranker = _Ranker(config)
+        self._rows: deque[np.ndarray] = deque(maxlen=config.length)
+        self._last_stamp: float | None = None
+
+    def reset(self) -> None:
+        self._rows.clear()
+        self._last_stamp = None
+
+    @property
+    def history(self) -> int:
+        return len(self._rows)
+
+    def push(self, stamp: float, similarity_row: np.ndarray) -> None:
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            self.reset()
+        self._last_stamp = float(stamp)
+        self._rows.append(np.asarray(similarity_row, np.float32))
+
+    def rank(self, place_stamps: np.ndarray, k: int, exclude: set[int] | None = None,
+             order: np.ndarray | None = None) -> list[SequenceMatch] | None:
+        """Top-k sequence candidates for the newest frame; None with fewer than ``length`` frames.
+
+        ``place_stamps``: stamps of the current map places (by id); rows pushed when the map was
+        smaller count as unknown (NaN) for the places added since. ``order``: a cached
+        :func:`stamp_order` of ``place_stamps``.
+        """
+        if len(self._rows) < self.config.length:
+            return None
+        n_places = len(place_stamps)
+        if n_places == 0:
+            return []
+        sims = np.full((len(self._rows), n_places), np.nan)
+        for i, row in enumerate(self._rows):
+            m = min(len(row), n_places)
+            sims[i, :m] = row[:m]
+        order = stamp_order(place_stamps) if order is None else order
+        ordered = sims[:, order]
+        norm = contrast_normalise(-ordered, self.config.contrast_window)
+        excluded = None
+        if exclude:
+            ids = np.fromiter((p for p in exclude if 0 <= p < n_places), np.int64)
+            excluded = np.isin(order, ids)
+        return self._ranker.rank(ordered, norm, order, k, excluded)
+
+
+__all__ = ['MAX_LENGTH', 'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
+           'min_steps', 'sequence_match', 'shortlist_row', 'stamp_order', 'trajectory_costs']
