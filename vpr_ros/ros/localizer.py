@@ -33,7 +33,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
@@ -42,12 +42,21 @@ from vpr_ros.encoders import create_encoder
 from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
 from vpr_ros.frames import Pose, msg_to_rgb
 from vpr_ros.localization import Localizer, encoder_for_map
+from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching import verification
 from vpr_ros.matching.keyframes import KeyframeGate
-from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, LoopStatus
+from vpr_ros.matching.loop_closure import (
+    LoopClosureConfig,
+    LoopClosureFilter,
+    LoopDecision,
+    LoopStatus,
+    recent_places,
+)
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import (
+    CAMERA_INFO_INPUT,
     IMAGE_INPUT,
     NODE_NAME,
     ODOM_INPUT,
@@ -106,6 +115,13 @@ class LocalizerNode(Node):
         # An empty incremental map learns its frame from the odometry that gives its keyframe poses.
         self._frame_from_odom = not meta.frame_id and not len(self._localizer.map)
         self._odom_frame_checked = False
+        self._camera: lf.CameraIntrinsics | None = None
+        self._verifier = verification.for_map(self._localizer.map, self._verification_config(self._values))
+        self._verification_note = '' if self._verifier else (
+            f"unavailable: map {self._values['map_path']} has no local features "
+            '(rebuild it with vpr-ros build-map)')
+        if self._verification_note and self._values['verification.enabled']:
+            self.get_logger().warning(f'geometric verification {self._verification_note}')
         self._warm_up()
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
         self._map_dirty = False
@@ -126,12 +142,16 @@ class LocalizerNode(Node):
         self._processing = RollingStats()
         self._localize = RollingStats()
         self._reported_skips: dict[str, int] = {}  # skip counts at the last diagnostics message
+        self._verify_ms = RollingStats()
+        self._constraints_published = 0
         self._last_image_stamp: float | None = None
 
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
         self._pub_best = self.create_publisher(Vector3Stamped, '~/best_match', OUTPUT_QOS)
         self._pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/pose', OUTPUT_QOS)
         self._pub_loop = self.create_publisher(Float64MultiArray, '~/loop_closure', OUTPUT_QOS)
+        self._pub_constraint = self.create_publisher(Float64MultiArray, '~/loop_closure_constraint',
+                                                     OUTPUT_QOS)
         self._pub_map_markers = self.create_publisher(MarkerArray, '~/markers/map', LATCHED_QOS)
         self._pub_match_markers = self.create_publisher(MarkerArray, '~/markers/match', OUTPUT_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', OUTPUT_QOS)
@@ -142,6 +162,7 @@ class LocalizerNode(Node):
         self._image_sub = self.create_subscription(
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.create_subscription(CameraInfo, CAMERA_INFO_INPUT, self._on_camera_info, qos_profile_sensor_data)
         self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
             ODOM_INPUT if self._values['use_odom'] else '')
         if self._odom_topic:
@@ -187,6 +208,12 @@ class LocalizerNode(Node):
                               'build a map with vpr-ros build-map first and pass it as map_path')
         vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
                             build={'description': f'grown online by the {NODE_NAME} node'})
+        features = lf.LocalFeatureConfig(v['local_features.kind'], v['local_features.max_keypoints'])
+        try:
+            features.validate()
+        except ConfigError as exc:
+            raise ConfigError(f'local_features: {exc}') from exc
+        vmap.local_features = lf.LocalFeatureStore(features)
         return Localizer(vmap, encoder, v['top_k'], self._sequence_config(v))
 
     def _warm_up(self) -> None:
@@ -219,6 +246,7 @@ class LocalizerNode(Node):
             try:
                 self._loop_config(values).validate()
                 self._sequence_config(values).validate()
+                self._verification_config(values).validate()
             except ConfigError as exc:
                 problem = str(exc)
         return SetParametersResult(successful=problem is None, reason=problem or '')
@@ -248,6 +276,13 @@ class LocalizerNode(Node):
             contrast_window=v['sequence.contrast_window'],
             single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'])
 
+    @staticmethod
+    def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
+        return verification.VerificationConfig(
+            enabled=v['verification.enabled'], top_k=v['verification.top_k'],
+            min_inliers=v['verification.min_inliers'], min_inlier_ratio=v['verification.min_inlier_ratio'],
+            ratio=v['verification.ratio'], threshold_px=v['verification.threshold_px'])
+
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
@@ -255,6 +290,8 @@ class LocalizerNode(Node):
             v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
             v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
         self._loop_filter.config = self._loop_config(v)
+        if getattr(self, '_verifier', None) is not None:
+            self._verifier.config = self._verification_config(v)
         self._keyframes.min_interval = v['keyframe.min_interval']
         self._keyframes.min_distance = v['keyframe.min_distance']
         self._keyframes.max_similarity = v['keyframe.max_similarity']
@@ -264,6 +301,18 @@ class LocalizerNode(Node):
         self._received += 1
         self._input_rate.tick()
         self._slot.put((msg, time.perf_counter(), self.get_clock().now().to_msg()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            camera = lf.camera_from_msg_fields(msg.k, msg.d, msg.distortion_model, msg.width, msg.height)
+        except ConfigError as exc:
+            self._skips.skip('bad camera_info', str(exc))
+            return
+        if camera is not None and camera != self._camera:
+            self._camera = camera  # one attribute assignment: the worker reads it without a lock
+            store = self._localizer.map.local_features
+            if store is not None and store.camera is None and not self._values['map_path']:
+                store.camera = camera  # a map grown from empty records the camera it was grown with
 
     def _on_odom(self, msg: Odometry) -> None:
         if not self._odom_frame_checked and msg.header.frame_id:
@@ -327,12 +376,21 @@ class LocalizerNode(Node):
             return
         t_start = time.perf_counter()
         rgb = msg_to_rgb(msg, self._values['max_image_pixels'])
-        with self._map_lock:
+        query_features: list[lf.LocalFeatures] = []
+
+        def features() -> lf.LocalFeatures:
+            if not query_features:
+                store = self._localizer.map.local_features
+                query_features.append(lf.extract(rgb, store.config))
+            return query_features[0]
+
+        with self._map_lock:  # verification reads map features that ~/save_map consolidates
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
-            self._maybe_add_keyframe(t, loc.vectors, rgb)
+            decision = self._decide(t, loc.matches, features)
+            self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)
-        self._publish(stamp, t, loc.matches)
+        self._publish(stamp, t, loc.matches, decision)
         t_end = time.perf_counter()
         self._processed += 1
         self._output_rate.tick()
@@ -357,25 +415,36 @@ class LocalizerNode(Node):
 
     def _recent_places(self, t: float) -> set[int]:
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
-        separation = self._loop_filter.config.min_time_separation
-        recent = set()
-        for pid, stamp in reversed(self._session_places):  # appended in time order
-            if t - stamp >= separation:
-                break
-            if abs(t - stamp) < separation:
-                recent.add(pid)
-        return recent
+        return recent_places(self._session_places, t, self._loop_filter.config.min_time_separation)
 
-    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray) -> None:
+    def _decide(self, t: float, matches: list, features: Any) -> LoopDecision | None:
+        if not self._values['loop_closure.enabled']:
+            return None
+        verifier = self._verifier if self._values['verification.enabled'] else None
+        if verifier is None:
+            return self._loop_filter.update(t, matches)
+        camera = self._camera
+
+        def verify(cands: list) -> list:
+            out = verifier.verify(features(), [c.place_id for c in cands], camera)
+            for v in out:
+                if v.ms:
+                    self._verify_ms.add(v.ms)
+            return out
+
+        return self._loop_filter.update(t, matches, verify)
+
+    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray, features: Any) -> None:
         if not self._values['incremental'] or not len(vectors):
             return
         pose = self._odom_pose(t) if self._odom_topic else None
         if self._keyframes.accept(t, pose.position if pose else None, vectors):
-            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb)
+            feats = features() if self._localizer.map.local_features is not None else None
+            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb, feats)
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list, decision: LoopDecision | None) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if matches:
@@ -385,15 +454,21 @@ class LocalizerNode(Node):
             if best.pose is not None and best.score >= self._values['pose.min_score']:
                 self._pub_pose.publish(messages.pose_msg(header, best, self._covariance))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
-        if self._values['loop_closure.enabled']:
-            decision = self._loop_filter.update(t, matches)
+        if decision is not None:
             self._loop_status[decision.status.value] += 1
             self._last_loop_status = decision.status.value
             if decision.status is LoopStatus.LOOP_DETECTED:
                 self._pub_loop.publish(messages.loop_closure_msg(t, decision.t_match))
                 self._loops_published += 1
+                v = decision.verification
+                if v is not None and v.rotation is not None:
+                    self._pub_constraint.publish(messages.loop_constraint_msg(
+                        t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers,
+                        v.inlier_ratio))
+                    self._constraints_published += 1
+                checked = f', {v.inliers} inliers ({v.model})' if v is not None else ''
                 self.get_logger().info(f'loop closure: {t:.3f} s -> place {decision.place_id} at '
-                                       f'{decision.t_match:.3f} s (score {decision.score:.3f})')
+                                       f'{decision.t_match:.3f} s (score {decision.score:.3f}{checked})')
 
     # ----- map ------------------------------------------------------------------------------------
     def _publish_map_markers(self) -> None:
@@ -459,6 +534,10 @@ class LocalizerNode(Node):
             'sequence.frames_single_frame_fallback': self._sequence_fallback,
             'sequence_p50_ms': f'{self._sequence_ms.percentile(50):.2f}',
             'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
+            'loop_constraints_published': self._constraints_published,
+            'verification': self._verification_state(),
+            'verification_p50_ms': f'{self._verify_ms.percentile(50):.1f}',
+            'camera_intrinsics': 'known' if self._camera is not None else 'unknown',
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,
@@ -466,6 +545,13 @@ class LocalizerNode(Node):
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                status=[status]))
+
+    def _verification_state(self) -> str:
+        if not self._values['verification.enabled']:
+            return 'disabled'
+        if self._verifier is None:
+            return self._verification_note
+        return 'essential matrix' if self._camera is not None else 'fundamental matrix (no camera_info)'
 
     def destroy_node(self) -> None:
         self._stopping.set()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, PoseWithCovarianceStamped, Quaternion, Vector3Stamped
 from geometry_msgs.msg import Pose as PoseMsg
-from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vpr_ros.frames import Pose
@@ -63,6 +64,35 @@ def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
 
 def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
     return Float64MultiArray(data=[float(t_query), float(t_match)])
+
+
+CONSTRAINT_FIELDS = ('t_query', 't_match', 'place_id', 'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw', 'inliers',
+                     'inlier_ratio')
+CONSTRAINT_POSITION_SIGMA_M = 1.0e3    # the translation is a direction only: its scale is unknown
+CONSTRAINT_ROTATION_SIGMA_RAD = 0.05   # ~3 degrees, a conservative fixed value for a verified pair
+
+
+def loop_constraint_msg(t_query: float, t_match: float, place_id: int, rotation: np.ndarray,
+                        translation: np.ndarray, inliers: int, inlier_ratio: float) -> Float64MultiArray:
+    """``~/loop_closure_constraint``: the relative pose of a verified closure (docs/ros_interface.md)."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(np.asarray(rotation, np.float64)).as_quat()  # x, y, z, w
+    cov = np.diag([CONSTRAINT_POSITION_SIGMA_M ** 2] * 3 + [CONSTRAINT_ROTATION_SIGMA_RAD ** 2] * 3)
+    data = [float(t_query), float(t_match), float(place_id), *map(float, np.asarray(translation).reshape(3)),
+            *map(float, q), float(inliers), float(inlier_ratio), *map(float, cov.reshape(-1))]
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(label=','.join(CONSTRAINT_FIELDS) + ',covariance[36]',
+                                                       size=len(data), stride=len(data))], data_offset=0)
+    return Float64MultiArray(layout=layout, data=data)
+
+
+def parse_loop_constraint(msg: Float64MultiArray) -> dict[str, Any]:
+    d = list(msg.data)
+    if len(d) != len(CONSTRAINT_FIELDS) + 36:
+        raise ValueError(f'a loop-closure constraint has {len(CONSTRAINT_FIELDS) + 36} values, got {len(d)}')
+    out: dict[str, Any] = dict(zip(CONSTRAINT_FIELDS, d))
+    out['covariance'] = np.asarray(d[len(CONSTRAINT_FIELDS):]).reshape(6, 6)
+    return out
 
 
 @dataclass(frozen=True)
@@ -141,5 +171,6 @@ def match_markers(header: Header, matches: Sequence[Match], model: CovarianceMod
     return MarkerArray(markers=[sphere, label, others])
 
 
-__all__ = ['CANDIDATE_FIELDS', 'CovarianceModel', 'best_match_msg', 'candidates_msg', 'loop_closure_msg',
+__all__ = ['CANDIDATE_FIELDS', 'CONSTRAINT_FIELDS', 'CovarianceModel', 'best_match_msg', 'candidates_msg',
+           'loop_closure_msg', 'loop_constraint_msg', 'parse_loop_constraint',
            'map_markers', 'match_markers', 'parse_candidates', 'pose_msg', 'pose_to_msg', 'to_sec', 'to_time']

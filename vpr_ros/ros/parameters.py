@@ -113,6 +113,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
               'indexes).',
               low=0, high=1_000_000),
+    # ----- geometric verification of loop closures ---------------------------------------------
+    ParamSpec('verification.enabled', True, 'Verify loop-closure candidates geometrically (local features '
+              'stored in the map, MAGSAC++ fundamental/essential matrix) before publishing them. A map '
+              'without local features runs without verification and says so in /diagnostics.'),
+    ParamSpec('verification.top_k', 3, 'Candidates verified per frame (the eligible ones scoring at least '
+              'loop_closure.min_score); the one with most inliers is published.', low=1, high=50),
+    ParamSpec('verification.min_inliers', 15, 'Minimum RANSAC inliers of a verified candidate.', low=5,
+              high=100000),
+    ParamSpec('verification.min_inlier_ratio', 0.25, 'Minimum inliers / tentative matches.', low=0.0,
+              high=1.0),
+    ParamSpec('verification.ratio', 0.8, "Lowe's ratio test on descriptor distances.", low=0.01, high=1.0),
+    ParamSpec('verification.threshold_px', 1.0, 'MAGSAC++ inlier threshold [px].', low=0.01, high=100.0),
+    ParamSpec('local_features.kind', 'rootsift', 'Local features of places added to an empty incremental '
+              "map: 'rootsift' or 'orb' (a loaded map keeps its own).", read_only=True),
+    ParamSpec('local_features.max_keypoints', 500, 'Keypoints per place for an empty incremental map.',
+              read_only=True, low=8, high=20000),
     # ----- online map growth ------------------------------------------------------------------
     ParamSpec('incremental', False, 'Add keyframes to the in-memory map while running, so loop closures '
               'within the current run are found; ~/save_map writes the grown map.', read_only=True),
