@@ -273,3 +273,10 @@ def test_fuzzed_map_files_are_refused_rebuilt_or_harmless(saved, name, flips, ve
         if name in ('index.faiss', 'descriptors.npy') or verify == 'full':
             best = vmap.search(vecs[3], 1)[0]
             assert best.score <= 1.0 + 1e-4
+
+
+def test_recovery_works_for_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_map(3)[0].save('m')
+    os.rename('m', '.m.old-999999999-x')  # what a kill between the fallback's renames leaves (dead pid)
+    assert len(VprMap.load('m')) == 3 and sorted(os.listdir('.')) == ['m']

@@ -178,6 +178,7 @@ def _sibling(path: str, kind: str) -> str:
 
 def _siblings(path: str) -> list[tuple[str, str, int | None]]:
     """(path, kind, pid) of every ``.NAME.tmp-*``/``.NAME.old-*`` beside ``path``."""
+    path = os.path.abspath(path)
     parent, base = os.path.dirname(path), os.path.basename(path)
     out = []
     try:
