@@ -171,7 +171,12 @@ def _pick(rank_value: np.ndarray, k: int, suppress: int, excluded: np.ndarray | 
     value = np.where(np.isfinite(rank_value), rank_value, np.inf)
     if excluded is not None and excluded.any():
         value = np.where(excluded, np.inf, value)
-    order = np.argsort(value, kind='stable')
+    # Each pick suppresses at most 2 * suppress others: the best k * (2 * suppress + 1) hold the answer.
+    m = min(len(value), k * (2 * suppress + 1))
+    if m <= 0:
+        return []
+    head = np.argpartition(value, m - 1)[:m] if m < len(value) else np.arange(len(value))
+    order = head[np.lexsort((head, value[head]))]  # by value, ties by position (as a stable sort)
     taken: list[int] = []
     for pos in order:
         if not np.isfinite(value[pos]) or len(taken) == k:
@@ -275,10 +280,15 @@ class SequenceMatcher:
         self.config = config
         self._ranker = _Ranker(config)
         self._rows: deque[np.ndarray] = deque(maxlen=config.length)
+        # Per row: (map key, row in stamp order, its normalisation), recomputed only when the map
+        # (its size or order) changed since; a row's normalisation depends on nothing else.
+        self._cache: deque[tuple[tuple[int, int], np.ndarray, np.ndarray] | None] = deque(
+            maxlen=config.length)
         self._last_stamp: float | None = None
 
     def reset(self) -> None:
         self._rows.clear()
+        self._cache.clear()
         self._last_stamp = None
 
     @property
@@ -290,6 +300,7 @@ class SequenceMatcher:
             self.reset()
         self._last_stamp = float(stamp)
         self._rows.append(np.asarray(similarity_row, np.float32))
+        self._cache.append(None)
 
     def rank(self, place_stamps: np.ndarray, k: int, exclude: set[int] | None = None,
              order: np.ndarray | None = None) -> list[SequenceMatch] | None:
@@ -304,13 +315,19 @@ class SequenceMatcher:
         n_places = len(place_stamps)
         if n_places == 0:
             return []
-        sims = np.full((len(self._rows), n_places), np.nan)
-        for i, row in enumerate(self._rows):
-            m = min(len(row), n_places)
-            sims[i, :m] = row[:m]
         order = stamp_order(place_stamps) if order is None else order
-        ordered = sims[:, order]
-        norm = contrast_normalise(-ordered, self.config.contrast_window)
+        key = (n_places, hash(order.tobytes()))
+        for i, row in enumerate(self._rows):
+            cached = self._cache[i]
+            if cached is None or cached[0] != key:
+                padded = np.full(n_places, np.nan)
+                m = min(len(row), n_places)
+                padded[:m] = row[:m]
+                ordered_row = padded[order]
+                self._cache[i] = (key, ordered_row,
+                                  contrast_normalise(-ordered_row[None], self.config.contrast_window)[0])
+        ordered = np.stack([c[1] for c in self._cache])
+        norm = np.stack([c[2] for c in self._cache])
         excluded = None
         if exclude:
             ids = np.fromiter((p for p in exclude if 0 <= p < n_places), np.int64)
