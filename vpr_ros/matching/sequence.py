@@ -130,13 +130,6 @@ def min_steps(length: int) -> int:
     return max(1, (length + 1) // 2)
 
 
-def _shifted(row: np.ndarray, offset: int, fill: float) -> np.ndarray:
-    """``row[e - offset]`` for every e, ``fill`` where that is before the first place."""
-    if offset <= 0:
-        return row
-    return np.concatenate([np.full(min(offset, len(row)), fill), row[:max(len(row) - offset, 0)]])
-
-
 def trajectory_costs(norm: np.ndarray, velocities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best trajectory per end place over normalised rows ``norm`` (L, P), oldest row first.
 
@@ -153,10 +146,12 @@ def trajectory_costs(norm: np.ndarray, velocities: np.ndarray) -> tuple[np.ndarr
     for vi, offs in enumerate(_offsets(velocities, length)):
         total = np.zeros(n_places)
         n = np.zeros(n_places)
-        for lag, off in enumerate(offs):
-            row = length - 1 - lag
-            total += _shifted(vals[row], int(off), 0.0)  # off the map: a missing step
-            n += _shifted(counts[row], int(off), 0.0)
+        for lag, off in enumerate(offs):  # end e meets place e - off of the row `lag` frames back
+            row, off = length - 1 - lag, int(off)
+            if off >= n_places:
+                continue  # off the map for every end: a missing step
+            total[off:] += vals[row, :n_places - off]
+            n[off:] += counts[row, :n_places - off]
         with np.errstate(invalid='ignore', divide='ignore'):
             cost = np.where(n >= need, total / n, np.inf)
         better = cost < best
