@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 DEMO_ENCODER ?= effnet_gem
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean interfaces
 
 venv: $(STAMP)
 
@@ -19,10 +19,30 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[ros,onnx,test]'
 	touch $(STAMP)
 
+# vpr_ros_interfaces (PlaceMatch, PlaceCandidates) built with the PyPI rosidl/ament_cmake wheels and
+# installed into the venv; the node publishes them when importable. Needs cmake and a C/C++ compiler.
+IFACE_SRC := interfaces/vpr_ros_interfaces
+IFACE_STAMP := $(VENV)/.interfaces
+interfaces: $(IFACE_STAMP)
+
+$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLists.txt $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg)
+	@command -v cmake >/dev/null 2>&1 || { echo "make interfaces needs cmake and a C/C++ compiler"; exit 2; }
+	$(BIN)/python -m pip install --quiet -r interfaces/requirements-build.txt
+	rm -rf build/vpr_ros_interfaces && mkdir -p build
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S $(IFACE_SRC) -B build/vpr_ros_interfaces \
+	    -DCMAKE_PREFIX_PATH=$(abspath $(VENV)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+	    -DPython3_EXECUTABLE=$(abspath $(BIN))/python -DBUILD_TESTING=OFF > build/vpr_ros_interfaces.log 2>&1 \
+	    || { tail -20 build/vpr_ros_interfaces.log; exit 2; }
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake --build build/vpr_ros_interfaces -j2 >> build/vpr_ros_interfaces.log 2>&1 \
+	    || { tail -20 build/vpr_ros_interfaces.log; exit 2; }
+	cmake --install build/vpr_ros_interfaces >> build/vpr_ros_interfaces.log 2>&1
+	$(BIN)/python -c "from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch"
+	touch $(IFACE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/vpr-ros demo --out $(DEMO_OUT) --encoder $(DEMO_ENCODER)
 
-test: $(STAMP)
+test: $(STAMP) $(IFACE_STAMP)
 	$(BIN)/python -m pytest -q test
 
 bench: $(STAMP)

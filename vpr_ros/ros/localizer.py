@@ -155,6 +155,14 @@ class LocalizerNode(Node):
         self._pub_map_markers = self.create_publisher(MarkerArray, '~/markers/map', LATCHED_QOS)
         self._pub_match_markers = self.create_publisher(MarkerArray, '~/markers/match', OUTPUT_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', OUTPUT_QOS)
+        self._pub_place_candidates = self._pub_place_match = None
+        if messages.PlaceCandidates is not None:  # the readable twins of ~/candidates and ~/best_match
+            self._pub_place_candidates = self.create_publisher(messages.PlaceCandidates, '~/place_candidates',
+                                                               OUTPUT_QOS)
+            self._pub_place_match = self.create_publisher(messages.PlaceMatch, '~/place_match', OUTPUT_QOS)
+        else:
+            self.get_logger().info('vpr_ros_interfaces is not installed: ~/place_candidates and '
+                                   '~/place_match are not published (make interfaces)')
         self.create_service(Trigger, '~/save_map', self._on_save_map)
         self._publish_map_markers()
 
@@ -447,6 +455,10 @@ class LocalizerNode(Node):
     def _publish(self, stamp: Any, t: float, matches: list, decision: LoopDecision | None) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
+        if self._pub_place_candidates is not None:
+            self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches))
+            if matches:
+                self._pub_place_match.publish(messages.place_match_msg(header, matches[0]))
         if matches:
             best = matches[0]
             self._last = (best.place_id, best.score, t)

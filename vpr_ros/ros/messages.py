@@ -8,6 +8,8 @@ Only standard message types; the exact layouts are in ``docs/ros_interface.md``:
 * ``~/best_match`` geometry_msgs/Vector3Stamped: x = place id, y = score, z = map stamp [s].
 * ``~/pose`` geometry_msgs/PoseWithCovarianceStamped of the best place, covariance from the score.
 * ``~/loop_closure`` std_msgs/Float64MultiArray: ``data = [t_query, t_match]`` (LIO-SAM), empty layout.
+* ``~/place_candidates`` / ``~/place_match``: vpr_ros_interfaces/PlaceCandidates / PlaceMatch, the same
+  content with named fields, when that package is installed (``make interfaces``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.store import Match, Place
+
+try:  # optional: built by `make interfaces` (or colcon); without it those two topics are not published
+    from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch
+except ImportError:
+    PlaceCandidates = PlaceMatch = None
 
 CANDIDATE_FIELDS = ('place_id', 'score', 'map_stamp')
 
@@ -60,6 +67,19 @@ def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
     msg = Vector3Stamped(header=header)
     msg.vector.x, msg.vector.y, msg.vector.z = float(match.place_id), float(match.score), float(match.stamp)
     return msg
+
+
+def place_match_msg(header: Header, match: Match):
+    """vpr_ros_interfaces/PlaceMatch of one match (``has_pose`` false and an identity pose without one)."""
+    msg = PlaceMatch(header=header, place_id=int(match.place_id), score=float(match.score),
+                     map_stamp=to_time(match.stamp), has_pose=match.pose is not None)
+    if match.pose is not None:
+        msg.pose = pose_to_msg(match.pose)
+    return msg
+
+
+def place_candidates_msg(header: Header, matches: Sequence[Match]):
+    return PlaceCandidates(header=header, candidates=[place_match_msg(header, m) for m in matches])
 
 
 def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
