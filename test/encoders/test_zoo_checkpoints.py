@@ -65,6 +65,20 @@ def salad_aggregator() -> dict:
     return out | {'aggregator.dust_bin': ()}
 
 
+def megaloc_aggregator() -> dict:
+    # megaloc_model.py: Aggregator(agg=SALAD(768, 64 clusters, cluster_dim 256, token_dim 256, mlp_dim 512),
+    # linear=Linear(64 * 256 + 256 -> 8448))
+    out = {}
+    for name, shapes in (('token_features.0', ((512, 768), (512,))),
+                         ('token_features.2', ((256, 512), (256,))),
+                         ('cluster_features.0', ((512, 768, 1, 1), (512,))),
+                         ('cluster_features.3', ((256, 512, 1, 1), (256,))),
+                         ('score.0', ((512, 768, 1, 1), (512,))), ('score.3', ((64, 512, 1, 1), (64,)))):
+        out |= {f'aggregator.agg.{name}.weight': shapes[0], f'aggregator.agg.{name}.bias': shapes[1]}
+    return out | {'aggregator.agg.dust_bin': (), 'aggregator.linear.weight': (8448, 16640),
+                  'aggregator.linear.bias': (8448,)}
+
+
 def prefixed(layout: dict, prefix: str) -> dict:
     return {prefix + k: v for k, v in layout.items()}
 
@@ -111,6 +125,13 @@ RELEASES = {
               'aggregator.token_features.2.weight': (256, 512),
               'aggregator.cluster_features.3.weight': (128, 512, 1, 1), 'aggregator.score.3.bias': (64,),
               'aggregator.dust_bin': ()},
+        8448, [126, 126]),
+    'megaloc_8448': (
+        'megaloc', {},
+        lambda: dinov2_hub(768, prefix='backbone.model.') | megaloc_aggregator(),
+        190, {'backbone.model.cls_token': (1, 1, 768), 'backbone.model.blocks.11.ls2.gamma': (768,),
+              'aggregator.agg.cluster_features.3.weight': (256, 512, 1, 1), 'aggregator.agg.dust_bin': (),
+              'aggregator.linear.weight': (8448, 16640)},
         8448, [126, 126]),
     'cosplace_resnet50_2048': (
         'cosplace', {'backbone': 'resnet50', 'out_dim': 2048},
