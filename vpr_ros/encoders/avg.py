@@ -13,14 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    ZOO_DEFAULTS,
-    SequentialBackboneModel,
-    ZooEncoder,
-    cropped_resnet,
-    resnet_stages,
-)
-from vpr_ros.encoders.gem import pooling_head, resnet_channels, resnet_crop
+from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
+from vpr_ros.encoders.gem import cnn_channels, cnn_trunk, pooling_head
 
 
 class MeanPool(nn.Module):
@@ -40,10 +34,9 @@ class AvgEncoder(ZooEncoder):
         return (480, 640)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        depth, crop = resnet_crop(self)
         head = pooling_head(MeanPool(), bool(self.config['l2_before_pool']))
-        return SequentialBackboneModel(resnet_stages(cropped_resnet(depth, crop, backbone_weights)), head)
+        return SequentialBackboneModel(cnn_trunk(self, backbone_weights), head)
 
     @property
     def raw_dim(self) -> int:
-        return resnet_channels(*resnet_crop(self))
+        return cnn_channels(self)

@@ -9,6 +9,10 @@ LayerNorm (768 ch, 23x23 patches at 322x322), 12288-d. Preprocessing as released
 strictly: keys ``backbone.net.{0,1,4,5,6}.*`` (ResNet: Sequential(conv1, bn1, relu, maxpool,
 layer1, layer2, layer3)) or ``backbone.dino.*`` (DINOv2 hub names, incl. the unused ``norm`` and
 ``mask_token``), then ``aggregator.*`` (see aggregators/boq.py).
+
+``backbone: efficientnet_lite0`` (for ``vpr-ros train``, not a release; see _zoo.py): the stride-16
+stage (112 ch, 15x20 tokens at 240x320) and a lighter BoQ (d=256, 4 heads, 64 queries, 2 blocks,
+32 rows -> 8192-d) so that training runs on a CPU.
 """
 from __future__ import annotations
 
@@ -18,11 +22,14 @@ import torch
 from torch import nn
 
 from vpr_ros.encoders._zoo import (
+    EFFICIENTNET_BACKBONES,
+    EFFICIENTNET_SIZE,
     ZOO_DEFAULTS,
     ZooEncoder,
     check_patch_multiple,
     cropped_resnet,
     dinov2_backbone,
+    efficientnet_trunk,
     resnet_stages,
 )
 from vpr_ros.encoders.aggregators.boq import BOQ_DINOV2_12288, BOQ_RESNET50_16384, BoQ, BoQConfig
@@ -32,7 +39,9 @@ from vpr_ros.errors import ConfigError
 BOQ_RELEASES: dict[str, tuple[BoQConfig, tuple[int, int]]] = {
     'resnet50': (BOQ_RESNET50_16384, (384, 384)),
     'dinov2_vitb14': (BOQ_DINOV2_12288, (322, 322)),
-}
+} | {name: (BoQConfig(in_channels=120 if name == 'efficientnet_lite2' else 112, proj_channels=256,
+                      num_queries=64, num_layers=2, row_dim=32), EFFICIENTNET_SIZE)
+     for name in EFFICIENTNET_BACKBONES}
 
 
 class ResNetTrunk(nn.Module):
@@ -65,8 +74,11 @@ class BoQModel(nn.Module):
         self.backbone = backbone
         self.aggregator = aggregator
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.aggregator(features)[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(self.backbone(x))[0]
+        return self.head(self.backbone(x))
 
     def forward_with_attention(
             self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
@@ -96,6 +108,8 @@ class BoQEncoder(ZooEncoder):
         agg_config, _ = self._release()
         if self.config['backbone'] == 'resnet50':
             trunk: nn.Module = ResNetTrunk(resnet_stages(cropped_resnet(50, 'layer3', backbone_weights)))
+        elif self.efficientnet:
+            trunk = efficientnet_trunk(self.config['backbone'], 16, backbone_weights)
         else:
             check_patch_multiple(self.name, self.input_size)
             trunk = DinoTrunk(dinov2_backbone('dinov2_vitb14', backbone_weights))

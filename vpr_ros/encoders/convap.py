@@ -3,7 +3,8 @@
 Released ``out_dim`` 8192 / 4096 / 2048 / 512 = (2048 / 1024 / 512 / 128 channels) x 2 x 2, at
 320x320 (bilinear resize: the 8192-d model's training resize), ImageNet mean/std.
 ``weights: PATH`` loads ``resnet50_ConvAP_<C>_2x2.ckpt`` strictly: ``backbone.model.{conv1,bn1,
-layer1..4}.*`` and ``aggregator.channel_pool.{weight,bias}``.
+layer1..4}.*`` and ``aggregator.channel_pool.{weight,bias}``. ``backbone: efficientnet_lite0`` (a
+training backbone, see _zoo.py): the 1280-channel conv head.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from vpr_ros.encoders._zoo import (
     ResNetModelTrunk,
     ZooEncoder,
     cropped_resnet,
+    efficientnet_trunk,
 )
 from vpr_ros.encoders.aggregators.convap import ConvAP
 from vpr_ros.errors import ConfigError
@@ -28,7 +30,7 @@ class ConvAPEncoder(ZooEncoder):
     name = 'convap'
     description = ('Conv-AP (GSV-Cities): ResNet-50 + 1x1 conv + 2x2 average pool, '
                    '8192/4096/2048/512-d at 320x320')
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 8192}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 8192, 'backbone': 'resnet50'}
     default_interpolation = 'bilinear'
 
     def native_size(self) -> tuple[int, int]:
@@ -42,6 +44,12 @@ class ConvAPEncoder(ZooEncoder):
         return out_dim
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
+        if self.efficientnet:
+            eff = efficientnet_trunk(self.config['backbone'], 32, backbone_weights)
+            return BackboneAggregator(eff, ConvAP(eff.out_channels, self._out_dim() // 4, 2, 2))
+        if self.config['backbone'] != 'resnet50':
+            raise ConfigError(f'encoder convap: backbone must be resnet50 or efficientnet_lite0/1/2, '
+                              f'got {self.config["backbone"]!r}')
         trunk = ResNetModelTrunk(cropped_resnet(50, 'layer4', backbone_weights))
         return BackboneAggregator(trunk, ConvAP(2048, self._out_dim() // 4, 2, 2))
 

@@ -5,6 +5,8 @@ ResNet101 / ResNet152 32..2048 (``out_dim``: any power of two in that range). Th
 are not supported (no VGG backbone here). Evaluated at 480x640 (``image_size`` [480, 640]),
 ImageNet mean/std. ``weights: PATH`` loads the release strictly: ``backbone.{0,1,4,5,6,7}.*``
 (Sequential of torchvision ResNet children) and ``aggregation.{1.p,3.weight,3.bias}``.
+``backbone: efficientnet_lite0`` (a training backbone, see _zoo.py): the 1280-channel conv head,
+``out_dim`` 32..1024.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from typing import Any, ClassVar
 from torch import nn
 
 from vpr_ros.encoders._zoo import (
+    EFFICIENTNET_BACKBONES,
     ZOO_DEFAULTS,
     SequentialBackboneModel,
     ZooEncoder,
     cropped_resnet,
+    efficientnet_trunk,
     resnet_depth,
     resnet_stages,
 )
@@ -25,7 +29,8 @@ from vpr_ros.errors import ConfigError
 
 COSPLACE_BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'resnet152')
 COSPLACE_DIMS = {'resnet18': (32, 64, 128, 256, 512)} | {
-    b: (32, 64, 128, 256, 512, 1024, 2048) for b in ('resnet50', 'resnet101', 'resnet152')}
+    b: (32, 64, 128, 256, 512, 1024, 2048) for b in ('resnet50', 'resnet101', 'resnet152')} | {
+    b: (32, 64, 128, 256, 512, 1024) for b in EFFICIENTNET_BACKBONES}
 
 
 class CosPlaceEncoder(ZooEncoder):
@@ -41,7 +46,7 @@ class CosPlaceEncoder(ZooEncoder):
         if backbone == 'vgg16':
             raise ConfigError('encoder cosplace: the VGG16 CosPlace releases are not supported (no VGG-16 '
                               'backbone in vpr_ros); use resnet18/50/101/152')
-        depth = resnet_depth(backbone, COSPLACE_BACKBONES)
+        depth = 0 if self.efficientnet else resnet_depth(backbone, COSPLACE_BACKBONES)
         if out_dim not in COSPLACE_DIMS[backbone]:
             raise ConfigError(f'encoder cosplace: {backbone} was released with out_dim in '
                               f'{list(COSPLACE_DIMS[backbone])}, got {out_dim}')
@@ -49,6 +54,9 @@ class CosPlaceEncoder(ZooEncoder):
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         depth, out_dim = self._checked()
+        if self.efficientnet:
+            trunk = efficientnet_trunk(self.config['backbone'], 32, backbone_weights)
+            return SequentialBackboneModel(trunk, CosPlaceHead(trunk.out_channels, out_dim))
         net = cropped_resnet(depth, 'layer4', backbone_weights)
         return SequentialBackboneModel(resnet_stages(net), CosPlaceHead(net.out_channels, out_dim))
 

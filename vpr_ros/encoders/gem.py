@@ -8,7 +8,9 @@ deep-visual-geo-localization-benchmark default). 480x640 input, ImageNet mean/st
 ``module.`` prefix dropped): ``backbone.{0,1,4,5,6[,7]}.*`` and ``aggregation.<i>.p`` (i = 1 with
 ``l2_before_pool``, else 0) - set ``backbone``/``crop``/``l2_before_pool`` to the checkpoint's. The
 ``-fc`` variants (GeM + fully connected) are not supported. ``backbone_weights: PATH`` = a
-torchvision ImageNet ResNet: the usual training-free GeM.
+torchvision ImageNet ResNet: the usual training-free GeM. ``backbone: efficientnet_lite0`` (a
+training backbone, see _zoo.py): ``crop`` layer4 = the 1280-channel conv head, layer3 = the
+stride-16 stage.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from vpr_ros.encoders._zoo import (
     SequentialBackboneModel,
     ZooEncoder,
     cropped_resnet,
+    efficientnet_channels,
+    efficientnet_trunk,
     resnet_depth,
     resnet_stages,
 )
@@ -36,14 +40,37 @@ def pooling_head(pool: nn.Module, l2_before_pool: bool) -> nn.Sequential:
 
 
 def resnet_crop(encoder: ZooEncoder) -> tuple[int, str]:
-    crop = encoder.config['crop']
-    if crop not in ('layer3', 'layer4'):
-        raise ConfigError(f'encoder {encoder.name!r}: crop must be layer3 or layer4, got {crop!r}')
-    return resnet_depth(encoder.config['backbone']), crop
+    return resnet_depth(encoder.config['backbone']), _crop(encoder)
 
 
 def resnet_channels(depth: int, crop: str) -> int:
     return (256 if crop == 'layer3' else 512) * (1 if depth < 50 else 4)
+
+
+def _crop(encoder: ZooEncoder) -> str:
+    crop = encoder.config['crop']
+    if crop not in ('layer3', 'layer4'):
+        raise ConfigError(f'encoder {encoder.name!r}: crop must be layer3 or layer4, got {crop!r}')
+    return crop
+
+
+def cnn_trunk(encoder: ZooEncoder, backbone_weights: str | None,
+              max_depth: int = 152) -> list[nn.Module] | nn.Module:
+    """The ``backbone``/``crop`` of ``encoder``: ResNet stages (released layout) or an EfficientNet trunk."""
+    if encoder.efficientnet:
+        return efficientnet_trunk(encoder.config['backbone'], 16 if _crop(encoder) == 'layer3' else 32,
+                                  backbone_weights)
+    depth, crop = resnet_crop(encoder)
+    if depth > max_depth:
+        raise ConfigError(f'encoder {encoder.name!r}: backbone {encoder.config["backbone"]} '
+                          'is not supported here')
+    return resnet_stages(cropped_resnet(depth, crop, backbone_weights))
+
+
+def cnn_channels(encoder: ZooEncoder) -> int:
+    if encoder.efficientnet:
+        return efficientnet_channels(encoder.config['backbone'], 16 if _crop(encoder) == 'layer3' else 32)
+    return resnet_channels(*resnet_crop(encoder))
 
 
 class GeMEncoder(ZooEncoder):
@@ -56,10 +83,9 @@ class GeMEncoder(ZooEncoder):
         return (480, 640)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        depth, crop = resnet_crop(self)
         head = pooling_head(GeMPool(float(self.config['p'])), bool(self.config['l2_before_pool']))
-        return SequentialBackboneModel(resnet_stages(cropped_resnet(depth, crop, backbone_weights)), head)
+        return SequentialBackboneModel(cnn_trunk(self, backbone_weights), head)
 
     @property
     def raw_dim(self) -> int:
-        return resnet_channels(*resnet_crop(self))
+        return cnn_channels(self)

@@ -14,6 +14,7 @@ width rounded to the nearest multiple of 14 (the release resizes inside ``forwar
 anti-aliased resize; here the same target size is reached with area interpolation, set
 ``interpolation: bilinear`` to change it). ``image_size: [H, W]`` (multiples of 14) fixes the
 size instead - advisable on a CPU for large camera images (a 1920x1080 frame is 10k patches).
+``backbone: efficientnet_lite0`` (a training backbone, see _zoo.py): as for ``salad``, at 240x320.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, ZooEncoder, check_patch_multiple, dinov2_backbone
+from vpr_ros.encoders._zoo import EFFICIENTNET_SIZE, ZOO_DEFAULTS, ZooEncoder
 from vpr_ros.encoders.aggregators.salad import SALAD
-from vpr_ros.encoders.salad import DinoTokenTrunk
+from vpr_ros.encoders.salad import token_trunk
 from vpr_ros.encoders.torch_encoder import to_tensor_batch
 
 NUM_CLUSTERS, CLUSTER_DIM, TOKEN_DIM, FEAT_DIM = 64, 256, 256, 8448
@@ -68,7 +69,7 @@ def round_to_patch(side: int, patch: int = 14) -> int:
 class MegaLocEncoder(ZooEncoder):
     name = 'megaloc'
     description = 'MegaLoc (CVPRW 2025): DINOv2 ViT-B/14 + SALAD 64x256+256 -> linear 8448-d, any size (x14)'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'dinov2_vitb14'}
     size_multiple = 14
 
     def native_size(self) -> tuple[int, int]:
@@ -77,17 +78,17 @@ class MegaLocEncoder(ZooEncoder):
     @property
     def input_size(self) -> tuple[int, int] | None:  # type: ignore[override]
         size = self.config.get('image_size')
-        return (int(size[0]), int(size[1])) if size is not None else None
+        if size is not None:
+            return (int(size[0]), int(size[1]))
+        return EFFICIENTNET_SIZE if self.efficientnet else None
 
     def preprocess(self, images: list[np.ndarray]):
         size = self.input_size or tuple(round_to_patch(s) for s in images[0].shape[:2])
         return to_tensor_batch(images, size, self.interpolation, self.pixel_mean, self.pixel_std)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        if self.input_size is not None:
-            check_patch_multiple(self.name, self.input_size)
-        trunk = DinoTokenTrunk(dinov2_backbone('dinov2_vitb14', backbone_weights))
-        return MegaLocModel(trunk, MegaLocAggregator(768))
+        trunk, channels = token_trunk(self, backbone_weights)
+        return MegaLocModel(trunk, MegaLocAggregator(channels))
 
     @property
     def raw_dim(self) -> int:

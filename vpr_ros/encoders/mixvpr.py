@@ -8,6 +8,9 @@ only fit 320x320 (another ``image_size`` builds a MixVPR for that grid, random u
 ``weights: PATH`` loads the released checkpoint (``resnet50_MixVPR_<dim>_channels(..)_rows(..).ckpt``,
 a plain or Lightning-wrapped state dict) strictly: ``backbone.model.{conv1,bn1,layer1..3}.*`` and
 ``aggregator.{mix.<i>.mix.{0,1,3},channel_proj,row_proj}.*``.
+
+``backbone: efficientnet_lite0`` (for ``vpr-ros train``, not a release; see _zoo.py): the stride-16
+stage (112 ch x 15 x 20 at 240x320) feeds the same mixer and projections.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from vpr_ros.encoders._zoo import (
     ResNetModelTrunk,
     ZooEncoder,
     cropped_resnet,
+    efficientnet_trunk,
     resnet_map_size,
 )
 from vpr_ros.encoders.aggregators.mixvpr import MixVPR
@@ -33,7 +37,7 @@ MIXVPR_RELEASES: dict[int, tuple[int, int]] = {4096: (1024, 4), 512: (256, 2), 1
 class MixVPREncoder(ZooEncoder):
     name = 'mixvpr'
     description = 'MixVPR (WACV 2023): ResNet-50 layer3 + feature mixing, 4096/512/128-d at 320x320'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 4096}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 4096, 'backbone': 'resnet50'}
     default_interpolation = 'bicubic'
 
     def _release(self) -> tuple[int, int]:
@@ -48,10 +52,16 @@ class MixVPREncoder(ZooEncoder):
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         channels, rows = self._release()
-        h, w = resnet_map_size(*self.input_size, stride=16)
-        trunk = ResNetModelTrunk(cropped_resnet(50, 'layer3', backbone_weights))
-        return BackboneAggregator(trunk,
-                                  MixVPR(1024, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
+        h, w = resnet_map_size(*self.input_size, stride=16)  # TF 'SAME' padding halves the same way
+        if self.efficientnet:
+            trunk: nn.Module = efficientnet_trunk(self.config['backbone'], 16, backbone_weights)
+            cin = trunk.out_channels
+        elif self.config['backbone'] == 'resnet50':
+            trunk, cin = ResNetModelTrunk(cropped_resnet(50, 'layer3', backbone_weights)), 1024
+        else:
+            raise ConfigError(f'encoder mixvpr: backbone must be resnet50 or efficientnet_lite0/1/2, '
+                              f'got {self.config["backbone"]!r}')
+        return BackboneAggregator(trunk, MixVPR(cin, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
 
     @property
     def raw_dim(self) -> int:

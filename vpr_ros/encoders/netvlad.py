@@ -13,6 +13,9 @@
   and assignment weights) is fitted by ``fit`` and stored in the map. Combine with
   ``backbone_weights: PATH`` (torchvision ImageNet ResNet) for a meaningful training-free NetVLAD.
 
+``backbone: efficientnet_lite0`` (a training backbone, see _zoo.py): ``crop`` layer3 = the stride-16
+stage (112 ch -> 7168-d), layer4 = the 1280-channel conv head.
+
 Not supported: the original MATLAB VGG-16 NetVLAD (``Pitts30K_struct.mat``, hloc): not a torch
 checkpoint and no VGG-16 backbone here.
 """
@@ -25,15 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    ZOO_DEFAULTS,
-    SequentialBackboneModel,
-    ZooEncoder,
-    cropped_resnet,
-    resnet_stages,
-)
+from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
 from vpr_ros.encoders.aggregators.netvlad import NetVLAD
-from vpr_ros.encoders.gem import resnet_channels, resnet_crop
+from vpr_ros.encoders.gem import cnn_channels, cnn_trunk
 from vpr_ros.errors import ConfigError, VprError
 
 _STATE_KEYS = ('netvlad.centroids', 'netvlad.conv_weight')
@@ -61,11 +58,8 @@ class NetVLADEncoder(ZooEncoder):
         return k
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        depth, crop = resnet_crop(self)
-        if depth > 101:
-            raise ConfigError('encoder netvlad: backbone must be resnet18, resnet50 or resnet101')
-        net = cropped_resnet(depth, crop, backbone_weights)
-        return SequentialBackboneModel(resnet_stages(net), NetVLAD(net.out_channels, self._clusters()))
+        trunk = cnn_trunk(self, backbone_weights, max_depth=101)
+        return SequentialBackboneModel(trunk, NetVLAD(cnn_channels(self), self._clusters()))
 
     def fingerprint_module(self) -> nn.Module:
         # The fitted layer is map state (stored with the map), not weights.
@@ -73,7 +67,7 @@ class NetVLADEncoder(ZooEncoder):
 
     @property
     def raw_dim(self) -> int:
-        return resnet_channels(*resnet_crop(self)) * self._clusters()
+        return cnn_channels(self) * self._clusters()
 
     # ----- map fitting -------------------------------------------------------------------------
     def _fit(self, images: Sequence[np.ndarray]) -> None:

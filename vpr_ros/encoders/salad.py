@@ -4,6 +4,8 @@
 area interpolation (the release evaluates with an anti-aliased bilinear PIL resize), ImageNet
 mean/std. ``weights: PATH`` loads ``dino_salad.ckpt`` strictly: ``backbone.model.*`` (DINOv2 hub
 names) and ``aggregator.{token_features,cluster_features,score}.*``, ``aggregator.dust_bin``.
+``backbone: efficientnet_lite0`` (a training backbone, see _zoo.py): the stride-16 stage as the
+patch map (300 patches at 240x320) and its spatial mean in place of the CLS token.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from vpr_ros.encoders._zoo import (
     ZooEncoder,
     check_patch_multiple,
     dinov2_backbone,
+    efficientnet_trunk,
 )
 from vpr_ros.encoders.aggregators.salad import SALAD
+from vpr_ros.errors import ConfigError
 
 
 class DinoTokenTrunk(nn.Module):
@@ -33,19 +37,32 @@ class DinoTokenTrunk(nn.Module):
         return self.model.forward_features(x, apply_norm=True)
 
 
+def token_trunk(encoder: ZooEncoder, backbone_weights: str | None) -> tuple[nn.Module, int]:
+    """(backbone giving (patch map, token), channels) for SALAD-style heads."""
+    if encoder.efficientnet:
+        eff = efficientnet_trunk(encoder.config['backbone'], 16, backbone_weights, with_token=True)
+        return eff, eff.out_channels
+    if encoder.config['backbone'] != 'dinov2_vitb14':
+        raise ConfigError(f'encoder {encoder.name!r}: backbone must be dinov2_vitb14 or '
+                          'efficientnet_lite0/1/2, '
+                          f'got {encoder.config["backbone"]!r}')
+    if encoder.input_size is not None:
+        check_patch_multiple(encoder.name, encoder.input_size)
+    return DinoTokenTrunk(dinov2_backbone('dinov2_vitb14', backbone_weights)), 768
+
+
 class SaladEncoder(ZooEncoder):
     name = 'salad'
     description = 'DINOv2-SALAD (CVPR 2024): ViT-B/14 + Sinkhorn aggregation, 8448-d at 322x322'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'dinov2_vitb14'}
     size_multiple = 14
 
     def native_size(self) -> tuple[int, int]:
         return (322, 322)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        check_patch_multiple(self.name, self.input_size)
-        trunk = DinoTokenTrunk(dinov2_backbone('dinov2_vitb14', backbone_weights))
-        return BackboneAggregator(trunk, SALAD(768, 64, 128, 256))
+        trunk, channels = token_trunk(self, backbone_weights)
+        return BackboneAggregator(trunk, SALAD(channels, 64, 128, 256))
 
     @property
     def raw_dim(self) -> int:
