@@ -58,8 +58,8 @@ TARGET_QUERY_RATIO = 5.0
 TARGET_R1_LOSS = 0.01
 
 
-def run(label: str, name: str, config: dict, storage: dict, map_frames, query_frames, th: Thresholds,
-        threads: int = 0) -> dict:
+def build(name: str, config: dict, storage: dict, map_frames, threads: int = 0):
+    """Fit (if needed) and fill an in-memory map: (encoder, map, fit seconds, build seconds)."""
     encoder = create_encoder(name, {**config, 'threads': threads})
     t0 = time.perf_counter()
     if encoder.requires_fit:
@@ -72,7 +72,11 @@ def run(label: str, name: str, config: dict, storage: dict, map_frames, query_fr
         for frame, vectors in zip(batch, encoder.describe([f.rgb for f in batch])):
             vmap.add(frame.stamp, frame.pose, vectors)
     vmap.index  # noqa: B018 -- build (and train) the index outside the query timings
-    build_s = time.perf_counter() - t0
+    return encoder, vmap, fit_s, time.perf_counter() - t0
+
+
+def query(encoder, vmap: VprMap, query_frames, th: Thresholds) -> dict:
+    """Recall@1/5 and per-query timings (batch 1: describe, search) of ``query_frames``."""
     records = []
     for frame in query_frames:
         t0 = time.perf_counter()
@@ -82,7 +86,13 @@ def run(label: str, name: str, config: dict, storage: dict, map_frames, query_fr
         t2 = time.perf_counter()
         records.append(QueryRecord(frame.stamp, frame.pose, [m.place_id for m in matches],
                                    [m.score for m in matches], (t1 - t0) * 1e3, (t2 - t1) * 1e3))
-    result = evaluate_retrieval(records, vmap.places, th, ns=(1, 5))
+    return evaluate_retrieval(records, vmap.places, th, ns=(1, 5))
+
+
+def run(label: str, name: str, config: dict, storage: dict, map_frames, query_frames, th: Thresholds,
+        threads: int = 0) -> dict:
+    encoder, vmap, fit_s, build_s = build(name, config, storage, map_frames, threads)
+    result = query(encoder, vmap, query_frames, th)
     timing = result['timing_ms']
     stored = vmap.descriptors.size * np.dtype(vmap.meta.dtype).itemsize / len(vmap)
     return {'config': label, 'R@1': result['recall']['R@1'], 'R@5': result['recall']['R@5'],

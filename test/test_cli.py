@@ -59,6 +59,22 @@ def test_fitted_encoder_map_restores_state(bags, tmp_path):
     assert main(['evaluate', '--map', path, '--queries', str(bags / 'query')]) == 0
 
 
+def test_export_vocabulary_and_build_with_it(bags, tmp_path, capsys):
+    fitted, out = str(tmp_path / 'sift'), str(tmp_path / 'vocab.npz')
+    assert main(['build-map', '--source', str(bags / 'map'), '--out', fitted, '--encoder', 'sift_vlad',
+                 '--set', 'num_clusters=8']) == 0
+    assert main(['export-vocabulary', fitted, out]) == 0
+    assert 'sift_vlad (centers 8x128)' in capsys.readouterr().out
+    reused = str(tmp_path / 'reused')
+    assert main(['build-map', '--source', str(bags / 'query'), '--out', reused, '--encoder', 'sift_vlad',
+                 '--set', 'num_clusters=8', '--vocabulary', out, '--no-poses']) == 0
+    np.testing.assert_array_equal(VprMap.load(reused).encoder_state['centers'],
+                                  VprMap.load(fitted).encoder_state['centers'])
+    assert main(['build-map', '--source', str(bags / 'map'), '--out', str(tmp_path / 'x'),
+                 '--encoder', 'sift_vlad', '--vocabulary', out]) == 2
+    assert 'num_clusters: map 8 vs requested 64' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('argv,message', [
     (['evaluate', '--map', '/no/map', '--queries', '/no/bag'], 'map not found'),
     (['build-map', '--source', '/no/bag', '--out', 'x'], 'not found'),

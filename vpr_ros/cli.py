@@ -106,6 +106,12 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.pipeline import build_map, open_source
 
     encoder = create_encoder(args.encoder, _encoder_config(args))
+    if args.vocabulary:
+        from vpr_ros.vocabulary import load_vocabulary
+
+        if not encoder.requires_fit:
+            raise ConfigError(f'encoder {encoder.name!r} fits nothing on map images; --vocabulary does not apply')
+        load_vocabulary(encoder, args.vocabulary)
     features = None
     if args.local_features != 'none':
         features = LocalFeatureConfig(args.local_features, args.max_keypoints)
@@ -253,6 +259,15 @@ def cmd_map_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_vocabulary(args: argparse.Namespace) -> int:
+    from vpr_ros.vocabulary import export_vocabulary
+
+    vocab = export_vocabulary(args.map, args.out)
+    shapes = ', '.join(f'{k} {"x".join(map(str, v.shape))}' for k, v in sorted(vocab.state.items()))
+    print(f"vocabulary {args.out}: {vocab.identity['name']} ({shapes}) from {vocab.source}")
+    return 0
+
+
 def cmd_encoders(args: argparse.Namespace) -> int:
     from vpr_ros.encoders.catalog import encoder_table
 
@@ -331,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-keypoints', type=int, default=500, help='local features per place (default 500)')
     p.add_argument('--camera-info', help='ROS camera_info YAML of the map images (stored in the map; '
                    'lets verification use the essential matrix and recover relative poses)')
+    p.add_argument('--vocabulary', metavar='PATH', help='take the vocabulary/PCA from this map or vocabulary '
+                   'file instead of fitting it on the source (same encoder configuration required)')
     p.set_defaults(func=cmd_build_map)
 
     p = sub.add_parser('evaluate', help='Recall@N of query frames against a map, with a report',
@@ -370,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true')
     _add_verify_arg(p)
     p.set_defaults(func=cmd_map_info)
+
+    p = sub.add_parser('export-vocabulary', help="write a map's fitted vocabulary/PCA to a .npz file",
+                       description='Write what the encoder fitted on MAP (VLAD/BoW vocabulary, PCA) and the '
+                                   'encoder identity to OUT (.npz, no pickle), for the node\'s vocabulary.path '
+                                   'or build-map --vocabulary.')
+    p.add_argument('map')
+    p.add_argument('out')
+    p.set_defaults(func=cmd_export_vocabulary)
 
     p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')
     p.add_argument('names', nargs='*')

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vpr_ros.encoders.base import RUNTIME_KEYS, Encoder, create_encoder
+from vpr_ros.encoders.base import RUNTIME_KEYS, Encoder, create_encoder, encoder_class
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.local_features import LocalFeatures
@@ -60,6 +60,10 @@ def encoder_for_map(vmap: VprMap, overrides: dict[str, Any] | None = None,
     if name != stored['name']:
         raise MapError('map and encoder do not match: '
                        + '; '.join(compatibility_problems(stored, {'name': name})))
+    legacy = encoder_class(name).legacy_config
+    missing = {k: v for k, v in legacy.items() if k not in stored.get('config', {})}
+    if missing:  # a map from before these keys existed: it was built with their legacy values
+        stored['config'] = {**stored.get('config', {}), **missing}
     config = dict(stored.get('config', {}))
     config.update({k: v for k, v in (overrides or {}).items()})
     encoder = create_encoder(name, config, vmap.encoder_state or None)

@@ -94,12 +94,13 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
-    ``fit_max_images`` keyframes spread over the whole source. ``local_features`` (None = none)
+    ``fit_max_images`` keyframes spread over the whole source, unless already fitted (a vocabulary
+    loaded from elsewhere, vpr_ros.vocabulary). ``local_features`` (None = none)
     are stored per place for geometric verification, with the images' ``camera`` intrinsics.
     """
     stats = BuildStats()
     t_start = time.perf_counter()
-    if encoder.requires_fit:
+    if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
         step = max(1, math.ceil(source.image_count / max(keyframes.every_n, 1) / fit_max_images))
         fit_images = [f.rgb for i, f in enumerate(tqdm(keyframes.select(source.frames(require_pose)),

@@ -37,13 +37,35 @@ def test_encode_shape_norm_and_determinism(fitted):
 def test_state_round_trip_and_unfitted(fitted):
     state = fitted.get_state()
     assert state['centers'].shape == (32, 112)
-    np.testing.assert_allclose(np.linalg.norm(state['centers'], axis=1), 1, atol=1e-5)  # spherical k-means
+    assert fitted.config['centres'] == 'mean'  # the official form: plain means, not unit vectors
+    assert (np.linalg.norm(state['centers'], axis=1) < 1 - 1e-3).any()
     clone = create_encoder('anyloc_vlad', SMALL, state)
     np.testing.assert_allclose(clone.encode([texture(5)]), fitted.encode([texture(5)]), atol=1e-6)
     with pytest.raises(VprError):
         create_encoder('anyloc_vlad', SMALL).encode([texture(0)])
     with pytest.raises(ConfigError):
         create_encoder('anyloc_vlad', {**SMALL, 'num_clusters': 16}, state)
+
+
+def test_official_form_descriptor_is_the_reference_vlad(fitted):
+    """encode() == the official formula over the encoder's own dense features and centres."""
+    feats = fitted.dense.extract([texture(7)])[0].reshape(-1, 112).astype(np.float64)
+    c = fitted.get_state()['centers'].astype(np.float64)
+    labels = np.argmax(feats @ (c / np.linalg.norm(c, axis=1, keepdims=True)).T, axis=1)
+    ref = np.zeros((32, 112))
+    for k in set(labels.tolist()):
+        s = (feats[labels == k] - c[k]).sum(axis=0)
+        ref[k] = s / np.linalg.norm(s)
+    ref = ref.ravel() / np.linalg.norm(ref)
+    np.testing.assert_allclose(fitted.encode([texture(7)])[0], ref, atol=1e-4)
+
+
+def test_unit_centres_form():
+    unit = create_encoder('anyloc_vlad', {**SMALL, 'centres': 'unit'})
+    unit.fit([texture(i) for i in range(3)])
+    np.testing.assert_allclose(np.linalg.norm(unit.get_state()['centers'], axis=1), 1, atol=1e-5)
+    with pytest.raises(ConfigError, match='centres'):
+        create_encoder('anyloc_vlad', {**SMALL, 'centres': 'median'})
 
 
 def test_same_vocabulary_as_segvlad(fitted):

@@ -1,9 +1,11 @@
 """AnyLoc-style global VLAD over a frozen backbone's dense features (training-free, map vocabulary).
 
 As AnyLoc-VLAD (Keetha et al. 2023): per-patch features L2-normalised, a K = 32 word vocabulary
-fitted with cosine (spherical) k-means on the map's own images, hard assignment by cosine
-similarity, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
-K x C dims. The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
+fitted with cosine k-means on the map's own images, hard assignment by cosine similarity to the
+normalised centres, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
+K x C dims. ``centres: mean`` (default) keeps the centres as plain means of their members, as the
+official code does (fast_pytorch_kmeans); ``centres: unit`` re-normalises them (spherical k-means,
+vpr_ros's earlier form, which maps without the key were fitted with). Measured in the README. The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
 compare global VLAD against segment retrieval over the same features and vocabulary.
 Defaults: EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> 3584 dims;
 ``backbone: dinov2_vitb14`` + ``backbone_weights: PATH`` gives the AnyLoc value-facet features; every
@@ -23,18 +25,23 @@ from vpr_ros.errors import ConfigError
 
 DENSE_VLAD_DEFAULTS: dict[str, Any] = {
     'backbone': 'efficientnet_lite0', 'layer': None, 'image_size': [240, 320], 'backbone_weights': None,
-    'num_clusters': 32, 'seed': 42}
+    'num_clusters': 32, 'seed': 42, 'centres': 'mean'}
 
 
 class DenseVladEncoder(VocabularyState, Encoder):
     """Shared part of anyloc_vlad and segvlad: the dense backbone and the map-fitted vocabulary."""
 
     trainable_fit = True
+    # Maps written before the official centre form existed were fitted with unit centres.
+    legacy_config: ClassVar[dict[str, Any]] = {'centres': 'unit'}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         if int(self.config['num_clusters']) < 1:
             raise ConfigError(f'encoder {self.name!r}: num_clusters must be >= 1')
+        if self.config['centres'] not in vlad.CENTRE_FORMS:
+            raise ConfigError(f"encoder {self.name!r}: centres must be one of {vlad.CENTRE_FORMS}, "
+                              f"got {self.config['centres']!r}")
         self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
                                    self.config['backbone_weights'], int(self.config['threads']))
 
@@ -58,7 +65,8 @@ class DenseVladEncoder(VocabularyState, Encoder):
     def _fit_vocabulary(self, feature_maps: np.ndarray) -> None:
         seed = int(self.config['seed'])
         self.centers = vlad.fit_vocabulary(vocabulary_sample(list(feature_maps), seed),
-                                           int(self.config['num_clusters']), cosine=True, seed=seed)
+                                           int(self.config['num_clusters']), cosine=True, seed=seed,
+                                           centres=self.config['centres'])
 
     @property
     def vocabulary_shape(self) -> tuple[int, int]:

@@ -44,6 +44,8 @@ class Encoder(ABC):
     default_config: ClassVar[dict[str, Any]] = {}
     multi_vector: ClassVar[bool] = False  # True: one image -> a set of vectors (see describe())
     trainable_fit: ClassVar[bool] = False  # True: _fit() must run on map images before encoding
+    # Config keys added after maps existed, with the value a map that lacks the key was built with.
+    legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         merged = {**COMMON_DEFAULTS, **self.default_config}

@@ -69,6 +69,7 @@ from vpr_ros.ros.parameters import (
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
+from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
 
 # Outputs: reliable depth 10. A reliable publisher also serves BEST_EFFORT subscribers such as
 # LIO-SAM's depth-1 loop-closure subscriber; the reverse pairing would deliver nothing.
@@ -107,6 +108,8 @@ class LocalizerNode(Node):
         self._apply_settings()
 
         self._map_lock = threading.Lock()
+        self._bootstrap: VocabularyBootstrap | None = None
+        self._vocabulary_source = 'the map'
         self._localizer = self._open_localizer()
         meta = self._localizer.map.meta
         self._frame, frame_warning = output_frame(self._values['map_frame'], meta.frame_id)
@@ -124,6 +127,7 @@ class LocalizerNode(Node):
             self.get_logger().warning(f'geometric verification {self._verification_note}')
         self._warm_up()
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
+        self._bootstrap_frames_seen = 0
         self._map_dirty = False
         self._odom: deque[tuple[float, Pose]] = deque(maxlen=ODOM_BUFFER)
         self._odom_lock = threading.Lock()
@@ -203,6 +207,9 @@ class LocalizerNode(Node):
         if v['threads']:
             overrides['threads'] = v['threads']
         if v['map_path']:
+            if v['vocabulary.path']:
+                raise ConfigError('vocabulary.path is for an empty incremental map (map_path \'\'); the map at '
+                                  f"{v['map_path']} has its own")
             vmap = VprMap.load(v['map_path'], verify=v['map_verify'])
             return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'],
                              self._sequence_config(v))
@@ -211,21 +218,34 @@ class LocalizerNode(Node):
         if not v['encoder']:
             raise ConfigError("an empty incremental map (map_path '') needs the encoder parameter")
         encoder = create_encoder(v['encoder'], overrides)
-        if encoder.requires_fit:
-            raise ConfigError(f"encoder {v['encoder']!r} learns a vocabulary or PCA from map images; "
-                              'build a map with vpr-ros build-map first and pass it as map_path')
-        vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
-                            build={'description': f'grown online by the {NODE_NAME} node'})
+        build = {'description': f'grown online by the {NODE_NAME} node'}
+        if v['vocabulary.path'] and not encoder.requires_fit:
+            self.get_logger().warning(f'encoder {encoder.name!r} fits nothing on map images: '
+                                      'vocabulary.path is ignored')
+        elif v['vocabulary.path']:
+            vocab = load_vocabulary(encoder, v['vocabulary.path'])
+            build['vocabulary'] = self._vocabulary_source = vocab.source
+            self.get_logger().info(f'{encoder.name} vocabulary from {vocab.source}')
+        vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(), build=build)
         features = lf.LocalFeatureConfig(v['local_features.kind'], v['local_features.max_keypoints'])
         try:
             features.validate()
         except ConfigError as exc:
             raise ConfigError(f'local_features: {exc}') from exc
         vmap.local_features = lf.LocalFeatureStore(features)
-        return Localizer(vmap, encoder, v['top_k'], self._sequence_config(v))
+        localizer = Localizer(vmap, encoder, v['top_k'], self._sequence_config(v))
+        if not encoder.is_fitted:
+            frames = v['vocabulary.bootstrap_frames']
+            self._bootstrap = VocabularyBootstrap(localizer, frames)
+            build['vocabulary'] = self._vocabulary_source = f'bootstrapped from the first {frames} keyframes'
+            vmap.meta.build.update(build)
+            self.get_logger().info(self._bootstrap.status())
+        return localizer
 
     def _warm_up(self) -> None:
         """One throw-away encode, so the first camera frame does not pay for lazy initialisation."""
+        if not self._localizer.encoder.is_fitted:
+            return  # bootstrapping: nothing can be encoded before the vocabulary is fitted
         h, w = self._localizer.encoder.input_size or (240, 320)
         self._localizer.describe(np.zeros((h, w, 3), np.uint8))
 
@@ -384,6 +404,10 @@ class LocalizerNode(Node):
             return
         t_start = time.perf_counter()
         rgb = msg_to_rgb(msg, self._values['max_image_pixels'])
+        if self._bootstrap is not None and not self._bootstrap.done:
+            self._bootstrap_frame(t, rgb)
+            self._last_image_stamp = t
+            return
         query_features: list[lf.LocalFeatures] = []
 
         def features() -> lf.LocalFeatures:
@@ -441,6 +465,24 @@ class LocalizerNode(Node):
             return out
 
         return self._loop_filter.update(t, matches, verify)
+
+    def _bootstrap_frame(self, t: float, rgb: np.ndarray) -> None:
+        """Before the vocabulary exists: collect keyframes (time/distance gates), fit at the N-th."""
+        assert self._bootstrap is not None
+        self._bootstrap_frames_seen += 1
+        pose = self._odom_pose(t) if self._odom_topic else None
+        if not self._keyframes.accept(t, pose.position if pose else None, np.zeros((0, 1), np.float32)):
+            return
+        store = self._localizer.map.local_features
+        feats = lf.extract(rgb, store.config) if store is not None else None
+        with self._map_lock:
+            ids = self._bootstrap.offer(t, pose, rgb, f'{self.get_name()}:{t:.6f}', feats)
+            added = [(pid, self._localizer.map.place(pid).stamp) for pid in ids]
+        if ids:
+            self._session_places.extend(added)
+            self._map_dirty = True
+            self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
+                                   f'{len(ids)} places, answering from now on')
 
     def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray, features: Any) -> None:
         if not self._values['incremental'] or not len(vectors):
@@ -516,8 +558,11 @@ class LocalizerNode(Node):
         self._reported_skips = skips
         age = self._input_rate.last_event_age()
         errors = [k for k in period if k.startswith('processing error')]
+        bootstrapping = self._bootstrap is not None and not self._bootstrap.done
         if age is None:
             level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
+        elif bootstrapping:
+            level, message = DiagnosticStatus.WARN, self._bootstrap.status()
         elif age > NO_INPUT_WARN_S:
             level, message = DiagnosticStatus.WARN, f'no image for {age:.0f} s'
         elif errors:
@@ -550,6 +595,9 @@ class LocalizerNode(Node):
             'verification': self._verification_state(),
             'verification_p50_ms': f'{self._verify_ms.percentile(50):.1f}',
             'camera_intrinsics': 'known' if self._camera is not None else 'unknown',
+            'vocabulary': self._bootstrap.status() if bootstrapping else self._vocabulary_source,
+            'bootstrap_keyframes': self._bootstrap.collected if self._bootstrap else 0,
+            'frames_bootstrapping': self._bootstrap_frames_seen,
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,

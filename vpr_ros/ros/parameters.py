@@ -143,6 +143,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'keyframe; 0 = off. Frames without an odometry pose skip this gate.', low=0.0, high=1.0e6),
     ParamSpec('keyframe.max_similarity', 1.0, 'Add a keyframe only if its descriptor similarity to the '
               'last keyframe is at most this (novelty gate); 1.0 = off.', low=-1.0, high=1.0),
+    ParamSpec('vocabulary.path', '', 'Empty incremental map (map_path \'\') of an encoder that learns a '
+              'vocabulary or PCA: take it from this map directory or vocabulary file (vpr-ros '
+              "export-vocabulary). '' = bootstrap it from the run's first keyframes.", read_only=True),
+    ParamSpec('vocabulary.bootstrap_frames', 40, 'Empty incremental map without vocabulary.path: keyframes '
+              '(chosen by the keyframe.* gates) collected before the vocabulary is fitted on them; they '
+              'then become the first places. The node answers nothing until then.', read_only=True,
+              low=2, high=100_000),
     ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path."),
     # ----- diagnostics ----------------------------------------------------------------------
     ParamSpec('diagnostics_period', 1.0, 'Period [s, node clock] of /diagnostics.', read_only=True,

@@ -1,28 +1,87 @@
 """Hard-assignment VLAD (Jegou 2010; Arandjelovic & Zisserman 2013 "All about VLAD").
 
 The one implementation shared by sift_vlad (RootSIFT), anyloc_vlad (deep dense features) and
-SegVLAD (per-SuperSegment VLAD). Vocabularies are fitted with faiss k-means; ``cosine=True``
-fits spherical k-means and assigns by cosine similarity (AnyLoc / SegVLAD), otherwise by L2.
+SegVLAD (per-SuperSegment VLAD). ``cosine=True`` fits a cosine vocabulary and assigns by cosine
+similarity to the normalised centres (AnyLoc / SegVLAD), otherwise L2 k-means and L2 assignment.
+
+Two forms of cosine vocabulary (``centres``):
+
+* ``'mean'`` -- the official AnyLoc / SegVLAD form (``fast_pytorch_kmeans.KMeans(mode='cosine')``):
+  Lloyd iterations that assign each descriptor to the centre of highest cosine similarity and move
+  every centre to the **plain mean** of its members, never re-normalised (norm < 1). Residuals are
+  then taken against these means. Initial centres: ``k`` distinct random descriptors (seeded);
+  at most ``niter`` iterations (official: 100), stopping once the summed squared centre change is
+  at most 1e-4 (official ``tol``). One deliberate difference: a centre that loses all members keeps
+  its previous position (the official update turns it into a zero vector, a dead word).
+* ``'unit'`` -- spherical k-means (faiss): centres re-normalised to unit length after every update.
+  vpr_ros's form before the official one was offered; maps fitted that way keep working.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from vpr_ros.errors import VprError
+from vpr_ros.threadpools import blas_threads_for_fitting
+
+
+CENTRE_FORMS = ('mean', 'unit')
+MEAN_KMEANS_ITERATIONS = 100  # fast_pytorch_kmeans' max_iter default, as AnyLoc / SegVLAD call it
+MEAN_KMEANS_TOL = 1e-4        # its tol: stop when sum((new - old)^2) <= tol
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_kmeans_means(x: np.ndarray, k: int, seed: int = 0, niter: int = MEAN_KMEANS_ITERATIONS,
+                        tol: float = MEAN_KMEANS_TOL, init: np.ndarray | None = None) -> np.ndarray:
+    """Cosine k-means with plain-mean centres (the official AnyLoc / SegVLAD vocabulary), (k, D) float32.
+
+    ``x``: (N, D) descriptors (used as given; callers pass unit rows). ``init``: initial centres,
+    else ``k`` distinct random rows of ``x``.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if init is None:
+        init = x[np.sort(np.random.default_rng(seed).choice(len(x), int(k), replace=False))]
+    centres = np.array(init, dtype=np.float32, copy=True)
+    rows = np.arange(len(x))
+    with blas_threads_for_fitting():
+        for _ in range(int(niter)):
+            labels = np.argmax(x @ _unit_rows(centres).T, axis=1)
+            onehot = np.zeros((len(centres), len(x)), np.float32)
+            onehot[labels, rows] = 1.0
+            counts = onehot.sum(axis=1)
+            sums = onehot @ x
+            filled = counts > 0
+            new = centres.copy()
+            new[filled] = sums[filled] / counts[filled, None]
+            change = float(((new - centres) ** 2).sum())
+            centres = new
+            if change <= tol:
+                break
+    return centres
 
 
 def fit_vocabulary(descriptors: np.ndarray, k: int, cosine: bool = True, seed: int = 0,
-                   niter: int = 25, max_points: int = 100_000) -> np.ndarray:
-    """k-means centres (k, D) float32 of ``descriptors`` (subsampled to ``max_points``)."""
+                   niter: int = 25, max_points: int = 100_000, centres: str = 'unit') -> np.ndarray:
+    """k-means centres (k, D) float32 of ``descriptors`` (subsampled to ``max_points``).
+
+    ``centres`` (cosine only): ``'mean'`` the official plain-mean centres (``niter`` is then
+    ``MEAN_KMEANS_ITERATIONS``), ``'unit'`` faiss spherical k-means (see the module docstring).
+    """
     import faiss
 
+    if centres not in CENTRE_FORMS:
+        raise VprError(f'VLAD centres must be one of {CENTRE_FORMS}, got {centres!r}')
     x = np.ascontiguousarray(descriptors, dtype=np.float32)
     if x.ndim != 2 or len(x) < k:
         raise VprError(f'VLAD vocabulary of {k} words needs at least {k} local descriptors, got {len(x)}')
     if len(x) > max_points:
         x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
     if cosine:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = _unit_rows(x)
+        if centres == 'mean':
+            return cosine_kmeans_means(x, k, seed)
     km = faiss.Kmeans(x.shape[1], int(k), niter=niter, seed=seed, spherical=cosine,
                       max_points_per_centroid=max(256, len(x) // k + 1), verbose=False)
     km.train(x)

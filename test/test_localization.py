@@ -1,0 +1,23 @@
+"""encoder_for_map: maps written before a config key existed keep working."""
+import numpy as np
+
+from test.helpers import textured_frames
+from vpr_ros.encoders import create_encoder
+from vpr_ros.localization import Localizer
+from vpr_ros.mapdb.store import VprMap
+
+
+def test_map_from_before_the_centres_key_loads_as_unit_centres(tmp_path):
+    frames = textured_frames(4, size=(60, 80))
+    encoder = create_encoder('anyloc_vlad', {'image_size': [64, 96], 'num_clusters': 4, 'centres': 'unit'})
+    encoder.fit([f.rgb for f in frames])
+    identity = encoder.identity()
+    del identity['config']['centres']  # as an older vpr_ros wrote map.yaml
+    vmap = VprMap.empty(identity, encoder_state=encoder.get_state())
+    for f, v in zip(frames, encoder.encode([f.rgb for f in frames])):
+        vmap.add(f.stamp, f.pose, v)
+    vmap.save(str(tmp_path / 'old'))
+    loc = Localizer.from_map(str(tmp_path / 'old'))
+    assert loc.encoder.config['centres'] == 'unit'
+    np.testing.assert_allclose(loc.encoder.encode([frames[1].rgb]), encoder.encode([frames[1].rgb]), atol=1e-6)
+    assert loc.localize(frames[1].rgb, 0.0).best.place_id == 1
