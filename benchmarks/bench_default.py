@@ -5,7 +5,8 @@ traversals: ``query`` (appearance change: evening light, fog, another lane; posi
 25 m, every frame) and ``viewpoint`` (5-6 m to the side, camera yawed ~32 deg; positives within
 ``--viewpoint-dist`` m, every 2nd frame, as bench_segvlad.py). anyloc_vlad and segvlad run with
 both vocabulary forms: ``centres: mean`` (the official AnyLoc/SegVLAD plain-mean centres) and
-``centres: unit`` (spherical k-means). Prints Recall@1/5 per traversal, describe ms per frame
+``centres: unit`` (spherical k-means); the ``boot40`` rows fit the vocabulary on only the first 40
+keyframes, as the node's bootstrap of an empty map does. Prints Recall@1/5 per traversal, describe ms per frame
 (batch 1, p50 over the query traversal, torch's default threads) and the search ms.
 
     .venv/bin/python benchmarks/bench_default.py [--scale 0.5] [--only effnet_gem 'anyloc_vlad unit'] [--json F]
@@ -17,6 +18,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
@@ -25,12 +28,16 @@ from bench_segvlad import build, query  # noqa: E402
 from vpr_ros.evaluation.metrics import Thresholds  # noqa: E402
 from vpr_ros.sources.sample import render_traversal  # noqa: E402
 
-CONFIGS: dict[str, tuple[str, dict]] = {
+# label -> (encoder, config, bootstrap keyframes: fit on only the first N keyframes of the mapping
+# traversal, every 2nd 2 Hz frame as the node's default 1 s keyframe gate takes them; None = all)
+CONFIGS: dict[str, tuple[str, dict] | tuple[str, dict, int]] = {
     'effnet_gem': ('effnet_gem', {}),
     'anyloc_vlad': ('anyloc_vlad', {'centres': 'mean'}),
     'anyloc_vlad unit': ('anyloc_vlad', {'centres': 'unit'}),
     'segvlad': ('segvlad', {'centres': 'mean'}),
     'segvlad unit': ('segvlad', {'centres': 'unit'}),
+    'anyloc_vlad boot40': ('anyloc_vlad', {'centres': 'mean'}, 40),
+    'segvlad boot40': ('segvlad', {'centres': 'mean'}, 40),
     'sift_vlad': ('sift_vlad', {}),
     'orb_bovw': ('orb_bovw', {}),
     'raw_pixels': ('raw_pixels', {}),
@@ -43,6 +50,7 @@ def main() -> None:
     parser.add_argument('--query-dist', type=float, default=25.0)
     parser.add_argument('--viewpoint-dist', type=float, default=10.0)
     parser.add_argument('--only', nargs='*', default=list(CONFIGS), help=f'labels; known: {list(CONFIGS)}')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default, as the node)')
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args()
     unknown = [label for label in args.only if label not in CONFIGS]
@@ -57,12 +65,17 @@ def main() -> None:
     print('--- | --- | --- | --- | --- | --- | --- | ---')
     rows = []
     for label in args.only:
-        name, config = CONFIGS[label]
-        encoder, vmap, fit_s, _ = build(name, config, {}, map_frames)
+        name, config, *boot = CONFIGS[label]
+        fit_frames = map_frames[:2 * boot[0]:2] if boot else None
+        encoder, vmap, fit_s, _ = build(name, config, {}, map_frames, args.threads, fit_frames)
         row: dict = {'config': label, 'fit s': round(fit_s, 1)}
         for trav, (frames, dist) in traversals.items():
             res = query(encoder, vmap, frames, Thresholds(dist_m=dist))
             row[f'{trav} R@1'], row[f'{trav} R@5'] = res['recall']['R@1'], res['recall']['R@5']
+            for verdict, key in ((True, 'right'), (False, 'wrong')):  # top-1 scores, for min_score advice
+                scores = [q['scores'][0] for q in res['per_query']
+                          if q.get('correct_at_1') is verdict and q['scores']]
+                row[f'{trav} top-1 score p50 {key}'] = round(float(np.median(scores)), 3) if scores else None
             if trav == 'query':
                 row['describe ms'] = res['timing_ms']['encode']['p50']
                 row['search ms'] = res['timing_ms']['search']['p50']
@@ -70,6 +83,9 @@ def main() -> None:
         print(f"{label} | {row['query R@1']:.3f} | {row['query R@5']:.3f} | {row['viewpoint R@1']:.3f} | "
               f"{row['viewpoint R@5']:.3f} | {row['describe ms']:.1f} | {row['search ms']:.2f} | "
               f"{row['fit s']}", flush=True)
+    print('top-1 score p50 (right / wrong answers): ' + '; '.join(
+        f"{r['config']} q {r['query top-1 score p50 right']}/{r['query top-1 score p50 wrong']} "
+        f"v {r['viewpoint top-1 score p50 right']}/{r['viewpoint top-1 score p50 wrong']}" for r in rows))
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as fh:
             json.dump(rows, fh, indent=1)

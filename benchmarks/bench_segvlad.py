@@ -58,12 +58,13 @@ TARGET_QUERY_RATIO = 5.0
 TARGET_R1_LOSS = 0.01
 
 
-def build(name: str, config: dict, storage: dict, map_frames, threads: int = 0):
-    """Fit (if needed) and fill an in-memory map: (encoder, map, fit seconds, build seconds)."""
+def build(name: str, config: dict, storage: dict, map_frames, threads: int = 0, fit_frames=None):
+    """Fit (if needed; on ``fit_frames``, default the map frames) and fill an in-memory map:
+    (encoder, map, fit seconds, build seconds)."""
     encoder = create_encoder(name, {**config, 'threads': threads})
     t0 = time.perf_counter()
     if encoder.requires_fit:
-        encoder.fit([f.rgb for f in map_frames])
+        encoder.fit([f.rgb for f in (map_frames if fit_frames is None else fit_frames)])
     fit_s = time.perf_counter() - t0
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(), **storage)
     t0 = time.perf_counter()
