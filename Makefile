@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
-DEMO_ENCODER ?= effnet_gem
+DEMO_ENCODER ?= anyloc_vlad
 
 .PHONY: demo test venv bench clean interfaces
 

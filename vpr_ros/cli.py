@@ -8,11 +8,9 @@ import os
 import sys
 from typing import Any
 
-from vpr_ros import deps
+from vpr_ros import DEFAULT_ENCODER, deps
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
-
-DEFAULT_ENCODER = 'effnet_gem'
 
 
 def _encoder_config(args: argparse.Namespace) -> dict[str, Any]:

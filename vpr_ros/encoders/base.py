@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vpr_ros import DEFAULT_ENCODER  # noqa: F401 - re-exported by vpr_ros.encoders
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import validate_rgb
 from vpr_ros.threadpools import blas_threads_for_fitting

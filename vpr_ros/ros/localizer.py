@@ -38,7 +38,7 @@ from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from vpr_ros.encoders import create_encoder
+from vpr_ros.encoders import DEFAULT_ENCODER, create_encoder
 from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
 from vpr_ros.frames import Pose, msg_to_rgb
 from vpr_ros.localization import Localizer, encoder_for_map
@@ -215,9 +215,7 @@ class LocalizerNode(Node):
                              self._sequence_config(v))
         if not v['incremental']:
             raise ConfigError('parameter map_path is required (a map directory from vpr-ros build-map)')
-        if not v['encoder']:
-            raise ConfigError("an empty incremental map (map_path '') needs the encoder parameter")
-        encoder = create_encoder(v['encoder'], overrides)
+        encoder = create_encoder(v['encoder'] or DEFAULT_ENCODER, overrides)
         build = {'description': f'grown online by the {NODE_NAME} node'}
         if v['vocabulary.path'] and not encoder.requires_fit:
             self.get_logger().warning(f'encoder {encoder.name!r} fits nothing on map images: '

@@ -43,8 +43,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('map_verify', 'full', "Checks when the map is loaded: 'full' (every file against its "
               "checksum in map.yaml, every descriptor), 'size' (file sizes and a sample of descriptors: "
               "for huge maps), 'none'.", read_only=True),
-    ParamSpec('encoder', '', "Encoder name; '' = the encoder the map was built with. Naming another "
-              'encoder than the map\'s is a fatal error.', read_only=True),
+    ParamSpec('encoder', '', "Encoder name; '' = the encoder the map was built with (an empty incremental "
+              "map: the package default, anyloc_vlad). Naming another encoder than the map's is a fatal "
+              'error.', read_only=True),
     ParamSpec('encoder_config', '', "Encoder config overrides as a YAML mapping, e.g. '{threads: 2}'. "
               'Keys that change descriptors must equal the map\'s; used in full for a new empty map.',
               read_only=True),
