@@ -6,10 +6,11 @@ traversals: ``query`` (appearance change: evening light, fog, another lane; posi
 ``--viewpoint-dist`` m, every 2nd frame, as bench_segvlad.py). anyloc_vlad and segvlad run with
 both vocabulary forms: ``centres: mean`` (the official AnyLoc/SegVLAD plain-mean centres) and
 ``centres: unit`` (spherical k-means); the ``boot40`` rows fit the vocabulary on only the first 40
-keyframes, as the node's bootstrap of an empty map does. Prints Recall@1/5 per traversal, describe ms per frame
+keyframes, as the node's bootstrap of an empty map does. Prints Recall@1/5 per traversal, describe ms
+per frame
 (batch 1, p50 over the query traversal, torch's default threads) and the search ms.
 
-    .venv/bin/python benchmarks/bench_default.py [--scale 0.5] [--only effnet_gem 'anyloc_vlad unit'] [--json F]
+    .venv/bin/python benchmarks/bench_default.py [--scale 0.5] [--only effnet_gem segvlad] [--json F]
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument('--query-dist', type=float, default=25.0)
     parser.add_argument('--viewpoint-dist', type=float, default=10.0)
     parser.add_argument('--only', nargs='*', default=list(CONFIGS), help=f'labels; known: {list(CONFIGS)}')
-    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default, as the node)')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args()
     unknown = [label for label in args.only if label not in CONFIGS]

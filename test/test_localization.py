@@ -19,5 +19,6 @@ def test_map_from_before_the_centres_key_loads_as_unit_centres(tmp_path):
     vmap.save(str(tmp_path / 'old'))
     loc = Localizer.from_map(str(tmp_path / 'old'))
     assert loc.encoder.config['centres'] == 'unit'
-    np.testing.assert_allclose(loc.encoder.encode([frames[1].rgb]), encoder.encode([frames[1].rgb]), atol=1e-6)
+    rgb = [frames[1].rgb]
+    np.testing.assert_allclose(loc.encoder.encode(rgb), encoder.encode(rgb), atol=1e-6)
     assert loc.localize(frames[1].rgb, 0.0).best.place_id == 1

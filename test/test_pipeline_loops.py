@@ -76,3 +76,17 @@ def test_full_precision_threshold() -> None:
     assert th['min_score'] == 0.8 and th['recall_at_100_precision'] == 0.25 and th['first_wrong_score'] == 0.7
     assert full_precision_threshold([0.9, 0.5], [False, True], 2)['min_score'] is None
     assert full_precision_threshold([0.9, 0.5], [True, True], 4)['recall_at_100_precision'] == 0.5
+
+
+def test_vocabulary_encoder_bootstraps_from_the_first_keyframes(loop_bag) -> None:
+    """anyloc_vlad from an empty map: the first N keyframes fit the vocabulary (no answers until then),
+    then become places, as in the node."""
+    settings = LoopEvaluationSettings(loop_closure=LoopClosureConfig(min_score=0.5, min_time_separation=10.0,
+                                                                     consistency_frames=1, max_rate_hz=0),
+                                      keyframe_min_interval=0.0, bootstrap_frames=4)
+    encoder = create_encoder('anyloc_vlad', {'image_size': [96, 128], 'num_clusters': 4})
+    results = evaluate_loops(encoder, BagSource(loop_bag), None, settings, Thresholds(5.0), progress=False)
+    lp = results['loops']
+    assert lp['vocabulary'].startswith('bootstrapped from the first 4 keyframes')
+    assert lp['frames'] == 24 and lp['keyframes'] == 24 and encoder.is_fitted
+    assert sum(lp['with_verification']['statuses'].values()) == 20  # every frame after the fit was answered

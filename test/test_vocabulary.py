@@ -9,7 +9,13 @@ from vpr_ros.encoders import create_encoder
 from vpr_ros.errors import ConfigError, MapError, VprError
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb.store import VprMap
-from vpr_ros.vocabulary import META_KEY, VocabularyBootstrap, export_vocabulary, load_vocabulary, read_vocabulary
+from vpr_ros.vocabulary import (
+    META_KEY,
+    VocabularyBootstrap,
+    export_vocabulary,
+    load_vocabulary,
+    read_vocabulary,
+)
 
 # Few words for few patches: with 32 words on 5 x 24 patches, one-patch words leave residuals of
 # float noise, so batched and single-image features (equal to 5e-7) give different descriptors.
@@ -104,12 +110,13 @@ def test_vocabulary_from_a_map_and_from_a_file(fitted_map, frames, tmp_path):
         vocab = load_vocabulary(encoder, source)
         assert encoder.is_fitted and vocab.identity['config']['centres'] == 'mean'
         np.testing.assert_array_equal(encoder.get_state()['centers'], reference.get_state()['centers'])
-        np.testing.assert_allclose(encoder.encode([frames[0].rgb]), reference.encode([frames[0].rgb]), atol=1e-6)
+        rgb = [frames[0].rgb]
+        np.testing.assert_allclose(encoder.encode(rgb), reference.encode(rgb), atol=1e-6)
 
 
 def test_mismatched_vocabulary_is_refused_clearly(fitted_map, tmp_path):
     path, _ = fitted_map
-    with pytest.raises(ConfigError, match=r'num_clusters: map 4 vs requested 2.*dim: map 448 vs requested 224'):
+    with pytest.raises(ConfigError, match=r'num_clusters: map 4 vs requested 2.*dim: map 448 vs requested 224'):  # noqa: E501
         load_vocabulary(create_encoder('anyloc_vlad', {**SMALL, 'num_clusters': 2}), path)
     with pytest.raises(ConfigError, match="map built with encoder 'anyloc_vlad', requested 'sift_vlad'"):
         load_vocabulary(create_encoder('sift_vlad'), path)

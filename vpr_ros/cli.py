@@ -108,7 +108,8 @@ def cmd_build_map(args: argparse.Namespace) -> int:
         from vpr_ros.vocabulary import load_vocabulary
 
         if not encoder.requires_fit:
-            raise ConfigError(f'encoder {encoder.name!r} fits nothing on map images; --vocabulary does not apply')
+            raise ConfigError(f'encoder {encoder.name!r} fits nothing on map images; '
+                              '--vocabulary does not apply')
         load_vocabulary(encoder, args.vocabulary)
     features = None
     if args.local_features != 'none':
@@ -388,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('export-vocabulary', help="write a map's fitted vocabulary/PCA to a .npz file",
                        description='Write what the encoder fitted on MAP (VLAD/BoW vocabulary, PCA) and the '
-                                   'encoder identity to OUT (.npz, no pickle), for the node\'s vocabulary.path '
+                                   "encoder identity to OUT (.npz, no pickle), for the node's "
+                                   'vocabulary.path '
                                    'or build-map --vocabulary.')
     p.add_argument('map')
     p.add_argument('out')

@@ -220,6 +220,7 @@ class LoopEvaluationSettings:
     keyframe_max_similarity: float = 1.0
     top_k: int = 10
     sequence: SequenceConfig = field(default_factory=SequenceConfig)  # length 0 = single frame
+    bootstrap_frames: int = 40  # an encoder without vocabulary fits it on the first N keyframes (as the node)
 
 
 def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> dict[str, Any]:
@@ -242,14 +243,15 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     """
-    if encoder.requires_fit and not encoder.is_fitted:
-        raise SourceError(f'encoder {encoder.name!r} learns a vocabulary or PCA from map images; it cannot '
-                          'start from an empty map (evaluate it against a map built with build-map)')
+    from vpr_ros.vocabulary import VocabularyBootstrap
+
     t0 = time.perf_counter()
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
                         build={'description': 'grown by evaluate --loops'})
     vmap.local_features = lf.LocalFeatureStore(settings.local_features, settings.camera)
     localizer = Localizer(vmap, encoder, settings.top_k, settings.sequence)
+    # An encoder without vocabulary answers nothing until it is fitted on the first keyframes (as the node).
+    boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
     verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
                         settings.camera)
     sep = settings.loop_closure.min_time_separation
@@ -269,6 +271,15 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                       disable=not progress, unit='img'):
         frames += 1
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
+        if boot is not None and not boot.done:
+            if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
+                for pid in boot.offer(t, frame.pose, frame.rgb, frame.source,
+                                      lf.extract(frame.rgb, settings.local_features)):
+                    place = vmap.place(pid)
+                    session.append((pid, place.stamp))
+                    place_xy.append(tuple(place.pose.position[:2]))
+                    place_t.append(place.stamp)
+            continue
         loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep))
         if place_t:
             dist = np.linalg.norm(np.asarray(place_xy) - xy, axis=1)
@@ -316,6 +327,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         raise SourceError('no query frame could be used (see the skip counts above)')
     loops: dict[str, Any] = {
         'frames': frames, 'keyframes': len(vmap), 'loop_frames': len(loop_frames),
+        'vocabulary': (f'bootstrapped from the first {boot.frames} keyframes (frames before the fit are not '
+                       'answered)' if boot is not None else 'given'),
         'settings': {'loop_closure': asdict(settings.loop_closure),
                      'verification': asdict(settings.verification),
                      'local_features': asdict(settings.local_features),

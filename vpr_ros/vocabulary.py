@@ -60,8 +60,9 @@ def _with_legacy(identity: dict[str, Any]) -> dict[str, Any]:
 def _from_map(path: str) -> Vocabulary:
     vmap = VprMap.load(path, mmap=True)
     if not vmap.encoder_state:
-        raise MapError(f'map {path} stores no fitted encoder state (encoder {vmap.meta.encoder.get("name")!r} '
-                       'fits nothing on the map): there is no vocabulary to take from it')
+        name = vmap.meta.encoder.get('name')
+        raise MapError(f'map {path} stores no fitted encoder state (encoder {name!r} fits nothing on the '
+                       'map): there is no vocabulary to take from it')
     return Vocabulary(_with_legacy(dict(vmap.meta.encoder)), dict(vmap.encoder_state), f'map {path}')
 
 
@@ -79,8 +80,9 @@ def _from_file(path: str) -> Vocabulary:
     except json.JSONDecodeError as exc:
         raise MapError(f'{path}: corrupt vocabulary metadata ({exc})') from exc
     if not isinstance(meta, dict) or meta.get('format') != VOCABULARY_FORMAT or 'encoder' not in meta:
-        raise MapError(f'{path}: vocabulary format {meta.get("format") if isinstance(meta, dict) else None!r} '
-                       f'is not supported (this vpr_ros reads {VOCABULARY_FORMAT})')
+        found = meta.get('format') if isinstance(meta, dict) else None
+        raise MapError(f'{path}: vocabulary format {found!r} is not supported (this vpr_ros reads '
+                       f'{VOCABULARY_FORMAT})')
     if not arrays:
         raise MapError(f'{path}: the vocabulary file holds no state arrays')
     return Vocabulary(_with_legacy(meta['encoder']), arrays, f'file {path}')
@@ -144,6 +146,7 @@ class _Pending:
     pose: Pose | None
     rgb: np.ndarray
     source: str
+    features: Any = None  # the place's local features, when the map keeps them (verification)
 
 
 class VocabularyBootstrap:
@@ -184,7 +187,8 @@ class VocabularyBootstrap:
         return (f'bootstrapping the {self.localizer.encoder.name} vocabulary: {self.collected}/{self.frames} '
                 'keyframes, no answers until it is fitted')
 
-    def offer(self, stamp: float, pose: Pose | None, rgb: np.ndarray, source: str = '') -> list[int]:
+    def offer(self, stamp: float, pose: Pose | None, rgb: np.ndarray, source: str = '',
+              features: Any = None) -> list[int]:
         """Keep one keyframe; at the ``frames``-th fit, seed the map and return the new place ids.
 
         A fit that fails (e.g. too few ORB features for the vocabulary) drops the oldest kept frame,
@@ -192,7 +196,7 @@ class VocabularyBootstrap:
         """
         if self.done:
             raise ConfigError('the vocabulary is already fitted; localise frames normally')
-        self._pending.append(_Pending(float(stamp), pose, np.array(rgb, copy=True), source))
+        self._pending.append(_Pending(float(stamp), pose, np.array(rgb, copy=True), source, features))
         if len(self._pending) < self.frames:
             return []
         encoder, t0 = self.localizer.encoder, time.perf_counter()
@@ -202,11 +206,11 @@ class VocabularyBootstrap:
             sets = encoder.describe(images)
         except VprError as exc:
             self._pending.pop(0)
-            raise VprError(f'fitting the {encoder.name} vocabulary on {len(images)} keyframes failed ({exc}); '
-                           'retrying with the next keyframe') from exc
+            raise VprError(f'fitting the {encoder.name} vocabulary on {len(images)} keyframes failed '
+                           f'({exc}); retrying with the next keyframe') from exc
         self.fit_seconds = time.perf_counter() - t0
         self.localizer.map.encoder_state = encoder.get_state()
-        ids = [self.localizer.add_place(p.stamp, p.pose, vectors, p.source, p.rgb)
+        ids = [self.localizer.add_place(p.stamp, p.pose, vectors, p.source, p.rgb, features=p.features)
                for p, vectors in zip(self._pending, sets)]
         self._pending = []
         return ids

@@ -5,7 +5,8 @@ fitted with cosine k-means on the map's own images, hard assignment by cosine si
 normalised centres, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
 K x C dims. ``centres: mean`` (default) keeps the centres as plain means of their members, as the
 official code does (fast_pytorch_kmeans); ``centres: unit`` re-normalises them (spherical k-means,
-vpr_ros's earlier form, which maps without the key were fitted with). Measured in the README. The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
+vpr_ros's earlier form, which maps without the key were fitted with). Measured in the README.
+The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
 compare global VLAD against segment retrieval over the same features and vocabulary.
 Defaults: EfficientNet-Lite0 block 10 (112 channels, stride 16) at 240 x 320 -> 3584 dims;
 ``backbone: dinov2_vitb14`` + ``backbone_weights: PATH`` gives the AnyLoc value-facet features; every

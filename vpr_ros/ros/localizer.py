@@ -208,7 +208,7 @@ class LocalizerNode(Node):
             overrides['threads'] = v['threads']
         if v['map_path']:
             if v['vocabulary.path']:
-                raise ConfigError('vocabulary.path is for an empty incremental map (map_path \'\'); the map at '
+                raise ConfigError("vocabulary.path is for an empty incremental map (map_path ''); the map at "
                                   f"{v['map_path']} has its own")
             vmap = VprMap.load(v['map_path'], verify=v['map_verify'])
             return Localizer(vmap, encoder_for_map(vmap, overrides, v['encoder'] or None), v['top_k'],

@@ -23,7 +23,6 @@ import numpy as np
 from vpr_ros.errors import VprError
 from vpr_ros.threadpools import blas_threads_for_fitting
 
-
 CENTRE_FORMS = ('mean', 'unit')
 MEAN_KMEANS_ITERATIONS = 100  # fast_pytorch_kmeans' max_iter default, as AnyLoc / SegVLAD call it
 MEAN_KMEANS_TOL = 1e-4        # its tol: stop when sum((new - old)^2) <= tol
