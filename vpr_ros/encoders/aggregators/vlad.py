@@ -43,17 +43,15 @@ def cosine_kmeans_means(x: np.ndarray, k: int, seed: int = 0, niter: int = MEAN_
     if init is None:
         init = x[np.sort(np.random.default_rng(seed).choice(len(x), int(k), replace=False))]
     centres = np.array(init, dtype=np.float32, copy=True)
-    rows = np.arange(len(x))
     with blas_threads_for_fitting():
         for _ in range(int(niter)):
             labels = np.argmax(x @ _unit_rows(centres).T, axis=1)
-            onehot = np.zeros((len(centres), len(x)), np.float32)
-            onehot[labels, rows] = 1.0
-            counts = onehot.sum(axis=1)
-            sums = onehot @ x
+            counts = np.bincount(labels, minlength=len(centres))
             filled = counts > 0
-            new = centres.copy()
-            new[filled] = sums[filled] / counts[filled, None]
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[filled]
+            new = centres.copy()  # members summed per centre: one pass over the label-sorted rows
+            new[filled] = (np.add.reduceat(x[np.argsort(labels, kind='stable')], starts, axis=0)
+                           / counts[filled, None]).astype(np.float32)
             change = float(((new - centres) ** 2).sum())
             centres = new
             if change <= tol:
