@@ -108,7 +108,7 @@ def test_vocabulary_from_a_map_and_from_a_file(fitted_map, frames, tmp_path):
     for source in (path, out):
         encoder = create_encoder('anyloc_vlad', SMALL)
         vocab = load_vocabulary(encoder, source)
-        assert encoder.is_fitted and vocab.identity['config']['centres'] == 'mean'
+        assert encoder.is_fitted and vocab.identity['config']['centres'] == 'unit'
         np.testing.assert_array_equal(encoder.get_state()['centers'], reference.get_state()['centers'])
         rgb = [frames[0].rgb]
         np.testing.assert_allclose(encoder.encode(rgb), reference.encode(rgb), atol=1e-6)

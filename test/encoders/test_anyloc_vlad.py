@@ -37,8 +37,8 @@ def test_encode_shape_norm_and_determinism(fitted):
 def test_state_round_trip_and_unfitted(fitted):
     state = fitted.get_state()
     assert state['centers'].shape == (32, 112)
-    assert fitted.config['centres'] == 'mean'  # the official form: plain means, not unit vectors
-    assert (np.linalg.norm(state['centers'], axis=1) < 1 - 1e-3).any()
+    assert fitted.config['centres'] == 'unit'  # the default (measured): spherical k-means
+    np.testing.assert_allclose(np.linalg.norm(state['centers'], axis=1), 1, atol=1e-5)
     clone = create_encoder('anyloc_vlad', SMALL, state)
     np.testing.assert_allclose(clone.encode([texture(5)]), fitted.encode([texture(5)]), atol=1e-6)
     with pytest.raises(VprError):
@@ -47,8 +47,11 @@ def test_state_round_trip_and_unfitted(fitted):
         create_encoder('anyloc_vlad', {**SMALL, 'num_clusters': 16}, state)
 
 
-def test_official_form_descriptor_is_the_reference_vlad(fitted):
-    """encode() == the official formula over the encoder's own dense features and centres."""
+def test_official_form_descriptor_is_the_reference_vlad():
+    """centres: mean -- encode() == the official formula over the encoder's own features and centres."""
+    fitted = create_encoder('anyloc_vlad', {**SMALL, 'centres': 'mean'})
+    fitted.fit([texture(i) for i in range(3)])
+    assert (np.linalg.norm(fitted.get_state()['centers'], axis=1) < 1 - 1e-3).any()  # plain means
     feats = fitted.dense.extract([texture(7)])[0].reshape(-1, 112).astype(np.float64)
     c = fitted.get_state()['centers'].astype(np.float64)
     labels = np.argmax(feats @ (c / np.linalg.norm(c, axis=1, keepdims=True)).T, axis=1)
@@ -60,10 +63,7 @@ def test_official_form_descriptor_is_the_reference_vlad(fitted):
     np.testing.assert_allclose(fitted.encode([texture(7)])[0], ref, atol=1e-4)
 
 
-def test_unit_centres_form():
-    unit = create_encoder('anyloc_vlad', {**SMALL, 'centres': 'unit'})
-    unit.fit([texture(i) for i in range(3)])
-    np.testing.assert_allclose(np.linalg.norm(unit.get_state()['centers'], axis=1), 1, atol=1e-5)
+def test_unknown_centres_form():
     with pytest.raises(ConfigError, match='centres'):
         create_encoder('anyloc_vlad', {**SMALL, 'centres': 'median'})
 
