@@ -33,8 +33,9 @@ end place must be known in the newest row.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -130,34 +131,45 @@ def min_steps(length: int) -> int:
     return max(1, (length + 1) // 2)
 
 
-def trajectory_costs(norm: np.ndarray, velocities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prepared(norm_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values with unknowns as 0, 1/0 known counts) of one normalised row."""
+    valid = np.isfinite(norm_row)
+    return np.where(valid, norm_row, 0.0), valid.astype(np.float64)
+
+
+def trajectory_costs(norm: np.ndarray | Sequence[np.ndarray], velocities: np.ndarray,
+                     prepared: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Best trajectory per end place over normalised rows ``norm`` (L, P), oldest row first.
 
     Returns (cost (P,), velocity index (P,)); cost is inf where no trajectory has
     :func:`min_steps` known steps inside the map and NaN where the newest row is NaN.
+    ``prepared``: :func:`_prepared` of each row, when the caller keeps them.
     """
-    length, n_places = norm.shape
+    rows = list(norm)
+    length, n_places = len(rows), len(rows[0])
     need = min_steps(length)
-    valid = np.isfinite(norm)
-    vals = np.where(valid, norm, 0.0)
-    counts = valid.astype(np.float64)
+    prep = list(prepared) if prepared is not None else [_prepared(r) for r in rows]
     best = np.full(n_places, np.inf)
     best_v = np.zeros(n_places, np.int64)
+    total = np.empty(n_places)
+    n = np.empty(n_places)
     for vi, offs in enumerate(_offsets(velocities, length)):
-        total = np.zeros(n_places)
-        n = np.zeros(n_places)
+        total[:] = 0.0
+        n[:] = 0.0
         for lag, off in enumerate(offs):  # end e meets place e - off of the row `lag` frames back
-            row, off = length - 1 - lag, int(off)
+            off = int(off)
             if off >= n_places:
                 continue  # off the map for every end: a missing step
-            total[off:] += vals[row, :n_places - off]
-            n[off:] += counts[row, :n_places - off]
+            vals, counts = prep[length - 1 - lag]
+            total[off:] += vals[:n_places - off]
+            n[off:] += counts[:n_places - off]
         with np.errstate(invalid='ignore', divide='ignore'):
             cost = np.where(n >= need, total / n, np.inf)
         better = cost < best
-        best = np.where(better, cost, best)
-        best_v = np.where(better, vi, best_v)
-    best[~valid[-1]] = np.nan
+        best[better] = cost[better]
+        best_v[better] = vi
+    best[~np.isfinite(rows[-1])] = np.nan
     return best, best_v
 
 
@@ -189,22 +201,23 @@ class _Ranker:
         self.velocities = config.velocities()
         self.offsets = _offsets(self.velocities, max(config.length, 1))
 
-    def rank(self, sims: np.ndarray, norm: np.ndarray, order: np.ndarray, k: int,
-             excluded_ordered: np.ndarray | None) -> list[SequenceMatch]:
+    def rank(self, sims: Sequence[np.ndarray], norm: Sequence[np.ndarray], order: np.ndarray, k: int,
+             excluded_ordered: np.ndarray | None,
+             prepared: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[SequenceMatch]:
+        """``sims``/``norm``: the window's rows (raw similarities / normalised), oldest first."""
         cfg = self.config
-        cost, best_v = trajectory_costs(norm, self.velocities)
+        cost, best_v = trajectory_costs(norm, self.velocities, prepared)
         w = cfg.single_frame_weight
         rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
         picked = _pick(rank_value, k, cfg.contrast_window // 2, excluded_ordered)
-        length = sims.shape[0]
+        length = len(sims)
         out = []
         for pos in picked:
             offs = self.offsets[best_v[pos]]
-            inside = pos - offs >= 0
-            along = sims[(length - 1 - np.arange(length))[inside], (pos - offs)[inside]]
+            along = [sims[length - 1 - lag][pos - off] for lag, off in enumerate(offs) if pos - off >= 0]
             score = float(np.nanmean(along))
             if w > 0:
-                score = (1.0 - w) * score + w * float(sims[-1, pos])
+                score = (1.0 - w) * score + w * float(sims[-1][pos])
             out.append(SequenceMatch(int(order[pos]), score, float(rank_value[pos]),
                                      float(self.velocities[best_v[pos]])))
         return out
@@ -277,8 +290,7 @@ class SequenceMatcher:
         self._rows: deque[np.ndarray] = deque(maxlen=config.length)
         # Per row: (map key, row in stamp order, its normalisation), recomputed only when the map
         # (its size or order) changed since; a row's normalisation depends on nothing else.
-        self._cache: deque[tuple[tuple[int, int], np.ndarray, np.ndarray] | None] = deque(
-            maxlen=config.length)
+        self._cache: deque[tuple[Any, ...] | None] = deque(maxlen=config.length)
         self._last_stamp: float | None = None
 
     def reset(self) -> None:
@@ -319,15 +331,15 @@ class SequenceMatcher:
                 m = min(len(row), n_places)
                 padded[:m] = row[:m]
                 ordered_row = padded[order]
-                self._cache[i] = (key, ordered_row,
-                                  contrast_normalise(-ordered_row[None], self.config.contrast_window)[0])
-        ordered = np.stack([c[1] for c in self._cache])
-        norm = np.stack([c[2] for c in self._cache])
+                norm_row = contrast_normalise(-ordered_row[None], self.config.contrast_window)[0]
+                self._cache[i] = (key, ordered_row, norm_row, _prepared(norm_row))
         excluded = None
         if exclude:
             ids = np.fromiter((p for p in exclude if 0 <= p < n_places), np.int64)
             excluded = np.isin(order, ids)
-        return self._ranker.rank(ordered, norm, order, k, excluded)
+        cache = list(self._cache)
+        return self._ranker.rank([c[1] for c in cache], [c[2] for c in cache], order, k, excluded,
+                                 [c[3] for c in cache])
 
 
 __all__ = ['MAX_LENGTH', 'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
