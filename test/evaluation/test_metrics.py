@@ -44,3 +44,22 @@ def test_loop_closure_metrics():
     events = [(200.0, 100.0), (210.0, 103.0)]  # first correct (place 0), second wrong (place 3)
     res = loop_closure_metrics(events, track, PLACES, [200.0, 210.0], min_separation_s=30.0)
     assert res['precision'] == 0.5 and res['closable_queries'] == 2 and res['recall'] == 0.5
+
+
+def test_loop_closure_comparison_replays_the_unverified_filter() -> None:
+    from vpr_ros.evaluation.metrics import loop_closure_comparison
+    from vpr_ros.frames import Pose
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+
+    poses = {float(t): Pose.from_xy_yaw(10.0 * t, 0.0, 0.0) for t in range(10)}  # a first pass
+    poses.update({100.0 + k: Pose.from_xy_yaw(10.0 * k, 1.0, 0.0) for k in range(4)})  # revisits of 0..3
+    poses[104.0] = Pose.from_xy_yaw(500.0, 0.0, 0.0)  # somewhere new, that looks like place 9
+    frames = [(100.0 + k, [(k, 0.9, float(k))]) for k in range(4)] + [(104.0, [(9, 0.95, 9.0)])]
+    cfg = LoopClosureConfig(min_score=0.5, consistency_frames=1, max_rate_hz=0)
+    out = loop_closure_comparison([(100.0 + k, float(k)) for k in range(4)], frames, poses.get, poses.get,
+                                  [(t, p) for t, p in poses.items() if t < 100], cfg, 5.0)
+    assert out['loop_frames'] == 4
+    assert out['published_by_node'] == {'published': 4, 'correct': 4, 'precision': 1.0,
+                                        'loop_frames_closed': 4, 'recall': 1.0}
+    assert out['without_verification']['published'] == 5 and out['without_verification']['precision'] == 0.8
+    assert out['score_threshold']['min_score'] is None  # the wrong one scores highest

@@ -210,3 +210,69 @@ def full_precision_threshold(scores: Sequence[float], correct: Sequence[bool],
             'curve': {'precision': [round(float(v), 4) for v in precision],
                       'recall': [round(float(v), 4) for v in recall],
                       'scores': [round(float(v), 5) for v in s]}}
+
+
+def loop_closure_comparison(published: Sequence[tuple[float, float]],
+                            frames: Sequence[tuple[float, Sequence[tuple[int, float, float]]]],
+                            query_pose: Any, match_pose: Any, pool: Sequence[tuple[float, Any]],
+                            config: Any, dist_m: float) -> dict[str, Any]:
+    """Published closures against the same frames' candidates accepted without verification.
+
+    ``frames``: (query stamp, [(place id, score, map stamp), ...]) in time order, as the node
+    published them; ``query_pose(t)`` / ``match_pose(t_match)``: ground-truth poses (None when
+    unknown); ``pool``: (stamp, pose) of every place a query could have closed against (the loaded
+    map, plus the run's own frames in incremental mode); ``config``: the node's LoopClosureConfig.
+    A closure is correct when the two poses are within ``dist_m``; a loop frame has a pool place
+    at least ``min_time_separation`` s away within ``dist_m``.
+    """
+    from vpr_ros.matching.loop_closure import LoopClosureFilter
+
+    def correct(t_q: float, t_m: float) -> bool:
+        a, b = query_pose(t_q), match_pose(t_m)
+        return bool(a is not None and b is not None
+                    and math.dist(a.position[:2], b.position[:2]) <= dist_m)
+
+    sep = config.min_time_separation
+    pool_t = np.array([t for t, p in pool if p is not None], np.float64)
+    pool_xy = np.array([p.position[:2] for _, p in pool if p is not None], np.float64).reshape(-1, 2)
+    loop_frames = set()
+    for t, _ in frames:
+        pose = query_pose(t)
+        if pose is not None and len(pool_t):
+            near = np.linalg.norm(pool_xy - np.asarray(pose.position[:2]), axis=1) <= dist_m
+            if (near & (np.abs(pool_t - t) >= sep)).any():
+                loop_frames.add(t)
+
+    def summary(events: Sequence[tuple[float, float]]) -> dict[str, Any]:
+        ok = [(t_q, t_m) for t_q, t_m in events if correct(t_q, t_m)]
+        closed = {t_q for t_q, _ in ok} & loop_frames
+        return {'published': len(events), 'correct': len(ok),
+                'precision': round(len(ok) / len(events), 4) if events else None,
+                'loop_frames_closed': len(closed),
+                'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
+
+    @dataclass
+    class _Row:
+        place_id: int
+        score: float
+        stamp: float
+
+    flt = LoopClosureFilter(config)
+    unverified = []
+    scores, right = [], []
+    for t, rows in frames:
+        cands = [_Row(int(p), float(s), float(m)) for p, s, m in rows]
+        decision = flt.update(t, cands)
+        if decision.accepted:
+            unverified.append((t, decision.t_match))
+        eligible = [c for c in cands if abs(t - c.stamp) >= sep]
+        if eligible:
+            scores.append(eligible[0].score)
+            right.append(correct(t, eligible[0].stamp))
+    return {'loop_frames': len(loop_frames), 'dist_m': dist_m, 'published_by_node': summary(published),
+            'without_verification': summary(unverified),
+            'score_threshold': _without_curve(full_precision_threshold(scores, right, len(loop_frames)))}
+
+
+def _without_curve(threshold: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in threshold.items() if k != 'curve'}

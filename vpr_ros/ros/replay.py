@@ -333,8 +333,7 @@ def run(args: argparse.Namespace) -> int:
                 node.create_subscription(DiagnosticArray, '/diagnostics',
                                          recording.diagnostics_callback(base), RECORD_QOS)]
         _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
-        params = _node_parameters(session, base, ['top_k', 'loop_closure.min_time_separation', 'incremental',
-                                                  *SEQUENCE_PARAMS])
+        params = _node_parameters(session, base, ['top_k', 'incremental', *LOOP_PARAMS, *SEQUENCE_PARAMS])
         pub_image = node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
         pub_clock = node.create_publisher(Clock, '/clock', PLAY_QOS)
         if proc is not None:  # the started node runs on sim time
@@ -391,7 +390,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if params['incremental']:
         results['loop_closure']['note'] = ('the node grew its map online: closures to places it added are '
-                                           'judged against the nearest place of the loaded map by stamp')
+                                           'judged against the nearest place of the loaded map by stamp; '
+                                           'comparison judges them by the query poses instead')
+    results['loop_closure']['comparison'] = _closure_comparison(loop_events, outputs, track, vmap, params,
+                                                                thresholds.dist_m)
     pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
     results['files'] = write_report(args.out, results, vmap.places, pairs,
                                     f"{vmap.meta.encoder['name']} (live)")
@@ -401,6 +403,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _int_or_none(value: str | None) -> int | None:
     return None if value is None else int(value)
+
+
+LOOP_PARAMS = ('loop_closure.min_score', 'loop_closure.min_time_separation',
+               'loop_closure.consistency_frames',
+               'loop_closure.consistency_place_window', 'loop_closure.consistency_stamp_window',
+               'loop_closure.max_rate_hz', 'verification.enabled')
+
+
+def _closure_comparison(events: list[tuple[float, float]], outputs: list, track: Any, vmap: VprMap,
+                        params: dict[str, Any], dist_m: float) -> dict[str, Any]:
+    """What the node published against the unverified filter replayed on the same candidates."""
+    from vpr_ros.evaluation.metrics import loop_closure_comparison
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+
+    config = LoopClosureConfig(**{k.split('.', 1)[1]: params[k] for k in LOOP_PARAMS
+                                  if k.startswith('loop_closure.')})
+    by_stamp = {round(p.stamp, 6): p.pose for p in vmap.places}
+    incremental = bool(params['incremental'])
+
+    def match_pose(t: float) -> Any:
+        pose = by_stamp.get(round(t, 6))
+        return pose if pose is not None or not incremental else track.at(t)
+
+    frames = [(t, rows) for t, (_, rows) in outputs]
+    pool = [(p.stamp, p.pose) for p in vmap.places]
+    if incremental:
+        pool += [(t, track.at(t)) for t, _ in frames]
+    out = loop_closure_comparison(events, frames, track.at, match_pose, pool, config, dist_m)
+    out['node_verification'] = bool(params['verification.enabled'])
+    return out
 
 
 def _print_summary(results: dict[str, Any]) -> None:
@@ -414,6 +446,16 @@ def _print_summary(results: dict[str, Any]) -> None:
           f"p95 {lat.get('p95', float('nan'))} ms")
     print(f"  loop closures: {lc['events']} published, precision {lc['precision']}, recall {lc['recall']} "
           f"({lc['closable_queries']} closable queries)")
+    cmp = lc.get('comparison')
+    if cmp:
+        for key in ('published_by_node', 'without_verification'):
+            r = cmp[key]
+            print(f"  {key.replace('_', ' ')}: {r['published']} closures, {r['correct']} correct "
+                  f"(precision {r['precision']}), {r['loop_frames_closed']}/{cmp['loop_frames']} loop frames "
+                  f"closed ({cmp['dist_m']:g} m)")
+        th = cmp['score_threshold']
+        print(f"  min_score for 100% precision (top eligible candidate per frame, unverified): "
+              f"{th['min_score']} (recall there {th['recall_at_100_precision']})")
 
 
 __all__ = ['Recording', 'Session', 'configure_parser', 'run', 'start_node', 'stop_node']
