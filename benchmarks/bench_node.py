@@ -12,6 +12,13 @@ Prints a table; no pass/fail. A fresh node per rate keeps the statistics separat
 
     .venv/bin/python benchmarks/bench_node.py [--rates 10 30] [--seconds 10] [--places 1000]
         [--encoder segvlad --config '{pca_dim: 256}' --dtype float16]
+        [--verification] [--sequence-length 10]
+
+``--verification`` stores RootSIFT local features with every place (places beyond the 20 real
+images reuse theirs) and sets the loop-closure filter so that EVERY frame verifies its top
+``verification.top_k`` (3) candidates (min_score -1, no time separation, no consistency, no rate
+cap): the worst case of a robot driving through a revisited area. ``--sequence-length N`` turns
+on sequence matching (node ``sequence.length``).
 """
 from __future__ import annotations
 
@@ -30,34 +37,49 @@ from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.encoders.base import l2_normalize  # noqa: E402
 from vpr_ros.frames import Pose  # noqa: E402
 from vpr_ros.localization import Localizer  # noqa: E402
+from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
 
 DEFAULT_ENCODER = 'effnet_gem'
 
 
-def frames(n: int, seed: int = 0, size: tuple[int, int] = (480, 640)) -> list[np.ndarray]:
-    """Smooth random colour fields: distinct, cheap to make, camera-sized."""
+def frames(n: int, seed: int = 0, size: tuple[int, int] = (480, 640),
+           texture: bool = False) -> list[np.ndarray]:
+    """Smooth random colour fields: distinct, cheap to make, camera-sized; ``texture`` adds blobs
+    and boxes so local features find hundreds of keypoints."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    return [cv2.resize((rng.random((6, 8, 3)) * 255).astype(np.float32), size[::-1],
-                       interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8) for _ in range(n)]
+    out = [cv2.resize((rng.random((6, 8, 3)) * 255).astype(np.float32), size[::-1],
+                      interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8) for _ in range(n)]
+    if texture:
+        for img in out:
+            for _ in range(300):
+                x, y = int(rng.integers(0, size[1])), int(rng.integers(0, size[0]))
+                colour = [int(c) for c in rng.integers(0, 256, 3)]
+                cv2.circle(img, (x, y), int(rng.integers(3, 15)), colour, -1)
+    return out
 
 
 def build_map(path: str, images: list[np.ndarray], places: int, encoder_name: str, config: dict,
-              dtype: str) -> None:
+              dtype: str, local_features: bool = False) -> None:
     """Real descriptors for ``images`` (the encoder fitted on them if it learns from the map), random
     unit vectors for the remaining places, as many per place as the real ones have (search cost only)."""
     encoder = create_encoder(encoder_name, config)
     if encoder.requires_fit:
         encoder.fit(images)
     vmap = VprMap.empty(encoder.identity(), dtype=dtype, encoder_state=encoder.get_state())
+    feats = []
+    if local_features:
+        vmap.local_features = LocalFeatureStore(LocalFeatureConfig())
+        feats = [extract(img) for img in images]
     real = encoder.describe(images)
     per_place = max(1, int(round(np.mean([len(v) for v in real]))))
     rng = np.random.default_rng(1)
     for i in range(places):
         vectors = real[i] if i < len(real) else l2_normalize(rng.standard_normal((per_place, encoder.dim)))
-        vmap.add(float(i), Pose.from_xy_yaw(float(i), 0.0, 0.0), vectors)
+        vmap.add(float(i), Pose.from_xy_yaw(float(i), 0.0, 0.0), vectors,
+                 features=feats[i % len(feats)] if feats else None)
     vmap.save(path)
 
 
@@ -127,7 +149,10 @@ def run_rate(map_path: str, images: list[np.ndarray], rate: float, seconds: floa
             'latency_p95': float(np.percentile(latency, 95)),
             'processing_p50': float(diag.get('processing_p50_ms', 'nan')),
             'processing_p95': float(diag.get('processing_p95_ms', 'nan')),
-            'localize_p50': float(diag.get('localize_p50_ms', 'nan'))}
+            'localize_p50': float(diag.get('localize_p50_ms', 'nan')),
+            'verification_p50': float(diag.get('verification_p50_ms', 'nan')),
+            'verified_frames': int(diag.get('loop_status.loop_detected', 0))
+            + int(diag.get('loop_status.failed_geometric_verification', 0))}
 
 
 def main() -> int:
@@ -143,6 +168,9 @@ def main() -> int:
     parser.add_argument('--repeats', type=int, default=40, help='core pipeline timing repeats')
     parser.add_argument('--threads', type=int, default=0, help='torch threads in the node and the core run '
                         '(0 = torch default)')
+    parser.add_argument('--verification', action='store_true',
+                        help='local features in the map and every frame verifying its top 3 candidates')
+    parser.add_argument('--sequence-length', type=int, default=0, help='node sequence.length (0 = off)')
     parser.add_argument('--best-effort', action='store_true',
                         help='keep the default sensor-data (BEST_EFFORT) image subscription; by default the '
                              'benchmark overrides it to RELIABLE, since 0.9 MB frames over best-effort UDP '
@@ -150,28 +178,38 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    images = frames(20)
+    images = frames(20, texture=args.verification)
     with tempfile.TemporaryDirectory(prefix='bench_node_') as tmp:
         map_path = os.path.join(tmp, 'map')
-        build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype)
+        build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype,
+                  args.verification)
         core = core_ms(map_path, images, args.repeats, args.threads)
         print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, '
               '640x480 rgb8 input, '
               f'{os.cpu_count()} CPUs, torch threads {args.threads or "default"}, '
-              f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}')
+              f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}, '
+              f'verification {"every frame, top 3" if args.verification else "off"}, '
+              f'sequence length {args.sequence_length}; load {os.getloadavg()[0]:.1f}')
         print(f'core pipeline Localizer.localize: {core:.1f} ms/frame (median of {args.repeats})')
         print(f"{'input':>7} {'sent':>5} {'received':>8} {'answered':>8} {'dropped':>7} {'out Hz':>7} "
               f"{'e2e p50':>8} {'e2e p95':>8} {'node p50':>9} {'node p95':>9} {'in-node localize p50':>21} "
               f"{'ratio':>6} {'vs core':>7}")
         for rate in args.rates:
-            params = [f'threads:={args.threads}'] + ([] if args.best_effort else [
-                'qos_overrides./camera/image_raw.subscription.reliability:=reliable'])
+            params = [f'threads:={args.threads}', f'sequence.length:={args.sequence_length}'] + (
+                [] if args.best_effort
+                else ['qos_overrides./camera/image_raw.subscription.reliability:=reliable'])
+            if args.verification:
+                params += ['loop_closure.min_score:=-1.0', 'loop_closure.min_time_separation:=0.0',
+                           'loop_closure.consistency_frames:=1', 'loop_closure.max_rate_hz:=0.0']
             r = run_rate(map_path, images, rate, args.seconds, tmp, params)
             print(f"{rate:5.0f}Hz {r['published']:5d} {r['received']:8d} {r['answered']:8d} "
                   f"{r['dropped']:7d} "
                   f"{r['throughput_hz']:7.1f} {r['latency_p50']:6.1f}ms {r['latency_p95']:6.1f}ms "
                   f"{r['processing_p50']:7.1f}ms {r['processing_p95']:7.1f}ms {r['localize_p50']:19.1f}ms "
                   f"{r['processing_p50'] / r['localize_p50']:6.2f} {r['processing_p50'] / core:7.2f}")
+            if args.verification:
+                print(f"       verification: {r['verified_frames']} frames verified, "
+                      f"{r['verification_p50']:.1f} ms p50 per candidate")
     print('e2e = image publish -> ~/candidates receipt (wall); node = decode+encode+search+publish per frame '
           '(node /diagnostics); ratio = node p50 / Localizer.localize p50 timed inside the node on the same '
           'frames (robust to other load); vs core = node p50 / the in-process core median above')
