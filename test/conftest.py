@@ -1,6 +1,8 @@
 """Test-wide setup: DDS isolation and field checking for any test that touches rclpy."""
 import os
 
+import vpr_ros  # noqa: F401  first: its OpenMP wait policy must be set before any test module loads torch
+
 # A unique domain per test run; localhost-only discovery; message fields validated on assignment.
 os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 200))
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'

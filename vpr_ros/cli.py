@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--top-k', type=int, default=10)
     p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0 = adapt to the free cores)')
     p.add_argument('--out', help='report folder (results.json + PNGs)')
     _add_verify_arg(p)
     add_sequence_args(p)

@@ -6,7 +6,8 @@ from vpr_ros.encoders import create_encoder
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
 from vpr_ros.errors import ConfigError, VprError, WeightsError
 
-SMALL = {'image_size': [96, 128], 'batch_size': 4}
+# A fixed thread count: 0 would adapt it to the free cores and the strict determinism check needs one count.
+SMALL = {'image_size': [96, 128], 'batch_size': 4, 'threads': 2}
 
 
 def texture(seed):

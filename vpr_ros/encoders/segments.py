@@ -174,6 +174,8 @@ class SamOnnxSegmenter(Segmenter):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        for pool in ('intra_op', 'inter_op'):  # idle workers sleep: the CPU is shared (threadpools.py)
+            options.add_session_config_entry(f'session.{pool}.allow_spinning', '0')
         if threads > 0:
             options.intra_op_num_threads = int(threads)
         self.paths = (str(encoder_path), str(decoder_path))

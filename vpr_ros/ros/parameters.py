@@ -49,8 +49,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('encoder_config', '', "Encoder config overrides as a YAML mapping, e.g. '{threads: 2}'. "
               'Keys that change descriptors must equal the map\'s; used in full for a new empty map.',
               read_only=True),
-    ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = torch default (at run time: '
-              'keep the current number).', low=0, high=256),
+    ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = adapt to the cores other '
+              'processes leave free (1 up to all, re-checked every 0.3 s; vpr_ros/threadpools.py).',
+              low=0, high=256),
     # ----- input ------------------------------------------------------------------------------
     ParamSpec('image_topic', '', "Deprecated. '' (default): the node subscribes to the relative input "
               "'image' (follows the namespace; remap with -r image:=/camera/image_raw). A non-empty name "
