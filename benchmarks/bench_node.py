@@ -8,7 +8,8 @@ dropped by the node, throughput, end-to-end latency (publish -> candidates recei
 own per-frame processing time (decode + encode + search + publish, from /diagnostics), and its
 ratio to the core pipeline (target <= 1.1): to ``Localizer.localize`` timed inside the node on the
 same frames (what the ROS shell adds), and to ``Localizer.localize`` run alone in this process.
-Prints a table; no pass/fail. A fresh node per rate keeps the statistics separate.
+Prints a table; no pass/fail. A fresh node per rate keeps the statistics separate. The same node
+beside 1 and 2 competing busy processes (a shared CPU): benchmarks/bench_contention.py.
 
     .venv/bin/python benchmarks/bench_node.py [--rates 10 30] [--seconds 10] [--places 1000]
         [--encoder segvlad --config '{pca_dim: 256}' --dtype float16]

@@ -149,3 +149,10 @@ def test_max_torch_threads_honours_omp_num_threads(monkeypatch):
     assert max_torch_threads() == 1
     monkeypatch.delenv('OMP_NUM_THREADS')
     assert max_torch_threads() == available_cores()
+
+
+def test_importing_torch_before_vpr_ros_is_reported():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('OMP_', 'GOMP_'))}
+    out = subprocess.run([sys.executable, '-c', 'import torch\nimport vpr_ros'], env=env, capture_output=True,
+                         text=True, check=True)
+    assert 'torch was imported before vpr_ros' in out.stderr

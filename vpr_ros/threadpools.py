@@ -18,8 +18,8 @@ A shared CPU (a robot's node runs beside SLAM and drivers). torch's OpenMP runti
 libgomp (faiss brings another copy); by default its idle threads spin for ~300,000 iterations at
 every barrier, and a forward has hundreds of barriers. With one competing busy process on two
 cores, a thread that shares its core with that process holds every barrier while its partner
-spins on the other core: effnet_gem went from 18 to 290 ms a frame, against 31 ms on one
-thread. Two measures, each applied by every entry point (``import vpr_ros`` does the first):
+spins on the other core (issue 11: effnet_gem p50 65 -> 284 ms a frame on 2 threads, 105 -> 107
+ms on one). Two measures, each applied by every entry point (``import vpr_ros`` does the first):
 
 - ``OMP_WAIT_POLICY=PASSIVE`` before any OpenMP runtime loads (libgomp reads it once, at load;
   ``KMP_BLOCKTIME`` is Intel's runtime and has no effect here): idle threads sleep at once.
