@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from test.helpers import assert_same_ranking
 from vpr_ros.errors import ConfigError
 from vpr_ros.matching.sequence import (
     SequenceConfig,
@@ -149,8 +150,8 @@ def test_online_matcher_equals_offline_and_falls_back_on_short_history() -> None
         if q < 7:
             assert got is None and online.history == q + 1
             continue
-        assert [m.place_id for m in got] == [m.place_id for m in offline[q]]
-        np.testing.assert_allclose([m.score for m in got], [m.score for m in offline[q]], atol=1e-5)
+        # incremental vs whole-matrix sums: the same answer to float rounding (near ties may swap)
+        assert_same_ranking([(m.place_id, m.score) for m in got], [(m.place_id, m.score) for m in offline[q]])
         np.testing.assert_allclose([m.cost for m in got], [m.cost for m in offline[q]], atol=1e-5)
     assert online.history == 8  # bounded
     online.push(-1.0, sims[0])  # time went backwards: a new run

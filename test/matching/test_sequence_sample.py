@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from test.helpers import assert_same_ranking
 from vpr_ros.encoders import create_encoder
 from vpr_ros.evaluation.metrics import Thresholds, evaluate_retrieval
 from vpr_ros.localization import Localizer
@@ -56,8 +57,9 @@ def test_localizer_answers_as_the_offline_function_over_the_full_matrix(world) -
     sims = qvec.astype(np.float64) @ np.asarray(vmap.descriptors, np.float64).T
     offline = sequence_match(sims, np.array([p.stamp for p in vmap.places]), cfg, k=3)
     for got, want in zip(online[LENGTH - 1:], offline[LENGTH - 1:]):
-        assert [m.place_id for m in got.matches] == [m.place_id for m in want]
-        np.testing.assert_allclose([m.score for m in got.matches], [m.score for m in want], atol=1e-4)
+        # float32 per frame vs a float64 matrix: the same answer to rounding (near ties may swap)
+        assert_same_ranking([(m.place_id, m.score) for m in got.matches],
+                            [(m.place_id, m.score) for m in want], atol=1e-4)
 
 
 def test_shortlist_mode_runs_on_the_index_top_k(world) -> None:
