@@ -59,10 +59,17 @@ RECORD_QOS = QoSProfile(depth=1000)  # outputs are small; never lose one to a sl
 PLAY_QOS = QoSProfile(depth=10)
 
 
+LOCKSTEP_TIMEOUT_S = 60.0
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
     parser.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed, 1.0 = real time')
+    parser.add_argument('--lockstep', action='store_true',
+                        help='publish each image only once the node answered the previous one (at most '
+                             f'{LOCKSTEP_TIMEOUT_S:g} s each): no frame dropped however slow the CPU, '
+                             'but not real time')
     parser.add_argument('--out', default='replay_out', help='report folder (results.json + PNGs + node.log)')
     parser.add_argument('--params-file', help='node parameters YAML (default: the node defaults)')
     parser.add_argument('--connect', action='store_true',
@@ -232,8 +239,10 @@ def _node_parameters(session: Session, node_name: str, names: list[str],
 
 
 def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: float,
-          alive: Callable[[], None]) -> dict[float, float]:
-    """Publish images and /clock in bag order at ``rate``; returns {image stamp: wall publish time}."""
+          alive: Callable[[], None], answered: Callable[[float], bool] | None = None) -> dict[float, float]:
+    """Publish images and /clock in bag order at ``rate``; returns {image stamp: wall publish time}.
+
+    ``answered``: lockstep, each image waits until the previous one is answered (or a timeout)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
@@ -247,6 +256,12 @@ def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: floa
         start_wall, start_ns = time.monotonic(), None
         for conn, t_ns, raw in reader.messages(connections=conns):
             start_ns = t_ns if start_ns is None else start_ns
+            if answered is not None and published and conn.topic != '/clock':
+                last, deadline = next(reversed(published)), time.monotonic() + LOCKSTEP_TIMEOUT_S
+                while not answered(last) and time.monotonic() < deadline:
+                    alive()
+                    time.sleep(0.01)
+                start_wall, start_ns = time.monotonic(), t_ns  # the bag's pace resumes from the answer
             delay = start_wall + (t_ns - start_ns) * 1e-9 / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -338,7 +353,11 @@ def run(args: argparse.Namespace) -> int:
         pub_clock = node.create_publisher(Clock, '/clock', PLAY_QOS)
         if proc is not None:  # the started node runs on sim time
             _wait(lambda: pub_clock.get_subscription_count() > 0, 30.0, 'a /clock subscriber', alive)
-        published = _play(bag, pub_image, pub_clock, args.rate, alive)
+        def answered(stamp: float) -> bool:
+            with recording.lock:
+                return stamp in recording.candidates
+
+        published = _play(bag, pub_image, pub_clock, args.rate, alive, answered if args.lockstep else None)
         _drain(pub_clock, recording, published, args.idle_timeout, alive)
     finally:
         session.close()
@@ -377,7 +396,8 @@ def run(args: argparse.Namespace) -> int:
         'skipped': {k.split('.', 1)[1]: int(v) for k, v in diagnostics.items() if k.startswith('skipped.')},
         'wall_time_s': round(time.perf_counter() - t_start, 2),
         'live': {
-            'bag': os.path.abspath(args.bag), 'rate': args.rate, 'image_topic': topic,
+            'bag': os.path.abspath(args.bag), 'rate': args.rate, 'lockstep': args.lockstep,
+            'image_topic': topic,
             'frames_published': len(published), 'frames_with_output': len(processed),
             'frames_without_output': len(set(published) - processed),
             'node': {k: diagnostics.get(k) for k in ('frames_received', 'frames_processed', 'frames_dropped',
