@@ -186,7 +186,7 @@ class Driver:
             assert time.monotonic() < deadline, 'discovery timed out'
             time.sleep(0.05)
 
-    def wait_for(self, condition: Callable[[Outputs], bool], timeout: float = 20.0) -> None:
+    def wait_for(self, condition: Callable[[Outputs], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             with self.out.lock:
@@ -195,7 +195,7 @@ class Driver:
             assert time.monotonic() < deadline, 'timed out waiting for node outputs'
             time.sleep(0.02)
 
-    def localize(self, msg: Any, t: float, timeout: float = 20.0,
+    def localize(self, msg: Any, t: float, timeout: float = 60.0,
                  resend_every: float | None = None) -> list[tuple[int, float, float]]:
         """Publish one frame and wait for its candidates.
 

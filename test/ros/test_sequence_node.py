@@ -74,7 +74,7 @@ def test_node_sequence_answers_equal_the_offline_localizer(running, sample_world
                     and expected.matches[0].place_id != expected.single_frame[0].place_id)
     assert differs > 0  # the sequence changed some answers, so the comparison means something
     driver.wait_for(lambda o: (s := driver.latest_status()) is not None
-                    and int(s['sequence.frames_matched']) == len(query) - LENGTH + 1, timeout=20)
+                    and int(s['sequence.frames_matched']) == len(query) - LENGTH + 1, timeout=60)
     status = driver.latest_status()
     assert int(status['sequence.frames_single_frame_fallback']) >= LENGTH  # the warm-up frame(s) too
     assert int(status['sequence.length']) == LENGTH
@@ -111,7 +111,7 @@ def test_sequence_parameters_are_validated_and_restart_the_history(running, samp
         driver.localize(image_msg(frame.rgb, t), t)
     driver.wait_for(lambda o: (s := driver.latest_status()) is not None
                     and int(s['sequence.length']) == 2
-                    and int(s['sequence.frames_single_frame_fallback']) == fallback + 1, timeout=20)
+                    and int(s['sequence.frames_single_frame_fallback']) == fallback + 1, timeout=60)
     assert 'sequence history restarted' in node.log()
     driver.session.node.destroy_client(client)
     node.check_alive()
