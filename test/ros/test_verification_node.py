@@ -33,7 +33,11 @@ def camera_info_msg(width: int, height: int):
                       k=[f, 0.0, (width - 1) / 2, 0.0, f, (height - 1) / 2, 0.0, 0.0, 1.0])
 
 
-def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_frames, tmp_path) -> None:
+@pytest.mark.parametrize('sequence_length', [0, 5])
+def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_frames, tmp_path,
+                                                                          sequence_length) -> None:
+    """Single-frame and sequence matching (whose scores are not cosines: a lower min_score, the
+    precision then rests on verification)."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Float64MultiArray
@@ -42,7 +46,8 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
 
     params = {'/**': {'ros__parameters': {
         'incremental': True, 'encoder': 'raw_pixels', 'threads': 1,
-        'keyframe': {'min_interval': 0.0}, 'loop_closure': {'min_time_separation': SEPARATION_S}}}}
+        'keyframe': {'min_interval': 0.0}, 'sequence': {'length': sequence_length},
+        'loop_closure': {'min_time_separation': SEPARATION_S, 'min_score': 0.5 if sequence_length else 0.8}}}}
     params_file = tmp_path / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params))
     node = NodeProcess(['--params-file', str(params_file), '-p', f'{RELIABLE_IMAGES}:=reliable'],
@@ -67,9 +72,13 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
             info_pub.publish(camera_info_msg(w, h))  # as a camera driver does, beside every image
             t = to_sec(to_time(frame.stamp))  # what the node reads back from the header
             driver.localize(image_msg(frame.rgb, t), t, timeout=60.0)
-        driver.wait_for(lambda o: any(kv.key == 'verification' and kv.value == 'essential matrix'
-                                      for a in o.diagnostics for s in a.status for kv in s.values), 30.0)
-        time.sleep(0.5)  # the closure of the last frame follows its candidates
+
+        def settled(_: object) -> bool:  # a diagnostics message counting every closure received
+            st = driver.latest_status()
+            return (st is not None and st.get('verification') == 'essential matrix'
+                    and int(st['loop_closures_published']) == len(loops))
+
+        driver.wait_for(settled, 30.0)
         status = driver.latest_status()
         node.check_alive()
     finally:
