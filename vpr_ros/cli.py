@@ -298,6 +298,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from vpr_ros.training.trainer import train
+
+    config = _encoder_config(args)
+    for flag, key in (('pos_dist', 'pos_dist'), ('pos_yaw', 'pos_yaw'), ('neg_dist', 'neg_dist'),
+                      ('epochs', 'epochs'), ('seed', 'seed'), ('image_topic', 'image_topic'),
+                      ('pose_topic', 'pose_topic'), ('poses', 'poses')):
+        if getattr(args, flag) is not None:
+            config[key] = getattr(args, flag)
+    report = train(args.source, args.encoder, args.out, config, resume=args.resume)
+    best, untrained = report['best'], report['untrained']
+
+    def pct(v: Any) -> str:
+        return 'n/a' if v is None or v < 0 else f'{v * 100:.1f}%'
+    data = report['data']
+    print(f"trained {args.encoder} on {data['places']} places ({data['training_frames']} frames, "
+          f"{len(data['sessions'])} sessions), {report['seconds_per_epoch'] or 0:.1f} s/epoch")
+    print(f"validation R@1 {pct(best['R@1'])} R@5 {pct(best['R@5'])} (epoch {best['epoch']}); untrained head "
+          f"R@1 {pct(untrained['R@1'])} R@5 {pct(untrained['R@5'])}")
+    print(f"weights {report['encoder']['config']['weights']} ({report['encoder']['weights_fingerprint']})")
+    print(f"use: {report['use']}")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from vpr_ros.ros.replay import run
 
@@ -413,6 +437,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='boq_attention.png')
     _add_encoder_args(p, with_name=False)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        'train', help="train an encoder's head on your own recordings (places from poses)",
+        description='Train a zoo encoder (boq, mixvpr, netvlad, salad, megaloc, convap, cosplace, gem, avg) '
+                    'on one or more sessions of the same area, all posed in one frame. Backbone frozen '
+                    '(EfficientNet-Lite0 with ImageNet weights unless backbone_weights is given), its '
+                    'features cached on disk; multi-similarity loss; Recall@1/5 on a held-out stretch of '
+                    'the route every epoch; RUN_DIR/best.pth loads with --set weights=RUN_DIR/best.pth '
+                    '(or --config RUN_DIR/encoder.yaml).')
+    p.add_argument('--source', action='append', required=True,
+                   help='bag or image folder (repeat for sessions)')
+    p.add_argument('--encoder', required=True, help='encoder whose head is trained')
+    p.add_argument('--out', required=True, help='run directory')
+    p.add_argument('--config', help='YAML with training settings and encoder settings')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='one training or encoder setting')
+    p.add_argument('--resume', action='store_true', help='continue the run in --out after its last epoch')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--epochs', type=int)
+    p.add_argument('--pos-dist', type=float, help='positives within this distance [m] (default 10)')
+    p.add_argument('--pos-yaw', type=float, help='... and this heading difference [deg] (default 45)')
+    p.add_argument('--neg-dist', type=float, help='negatives beyond this distance [m] (default 25)')
+    _add_source_args(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('replay', help='play a bag over DDS to the localizer node and evaluate its outputs',
                        description='Start (or connect to) the localizer node, play the bag images and /clock '

@@ -90,6 +90,25 @@ class EfficientNetTrunk(nn.Module):
         return (fmap, fmap.mean(dim=(2, 3))) if self.with_token else fmap
 
 
+def checkpoint_efficientnet(path: str) -> str | None:
+    """The EfficientNet backbone a head checkpoint was trained on (``vpr-ros train``), else None.
+
+    Memory-maps the file (no copy); any read problem is left to the strict load to report.
+    """
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:
+        return None
+    keys = obj.keys() if isinstance(obj, dict) else ()
+    if 'backbone.model._conv_stem.weight' not in keys:
+        return None
+    blocks = {int(k.split('.')[3]) for k in keys if k.startswith('backbone.model._blocks.')}
+    if len(blocks) == 16:
+        return 'efficientnet_lite0'
+    head_in = obj.get('backbone.model._conv_head.weight')
+    return 'efficientnet_lite2' if head_in is not None and head_in.shape[1] == 352 else 'efficientnet_lite1'
+
+
 def efficientnet_channels(name: str, stride: int) -> int:
     """Channels of ``efficientnet_trunk(name, stride)`` (built on the meta device: no memory)."""
     if not is_efficientnet(name):
@@ -229,7 +248,13 @@ class ZooEncoder(TorchEncoder):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self._fingerprint: str | None = None
-        if is_efficientnet((config or {}).get('backbone')):
+        config = dict(config or {})
+        if config.get('weights') and 'backbone' not in config and 'backbone' in self.default_config:
+            # A head trained by `vpr-ros train` on EfficientNet: `--set weights=RUN/best.pth` alone loads it.
+            found = checkpoint_efficientnet(str(config['weights']))
+            if found:
+                config['backbone'] = found
+        if is_efficientnet(config.get('backbone')):
             self.pixel_mean, self.pixel_std = EFFICIENTNET_MEAN, EFFICIENTNET_STD
             self.size_multiple = 1  # a CNN takes any size (ViT heads ask for multiples of 14)
         super().__init__(config)
