@@ -111,13 +111,16 @@ class FreeCores:
 
     def sample(self) -> float | None:
         """Free cores over the last finished window (None before the first window or without /proc)."""
-        busy, now = self._busy(), self._clock()
+        now = self._clock()
+        if self._last is not None and now - self._last[0] < self.interval:
+            return self._free  # /proc/stat is read once per window, not per frame
+        busy = self._busy()
         if busy is None:
             return None
         own = self._own()
         if self._last is None:
             self._last = (now, busy, own)
-        elif now - self._last[0] >= self.interval:
+        else:
             t0, busy0, own0 = self._last
             others = max(0.0, (busy - busy0) - (own - own0)) / (now - t0)
             self._free = max(0.0, self._cores() - others)
