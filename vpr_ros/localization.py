@@ -9,6 +9,7 @@ feeds it frames in time order (the node, ``evaluate``, ``replay``) gets the same
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,9 @@ from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.store import Match, VprMap
 from vpr_ros.matching.retrieval import rank_places_with_row
 from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
+
+_log = logging.getLogger(__name__)
+RETRAIN_CHECK_EVERY = 1000  # places added between re-train checks of a growing IVF map
 
 
 @dataclass
@@ -83,6 +87,8 @@ class Localizer:
         self._sequence: SequenceMatcher | None = None
         self._order_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.zeros(0), np.zeros(0, np.int64))
         self.configure_sequence(sequence or SequenceConfig())
+        self._added = 0
+        self._advised: str | None = None
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
@@ -159,8 +165,20 @@ class Localizer:
 
     def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
                   thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> int:
-        """Grow the in-memory map (online mode); returns the new place id."""
-        return self.map.add(stamp, pose, vectors, source, thumbnail, features).id
+        """Grow the in-memory map (online mode); returns the new place id.
+
+        Places go into the trained index as they come (no rebuild); every RETRAIN_CHECK_EVERY
+        places a grown IVF index is checked and a warning says when re-training is advised.
+        """
+        place = self.map.add(stamp, pose, vectors, source, thumbnail, features)
+        self._added += 1
+        if self._added % RETRAIN_CHECK_EVERY == 0:
+            advice = self.map.retrain_advice()
+            if advice and advice != self._advised:
+                _log.warning('map index should be re-trained (rebuild the map with vpr-ros build-map or '
+                             'merge-maps): %s', advice)
+            self._advised = advice
+        return place.id
 
 
 __all__ = ['RUNTIME_KEYS', 'Localization', 'Localizer', 'SequenceConfig', 'encoder_for_map']

@@ -60,11 +60,13 @@ class VprMap:
         self.meta = meta
         self.places: list[Place] = list(places or [])
         dim = meta.dim
-        self.descriptors = (np.zeros((0, dim), np.float32) if descriptors is None
-                            else np.asarray(descriptors))
-        self.owners = np.zeros(0, np.int64) if owners is None else np.asarray(owners, np.int64)
+        self._descriptors = (np.zeros((0, dim), np.float32) if descriptors is None
+                             else np.asanyarray(descriptors))
+        self._tail: list[np.ndarray] = []  # descriptor rows added since _descriptors was last joined
+        self._owners = _Growable(np.zeros(0, np.int64) if owners is None else np.asarray(owners, np.int64))
         self.encoder_state = dict(encoder_state or {})
         self._index = index
+        self._index_file: str | None = None  # set while the index is memory-mapped from this file
         self._pending: list[np.ndarray] = []  # rows added since the index was built
         self._place_row = {p.id: i for i, p in enumerate(self.places)}
         self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
@@ -99,8 +101,8 @@ class VprMap:
         place = Place(len(self.places), float(stamp), pose, source)
         self.places.append(place)
         self._place_row[place.id] = place.id
-        self.descriptors = np.concatenate([self.descriptors, vectors.astype(self.descriptors.dtype)], axis=0)
-        self.owners = np.concatenate([self.owners, np.full(len(vectors), place.id, np.int64)])
+        self._tail.append(vectors.astype(self._descriptors.dtype))
+        self._owners.extend(np.full(len(vectors), place.id, np.int64))
         if self._index is not None:
             self._pending.append(vectors)
         if thumbnail is not None:
@@ -110,17 +112,57 @@ class VprMap:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
         return place
 
-    # ----- searching --------------------------------------------------------------------------
+    # ----- growth (amortised: a 1M-place map grows without copying its descriptors per place) --
+    @property
+    def descriptors(self) -> np.ndarray:
+        """(vectors, dim) rows; memory-mapped after load(mmap=True) until places are added."""
+        if self._tail:
+            self._descriptors = np.concatenate([self._descriptors, *self._tail], axis=0)
+            self._tail = []
+        return self._descriptors
+
+    @descriptors.setter
+    def descriptors(self, value: np.ndarray) -> None:
+        self._descriptors, self._tail = np.asarray(value), []
+
+    @property
+    def owners(self) -> np.ndarray:
+        """(vectors,) place id of every descriptor row."""
+        return self._owners.view()
+
+    @owners.setter
+    def owners(self, value: np.ndarray) -> None:
+        self._owners = _Growable(np.asarray(value, np.int64))
+
     @property
     def index(self):
         if self._index is None:
-            self._index = faiss_index.build_index(self.descriptors.astype(np.float32), self.meta.index)
+            self._index = faiss_index.build_index(self.descriptors, self.meta.index)
+            self._index_file = None
             self._pending = []
+            self._record_index_training()
         elif self._pending:
+            if self._index_file is not None:  # mapped read-only: bring it into memory to grow it
+                self._index = faiss_index.read_index(self._index_file)
+                self._index_file = None
             self._index.add(np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32))
             self._pending = []
         return self._index
 
+    def _record_index_training(self) -> None:
+        imbalance = faiss_index.list_imbalance(self._index)
+        if imbalance is not None:
+            self.meta.build['index_training'] = {'vectors': int(self._index.ntotal),
+                                                 'imbalance': round(imbalance, 4)}
+        else:
+            self.meta.build.pop('index_training', None)
+
+    def retrain_advice(self) -> str | None:
+        """Why this map's IVF index should be rebuilt after growing by adds (None: no need)."""
+        info = self.meta.build.get('index_training') or {}
+        return faiss_index.retrain_advice(self.index, int(info.get('vectors', 0)), info.get('imbalance'))
+
+    # ----- searching --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.places)
 
@@ -165,7 +207,7 @@ class VprMap:
 
     def _write_into(self, directory: str) -> None:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
-        np.save(os.path.join(directory, 'descriptors.npy'), self.descriptors.astype(self.meta.dtype))
+        np.save(os.path.join(directory, 'descriptors.npy'), np.asarray(self.descriptors, self.meta.dtype))
         np.save(os.path.join(directory, 'owners.npy'), self.owners)
         np.savez(os.path.join(directory, 'encoder_state.npz'), **self.encoder_state)
         with sqlite3.connect(os.path.join(directory, 'places.sqlite')) as db:
@@ -243,7 +285,8 @@ class VprMap:
         index_path = os.path.join(path, 'index.faiss')
         if os.path.isfile(index_path) and integrity.INDEX_FILE not in differ:
             try:
-                index = faiss_index.read_index(index_path)
+                index = faiss_index.read_index(index_path, mmap,
+                                               faiss_index.is_ivf_spec(meta.index, meta.dim))
             except RuntimeError:
                 index = None  # derived data: rebuilt from the descriptors below
             if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
@@ -255,6 +298,8 @@ class VprMap:
         vmap = cls(meta, places, descriptors, owners, state, index)
         vmap.thumbnails = thumbnails
         vmap.local_features = local_features
+        if mmap and index is not None:
+            vmap._index_file = index_path
         return vmap
 
 
@@ -293,6 +338,25 @@ def _is_complete(path: str) -> bool:
         return bool(meta.files) and not differ - {integrity.INDEX_FILE}
     except MapError:
         return False
+
+
+class _Growable:
+    """A 1-D array with spare capacity: appends are amortised O(1)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._buf, self._n = data, len(data)
+
+    def extend(self, values: np.ndarray) -> None:
+        need = self._n + len(values)
+        if need > len(self._buf) or not self._buf.flags.writeable:
+            grown = np.empty(max(need, int(len(self._buf) * 1.5) + 16), self._buf.dtype)
+            grown[:self._n] = self._buf[:self._n]
+            self._buf = grown
+        self._buf[self._n:need] = values
+        self._n = need
+
+    def view(self) -> np.ndarray:
+        return self._buf[:self._n]
 
 
 THUMBNAIL_SIZE = (96, 128)  # height, width
