@@ -128,6 +128,20 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge_maps(args: argparse.Namespace) -> int:
+    from vpr_ros.mapdb.merge import merge_maps
+
+    merged = merge_maps(args.maps, args.names)
+    merged.save(args.out)
+    sessions = merged.meta.build['sessions']
+    print(f'map {args.out}: {len(merged)} places in {len(sessions)} sessions ('
+          + ', '.join(f"{s['name']}: {s['last'] - s['first'] + 1}" for s in sessions) + ')')
+    advice = merged.retrain_advice()
+    if advice:
+        print(f'note: re-train advised ({advice}): vpr-ros build-map the sessions again')
+    return 0
+
+
 def _print_results(results: dict[str, Any]) -> None:
     r = results['retrieval']
     recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
@@ -374,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--vocabulary', metavar='PATH', help='take the vocabulary/PCA from this map or vocabulary '
                    'file instead of fitting it on the source (same encoder configuration required)')
     p.set_defaults(func=cmd_build_map)
+
+    p = sub.add_parser('merge-maps', help='merge maps of one encoder into one map, keeping sessions',
+                       description='Merge maps built with the same encoder (identity and fitted state must '
+                                   'match) into one map; each input stays a session (place id range, own '
+                                   'pose frame) recorded in map.yaml. Written atomically.')
+    p.add_argument('maps', nargs='+', help='two or more map directories')
+    p.add_argument('--out', required=True, help='merged map directory (replaced atomically)')
+    p.add_argument('--names', nargs='+', help='session names, one per map (default: directory names)')
+    p.set_defaults(func=cmd_merge_maps)
 
     p = sub.add_parser('evaluate', help='Recall@N of query frames against a map, with a report',
                        description='Localise every query frame against the map and report Recall@1/5/10 '
