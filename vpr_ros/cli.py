@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--every-n', type=int, default=1, help='keep every Nth frame')
     p.add_argument('--min-distance', type=float, default=0.0, help='minimum metres between keyframes')
     p.add_argument('--index', default='flat',
-                   help='faiss index: flat, fp16, sq8, hnsw32, ivf1024, ivf1024,pq64, opq64_256,ivf1024,pq64, '
+                   help='faiss index: flat, fp16, sq8, hnsw32, '
+                        'ivf1024, ivf1024,pq64, opq64_256,ivf1024,pq64, '
                         'pca256,hnsw32; @N sets nprobe/efSearch (see vpr_ros/mapdb/index.py)')
     p.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='descriptor storage')
     p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
