@@ -31,6 +31,12 @@ def _same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return set(a) == set(b) and all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
 
 
+def _no_local_features(vmap: VprMap, path: str) -> None:
+    if vmap.local_features is not None:
+        raise MapError(f'{path} keeps local features for verification; merge-maps does not merge those '
+                       'yet (build the merged map from the sources instead)')
+
+
 def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprMap:
     """One map holding every place of ``paths`` (same encoder identity and fitted state)."""
     if len(paths) < 2:
@@ -39,6 +45,7 @@ def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprM
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise MapError('session names must be unique, one per map')
     first = VprMap.load(paths[0])
+    _no_local_features(first, paths[0])
     merged = VprMap(first.meta, list(first.places), first.descriptors, first.owners,
                     first.encoder_state, first._index)
     merged.thumbnails = dict(first.thumbnails)
@@ -47,6 +54,7 @@ def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprM
                          'index_training': first.meta.build.get('index_training'), 'sessions': []}
     for path, name in zip(paths[1:], names[1:]):
         other = VprMap.load(path, mmap=True)
+        _no_local_features(other, path)
         problems = compatibility_problems(first.meta.encoder, other.meta.encoder)
         if problems:
             raise MapError(f'{path} was built with another encoder than {paths[0]}: {problems[0]}')
