@@ -37,6 +37,8 @@ setup(
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
         ],
         'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
+        # map building on a Ray cluster (vpr-ros build-map --ray); pure-Python deps, no torch pull
+        'ray': ['ray>=2.40,<3'],
         'test': ['pytest>=7', 'ruff==0.17.6', 'hypothesis>=6.80'],
     },
     zip_safe=True,

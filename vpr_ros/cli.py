@@ -118,10 +118,20 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     camera = load_camera_info_yaml(args.camera_info) if args.camera_info else None
     source = open_source(args.source, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
+    describer = None
+    if args.ray:
+        from vpr_ros.distributed import RayDescriber
+
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError('--workers must be >= 1')
+        describer = RayDescriber(args.ray, args.workers)
+        print(f'Ray: {describer.workers} encoding tasks in parallel on a cluster of {describer.cpus} CPUs')
+    elif args.workers is not None:
+        raise ConfigError('--workers needs --ray auto|ADDRESS')
     vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
                             index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
                             thumbnails=not args.no_thumbnails, description=f'from {args.source}',
-                            local_features=features, camera=camera)
+                            local_features=features, camera=camera, describer=describer)
     print(f'map {args.out}: {stats.places} places, {stats.vectors} vectors of dim {encoder.dim} '
           f'({encoder.name}); {stats.images_per_s:.1f} images/s, {stats.total_s:.1f} s'
           + (f', skipped {stats.skipped}' if stats.skipped else ''))
@@ -379,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'ivf1024, ivf1024,pq64, opq64_256,ivf1024,pq64, '
                         'pca256,hnsw32; @N sets nprobe/efSearch (see vpr_ros/mapdb/index.py)')
     p.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='descriptor storage')
+    p.add_argument('--ray', metavar='auto|ADDRESS',
+                   help='encode on a Ray cluster (extra [ray]); auto = a running cluster, else a local one')
+    p.add_argument('--workers', type=int,
+                   help='with --ray: encoding tasks in parallel (default: cluster CPUs)')
     p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
     p.add_argument('--no-thumbnails', action='store_true', help='do not store preview images')
     p.add_argument('--local-features', choices=['rootsift', 'orb', 'none'], default='rootsift',

@@ -72,6 +72,34 @@ def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
+# (batch, descriptor sets, local features or None per frame, encode seconds) per batch, in order
+DescribedBatch = tuple[list[Frame], list[np.ndarray], list[Any], float]
+
+
+class Describer(Protocol):
+    def __call__(self, batches: Iterable[list[Frame]], encoder: Encoder,
+                 local_features: lf.LocalFeatureConfig | None) -> Iterator[DescribedBatch]: ...
+
+
+def describe_batch(encoder: Encoder, images: list[np.ndarray],
+                   local_features: lf.LocalFeatureConfig | None) -> tuple[list[np.ndarray], list[Any], float]:
+    """Descriptors and local features of one batch of images, and the encode seconds."""
+    t0 = time.perf_counter()
+    sets = encoder.describe(images)
+    seconds = time.perf_counter() - t0
+    feats = [lf.extract(rgb, local_features) if local_features is not None else None for rgb in images]
+    return sets, feats, seconds
+
+
+class LocalDescriber:
+    """Encodes in this process."""
+
+    def __call__(self, batches: Iterable[list[Frame]], encoder: Encoder,
+                 local_features: lf.LocalFeatureConfig | None) -> Iterator[DescribedBatch]:
+        for batch in batches:
+            yield (batch, *describe_batch(encoder, [f.rgb for f in batch], local_features))
+
+
 @dataclass
 class BuildStats:
     places: int = 0
@@ -90,13 +118,16 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
               index: str = 'flat', dtype: str = 'float32', fit_max_images: int = 400,
               require_pose: bool = True, thumbnails: bool = True, progress: bool = True,
               description: str = '', local_features: lf.LocalFeatureConfig | None = lf.LocalFeatureConfig(),
-              camera: lf.CameraIntrinsics | None = None) -> tuple[VprMap, BuildStats]:
+              camera: lf.CameraIntrinsics | None = None,
+              describer: Describer | None = None) -> tuple[VprMap, BuildStats]:
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
     ``fit_max_images`` keyframes spread over the whole source, unless already fitted (a vocabulary
     loaded from elsewhere, vpr_ros.vocabulary). ``local_features`` (None = none)
     are stored per place for geometric verification, with the images' ``camera`` intrinsics.
+    ``describer`` turns batches of keyframes into their descriptors (and local features), in
+    order: by default in this process; vpr_ros.distributed.RayDescriber encodes on a Ray cluster.
     """
     stats = BuildStats()
     t_start = time.perf_counter()
@@ -123,13 +154,12 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     batch_size = max(1, int(encoder.config['batch_size']))
     bar = tqdm(total=source.image_count, desc=f'building map ({encoder.name})', disable=not progress,
                unit='img')
-    for batch in _batched(keyframes.select(source.frames(require_pose)), batch_size):
-        t0 = time.perf_counter()
-        sets = encoder.describe([f.rgb for f in batch])
-        stats.encode_s += time.perf_counter() - t0
-        for frame, vectors in zip(batch, sets):
-            feats = lf.extract(frame.rgb, local_features) if local_features is not None else None
-            vmap.add(frame.stamp, frame.pose, vectors, frame.source, frame.rgb if thumbnails else None, feats)
+    describer = describer or LocalDescriber()
+    batches = _batched(keyframes.select(source.frames(require_pose)), batch_size)
+    for batch, sets, feats, seconds in describer(batches, encoder, local_features):
+        stats.encode_s += seconds
+        for frame, vectors, f in zip(batch, sets, feats):
+            vmap.add(frame.stamp, frame.pose, vectors, frame.source, frame.rgb if thumbnails else None, f)
         bar.update(len(batch) * keyframes.every_n)
     bar.close()
     if not len(vmap):
