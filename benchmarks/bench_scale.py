@@ -267,7 +267,8 @@ def bench_open(rows: _Rows, spec: str, real: dict[str, np.ndarray], tmp: str) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--places', type=int, default=100_000)
-    ap.add_argument('--specs', nargs='+', default=DEFAULT_SPECS)
+    ap.add_argument('--specs', nargs='*', default=DEFAULT_SPECS,
+                    help='index specs to compare (none: only the --open-spec map)')
     ap.add_argument('--open-spec', default='opq56_224,ivf1024,pq56',
                     help='index of the whole map written and re-opened memory-mapped ("" to skip)')
     ap.add_argument('--cache', default=os.path.expanduser('~/.cache/vpr_ros/bench_scale'))
@@ -289,6 +290,26 @@ def main() -> None:
     check = realism_check(real, dis)
     print('distractor realism (medians): ' + ', '.join(f'{k} {v:.3f}' for k, v in check.items()))
     faiss.omp_set_num_threads(2)
+    rows = _Rows(real['map'], dis)
+    results: dict = {'places': args.places, 'realism': check, 'specs': []}
+    if args.specs:
+        compare_specs(args, real, dis, rows, results)
+    if args.open_spec:
+        with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+            o = bench_open(rows, args.open_spec, real, tmp)
+        results['open'] = o
+        print(f"map of {o['places']} places ({o['spec']}): written in {o['write_s']:.1f} s, opened "
+              f"memory-mapped in {o['open_s']:.2f} s (+{o['rss_growth_MB']:.0f} MB resident), "
+              f"first search {o['first_search_ms']:.1f} ms; files MB "
+              + ', '.join(f'{k} {v:.1f}' for k, v in sorted(o['disk_MB'].items())))
+    print(f'load: {os.getloadavg()[0]:.2f} (1-min average)')
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as fh:
+            json.dump(results, fh, indent=1)
+
+
+def compare_specs(args: argparse.Namespace, real: dict[str, np.ndarray], dis: np.ndarray, rows: _Rows,
+                  results: dict) -> None:
     queries = real['query']
     t0 = time.perf_counter()
     top_exact, _ = exact_top1(queries, real['map'], dis)
@@ -296,8 +317,7 @@ def main() -> None:
     ok_small = correct((queries @ real['map'].T).argmax(1), real['query_xy'], real['map_xy'])
     print(f'exact Recall@1 {ok_exact.mean() * 100:.1f}% with distractors, {ok_small.mean() * 100:.1f}% '
           f'without ({time.perf_counter() - t0:.1f} s brute force)')
-    rows = _Rows(real['map'], dis)
-    results = {'places': args.places, 'realism': check, 'exact_recall1': float(ok_exact.mean()), 'specs': []}
+    results['exact_recall1'] = float(ok_exact.mean())
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         print(f"{'index':28s} {'build s':>8s} {'RAM B/pl':>9s} {'disk B/pl':>9s} {'p50 ms':>7s} "
               f"{'p95 ms':>7s} {'R@1':>6s} {'rel':>6s} {'=exact':>6s}")
@@ -308,17 +328,6 @@ def main() -> None:
                   f"{r['disk_B_per_place']:9.1f} {r['query_ms_p50']:7.2f} {r['query_ms_p95']:7.2f} "
                   f"{r['recall1'] * 100:5.1f}% {r['recall1_rel_exact'] * 100:5.1f}% "
                   f"{r['top1_agrees_with_exact'] * 100:5.1f}%", flush=True)
-        if args.open_spec:
-            o = bench_open(rows, args.open_spec, real, tmp)
-            results['open'] = o
-            print(f"map of {o['places']} places ({o['spec']}): written in {o['write_s']:.1f} s, opened "
-                  f"memory-mapped in {o['open_s']:.2f} s (+{o['rss_growth_MB']:.0f} MB resident), "
-                  f"first search {o['first_search_ms']:.1f} ms; files MB "
-                  + ', '.join(f'{k} {v:.1f}' for k, v in sorted(o['disk_MB'].items())))
-    print(f'load: {os.getloadavg()[0]:.2f} (1-min average)')
-    if args.json:
-        with open(args.json, 'w', encoding='utf-8') as fh:
-            json.dump(results, fh, indent=1)
 
 
 if __name__ == '__main__':
