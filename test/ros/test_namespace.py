@@ -10,6 +10,7 @@ from test.ros.conftest import QUERY_ORDER, Driver, NodeProcess, World, image_msg
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
+from rclpy.node import NodeNameNonExistentError  # noqa: E402
 
 NS = '/robot1'
 CAMERA = f'{NS}/cam/image_raw'  # what `-r image:=cam/image_raw` resolves to inside the namespace
@@ -26,7 +27,10 @@ def test_namespace_and_remapped_inputs(world: World, tmp_path) -> None:
         graph = driver.session.node
         deadline = time.monotonic() + 60
         while True:  # the node's subscriptions as the ROS graph shows them
-            subs = {name for name, _ in graph.get_subscriber_names_and_types_by_node('vpr_localizer', NS)}
+            try:
+                subs = {name for name, _ in graph.get_subscriber_names_and_types_by_node('vpr_localizer', NS)}
+            except NodeNameNonExistentError:  # the graph has not discovered the node's name yet
+                subs = set()
             if {CAMERA, '/robot1/odometry'} <= subs:
                 break
             node.check_alive()

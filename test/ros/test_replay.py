@@ -56,3 +56,14 @@ def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> No
     assert loops['events'] >= 1 and loops['precision'] == 1.0
     assert 0 < loops['recall'] <= 1.0
     assert replay['node']['frames_received'] == str(len(world.queries))
+
+
+def test_answers_naming_places_the_map_lacks_are_refused() -> None:
+    from vpr_ros.errors import VprError
+    from vpr_ros.evaluation.metrics import QueryRecord
+    from vpr_ros.ros.replay import check_place_ids
+
+    good = QueryRecord(1.0, None, [0, 2], [0.9, 0.8])
+    check_place_ids([good], 3)
+    with pytest.raises(VprError, match=r'place ids \[3\].*ROS_DOMAIN_ID'):
+        check_place_ids([good, QueryRecord(2.0, None, [3, 1], [0.9, 0.8])], 3)

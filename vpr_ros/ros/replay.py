@@ -306,6 +306,15 @@ def _drain(pub_clock: Publisher, recording: Recording, published: dict[float, fl
         time.sleep(0.1)
 
 
+def check_place_ids(records: list[QueryRecord], n_places: int) -> None:
+    """Refuse answers naming places the map lacks: they are another node's, not this replay's."""
+    foreign = sorted({pid for r in records for pid in r.place_ids if not 0 <= pid < n_places})
+    if foreign:
+        raise VprError(f'replay: the node answered with place ids {foreign[:5]} that the {n_places}-place '
+                       'map does not have: another node publishes on the same topics (use your own '
+                       'ROS_DOMAIN_ID) or the node serves another map')
+
+
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     if args.rate <= 0:
@@ -377,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
                                    extra={'latency_ms': round(latencies[-1], 2)}))
     if not records:
         raise VprError('replay: the node published no candidates (see node.log and its /diagnostics)')
+    check_place_ids(records, len(vmap))
     thresholds = Thresholds(args.dist, args.yaw)
     top_k = int(params['top_k'])
     retrieval = evaluate_retrieval(records, vmap.places, thresholds,
