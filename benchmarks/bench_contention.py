@@ -82,7 +82,8 @@ def child_env(pythonpath: str, extra: list[str] = ()) -> dict[str, str]:
 
 def encoder_case(frames: int, threads: int, pythonpath: str, extra_env: list[str]) -> dict:
     out = subprocess.run([sys.executable, '-c', ENCODER_LOOP, str(frames), str(threads), ENCODER],
-                         env=child_env(pythonpath, extra_env), capture_output=True, text=True, check=True)
+                         env=child_env(pythonpath, extra_env), capture_output=True, text=True, check=True,
+                         cwd=pythonpath)  # python -c puts the cwd first on sys.path
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -130,6 +131,7 @@ def main() -> int:
         sys.path.insert(0, args.pythonpath)
         sys.path.insert(1, HERE)
         os.environ.update(child_env(args.pythonpath, args.env))
+        os.chdir(args.pythonpath)  # the node runs `python -m vpr_ros...` from here
         os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
         os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
         import bench_node
