@@ -47,14 +47,16 @@ FLOAT32_ATOL = 1e-5
 
 
 def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]],
-                        atol: float = FLOAT32_ATOL) -> None:
+                        atol: float = FLOAT32_ATOL, rtol: float = 0.0) -> None:
     """Ranked (place_id, score) candidates, best first, from two float paths are the same answer:
-    scores equal within ``atol`` rank by rank, ids equal except where near-tied scores (within
-    ``atol``) may trade places, also across the top-k cut."""
+    scores equal within ``atol + rtol * |score|`` rank by rank, ids equal except where near-tied
+    scores (within that tolerance) may trade places, also across the top-k cut. ``rtol`` is for
+    scores that are sums (SegVLAD votes), whose rounding grows with their size."""
     assert len(got) == len(expected), (got, expected)
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=atol)
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=atol, rtol=rtol)
     scores = dict(expected)
     for rank, ((gid, _), (eid, es)) in enumerate(zip(got, expected)):
         if gid != eid:  # an id beyond expected's cut scores at most expected's last score
             tied = scores.get(gid, expected[-1][1])
-            assert abs(tied - es) <= 2 * atol, f'rank {rank}: {gid} vs {eid}, no near tie: {got} / {expected}'
+            assert abs(tied - es) <= 2 * (atol + rtol * abs(es)), \
+                f'rank {rank}: {gid} vs {eid}, no near tie: {got} / {expected}'
