@@ -186,6 +186,20 @@ class Driver:
             assert time.monotonic() < deadline, 'discovery timed out'
             time.sleep(0.05)
 
+    def set_parameters(self, *params: Any, node_name: str = '/vpr_localizer') -> list:
+        """Set the node's parameters through its SetParameters service; the per-parameter results."""
+        from rcl_interfaces.srv import SetParameters
+
+        client = self.session.node.create_client(SetParameters, f'{node_name}/set_parameters')
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(SetParameters.Request(parameters=[p.to_parameter_msg() for p in params]))
+        deadline = time.monotonic() + 10
+        while not future.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        self.session.node.destroy_client(client)
+        return future.result().results
+
     def wait_for(self, condition: Callable[[Outputs], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -152,20 +152,10 @@ def test_diagnostics_report_rates_latency_and_counts(running, world: World) -> N
 
 
 def test_runtime_parameters_are_validated(running, world: World) -> None:
-    from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
     _, driver, _ = running
-    client = driver.session.node.create_client(SetParameters, '/vpr_localizer/set_parameters')
-    assert client.wait_for_service(timeout_sec=10)
-
-    def set_params(*params: Parameter) -> list:
-        future = client.call_async(SetParameters.Request(parameters=[p.to_parameter_msg() for p in params]))
-        deadline = time.monotonic() + 10
-        while not future.done():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return future.result().results
+    set_params = driver.set_parameters
 
     bad = set_params(Parameter('covariance.score_low', value=0.99))  # above score_high (0.95)
     assert not bad[0].successful and 'score_low' in bad[0].reason
@@ -178,7 +168,6 @@ def test_runtime_parameters_are_validated(running, world: World) -> None:
     assert set_params(Parameter('top_k', value=3))[0].successful
     frame = world.queries[3]
     assert len(driver.localize(image_msg(frame.rgb, 220.0), 220.0)) == 3
-    driver.session.node.destroy_client(client)
 
 
 def test_save_map_writes_a_map_that_loads(running, world: World) -> None:

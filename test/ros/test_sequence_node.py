@@ -1,7 +1,6 @@
 """The node with sequence matching over real DDS answers exactly as the offline Localizer."""
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -83,21 +82,11 @@ def test_node_sequence_answers_equal_the_offline_localizer(running, sample_world
 
 
 def test_sequence_parameters_are_validated_and_restart_the_history(running, sample_world) -> None:
-    from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
     node, driver = running
     _, query, _ = sample_world
-    client = driver.session.node.create_client(SetParameters, '/vpr_localizer/set_parameters')
-    assert client.wait_for_service(timeout_sec=10)
-
-    def set_params(*params: Parameter) -> list:
-        future = client.call_async(SetParameters.Request(parameters=[p.to_parameter_msg() for p in params]))
-        deadline = time.monotonic() + 10
-        while not future.done():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return future.result().results
+    set_params = driver.set_parameters
 
     bad = set_params(Parameter('sequence.min_velocity', value=2.0))  # above max_velocity (1.2)
     assert not bad[0].successful and 'min_velocity' in bad[0].reason
@@ -113,5 +102,4 @@ def test_sequence_parameters_are_validated_and_restart_the_history(running, samp
                     and int(s['sequence.length']) == 2
                     and int(s['sequence.frames_single_frame_fallback']) == fallback + 1, timeout=60)
     assert 'sequence history restarted' in node.log()
-    driver.session.node.destroy_client(client)
     node.check_alive()
