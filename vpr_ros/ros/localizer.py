@@ -11,6 +11,7 @@ or ``python -m vpr_ros.localizer --ros-args ...``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -406,13 +407,8 @@ class LocalizerNode(Node):
             self._bootstrap_frame(t, rgb)
             self._last_image_stamp = t
             return
-        query_features: list[lf.LocalFeatures] = []
-
-        def features() -> lf.LocalFeatures:
-            if not query_features:
-                store = self._localizer.map.local_features
-                query_features.append(lf.extract(rgb, store.config))
-            return query_features[0]
+        # Extracted at most once per frame, and only if verification or a new keyframe needs them.
+        features = functools.cache(lambda: self._local_features_of(rgb))
 
         with self._map_lock:  # verification reads map features that ~/save_map consolidates
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
@@ -471,8 +467,7 @@ class LocalizerNode(Node):
         pose = self._odom_pose(t) if self._odom_topic else None
         if not self._keyframes.accept(t, pose.position if pose else None, np.zeros((0, 1), np.float32)):
             return
-        store = self._localizer.map.local_features
-        feats = lf.extract(rgb, store.config) if store is not None else None
+        feats = self._local_features_of(rgb)
         with self._map_lock:
             ids = self._bootstrap.offer(t, pose, rgb, f'{self.get_name()}:{t:.6f}', feats)
             added = [(pid, self._localizer.map.place(pid).stamp) for pid in ids]
@@ -482,13 +477,17 @@ class LocalizerNode(Node):
             self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
                                    f'{len(ids)} places, answering from now on')
 
+    def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
+        """The frame's local features in the map's format; None when the map keeps none."""
+        store = self._localizer.map.local_features
+        return lf.extract(rgb, store.config) if store is not None else None
+
     def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray, features: Any) -> None:
         if not self._values['incremental'] or not len(vectors):
             return
         pose = self._odom_pose(t) if self._odom_topic else None
         if self._keyframes.accept(t, pose.position if pose else None, vectors):
-            feats = features() if self._localizer.map.local_features is not None else None
-            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb, feats)
+            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb, features())
             self._session_places.append((pid, t))
             self._map_dirty = True
 
