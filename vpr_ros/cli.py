@@ -266,13 +266,13 @@ def cmd_map_info(args: argparse.Namespace) -> int:
         'encoder_state': {k: list(v.shape) for k, v in vmap.encoder_state.items()},
         'thumbnails': len(vmap.thumbnails), 'local_features': _local_feature_info(vmap), 'build': meta.build,
     }
-    stamps = [p.stamp for p in vmap.places]
-    if stamps:
-        info['stamps'] = [min(stamps), max(stamps)]
-    posed = [p.pose.position for p in vmap.places if p.pose]
-    if posed:
-        xs, ys = [p[0] for p in posed], [p[1] for p in posed]
-        info['extent_m'] = {'x': [min(xs), max(xs)], 'y': [min(ys), max(ys)]}
+    stamps = vmap.places.stamps
+    if len(stamps):
+        info['stamps'] = [float(stamps.min()), float(stamps.max())]
+    posed = vmap.places.poses[vmap.places.has_pose]
+    if len(posed):
+        info['extent_m'] = {'x': [float(posed[:, 0].min()), float(posed[:, 0].max())],
+                            'y': [float(posed[:, 1].min()), float(posed[:, 1].max())]}
     if args.json:
         print(json.dumps(info, indent=2))
     else:

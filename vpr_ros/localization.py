@@ -119,7 +119,7 @@ class Localizer:
     def _stamps_and_order(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.map.places)
         if self._order_cache[0] != n:  # places are only ever appended
-            stamps = np.array([p.stamp for p in self.map.places], np.float64)
+            stamps = self.map.places.stamps.copy()
             self._order_cache = (n, stamps, stamp_order(stamps))
         return self._order_cache[1], self._order_cache[2]
 

@@ -19,8 +19,9 @@ import os
 import sqlite3
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class VprMap:
                  descriptors: np.ndarray | None = None, owners: np.ndarray | None = None,
                  encoder_state: dict[str, np.ndarray] | None = None, index=None) -> None:
         self.meta = meta
-        self.places: list[Place] = list(places or [])
+        self.places = places  # type: ignore[assignment]  # the setter makes a PlaceTable
         dim = meta.dim
         self._descriptors = (np.zeros((0, dim), np.float32) if descriptors is None
                              else np.asanyarray(descriptors))
@@ -68,7 +69,6 @@ class VprMap:
         self._index = index
         self._index_file: str | None = None  # set while the index is memory-mapped from this file
         self._pending: list[np.ndarray] = []  # rows added since the index was built
-        self._place_row = {p.id: i for i, p in enumerate(self.places)}
         self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
         self.local_features: LocalFeatureStore | None = None  # None: the map has none
 
@@ -98,9 +98,7 @@ class VprMap:
             raise MapError(f'descriptor dim {vectors.shape[1]} does not match the map ({self.meta.dim})')
         if not self.meta.multi_vector and vectors.shape[0] != 1:
             raise MapError('a global-descriptor map takes exactly one vector per place')
-        place = Place(len(self.places), float(stamp), pose, source)
-        self.places.append(place)
-        self._place_row[place.id] = place.id
+        place = self._places.append(float(stamp), pose, source)
         self._tail.append(vectors.astype(self._descriptors.dtype))
         self._owners.extend(np.full(len(vectors), place.id, np.int64))
         if self._index is not None:
@@ -111,6 +109,15 @@ class VprMap:
             self.local_features.add(features)
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
         return place
+
+    @property
+    def places(self) -> 'PlaceTable':
+        """The places, row = id (columnar; Place objects are made on access)."""
+        return self._places
+
+    @places.setter
+    def places(self, value: 'Sequence[Place] | PlaceTable | None') -> None:
+        self._places = value if isinstance(value, PlaceTable) else PlaceTable.of(value or [])
 
     # ----- growth (amortised: a 1M-place map grows without copying its descriptors per place) --
     @property
@@ -167,7 +174,7 @@ class VprMap:
         return len(self.places)
 
     def place(self, place_id: int) -> Place:
-        return self.places[self._place_row[place_id]]
+        return self.places[place_id]
 
     def search(self, vectors: np.ndarray, k: int, exclude: set[int] | None = None) -> list[Match]:
         """Top-k places for one query (its vector, or its set of vectors for multi-vector maps)."""
@@ -213,10 +220,7 @@ class VprMap:
         with sqlite3.connect(os.path.join(directory, 'places.sqlite')) as db:
             db.execute('CREATE TABLE places (id INTEGER PRIMARY KEY, stamp REAL NOT NULL, x REAL, y REAL, '
                        'z REAL, qx REAL, qy REAL, qz REAL, qw REAL, has_pose INTEGER NOT NULL, source TEXT)')
-            db.executemany('INSERT INTO places VALUES (?,?,?,?,?,?,?,?,?,?,?)', [
-                (p.id, p.stamp, *(p.pose.position if p.pose else (None,) * 3),
-                 *(p.pose.orientation if p.pose else (None,) * 4), int(p.pose is not None), p.source)
-                for p in self.places])
+            db.executemany('INSERT INTO places VALUES (?,?,?,?,?,?,?,?,?,?,?)', self.places.rows())
             db.execute('CREATE TABLE thumbnails (id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)')
             db.executemany('INSERT INTO thumbnails VALUES (?,?)', sorted(self.thumbnails.items()))
         db.close()
@@ -341,7 +345,7 @@ def _is_complete(path: str) -> bool:
 
 
 class _Growable:
-    """A 1-D array with spare capacity: appends are amortised O(1)."""
+    """An array growing along its first axis with spare capacity: appends are amortised O(1)."""
 
     def __init__(self, data: np.ndarray) -> None:
         self._buf, self._n = data, len(data)
@@ -349,7 +353,8 @@ class _Growable:
     def extend(self, values: np.ndarray) -> None:
         need = self._n + len(values)
         if need > len(self._buf) or not self._buf.flags.writeable:
-            grown = np.empty(max(need, int(len(self._buf) * 1.5) + 16), self._buf.dtype)
+            grown = np.empty((max(need, int(len(self._buf) * 1.5) + 16), *self._buf.shape[1:]),
+                             self._buf.dtype)
             grown[:self._n] = self._buf[:self._n]
             self._buf = grown
         self._buf[self._n:need] = values
@@ -357,6 +362,105 @@ class _Growable:
 
     def view(self) -> np.ndarray:
         return self._buf[:self._n]
+
+
+_NO_POSE = (np.nan,) * 7
+
+
+class PlaceTable:
+    """A map's places as columns: ids are row numbers 0..N-1, stamps (N,) float64, poses (N, 7)
+    float64 (x y z qx qy qz qw, NaN without a pose), sources as codes into a list of distinct names.
+
+    A million places take ~70 MB here; as Place objects (each with a Pose and its tuples) they
+    took ~3 GB. Reading ``table[i]`` or iterating makes the Place objects on the fly.
+    """
+
+    def __init__(self, stamps: np.ndarray | None = None, poses: np.ndarray | None = None,
+                 source_codes: np.ndarray | None = None, sources: Sequence[str] = ('',)) -> None:
+        self._stamps = _Growable(np.zeros(0) if stamps is None else np.asarray(stamps, np.float64))
+        self._poses = _Growable(np.zeros((0, 7)) if poses is None else np.asarray(poses, np.float64))
+        self._codes = _Growable(np.zeros(0, np.int32) if source_codes is None
+                                else np.asarray(source_codes, np.int32))
+        self._sources = list(sources)
+        self._code_of = {name: i for i, name in enumerate(self._sources)}
+        if not len(self._stamps.view()) == len(self._poses.view()) == len(self._codes.view()):
+            raise ValueError('place columns differ in length')
+
+    @classmethod
+    def of(cls, places: Iterable[Place]) -> 'PlaceTable':
+        table = cls()
+        for i, p in enumerate(places):
+            if p.id != i:
+                raise MapError(f'place ids must be 0..N-1 in order (row {i} has id {p.id})')
+            table.append(p.stamp, p.pose, p.source)
+        return table
+
+    def append(self, stamp: float, pose: Pose | None, source: str = '') -> Place:
+        row = (*pose.position, *pose.orientation) if pose else _NO_POSE
+        if pose and not np.isfinite(row).all():
+            raise MapError(f'place pose must be finite, got {pose}')
+        code = self._code_of.get(source)
+        if code is None:
+            code = self._code_of[source] = len(self._sources)
+            self._sources.append(source)
+        self._stamps.extend(np.array([stamp], np.float64))
+        self._poses.extend(np.array([row], np.float64))
+        self._codes.extend(np.array([code], np.int32))
+        return self[len(self) - 1]
+
+    # ----- columns --------------------------------------------------------------------------
+    @property
+    def stamps(self) -> np.ndarray:
+        return self._stamps.view()
+
+    @property
+    def poses(self) -> np.ndarray:
+        """(N, 7) x y z qx qy qz qw; rows of places without a pose are NaN."""
+        return self._poses.view()
+
+    @property
+    def has_pose(self) -> np.ndarray:
+        return ~np.isnan(self.poses[:, 0])
+
+    def rows(self) -> Iterator[tuple]:
+        """The places.sqlite rows (id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source)."""
+        for i, (stamp, pose, code) in enumerate(zip(self.stamps.tolist(), self.poses.tolist(),
+                                                    self._codes.view().tolist())):
+            posed = pose[0] == pose[0]  # not NaN
+            yield (i, stamp, *(pose if posed else (None,) * 7), int(posed), self._sources[code])
+
+    # ----- sequence of Place ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._stamps.view())
+
+    @overload
+    def __getitem__(self, key: int) -> Place: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> list[Place]: ...
+
+    def __getitem__(self, key: int | slice) -> Place | list[Place]:
+        if isinstance(key, slice):
+            return [self[i] for i in range(*key.indices(len(self)))]
+        n = len(self)
+        i = int(key) + n if int(key) < 0 else int(key)
+        if not 0 <= i < n:
+            raise IndexError(f'place {key} out of range ({n} places)')
+        pose = self._poses.view()[i].tolist()
+        return Place(i, float(self._stamps.view()[i]),
+                     Pose(tuple(pose[:3]), tuple(pose[3:])) if pose[0] == pose[0] else None,
+                     self._sources[self._codes.view()[i]])
+
+    def __iter__(self) -> Iterator[Place]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PlaceTable, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 THUMBNAIL_SIZE = (96, 128)  # height, width
@@ -370,27 +474,52 @@ def encode_thumbnail(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _read_places(path: str) -> tuple[list[Place], dict[int, bytes]]:
+def _read_places(path: str, chunk: int = 65536) -> tuple[PlaceTable, dict[int, bytes]]:
     # immutable: a map is never modified in place (saves replace the directory), so a stray
     # places.sqlite-journal is ignored instead of rolled back (which a read-only open refuses with
     # 'attempt to write a readonly database'); the checksum in map.yaml vouches for the file.
     db = sqlite3.connect(f'file:{path}?mode=ro&immutable=1', uri=True)
     try:
-        rows = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
-                          'ORDER BY id').fetchall()
+        cursor = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
+                            'ORDER BY id')
+        stamps, poses, codes = [], [], []
+        sources: dict[str, int] = {'': 0}
+        n = 0
+        while rows := cursor.fetchmany(chunk):
+            cols = list(zip(*rows))
+            ids = np.array(cols[0], dtype=object)
+            if not (ids == np.arange(n, n + len(rows))).all():
+                i = int(np.flatnonzero(ids != np.arange(n, n + len(rows)))[0])
+                raise ValueError(f'place ids must be 0..N-1 in order (row {n + i} has id {ids[i]})')
+            stamp = _number_column(cols[1], np.arange(n, n + len(rows)))
+            has_pose = np.array([bool(v) for v in cols[9]])
+            pose = np.full((len(rows), 7), np.nan)
+            if has_pose.any():
+                posed = np.flatnonzero(has_pose)
+                pose[posed] = np.stack([_number_column([c[i] for i in posed], n + posed)
+                                        for c in cols[2:9]], axis=1)
+            names = cols[10]
+            if not all(v is None or isinstance(v, str) for v in names):
+                pid = n + next(i for i, v in enumerate(names) if not (v is None or isinstance(v, str)))
+                raise TypeError(f'place {pid}: source must be text')
+            codes.append(np.array([sources.setdefault(v or '', len(sources)) for v in names], np.int32))
+            stamps.append(stamp)
+            poses.append(pose)
+            n += len(rows)
         has_thumbs = db.execute("SELECT name FROM sqlite_master WHERE name='thumbnails'").fetchone()
         thumbs = dict(db.execute('SELECT id, jpeg FROM thumbnails').fetchall()) if has_thumbs else {}
     finally:
         db.close()
-    places = []
-    for i, (pid, stamp, x, y, z, qx, qy, qz, qw, has_pose, source) in enumerate(rows):
-        if pid != i:
-            raise ValueError(f'place ids must be 0..N-1 in order (row {i} has id {pid})')
-        numbers = (stamp, x, y, z, qx, qy, qz, qw) if has_pose else (stamp,)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
-            raise TypeError(f'place {pid}: stamp and pose must be numbers, got {numbers}')
-        if source is not None and not isinstance(source, str):
-            raise TypeError(f'place {pid}: source must be text')
-        pose = Pose((x, y, z), (qx, qy, qz, qw)) if has_pose else None
-        places.append(Place(pid, float(stamp), pose, source or ''))
-    return places, thumbs
+    if not stamps:
+        return PlaceTable(), thumbs
+    return PlaceTable(np.concatenate(stamps), np.concatenate(poses), np.concatenate(codes),
+                      list(sources)), thumbs
+
+
+def _number_column(values: Sequence, place_ids: np.ndarray) -> np.ndarray:
+    """float64 of a sqlite column that must hold numbers (not text, NULL, bool or NaN)."""
+    bad = [i for i, v in enumerate(values)
+           if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v]
+    if bad:
+        raise TypeError(f'place {place_ids[bad[0]]}: stamp and pose must be numbers, got {values[bad[0]]!r}')
+    return np.array(values, np.float64)
