@@ -43,7 +43,8 @@ def loop_bag(tmp_path_factory) -> str:
 
 def test_verification_rejects_look_alikes_and_keeps_true_revisits(loop_bag, tmp_path) -> None:
     settings = LoopEvaluationSettings(loop_closure=LoopClosureConfig(min_score=0.5, min_time_separation=10.0,
-                                                                     consistency_frames=1, max_rate_hz=0),
+                                                                     consistency_frames=1, max_rate_hz=0,
+                                                                     verified_frames=1),
                                       keyframe_min_interval=0.0)
     results = evaluate_loops(create_encoder('raw_pixels'), BagSource(loop_bag), str(tmp_path / 'r'), settings,
                              Thresholds(5.0), progress=False)

@@ -232,7 +232,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if args.map:
         raise ConfigError('--loops grows its map from the query traversal itself; drop --map')
     loop = LoopClosureConfig(min_score=args.min_score, min_time_separation=args.min_time_separation,
-                             consistency_frames=args.consistency_frames)
+                             consistency_frames=args.consistency_frames, verified_frames=args.verified_frames)
     loop.validate()
     features = LocalFeatureConfig(args.local_features, args.max_keypoints)
     features.validate()
@@ -426,10 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--loops', action='store_true',
                    help='evaluate loop closures within the --queries traversal')
     g.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the grown map (--loops only)')
-    g.add_argument('--min-score', type=float, default=0.8, help='loop_closure.min_score (node default 0.8)')
+    g.add_argument('--min-score', type=float, default=-1.0,
+                   help='loop_closure.min_score (node default -1: no score gate)')
     g.add_argument('--min-time-separation', type=float, default=30.0,
                    help='loop_closure.min_time_separation [s]')
     g.add_argument('--consistency-frames', type=int, default=3, help='loop_closure.consistency_frames')
+    g.add_argument('--verified-frames', type=int, default=2, help='loop_closure.verified_frames')
     g.add_argument('--keyframe-interval', type=float, default=1.0, help='keyframe.min_interval [s]')
     g.add_argument('--verify-top-k', type=int, default=3, help='candidates verified per frame')
     g.add_argument('--local-features', choices=['rootsift', 'orb'], default='rootsift')

@@ -66,8 +66,9 @@ def test_time_going_backwards_resets() -> None:
     assert flt.update(50.0, [M(1, 0.9, 10.0)]).status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY
 
 
-@pytest.mark.parametrize('bad', [dict(consistency_frames=0), dict(min_time_separation=-1.0),
-                                 dict(max_rate_hz=-1.0), dict(consistency_stamp_window=-0.1)])
+@pytest.mark.parametrize('bad', [dict(consistency_frames=0), dict(verified_frames=0),
+                                 dict(min_time_separation=-1.0), dict(max_rate_hz=-1.0),
+                                 dict(consistency_stamp_window=-0.1)])
 def test_invalid_config_is_refused(bad: dict) -> None:
     with pytest.raises(ConfigError):
         LoopClosureFilter(LoopClosureConfig(**bad))
@@ -81,7 +82,8 @@ class V:
 
 
 def test_verification_runs_last_reranks_and_keeps_the_streak() -> None:
-    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=2, max_rate_hz=0, min_score=0.5))
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=2, max_rate_hz=0, min_score=0.5,
+                                              verified_frames=1))
     calls = []
 
     def verify(cands):
@@ -97,3 +99,24 @@ def test_verification_runs_last_reranks_and_keeps_the_streak() -> None:
     assert calls[0] == [10, 11]  # only candidates above min_score, far enough in time (not 90: too recent)
     assert (decisions[2].place_id, decisions[2].t_match, decisions[2].verification.inliers) == (11, 11.0, 40)
     assert decisions[2].streak == 3
+
+
+def test_a_closure_needs_consecutive_agreeing_verifications() -> None:
+    """A look-alike that passes RANSAC once is not published; two agreeing verifications are."""
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=0))  # verified_frames 2
+    answers = iter([[V(10, True, 30)], [V(50, True, 60)],     # verified, then a far place: no agreement
+                    [V(51, True, 40)],                         # agrees with 50: published
+                    [V(52, False, 4)], [V(53, True, 40)],      # a failed attempt restarts the chain
+                    [V(54, True, 40)]])
+    # scores below any encoder's look-alike level: there is no score gate by default
+    shortlist = [M(pid, 0.1, float(pid)) for pid in (10, 50, 51, 52, 53, 54)]
+    decisions = [flt.update(100.0 + i, shortlist, lambda cands: next(answers)) for i in range(6)]
+    S = LoopStatus
+    assert [d.status for d in decisions] == [S.FAILED_TEMPORAL_CONSISTENCY, S.FAILED_TEMPORAL_CONSISTENCY,
+                                             S.LOOP_DETECTED, S.FAILED_GEOMETRIC_VERIFICATION,
+                                             S.FAILED_TEMPORAL_CONSISTENCY, S.LOOP_DETECTED]
+
+
+def test_without_a_verifier_verified_frames_does_not_apply() -> None:
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=0, verified_frames=5))
+    assert flt.update(100.0, [M(10, 0.1, 10.0)]).status is LoopStatus.LOOP_DETECTED

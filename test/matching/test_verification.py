@@ -145,3 +145,21 @@ def test_sample_world_revisit_verifies_and_a_distant_place_does_not(sample_frame
     assert checked >= 5
     assert verified_far == 0
     assert verified_same >= checked // 2, (verified_same, checked)
+
+
+def test_an_estimator_assertion_is_an_unverified_candidate(monkeypatch) -> None:
+    """OpenCV's USAC can assert ('!model.empty()') on degenerate match sets; that must not escape."""
+    import cv2
+
+    img = blob_image(0)
+    cfg = LocalFeatureConfig('rootsift', 500)
+    q, p = extract(img, cfg), extract(img.copy(), cfg)
+
+    def fails(*args, **kwargs):
+        raise cv2.error('(-215:Assertion failed) !model.empty() in function setModelParameters')
+
+    monkeypatch.setattr(cv2, 'findFundamentalMat', fails)
+    monkeypatch.setattr(cv2, 'findEssentialMat', fails)
+    for camera in (None, CAMERA):
+        v = verify_pair(q, p, 7, VerificationConfig(), camera, camera)
+        assert not v.verified and v.inliers == 0 and v.matches >= 20

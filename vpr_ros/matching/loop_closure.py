@@ -2,7 +2,8 @@
 
 A frame's candidate is its best-scoring match that lies at least ``min_time_separation`` seconds
 from the query (LIO-SAM drops pairs closer than its ``historyKeyframeSearchTimeDiff``, 30 s).
-The candidate must score at least ``min_score``; then it must agree with the candidates of the
+The candidate must score at least ``min_score`` (-1, the default, is no score gate: scores mean
+different things per encoder, and verification decides); then it must agree with the candidates of the
 previous ``consistency_frames - 1`` frames (their place ids within ``consistency_place_window`` or
 their map stamps within ``consistency_stamp_window`` seconds of each other): the temporal check
 that keeps one lucky frame from closing a loop. Accepted pairs are capped at ``max_rate_hz``
@@ -10,10 +11,15 @@ that keeps one lucky frame from closing a loop. Accepted pairs are capped at ``m
 
 Finally, when a verifier is given (the default in the node and in ``evaluate --loops``), the
 eligible candidates scoring at least ``min_score`` are geometrically verified
-(:mod:`vpr_ros.matching.verification`) and the one with the most inliers is published; when none
-verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION`` (the streak is kept, so the next frame
-may try again). Verification runs last, like DLoopDetector's, so it costs time only for frames
-that would otherwise be published.
+(:mod:`vpr_ros.matching.verification`) and the one with the most inliers is the frame's verified
+candidate; when none verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION`` (the retrieval streak
+is kept, so the next frame may try again). A closure is published only when ``verified_frames``
+consecutive verification attempts (2 by default) verified agreeing candidates, the geometric form
+of the temporal check: ORB-SLAM3 likewise confirms a verified loop candidate with further
+keyframes before it closes the loop. A look-alike place that happens to pass RANSAC once (a
+repeated facade, the same model of car) rarely does so again from the next viewpoint. Verification
+runs last, like DLoopDetector's, so it costs time only for frames that would otherwise be published
+(two per closure).
 
 Every frame gets a :class:`LoopStatus`, modelled on Kimera-VIO's LCD status enum, so the node can
 report why nothing was published.
@@ -51,12 +57,13 @@ class Candidate(Protocol):
 
 @dataclass
 class LoopClosureConfig:
-    min_score: float = 0.8
+    min_score: float = -1.0  # -1 = no score gate
     min_time_separation: float = 30.0
     consistency_frames: int = 3
     consistency_place_window: int = 3
     consistency_stamp_window: float = 3.0
     max_rate_hz: float = 1.0
+    verified_frames: int = 2  # consecutive agreeing verifications (with a verifier)
 
     def validate(self) -> None:
         if self.min_time_separation < 0:
@@ -67,6 +74,8 @@ class LoopClosureConfig:
             raise ConfigError('loop closure: consistency windows must be >= 0')
         if self.max_rate_hz < 0:
             raise ConfigError('loop closure: max_rate_hz must be >= 0 (0 = no cap)')
+        if self.verified_frames < 1:
+            raise ConfigError('loop closure: verified_frames must be >= 1')
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,11 @@ class LoopClosureFilter:
         self._streak = 0
         self._last_query: float | None = None
         self._last_published: float | None = None
+        self._reset_verified()
+
+    def _reset_verified(self) -> None:
+        self._verified: Candidate | None = None
+        self._verified_streak = 0
 
     def _agrees(self, a: Candidate, b: Candidate) -> bool:
         cfg = self.config
@@ -133,8 +147,14 @@ class LoopClosureFilter:
             verification = verifications[0] if verifications else None
             if verification is None or not verification.verified:
                 status = LoopStatus.FAILED_GEOMETRIC_VERIFICATION
+                self._reset_verified()
             else:
                 eligible = next(m for m in candidates if int(m.place_id) == verification.place_id)
+                agrees = self._verified is not None and self._agrees(self._verified, eligible)
+                self._verified_streak = self._verified_streak + 1 if agrees else 1
+                self._verified = eligible
+                if self._verified_streak < cfg.verified_frames:
+                    status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
         if status is LoopStatus.LOOP_DETECTED:
             self._last_published = t_query
         return LoopDecision(status, t_query, float(eligible.stamp), int(eligible.place_id),
@@ -142,6 +162,7 @@ class LoopClosureFilter:
 
     def _fail(self, status: LoopStatus, t_query: float, match: Candidate | None = None) -> LoopDecision:
         self._previous, self._streak = None, 0
+        self._reset_verified()
         if match is None:
             return LoopDecision(status, t_query)
         return LoopDecision(status, t_query, float(match.stamp), int(match.place_id), float(match.score))

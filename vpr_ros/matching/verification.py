@@ -9,9 +9,9 @@ For a query and each of a few candidate places:
    inlier threshold ``threshold_px`` is converted with the focal length), otherwise the
    fundamental matrix on pixels;
 3. the candidate is *verified* when it has at least ``min_inliers`` inliers and at least
-   ``min_inlier_ratio`` of its tentative matches are inliers. The defaults (15 inliers, 0.25)
-   follow common loop-closure practice (DLoopDetector checks a fundamental matrix with at least
-   12 correspondences; RTAB-Map's ``Vis/MinInliers`` is 20; ratio ~0.25 rejects a model fitted
+   ``min_inlier_ratio`` of its tentative matches are inliers. The defaults (20 inliers, 0.25)
+   follow common loop-closure practice (RTAB-Map's ``Vis/MinInliers`` is 20; DLoopDetector checks
+   a fundamental matrix with at least 12 correspondences; ratio ~0.25 rejects a model fitted
    through a small coherent subset of random matches) and are not fitted to any data set;
 4. with an essential matrix, ``cv2.recoverPose`` gives the relative rotation and the translation
    direction (unit norm: monocular scale is unknown) by the cheirality check.
@@ -44,7 +44,7 @@ class VerificationConfig:
     enabled: bool = True
     top_k: int = 3                 # candidates verified per frame
     ratio: float = 0.8             # Lowe's ratio test
-    min_inliers: int = 15
+    min_inliers: int = 20
     min_inlier_ratio: float = 0.25
     threshold_px: float = 1.0      # MAGSAC++ threshold (pixels; scaled by 1/focal for the essential matrix)
     confidence: float = 0.999
@@ -126,6 +126,21 @@ def verify_pair(query: LocalFeatures, place: LocalFeatures, place_id: int = -1,
     n = len(pairs)
     if n < max(config.min_inliers, 8):
         return done(False, n, 0, '')
+    model = 'essential' if query_camera is not None and place_camera is not None else 'fundamental'
+    try:
+        return _fit(pairs, query, place, config, query_camera, place_camera, done)
+    except cv2.error:
+        # USAC asserts on some degenerate match sets (e.g. '!model.empty()' in setModelParameters, seen
+        # on real frames in a 10-minute soak): no model can be fitted, so the candidate is not verified.
+        return done(False, n, 0, model)
+
+
+def _fit(pairs: np.ndarray, query: LocalFeatures, place: LocalFeatures, config: VerificationConfig,
+         query_camera: CameraIntrinsics | None, place_camera: CameraIntrinsics | None,
+         done: Callable[..., Verification]) -> Verification:
+    import cv2
+
+    n = len(pairs)
     p_q = query.keypoints[pairs[:, 0]].astype(np.float64)
     p_p = place.keypoints[pairs[:, 1]].astype(np.float64)
     if query_camera is not None and place_camera is not None:

@@ -293,7 +293,7 @@ class LocalizerNode(Node):
             consistency_frames=v['loop_closure.consistency_frames'],
             consistency_place_window=v['loop_closure.consistency_place_window'],
             consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
-            max_rate_hz=v['loop_closure.max_rate_hz'])
+            max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:

@@ -86,7 +86,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               low=0.0, high=math.pi),
     # ----- loop closure ---------------------------------------------------------------------
     ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
-    ParamSpec('loop_closure.min_score', 0.8, 'Minimum score of the loop-closure candidate.'),
+    ParamSpec('loop_closure.min_score', -1.0, 'Minimum score of the loop-closure candidate; -1 = no score '
+              'gate (geometric verification decides). Scores are encoder dependent: without verification '
+              'set it from `vpr-ros evaluate --loops` (min_score for 100% precision).'),
     ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
               'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
     ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
@@ -97,6 +99,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
     ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
               '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
+    ParamSpec('loop_closure.verified_frames', 2, 'Consecutive verification attempts whose verified '
+              'candidates must agree before a closure is published (with verification; 1 = the first '
+              'verified candidate is published).', low=1, high=100),
     # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
     ParamSpec('sequence.length', 0, 'Match the last N processed frames as a trajectory through the map '
               '(SeqSLAM uses 10); 0 = single-frame matching. Until N frames have been seen (and after '
@@ -121,7 +126,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'without local features runs without verification and says so in /diagnostics.'),
     ParamSpec('verification.top_k', 3, 'Candidates verified per frame (the eligible ones scoring at least '
               'loop_closure.min_score); the one with most inliers is published.', low=1, high=50),
-    ParamSpec('verification.min_inliers', 15, 'Minimum RANSAC inliers of a verified candidate.', low=5,
+    ParamSpec('verification.min_inliers', 20, 'Minimum RANSAC inliers of a verified candidate.', low=5,
               high=100000),
     ParamSpec('verification.min_inlier_ratio', 0.25, 'Minimum inliers / tentative matches.', low=0.0,
               high=1.0),

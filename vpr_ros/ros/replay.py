@@ -438,7 +438,7 @@ def _int_or_none(value: str | None) -> int | None:
 LOOP_PARAMS = ('loop_closure.min_score', 'loop_closure.min_time_separation',
                'loop_closure.consistency_frames',
                'loop_closure.consistency_place_window', 'loop_closure.consistency_stamp_window',
-               'loop_closure.max_rate_hz', 'verification.enabled')
+               'loop_closure.max_rate_hz', 'loop_closure.verified_frames', 'verification.enabled')
 
 
 def _closure_comparison(events: list[tuple[float, float]], outputs: list, track: Any, vmap: VprMap,
