@@ -125,7 +125,11 @@ class LocalizerNode(Node):
             f"unavailable: map {self._values['map_path']} has no local features "
             '(rebuild it with vpr-ros build-map)')
         if self._verification_note and self._values['verification.enabled']:
-            self.get_logger().warning(f'geometric verification {self._verification_note}')
+            gate = ''
+            if self._values['loop_closure.min_score'] < 0:
+                gate = ('; loop_closure.min_score is -1 (no score gate), so unverified closures are '
+                        'published: set it from `vpr-ros evaluate --loops`')
+            self.get_logger().warning(f'geometric verification {self._verification_note}{gate}')
         self._warm_up()
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
         self._bootstrap_frames_seen = 0
