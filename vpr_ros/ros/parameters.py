@@ -125,7 +125,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'stored in the map, MAGSAC++ fundamental/essential matrix) before publishing them. A map '
               'without local features runs without verification and says so in /diagnostics.'),
     ParamSpec('verification.top_k', 3, 'Candidates verified per frame (the eligible ones scoring at least '
-              'loop_closure.min_score); the one with most inliers is published.', low=1, high=50),
+              "loop_closure.min_score); the one with most inliers is the frame's verified candidate.", low=1,
+              high=50),
     ParamSpec('verification.min_inliers', 20, 'Minimum RANSAC inliers of a verified candidate.', low=5,
               high=100000),
     ParamSpec('verification.min_inlier_ratio', 0.25, 'Minimum inliers / tentative matches.', low=0.0,
