@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,21 +34,48 @@ def camera_info_msg(width: int, height: int):
                       k=[f, 0.0, (width - 1) / 2, 0.0, f, (height - 1) / 2, 0.0, 0.0, 1.0])
 
 
+def offline_closures(frames: list, sequence_length: int, min_score: float, verified_frames: int) -> list:
+    """``evaluate --loops``' verified closures for the node's settings of the test below."""
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.evaluation.metrics import Thresholds
+    from vpr_ros.mapdb.local_features import CameraIntrinsics
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+    from vpr_ros.matching.sequence import SequenceConfig
+    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
+    from vpr_ros.ros.messages import to_sec, to_time
+    from vpr_ros.skips import SkipCounter
+
+    source = SimpleNamespace(image_count=len(frames), skips=SkipCounter(), frames=lambda _: iter(frames))
+
+    k = camera_info_msg(frames[0].rgb.shape[1], frames[0].rgb.shape[0])
+    camera = CameraIntrinsics(tuple(k.k), tuple(k.d), k.distortion_model, k.width, k.height)
+    settings = LoopEvaluationSettings(
+        loop_closure=LoopClosureConfig(min_time_separation=SEPARATION_S, min_score=min_score,
+                                       verified_frames=verified_frames),
+        camera=camera, keyframe_min_interval=0.0, top_k=5, sequence=SequenceConfig(length=sequence_length))
+    result = evaluate_loops(create_encoder('raw_pixels', {'threads': 1}), source, None, settings,
+                            Thresholds(DIST_M), progress=False)
+    return [(to_sec(to_time(e['t_query'])), to_sec(to_time(e['t_match'])))
+            for e in result['loops']['with_verification']['events']]
+
+
 @pytest.mark.parametrize('sequence_length', [0, 5])
 def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_frames, tmp_path,
                                                                           sequence_length) -> None:
     """Single-frame and sequence matching (whose scores are not cosines: a lower min_score, the
-    precision then rests on verification)."""
+    precision then rests on verification). The node publishes exactly the closures of
+    ``evaluate --loops`` with the same settings, which two agreeing verifications decide."""
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Float64MultiArray
 
     from vpr_ros.ros.messages import parse_loop_constraint, to_sec, to_time
 
+    min_score = 0.5 if sequence_length else 0.8
     params = {'/**': {'ros__parameters': {
         'incremental': True, 'encoder': 'raw_pixels', 'threads': 1,
         'keyframe': {'min_interval': 0.0}, 'sequence': {'length': sequence_length},
-        'loop_closure': {'min_time_separation': SEPARATION_S, 'min_score': 0.5 if sequence_length else 0.8}}}}
+        'loop_closure': {'min_time_separation': SEPARATION_S, 'min_score': min_score, 'verified_frames': 2}}}}
     params_file = tmp_path / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params))
     node = NodeProcess(['--params-file', str(params_file), '-p', f'{RELIABLE_IMAGES}:=reliable'],
@@ -92,11 +120,16 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
         assert abs(t_q - t_m) >= SEPARATION_S
         assert math.dist(by_stamp[t_q].pose.position[:2], by_stamp[t_m].pose.position[:2]) <= DIST_M
     assert int(status['loop_closures_published']) == len(pairs)
+    expected = offline_closures(loop_frames, sequence_length, min_score, verified_frames=2)
+    assert len(pairs) == len(expected), (pairs, expected)
+    np.testing.assert_allclose(np.asarray(pairs), np.asarray(expected), atol=1e-6)
+    # the second agreeing verification matters here: with one, other frames would close
+    assert offline_closures(loop_frames, sequence_length, min_score, verified_frames=1) != expected
     assert status['camera_intrinsics'] == 'known'
     assert constraints and len(constraints) <= len(pairs)
     for msg in constraints:
         c = parse_loop_constraint(msg)
-        assert (c['t_query'], c['t_match']) in pairs and c['inliers'] >= 15
+        assert (c['t_query'], c['t_match']) in pairs and c['inliers'] >= 20
         assert np.linalg.norm([c['tx'], c['ty'], c['tz']]) == pytest.approx(1.0, abs=1e-6)
         assert np.linalg.norm([c['qx'], c['qy'], c['qz'], c['qw']]) == pytest.approx(1.0, abs=1e-6)
         # the revisit drives the same way: the relative rotation is small (yaw wobble, no turn)
