@@ -44,6 +44,45 @@ def test_merge_keeps_places_poses_and_sessions(tmp_path):
     assert again.meta.build['sessions'][-1]['first'] == 12
 
 
+def write_map_with_features(path, n, seed, config=None, camera=None):
+    from test.helpers import blob_image
+    from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
+
+    vecs = l2_normalize(np.random.default_rng(seed).normal(size=(n, 8))).astype(np.float32)
+    vmap = VprMap.empty(IDENTITY)
+    vmap.local_features = LocalFeatureStore(config or LocalFeatureConfig('rootsift', 100), camera)
+    for i, v in enumerate(vecs):
+        feats = extract(blob_image(10 * seed + i, (120, 160)), vmap.local_features.config)
+        vmap.add(100.0 * seed + i, Pose.from_xy_yaw(i, seed, 0.0), v, f'robot{seed}', features=feats)
+    vmap.save(str(path))
+    return vmap.local_features
+
+
+def test_merge_keeps_local_features_for_verification(tmp_path):
+    a = write_map_with_features(tmp_path / 'a', 3, 1)
+    b = write_map_with_features(tmp_path / 'b', 4, 2)
+    merge_maps([str(tmp_path / 'a'), str(tmp_path / 'b')]).save(str(tmp_path / 'c'))
+    c = VprMap.load(str(tmp_path / 'c'), IDENTITY).local_features
+    assert len(c) == 7 and c.keypoint_count == a.keypoint_count + b.keypoint_count
+    for i, expected in enumerate([a.get(j) for j in range(3)] + [b.get(j) for j in range(4)]):
+        got = c.get(i)
+        assert len(got) > 10 and got.image_size == expected.image_size
+        assert np.array_equal(got.descriptors, expected.descriptors)
+        assert np.array_equal(got.keypoints, expected.keypoints)
+
+
+def test_merge_refuses_maps_whose_local_features_differ(tmp_path):
+    from vpr_ros.mapdb.local_features import LocalFeatureConfig
+
+    write_map_with_features(tmp_path / 'sift', 2, 1)
+    write_map_with_features(tmp_path / 'orb', 2, 2, LocalFeatureConfig('orb', 100))
+    write_map(tmp_path / 'none', 2, 3)
+    with pytest.raises(MapError, match='cannot be merged: local features differ'):
+        merge_maps([str(tmp_path / 'sift'), str(tmp_path / 'orb')])
+    with pytest.raises(MapError, match='only one of the two maps keeps local features'):
+        merge_maps([str(tmp_path / 'none'), str(tmp_path / 'sift')])
+
+
 def test_merge_grows_a_trained_ivf_index_without_retraining(tmp_path):
     write_map(tmp_path / 'a', 300, 1, index='ivf4')
     write_map(tmp_path / 'b', 50, 2, index='ivf4')

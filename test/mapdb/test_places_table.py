@@ -31,6 +31,17 @@ def test_table_is_a_sequence_of_the_places_it_was_made_of():
         table[4]
 
 
+def test_extend_appends_columns_and_maps_source_names():
+    places = _places()
+    table = PlaceTable.of(places[:2])
+    later = places[2:] + places[:1]
+    other = PlaceTable.of([Place(i, p.stamp, p.pose, p.source) for i, p in enumerate(later)])
+    table.extend(other)
+    assert len(table) == 5
+    assert [(p.id, p.stamp, p.pose, p.source) for p in table] == [
+        (i, p.stamp, p.pose, p.source) for i, p in enumerate(places[:2] + places[2:] + places[:1])]
+
+
 def test_table_refuses_ids_out_of_order_and_non_finite_poses():
     with pytest.raises(MapError, match='row 0 has id 1'):
         PlaceTable.of([Place(1, 0.0, None)])

@@ -214,6 +214,18 @@ class LocalFeatureStore:
         self._added.append(features)
         self.image_sizes.append(tuple(features.image_size))
 
+    def extend(self, other: 'LocalFeatureStore') -> None:
+        """Append every place of ``other`` (same features and camera) in bulk."""
+        if other.config != self.config or other.camera != self.camera:
+            raise MapError(f'local features differ ({self.config.kind} {self.config.max_keypoints} vs '
+                           f'{other.config.kind} {other.config.max_keypoints}, or the camera intrinsics)')
+        self._consolidate()
+        other._consolidate()
+        self._keypoints = np.concatenate([self._keypoints, other._keypoints])
+        self._descriptors = np.concatenate([self._descriptors, other._descriptors])
+        self._offsets = np.concatenate([self._offsets, other._offsets[1:] + self._offsets[-1]])
+        self.image_sizes.extend(other.image_sizes)
+
     def get(self, place_id: int) -> LocalFeatures:
         loaded = len(self._offsets) - 1
         if place_id < loaded:

@@ -5,7 +5,10 @@ range of place ids recorded in map.yaml ``build.sessions`` (name, origin, first/
 stay in each session's own frame: sessions are not aligned to each other here (that is the
 job of the SLAM back-end the loop closures feed). Maps that are themselves merges keep their
 sessions. The first map's index is reused and the others' descriptors are added to it
-(no re-training); the merged map says when its IVF index should be re-trained.
+(no re-training); the merged map says when its IVF index should be re-trained. Local features
+for verification are merged too (the maps must keep the same kind, keypoint budget and camera
+intrinsics, or none). Everything is appended column-wise, so merging million-place maps does not
+make a Python object per place.
 """
 from __future__ import annotations
 
@@ -31,12 +34,6 @@ def _same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return set(a) == set(b) and all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
 
 
-def _no_local_features(vmap: VprMap, path: str) -> None:
-    if vmap.local_features is not None:
-        raise MapError(f'{path} keeps local features for verification; merge-maps does not merge those '
-                       'yet (build the merged map from the sources instead)')
-
-
 def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprMap:
     """One map holding every place of ``paths`` (same encoder identity and fitted state)."""
     if len(paths) < 2:
@@ -44,32 +41,25 @@ def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprM
     names = list(names) if names else [os.path.basename(os.path.normpath(p)) for p in paths]
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise MapError('session names must be unique, one per map')
-    first = VprMap.load(paths[0])
-    _no_local_features(first, paths[0])
-    merged = VprMap(first.meta, list(first.places), first.descriptors, first.owners,
-                    first.encoder_state, first._index)
-    merged.thumbnails = dict(first.thumbnails)
-    sessions = sessions_of(first, names[0], os.path.abspath(paths[0]))
+    merged = VprMap.load(paths[0])  # its index is reused and grows
+    sessions = sessions_of(merged, names[0], os.path.abspath(paths[0]))
     merged.meta.build = {'description': 'merged with vpr-ros merge-maps',
-                         'index_training': first.meta.build.get('index_training'), 'sessions': []}
+                         'index_training': merged.meta.build.get('index_training'), 'sessions': []}
     for path, name in zip(paths[1:], names[1:]):
         other = VprMap.load(path, mmap=True)
-        _no_local_features(other, path)
-        problems = compatibility_problems(first.meta.encoder, other.meta.encoder)
+        problems = compatibility_problems(merged.meta.encoder, other.meta.encoder)
         if problems:
             raise MapError(f'{path} was built with another encoder than {paths[0]}: {problems[0]}')
-        if not _same_state(first.encoder_state, other.encoder_state):
+        if not _same_state(merged.encoder_state, other.encoder_state):
             raise MapError(f'{path} and {paths[0]} fitted different encoder state (vocabulary/PCA): '
                            'their descriptors are not comparable; rebuild one with the other\'s encoder')
-        offset = len(merged)
+        try:
+            offset = merged.extend(other)
+        except MapError as exc:
+            raise MapError(f'{path} and {paths[0]} cannot be merged: {exc} (build both with the same '
+                           '--local-features, --max-keypoints and --camera-info)') from exc
         for s in sessions_of(other, name, os.path.abspath(path)):
             sessions.append({**s, 'first': s['first'] + offset, 'last': s['last'] + offset})
-        rows = np.asarray(other.descriptors, np.float32)
-        for place in other.places:
-            row = slice(*np.searchsorted(other.owners, [place.id, place.id + 1]))
-            merged.add(place.stamp, place.pose, rows[row], place.source)
-            if place.id in other.thumbnails:
-                merged.thumbnails[place.id + offset] = other.thumbnails[place.id]
     labels = [s['name'] for s in sessions]
     if len(set(labels)) != len(labels):
         raise MapError(f'session names repeat across the maps ({", ".join(labels)}); pass --names')

@@ -110,6 +110,23 @@ class VprMap:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
         return place
 
+    def extend(self, other: 'VprMap') -> int:
+        """Append every place of ``other`` in bulk (descriptors, thumbnails, local features); returns the
+        id offset of its places here. The caller checks that both maps share encoder and state."""
+        if (self.local_features is None) != (other.local_features is None):
+            raise MapError('only one of the two maps keeps local features for verification')
+        offset, rows = len(self), np.asarray(other.descriptors)
+        self._places.extend(other.places)
+        self._tail.append(rows.astype(self._descriptors.dtype))
+        self._owners.extend(other.owners + offset)
+        if self._index is not None:
+            self._pending.append(rows.astype(np.float32))
+        self.thumbnails.update({pid + offset: jpeg for pid, jpeg in other.thumbnails.items()})
+        if self.local_features is not None:
+            self.local_features.extend(other.local_features)
+        self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
+        return offset
+
     @property
     def places(self) -> 'PlaceTable':
         """The places, row = id (columnar; Place objects are made on access)."""
@@ -399,14 +416,24 @@ class PlaceTable:
         row = (*pose.position, *pose.orientation) if pose else _NO_POSE
         if pose and not np.isfinite(row).all():
             raise MapError(f'place pose must be finite, got {pose}')
+        self._stamps.extend(np.array([stamp], np.float64))
+        self._poses.extend(np.array([row], np.float64))
+        self._codes.extend(np.array([self._code(source)], np.int32))
+        return self[len(self) - 1]
+
+    def extend(self, other: 'PlaceTable') -> None:
+        """Append every place of ``other`` (ids continue from this table's length), column-wise."""
+        codes = np.array([self._code(name) for name in other._sources], np.int32)
+        self._stamps.extend(other.stamps)
+        self._poses.extend(other.poses)
+        self._codes.extend(codes[other._codes.view()])
+
+    def _code(self, source: str) -> int:
         code = self._code_of.get(source)
         if code is None:
             code = self._code_of[source] = len(self._sources)
             self._sources.append(source)
-        self._stamps.extend(np.array([stamp], np.float64))
-        self._poses.extend(np.array([row], np.float64))
-        self._codes.extend(np.array([code], np.int32))
-        return self[len(self) - 1]
+        return code
 
     # ----- columns --------------------------------------------------------------------------
     @property
