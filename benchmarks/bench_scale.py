@@ -232,9 +232,8 @@ def _rss() -> int:
 
 def bench_open(rows: _Rows, spec: str, real: dict[str, np.ndarray], tmp: str) -> dict[str, float]:
     """Write a whole map of every row, then open it memory-mapped: seconds and resident MB it costs."""
-    from vpr_ros.frames import Pose
     from vpr_ros.mapdb.meta import MapMeta
-    from vpr_ros.mapdb.store import Place, VprMap
+    from vpr_ros.mapdb.store import PlaceTable, VprMap
 
     n, dim = rows.shape
     identity = {'name': 'effnet_gem', 'config': {}, 'weights_fingerprint': 'bench', 'dim': dim,
@@ -242,8 +241,9 @@ def bench_open(rows: _Rows, spec: str, real: dict[str, np.ndarray], tmp: str) ->
     meta = MapMeta(encoder=identity, count=n, vectors=n, dtype='float16', index=spec)
     far = np.random.default_rng(2).uniform(-5e3, 5e3, (n - len(real['map_xy']), 2))
     xy = np.concatenate([real['map_xy'], far])
-    places = [Place(i, float(i), Pose((float(x), float(y), 0.0), (0.0, 0.0, 0.0, 1.0)), 'bench')
-              for i, (x, y) in enumerate(xy)]
+    poses = np.zeros((n, 7))
+    poses[:, :2], poses[:, 6] = xy, 1.0
+    places = PlaceTable(np.arange(n, dtype=np.float64), poses, np.zeros(n, np.int32), ['bench'])
     descriptors = np.lib.format.open_memmap(os.path.join(tmp, 'desc.npy'), 'w+', np.float16, (n, dim))
     for start in range(0, n, 65536):
         descriptors[start:start + 65536] = rows[start:start + 65536].astype(np.float16)

@@ -6,7 +6,7 @@ other lane) as two sessions. The test stretch is the first ``--test`` fraction o
 drive's path; every frame of either session within 5 m of it is test data, and training (places
 and validation) only uses frames more than 25 m (neg_dist) from it: ``exclude_segment``.
 Validation picks the best epoch on another stretch (``val_segment``). Test: the mapping frames of
-the stretch are the database, the query drive's frames there the queries, Recall@1/5 at 25 m.
+the stretch are the database, the query drive's frames there the queries, Recall@1/5 at ``--dist`` (25 m).
 Training-free encoders see exactly the same database and queries (map-fitted vocabularies are fitted
 on the test database, as build-map would). ``--sessions mapping`` trains on the sunny drive only:
 then the test condition (evening) is unseen too.
@@ -15,6 +15,7 @@ Heads: BoQ, MixVPR, NetVLAD on the frozen EfficientNet-Lite0 (ImageNet), default
 settings except epochs. Run under the exclusive CPU lock; reports seconds per epoch.
 
     .venv/bin/python benchmarks/bench_train.py [--scale 0.4] [--epochs 8] [--heads boq mixvpr netvlad]
+        [--dist 25]
 """
 from __future__ import annotations
 
@@ -56,12 +57,12 @@ def test_split(bags: dict[str, str], test: tuple[float, float]) -> dict[str, tup
             'q': ([q_rgb[i] for i in np.flatnonzero(q)], q_xyz[q])}
 
 
-def score(encoder, split) -> dict[str, float]:
+def score(encoder, split, dist_m: float) -> dict[str, float]:
     db_img, db_xyz = split['db']
     q_img, q_xyz = split['q']
     if encoder.requires_fit:
         encoder.fit(db_img)
-    return recall_at(encoder.encode(db_img), encoder.encode(q_img), db_xyz, q_xyz, 25.0)
+    return recall_at(encoder.encode(db_img), encoder.encode(q_img), db_xyz, q_xyz, dist_m)
 
 
 def main() -> None:
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument('--test', type=float, nargs=2, default=[0.0, 0.3],
                     help='test stretch of the mapping path')
     ap.add_argument('--val', type=float, nargs=2, default=[0.45, 0.6], help='validation stretch')
+    ap.add_argument('--dist', type=float, default=25.0,
+                    help='test and validation Recall@N threshold [m] (25 saturates on small worlds)')
     ap.add_argument('--work', default=os.path.join(tempfile.gettempdir(), 'vpr_bench_train'))
     ap.add_argument('--json')
     args = ap.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
     rows = []
     for name in TRAINING_FREE:
         t0 = time.perf_counter()
-        r = score(create_encoder(name), split)
+        r = score(create_encoder(name), split, args.dist)
         rows.append({'encoder': name, 'kind': 'training-free', **r, 's': time.perf_counter() - t0})
         print(rows[-1], flush=True)
     for head in args.heads:
@@ -96,15 +99,16 @@ def main() -> None:
             import shutil
             shutil.rmtree(run)
         t0 = time.perf_counter()
-        settings = {'epochs': args.epochs, 'exclude_segment': list(args.test), 'val_segment': list(args.val)}
+        settings = {'epochs': args.epochs, 'exclude_segment': list(args.test), 'val_segment': list(args.val),
+                    'val_dist': args.dist}
         report = train([bags[s] for s in args.sessions], head, run, settings, progress=False)
         total = time.perf_counter() - t0
         untrained = create_encoder(head, report['encoder']['trained_from'])
         if untrained.requires_fit:  # NetVLAD untrained: k-means on the test database, as build-map does
             untrained.fit(split['db'][0])
-        rows.append({'encoder': head, 'kind': 'untrained head', **score(untrained, split)})
+        rows.append({'encoder': head, 'kind': 'untrained head', **score(untrained, split, args.dist)})
         trained = create_encoder(head, report['encoder']['config'])
-        rows.append({'encoder': head, 'kind': 'trained', **score(trained, split),
+        rows.append({'encoder': head, 'kind': 'trained', **score(trained, split, args.dist),
                      'best_epoch': report['best']['epoch'], 'val_R@1': report['best']['R@1'],
                      's_per_epoch': report['seconds_per_epoch'],
                      'cache_s': report['data']['cache']['seconds'],
