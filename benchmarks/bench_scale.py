@@ -225,9 +225,11 @@ def bench_spec(spec: str, rows: _Rows, queries: np.ndarray, ok_exact: np.ndarray
             'top1_agrees_with_exact': float((top == top_exact).mean())}
 
 
-def _rss() -> int:
-    with open('/proc/self/statm', encoding='ascii') as fh:
-        return int(fh.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+def _rss() -> np.ndarray:
+    """Resident bytes: anonymous (heap: what the map really costs) and file-backed (mapped pages)."""
+    with open('/proc/self/status', encoding='ascii') as fh:
+        kb = dict(line.split(':', 1) for line in fh if line.startswith(('RssAnon', 'RssFile')))
+    return np.array([int(kb['RssAnon'].split()[0]), int(kb['RssFile'].split()[0])]) * 1024
 
 
 def bench_open(rows: _Rows, spec: str, real: dict[str, np.ndarray], tmp: str) -> dict[str, float]:
@@ -264,7 +266,10 @@ def bench_open(rows: _Rows, spec: str, real: dict[str, np.ndarray], tmp: str) ->
     rss1 = _rss()
     sizes = {f: os.path.getsize(os.path.join(tmp, 'map', f)) for f in os.listdir(os.path.join(tmp, 'map'))}
     return {'spec': spec, 'places': n, 'write_s': write_s, 'open_s': open_s, 'first_search_ms': first_ms,
-            'rss_growth_MB': (rss1 - rss0) / 1e6, 'disk_MB': {k: v / 1e6 for k, v in sizes.items()}}
+            'rss_growth_MB': float((rss1 - rss0).sum()) / 1e6,
+            'anon_growth_MB': float(rss1[0] - rss0[0]) / 1e6,
+            'file_growth_MB': float(rss1[1] - rss0[1]) / 1e6,
+            'disk_MB': {k: v / 1e6 for k, v in sizes.items()}}
 
 
 def main() -> None:
@@ -303,7 +308,8 @@ def main() -> None:
             o = bench_open(rows, args.open_spec, real, tmp)
         results['open'] = o
         print(f"map of {o['places']} places ({o['spec']}): written in {o['write_s']:.1f} s, opened "
-              f"memory-mapped in {o['open_s']:.2f} s (+{o['rss_growth_MB']:.0f} MB resident), "
+              f"memory-mapped in {o['open_s']:.2f} s (+{o['rss_growth_MB']:.0f} MB resident: "
+              f"{o['anon_growth_MB']:.0f} MB heap, {o['file_growth_MB']:.0f} MB mapped file pages), "
               f"first search {o['first_search_ms']:.1f} ms; files MB "
               + ', '.join(f'{k} {v:.1f}' for k, v in sorted(o['disk_MB'].items())))
     print(f'load: {_load()}')

@@ -165,6 +165,19 @@ def test_multi_vector_flag_must_match_the_encoder(saved):
     assert integrity.content_problem(np.eye(6, 8, dtype=np.float32), owners, 5, True, 'float32') is None
 
 
+def test_sampled_content_check_reads_a_few_contiguous_runs():
+    rows = 100_000
+    runs = list(integrity._row_chunks(rows, full=False))
+    assert sum(r.stop - r.start for r in runs) == 4096 and runs[0].start == 0 and runs[-1].stop == rows
+    assert all(r.stop - r.start == 128 for r in runs)  # contiguous: few pages of a memory-mapped file
+    desc = np.zeros((rows, 4), np.float32)
+    desc[:, 0] = 1.0
+    owners = np.arange(rows)
+    assert integrity.content_problem(desc, owners, rows, False, 'float32', full=False) is None
+    desc[runs[5].start + 7] = np.nan
+    assert 'NaN' in integrity.content_problem(desc, owners, rows, False, 'float32', full=False)
+
+
 def test_size_mode_checks_sizes_and_a_sample(saved):
     path, _ = saved
     full = os.path.join(path, 'places.sqlite')

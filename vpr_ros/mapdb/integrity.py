@@ -80,12 +80,17 @@ def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, 
 
 
 # ----- content ---------------------------------------------------------------------------------
-def _row_chunks(rows: int, full: bool, sample: int = 4096, chunk: int = 8192) -> Iterator[np.ndarray | slice]:
+def _row_chunks(rows: int, full: bool, sample: int = 4096, chunk: int = 8192,
+                blocks: int = 32) -> Iterator[slice]:
     if full or rows <= sample:
         for start in range(0, rows, chunk):
             yield slice(start, min(rows, start + chunk))
-    else:  # a fixed, spread sample of rows (deterministic)
-        yield np.unique(np.linspace(0, rows - 1, sample).astype(np.int64))
+    else:  # a fixed sample (deterministic): ``blocks`` runs of contiguous rows spread over the file.
+        # Runs, not single spread rows: each row read from a memory-mapped file faults in a whole
+        # read-ahead window, so 4096 spread rows paged in all 2.5 GB of a 1M-place map.
+        run = sample // blocks
+        for start in np.linspace(0, rows - run, blocks).astype(np.int64):
+            yield slice(int(start), int(start) + run)
 
 
 def content_problem(descriptors: np.ndarray, owners: np.ndarray, places: int, multi_vector: bool,
