@@ -9,7 +9,8 @@ Validation picks the best epoch on another stretch (``val_segment``). Test: the 
 the stretch are the database, the query drive's frames there the queries, Recall@1/5 at ``--dist`` (25 m).
 Training-free encoders see exactly the same database and queries (map-fitted vocabularies are fitted
 on the test database, as build-map would). ``--sessions mapping`` trains on the sunny drive only:
-then the test condition (evening) is unseen too.
+then the test condition (evening) is unseen too; ``--sessions mapping query viewpoint`` adds the
+offset, yawed drive as a third session (rendered on first use).
 
 Heads: BoQ, MixVPR, NetVLAD on the frozen EfficientNet-Lite0 (ImageNet), default training
 settings except epochs. Run under the exclusive CPU lock; reports seconds per epoch.
@@ -70,7 +71,9 @@ def main() -> None:
     ap.add_argument('--scale', type=float, default=0.4)
     ap.add_argument('--epochs', type=int, default=8)
     ap.add_argument('--heads', nargs='+', default=['boq', 'mixvpr', 'netvlad'])
-    ap.add_argument('--sessions', nargs='+', default=['mapping', 'query'])
+    ap.add_argument('--sessions', nargs='+', default=['mapping', 'query'],
+                    choices=['mapping', 'query', 'viewpoint'],
+                    help='training sessions; viewpoint is the 5-6 m offset, yawed drive')
     ap.add_argument('--test', type=float, nargs=2, default=[0.0, 0.3],
                     help='test stretch of the mapping path')
     ap.add_argument('--val', type=float, nargs=2, default=[0.45, 0.6], help='validation stretch')
@@ -81,9 +84,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = os.path.join(args.work, f'sample_{args.scale:g}')
-    if not os.path.isdir(os.path.join(data, 'query')):
-        generate_sample(data, scale=args.scale, traversals=('mapping', 'query'), progress=False)
-    bags = {n: os.path.join(data, n) for n in ('mapping', 'query')}
+    needed = sorted({'mapping', 'query', *args.sessions})
+    missing = tuple(n for n in needed if not os.path.isdir(os.path.join(data, n)))
+    if missing:
+        generate_sample(data, scale=args.scale, traversals=missing, progress=False)
+    bags = {n: os.path.join(data, n) for n in needed}
     split = test_split(bags, tuple(args.test))
     print(f'test stretch {args.test} of the mapping path: {len(split["db"][0])} database / '
           f'{len(split["q"][0])} query frames; training sessions {args.sessions}')
