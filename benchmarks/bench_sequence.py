@@ -22,20 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from vpr_ros.localization import Localizer  # noqa: E402
+from vpr_ros.localization import IdentityOnly, Localizer  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
 from vpr_ros.matching.sequence import SequenceConfig  # noqa: E402
-
-
-class _Identity:
-    """Only what ``Localizer`` asks of an encoder when search() is fed descriptors directly."""
-
-    def __init__(self, identity: dict) -> None:
-        self._identity = identity
-        self.name = identity['name']
-
-    def identity(self) -> dict:
-        return self._identity
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -60,7 +49,7 @@ def make_map(places: int, dim: int, seed: int = 0) -> VprMap:
 def run(vmap: VprMap, sequence: SequenceConfig, frames: int,
         seed: int = 1) -> tuple[list[float], list[float]]:
     rng = np.random.default_rng(seed)
-    loc = Localizer(vmap, _Identity(vmap.meta.encoder), top_k=5, sequence=sequence)
+    loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder), top_k=5, sequence=sequence)
     start = int(rng.integers(0, max(len(vmap) - frames, 1)))
     total, seq = [], []
     for i in range(frames):

@@ -77,6 +77,18 @@ def encoder_for_map(vmap: VprMap, overrides: dict[str, Any] | None = None,
     return encoder
 
 
+class IdentityOnly:
+    """The encoder side of a Localizer that is fed descriptors directly (search(), never localize()):
+    only the identity a map's compatibility check reads. For benchmarks and tests of matching."""
+
+    def __init__(self, identity: dict[str, Any]) -> None:
+        self._identity = identity
+        self.name = identity['name']
+
+    def identity(self) -> dict[str, Any]:
+        return self._identity
+
+
 class Localizer:
     def __init__(self, vmap: VprMap, encoder: Encoder, top_k: int = 5,
                  sequence: SequenceConfig | None = None) -> None:

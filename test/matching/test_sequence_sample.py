@@ -7,7 +7,7 @@ import pytest
 from test.helpers import assert_same_ranking
 from vpr_ros.encoders import create_encoder
 from vpr_ros.evaluation.metrics import Thresholds, evaluate_retrieval
-from vpr_ros.localization import Localizer
+from vpr_ros.localization import IdentityOnly, Localizer
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.sequence import SequenceConfig, sequence_match
 from vpr_ros.pipeline import run_queries
@@ -83,17 +83,6 @@ def test_changing_settings_restarts_the_history(world) -> None:
     assert not out.sequence_used and out.sequence_history == 0
 
 
-class _Identity:
-    """The encoder side of a Localizer fed descriptors directly (search(), never localize())."""
-
-    def __init__(self, identity: dict) -> None:
-        self._identity = identity
-        self.name = identity['name']
-
-    def identity(self) -> dict:
-        return self._identity
-
-
 def test_multi_vector_maps_use_the_per_place_votes() -> None:
     """SegVLAD-style places (several vectors each): a noisy walk along the map is followed."""
     rng = np.random.default_rng(0)
@@ -103,7 +92,7 @@ def test_multi_vector_maps_use_the_per_place_votes() -> None:
     for p in range(places):
         v = centres[p] / np.linalg.norm(centres[p], axis=1, keepdims=True)
         vmap.add(float(p), None, v)
-    loc = Localizer(vmap, _Identity(vmap.meta.encoder), top_k=3, sequence=SequenceConfig(length=LENGTH))
+    loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder), top_k=3, sequence=SequenceConfig(length=LENGTH))
     single_hits = seq_hits = 0
     for i in range(40):
         truth = 30 + i
