@@ -163,3 +163,11 @@ def test_odd_width_yuv422_is_a_bad_frame_of_its_own_kind(encoding):
     assert err.value.kind == 'odd width yuv422'
     ok = image_msg_to_rgb(Msg(height=8, width=8, encoding=encoding, step=16, is_bigendian=0, data=bytes(128)))
     assert ok.shape == (8, 8, 3)
+
+
+def test_float_image_near_the_float32_range_scales_without_overflow():
+    values = np.array([[-3e38, 0.0, 3e38, np.nan, np.inf]], '<f4')
+    msg = Msg(height=1, width=5, encoding='32FC1', step=20, is_bigendian=0, data=values.tobytes())
+    with np.errstate(all='raise'):
+        rgb = image_msg_to_rgb(msg)
+    assert rgb[0, :, 0].tolist() == [0, 127, 255, 127, 127]

@@ -114,10 +114,11 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         return arr
     if arr.dtype.kind == 'u':
         return (arr >> (8 * arr.dtype.itemsize - 8)).astype(np.uint8)
-    finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    # float64 and a clip: (x - lo) overflows float32 for values near its range (a garbage 32FC1 frame)
+    finite = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(finite.min()), float(finite.max())
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
-    return ((finite - lo) * scale).astype(np.uint8)
+    return np.clip((finite - lo) * scale, 0.0, 255.0).astype(np.uint8)
 
 
 def array_to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
