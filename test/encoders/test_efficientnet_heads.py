@@ -46,3 +46,22 @@ def test_head_on_efficientnet(name, images, tmp_path, caplog):
     assert not again.requires_fit
     np.testing.assert_allclose(again.encode(images), d, atol=1e-5)
     assert again.weights_fingerprint().startswith('sha256:')
+
+
+@pytest.mark.parametrize('stride,with_token', [(16, False), (32, False), (16, True)])
+def test_trunk_split_composes_to_the_trunk(stride, with_token):
+    from vpr_ros.encoders._zoo import efficientnet_trunk
+    from vpr_ros.errors import ConfigError
+
+    trunk = efficientnet_trunk('efficientnet_lite0', stride, None, with_token).eval()
+    keys = set(trunk.state_dict())
+    frozen, tail = trunk.split(2)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 96, 128)).astype(np.float32))
+    with torch.no_grad():
+        whole, parts = trunk(x), tail(frozen(x))
+    for a, b in zip(whole if with_token else [whole], parts if with_token else [parts]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # same ops, possibly other kernels
+    assert set(trunk.state_dict()) == keys  # the parts do not re-register the trunk's modules
+    assert {id(p) for p in tail.parameters()} <= {id(p) for p in trunk.parameters()}
+    with pytest.raises(ConfigError, match='train_blocks'):
+        trunk.split(0)

@@ -87,3 +87,34 @@ def test_resume_continues_and_refuses_changes(world, tmp_path):
     assert not enc.requires_fit  # the clusters come from the training images, stored in the checkpoint
     rgb = np.zeros((120, 160, 3), np.uint8)
     assert enc.encode([rgb]).shape == (1, 8 * 112)
+
+
+def test_train_blocks_fine_tunes_the_last_backbone_blocks_only(world, tmp_path):
+    run = tmp_path / 'run'
+    args = ['train', '--source', world['mapping'], '--encoder', 'netvlad', '--out', str(run),
+            '--set', 'clusters=8', '--set', 'image_size=[120,160]', '--set', 'places_per_batch=4',
+            '--set', 'augment_copies=1', '--set', 'train_blocks=2', '--set', 'lr=1e-3', '--epochs', '2']
+    assert main(args) == 0
+    report = yaml.safe_load((run / 'train.yaml').read_text())
+    assert report['best']['epoch'] >= 1  # otherwise best.pth would be the untouched backbone
+    trained = torch.load(run / 'best.pth', weights_only=True)
+    imagenet = create_encoder('netvlad', {'clusters': 8, 'image_size': [120, 160],
+                                          'backbone': 'efficientnet_lite0'}).model.state_dict()
+    assert set(trained) == set(imagenet)  # the encoder's own layout: loads strictly through weights:
+    changed = {k.split('.')[3] for k in trained if k.startswith('backbone.model._blocks.')
+               and trained[k].is_floating_point() and not torch.equal(trained[k], imagenet[k])}
+    assert changed == {'9', '10'}, changed  # Lite0's stride-16 trunk ends at block 10
+    stem = 'backbone.model._conv_stem.weight'
+    assert torch.equal(trained[stem], imagenet[stem])
+    # BatchNorm statistics stay ImageNet's (trainable blocks run in eval mode)
+    assert torch.equal(trained['backbone.model._blocks.10._bn1.running_mean'],
+                       imagenet['backbone.model._blocks.10._bn1.running_mean'])
+    enc = create_encoder('netvlad', {'weights': str(run / 'best.pth'), 'clusters': 8,
+                                     'image_size': [120, 160]})
+    assert enc.encode([np.zeros((120, 160, 3), np.uint8)]).shape == (1, 8 * 112)
+
+
+def test_train_blocks_on_a_backbone_without_a_split_is_refused(world, tmp_path):
+    args = ['train', '--source', world['mapping'], '--encoder', 'netvlad', '--out', str(tmp_path / 'run'),
+            '--set', 'backbone=resnet18', '--set', 'clusters=8', '--set', 'train_blocks=1']
+    assert main(args) == 2

@@ -89,6 +89,39 @@ class EfficientNetTrunk(nn.Module):
         fmap = self.model.features(x) if self.block < 0 else self.model.features_at(x, self.block)
         return (fmap, fmap.mean(dim=(2, 3))) if self.with_token else fmap
 
+    def split(self, trainable_blocks: int) -> tuple[nn.Module, nn.Module]:
+        """(frozen prefix, trainable suffix) with ``suffix(prefix(x)) == self(x)``: the suffix is the
+        last ``trainable_blocks`` MBConv blocks the trunk runs (and the conv head at stride 32). Both
+        share this trunk's modules, so training the suffix trains the model's own parameters."""
+        end = len(self.model._blocks) if self.block < 0 else self.block + 1
+        if not 1 <= trainable_blocks < end:
+            raise ConfigError(f'train_blocks must be in 1..{end - 1} for this EfficientNet trunk, '
+                              f'got {trainable_blocks}')
+        cut = end - trainable_blocks
+        return (_EfficientNetPart(self.model, 0, cut, stem=True),
+                _EfficientNetPart(self.model, cut, end, conv_head=self.block < 0, with_token=self.with_token))
+
+
+class _EfficientNetPart(nn.Module):
+    """MBConv blocks ``start:end`` of an EfficientNet-Lite (with its stem first / conv head last)."""
+
+    def __init__(self, net: EfficientNetLite, start: int, end: int, stem: bool = False,
+                 conv_head: bool = False, with_token: bool = False) -> None:
+        super().__init__()
+        self.net = [net]  # a list: not registered, so the model's state dict keeps its own layout
+        self.blocks = net._blocks[start:end]
+        self.stem, self.conv_head, self.with_token = stem, conv_head, with_token
+
+    def forward(self, x: torch.Tensor) -> Any:
+        net = self.net[0]
+        if self.stem:
+            x = F.relu6(net._bn0(net._conv_stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        if self.conv_head:
+            x = F.relu6(net._bn1(net._conv_head(x)))
+        return (x, x.mean(dim=(2, 3))) if self.with_token else x
+
 
 def checkpoint_efficientnet(path: str) -> str | None:
     """The EfficientNet backbone a head checkpoint was trained on (``vpr-ros train``), else None.

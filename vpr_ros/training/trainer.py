@@ -1,7 +1,8 @@
 """``vpr-ros train``: train a zoo encoder's head on the user's own sessions, CPU-first.
 
-The backbone stays frozen; its outputs are computed once (with augmented copies) into a
-memory-mapped cache (cache.py), so an epoch only runs the head. Places and batches come from the
+The backbone stays frozen, or all but its last ``train_blocks`` blocks (EfficientNet trunks); the
+frozen part's outputs are computed once (with augmented copies) into a memory-mapped cache
+(cache.py), so an epoch only runs the trainable blocks and the head. Places and batches come from the
 poses (places.py); the loss is the multi-similarity loss with its miner by default (losses.py).
 Each epoch ends with Recall@1/5 on a held-out stretch of the route; the best epoch's model is
 written as ``RUN_DIR/best.pth`` - the full model's state dict in the encoder's own layout, so
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from vpr_ros.encoders import create_encoder
 from vpr_ros.encoders._zoo import ZooEncoder
 from vpr_ros.encoders.weights import file_fingerprint
-from vpr_ros.errors import ConfigError, SourceError, VprError
+from vpr_ros.errors import ConfigError, NotImplementedFeature, SourceError, VprError
 from vpr_ros.threadpools import use_torch_threads
 from vpr_ros.training.cache import FeatureCache
 from vpr_ros.training.losses import LOSSES, batch_loss
@@ -52,11 +53,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     'ms_epsilon': 0.1, 'margin': None, 'pos_dist': 10.0, 'pos_yaw': 45.0, 'neg_dist': 25.0,
     'val_segment': [0.85, 1.0], 'exclude_segment': None, 'val_dist': 25.0, 'revisit_gap_s': 30.0,
     'min_overlap': 0.2, 'augment_copies': 2, 'every_n': 1, 'min_distance': 0.0, 'feature_batch': 8,
-    'threads': 0, 'seed': 0, 'image_topic': None, 'pose_topic': None, 'poses': None,
+    'threads': 0, 'seed': 0, 'image_topic': None, 'pose_topic': None, 'poses': None, 'train_blocks': 0,
 }
 # Settings that must not change when a run is resumed (the data, the places and the head).
 _FIXED_ON_RESUME = ('pos_dist', 'pos_yaw', 'neg_dist', 'val_segment', 'exclude_segment', 'augment_copies',
-                    'every_n', 'min_distance', 'seed', 'loss', 'images_per_place', 'places_per_batch')
+                    'every_n', 'min_distance', 'seed', 'loss', 'images_per_place', 'places_per_batch',
+                    'train_blocks')
 TRAINABLE = ('boq', 'mixvpr', 'netvlad', 'salad', 'megaloc', 'convap', 'cosplace', 'gem', 'avg')
 
 
@@ -78,6 +80,8 @@ def split_settings(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     for key in ('epochs', 'places_per_batch', 'images_per_place', 'augment_copies', 'feature_batch'):
         if int(train[key]) < 1:
             raise ConfigError(f'train: {key} must be >= 1, got {train[key]}')
+    if int(train['train_blocks']) < 0:
+        raise ConfigError(f'train: train_blocks must be >= 0, got {train["train_blocks"]}')
     if int(train['places_per_batch']) < 2 or int(train['images_per_place']) < 2:
         raise ConfigError('train: a batch needs >= 2 places and >= 2 images per place')
     if not 0 < float(train['pos_dist']) < float(train['neg_dist']):
@@ -157,22 +161,43 @@ def plot_curve(history: list[dict[str, Any]], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _head_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+def split_backbone(model: torch.nn.Module, train_blocks: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(frozen part whose outputs are cached, trainable part of the backbone run every step)."""
+    if train_blocks == 0:
+        return model.backbone, torch.nn.Identity()
+    split = getattr(model.backbone, 'split', None)
+    if split is None:
+        raise NotImplementedFeature('train: train_blocks > 0 is implemented for EfficientNet backbones '
+                                    f'only, not {type(model.backbone).__name__}; use train_blocks: 0')
+    return split(train_blocks)
+
+
+def _trainable_parameters(model: torch.nn.Module, tail: torch.nn.Module) -> list[torch.nn.Parameter]:
     backbone = {id(p) for p in model.backbone.parameters()}
-    return [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
+    head = [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
+    return head + list(tail.parameters())
 
 
-def _describe(model: torch.nn.Module, cache: FeatureCache, frames: np.ndarray, chunk: int = 64) -> np.ndarray:
+def _train_mode(model: torch.nn.Module) -> None:
+    # Trainable backbone blocks keep their ImageNet BatchNorm statistics (frozen, eval mode): a few
+    # hundred frames of one route would drag them far from what the rest of the trunk expects.
+    model.train()
+    model.backbone.eval()
+
+
+def _describe(model: torch.nn.Module, tail: torch.nn.Module, cache: FeatureCache, frames: np.ndarray,
+              chunk: int = 64) -> np.ndarray:
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(frames), chunk):
             idx = frames[i:i + chunk]
-            out.append(model.head(cache.get(idx, np.zeros(len(idx), np.int64))).float().numpy())
+            out.append(model.head(tail(cache.get(idx, np.zeros(len(idx), np.int64)))).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
-def _init_vlad(encoder: ZooEncoder, cache: FeatureCache, frames: np.ndarray, seed: int) -> None:
+def _init_vlad(encoder: ZooEncoder, tail: torch.nn.Module, cache: FeatureCache, frames: np.ndarray,
+               seed: int) -> None:
     """NetVLAD: k-means clusters from local features of the training images (copy 0)."""
     layer = encoder.model.aggregation
     target = int(encoder.config['fit_descriptors'])
@@ -180,7 +205,8 @@ def _init_vlad(encoder: ZooEncoder, cache: FeatureCache, frames: np.ndarray, see
     per = max(1, -(-target // max(len(frames), 1)))
     chunks = []
     for i in range(0, len(frames), 64):
-        fmap = cache.get(frames[i:i + 64], np.zeros(len(frames[i:i + 64]), np.int64))
+        with torch.no_grad():
+            fmap = tail(cache.get(frames[i:i + 64], np.zeros(len(frames[i:i + 64]), np.int64)))
         local = fmap.flatten(2).transpose(1, 2).numpy()
         for feats in local:
             chunks.append(feats[rng.choice(len(feats), min(per, len(feats)), replace=False)])
@@ -225,6 +251,7 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
     names = [os.path.basename(os.path.normpath(p)) for p, _, _ in sessions]
     frame_ids = [f for _, _, f in sessions]
     trunk = model.backbone
+    frozen, tail = split_backbone(model, int(settings['train_blocks']))
     key_parts = {'sources': [os.path.abspath(p) for p in sources], 'backbone': type(trunk).__name__,
                  'trunk': [getattr(trunk, a, None) for a in ('block', 'with_token')],
                  'backbone_state': _backbone_digest(model),
@@ -232,14 +259,14 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
                  'size': encoder.input_size,
                  'interp': getattr(encoder, 'interpolation', None),
                  **{k: settings[k] for k in ('augment_copies', 'seed', 'every_n', 'min_distance',
-                                             'image_topic', 'pose_topic', 'poses')}}
+                                             'image_topic', 'pose_topic', 'poses', 'train_blocks')}}
     key = FeatureCache.key(key_parts)
     cache_dir = os.path.join(out_dir, 'cache')
     cache = FeatureCache.open(cache_dir, key)
     t0 = time.perf_counter()
     if cache is None:
         capacity = sum(int(src.image_count) for _, src, _ in sessions)
-        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), capacity, model.backbone,
+        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), capacity, frozen,
                                    encoder.preprocess, int(settings['augment_copies']), seed,
                                    int(settings['feature_batch']), {'sessions': names})
     cache_s = time.perf_counter() - t0
@@ -278,7 +305,7 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
     # ----- head init, optimiser, resume ---------------------------------------------------------
     history: list[dict[str, Any]] = []
     start_epoch = 1
-    params = _head_parameters(model)
+    params = _trainable_parameters(model, tail)
     optim = torch.optim.AdamW(params, lr=float(settings['lr']), weight_decay=float(settings['weight_decay']))
     best = {'epoch': 0, 'R@1': -1.0, 'R@5': -1.0}
     if resume and os.path.isfile(state_path):
@@ -291,13 +318,14 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
         history, best = saved['history'], saved['best']
         log.info('train: resuming %s after epoch %d', out_dir, start_epoch - 1)
     elif encoder_name == 'netvlad' and not enc_cfg.get('weights'):
-        _init_vlad(encoder, cache, train_frames, seed)
+        _init_vlad(encoder, tail, cache, train_frames, seed)
         encoder._fitted = True
 
     def validate() -> dict[str, float]:
         if not len(val_db) or not len(val_q):
             return {'R@1': math.nan, 'R@5': math.nan}
-        return recall_at(_describe(model, cache, val_db), _describe(model, cache, val_q), table.xyz[val_db],
+        return recall_at(_describe(model, tail, cache, val_db), _describe(model, tail, cache, val_q),
+                         table.xyz[val_db],
                          table.xyz[val_q], float(settings['val_dist']))
 
     best_path = os.path.join(out_dir, 'best.pth')
@@ -319,12 +347,12 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
         if not batches:
             raise SourceError(f'train: no batch of >= 2 places {separation:g} m apart: '
                               'the route is too short')
-        model.train()
+        _train_mode(model)
         losses, actives = [], []
         bar = tqdm(batches, desc=f'epoch {epoch}/{epochs}', unit='batch', disable=not progress, leave=False)
         for batch in bar:
             frames, copies, labels = sample_members(places, batch, K, cache.copies, rng)
-            desc = model.head(cache.get(frames, copies))
+            desc = model.head(tail(cache.get(frames, copies)))
             loss, active = batch_loss(settings['loss'], desc, torch.from_numpy(labels), settings)
             optim.zero_grad(set_to_none=True)
             loss.backward()
