@@ -13,12 +13,15 @@ beside 1 and 2 competing busy processes (a shared CPU): benchmarks/bench_content
 
     .venv/bin/python benchmarks/bench_node.py [--rates 10 30] [--seconds 10] [--places 1000]
         [--encoder segvlad --config '{pca_dim: 256}' --dtype float16]
-        [--verification] [--sequence-length 10]
+        [--verification [--default-filter]] [--sequence-length 10]
 
 ``--verification`` stores RootSIFT local features with every place (places beyond the 20 real
 images reuse theirs) and sets the loop-closure filter so that EVERY frame verifies its top
 ``verification.top_k`` (3) candidates (min_score -1, no time separation, no consistency, no rate
-cap): the worst case of a robot driving through a revisited area. ``--sequence-length N`` turns
+cap): the worst case of a robot driving through a revisited area. With ``--default-filter`` the
+node keeps its default loop-closure filter (consistency streak, 1 Hz cap) and the query frames
+revisit the map in order, so frames verify as often as the defaults let them on a real revisit.
+``--sequence-length N`` turns
 on sequence matching (node ``sequence.length``).
 """
 from __future__ import annotations
@@ -171,6 +174,8 @@ def main() -> int:
                         '(0 = torch default)')
     parser.add_argument('--verification', action='store_true',
                         help='local features in the map and every frame verifying its top 3 candidates')
+    parser.add_argument('--default-filter', action='store_true',
+                        help='with --verification: the node\'s default loop-closure filter, not every frame')
     parser.add_argument('--sequence-length', type=int, default=0, help='node sequence.length (0 = off)')
     parser.add_argument('--best-effort', action='store_true',
                         help='keep the default sensor-data (BEST_EFFORT) image subscription; by default the '
@@ -185,11 +190,13 @@ def main() -> int:
         build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype,
                   args.verification)
         core = core_ms(map_path, images, args.repeats, args.threads)
+        verification_mode = ('off' if not args.verification
+                             else 'default filter' if args.default_filter else 'every frame, top 3')
         print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, '
               '640x480 rgb8 input, '
               f'{os.cpu_count()} CPUs, torch threads {args.threads or "default"}, '
               f'image reader {"BEST_EFFORT" if args.best_effort else "RELIABLE"}, '
-              f'verification {"every frame, top 3" if args.verification else "off"}, '
+              f'verification {verification_mode}, '
               f'sequence length {args.sequence_length}; load {os.getloadavg()[0]:.1f}')
         print(f'core pipeline Localizer.localize: {core:.1f} ms/frame (median of {args.repeats})')
         print(f"{'input':>7} {'sent':>5} {'received':>8} {'answered':>8} {'dropped':>7} {'out Hz':>7} "
@@ -199,7 +206,7 @@ def main() -> int:
             params = [f'threads:={args.threads}', f'sequence.length:={args.sequence_length}'] + (
                 [] if args.best_effort
                 else ['qos_overrides./camera/image_raw.subscription.reliability:=reliable'])
-            if args.verification:
+            if args.verification and not args.default_filter:
                 params += ['loop_closure.min_score:=-1.0', 'loop_closure.min_time_separation:=0.0',
                            'loop_closure.consistency_frames:=1', 'loop_closure.max_rate_hz:=0.0']
             r = run_rate(map_path, images, rate, args.seconds, tmp, params)
