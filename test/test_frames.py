@@ -171,3 +171,13 @@ def test_float_image_near_the_float32_range_scales_without_overflow():
     with np.errstate(all='raise'):
         rgb = image_msg_to_rgb(msg)
     assert rgb[0, :, 0].tolist() == [0, 127, 255, 127, 127]
+
+
+def test_float_image_with_signalling_nan_scales_without_a_warning():
+    # a garbage 32FC1 frame holds signalling NaNs (exponent all ones, quiet bit clear): widening them
+    # to float64 raises the FP "invalid" flag, which numpy printed as a RuntimeWarning per frame
+    bits = np.array([[0x7F800001, 0xFFA00000, 0x3F800000, 0x40000000]], '<u4')
+    msg = Msg(height=1, width=4, encoding='32FC1', step=16, is_bigendian=0, data=bits.tobytes())
+    with np.errstate(all='raise'):
+        rgb = image_msg_to_rgb(msg)
+    assert rgb[0, :, 0].tolist() == [0, 0, 127, 255]

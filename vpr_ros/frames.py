@@ -114,8 +114,9 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         return arr
     if arr.dtype.kind == 'u':
         return (arr >> (8 * arr.dtype.itemsize - 8)).astype(np.uint8)
-    # float64 and a clip: (x - lo) overflows float32 for values near its range (a garbage 32FC1 frame)
-    finite = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    # float64 and a clip: (x - lo) overflows float32 for values near its range (a garbage 32FC1 frame).
+    # NaNs go before the widening: a signalling NaN raises the FP "invalid" flag when cast.
+    finite = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float64)
     lo, hi = float(finite.min()), float(finite.max())
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     return np.clip((finite - lo) * scale, 0.0, 255.0).astype(np.uint8)
