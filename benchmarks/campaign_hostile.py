@@ -641,8 +641,13 @@ def part_kills(seed: int, kills: int, work: str) -> dict[str, Any]:
             time.sleep(rng.uniform(0.2 * full, 1.1 * full))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        outcomes['finished before the kill' if proc.returncode == 0 else
-                 'replaced' if os.path.isdir(path) and os.stat(path).st_ino != inode else 'old map kept'] += 1
+        if proc.returncode == 0:
+            outcome = 'finished before the kill'
+        elif os.path.isdir(path) and os.stat(path).st_ino != inode:
+            outcome = 'replaced'
+        else:
+            outcome = 'old map kept'
+        outcomes[f"{'during save' if i % 2 else 'random'}: {outcome}"] += 1
         left = len(_temporary_siblings(path))
         outcomes['most siblings left'] = max(outcomes['most siblings left'], left)
         rc, err = cli(['map-info', path])
@@ -720,6 +725,7 @@ def part_soak(seed: int, seconds: float, work: str) -> dict[str, Any]:
                 bar.update(int(rss[-1][0]) - bar.n)
             time.sleep(max(0.0, start + sent / 30.0 - time.monotonic()))
         bar.close()
+        fed_s = time.monotonic() - start
         deadline = time.monotonic() + 30  # the last frame finishes and the diagnostics count it
         while time.monotonic() < deadline and proc.poll() is None:
             with recording.lock:
@@ -758,11 +764,12 @@ def part_soak(seed: int, seconds: float, work: str) -> dict[str, Any]:
         findings['a traceback in the node log'] += 1
     for m in WARNING_LINE.finditer(log):
         findings[f'node log: {m.group(1)}: {m.group(2)[:80]}'] += 1
-    return {'seconds_fed': round(rss[-1][0], 1) if rss else 0, 'sent': sent, 'received': received,
+    return {'seconds_fed': round(fed_s, 1), 'sent': sent, 'received': received,
             'processed': int(diag.get('frames_processed', -1)),
             'dropped': int(diag.get('frames_dropped', -1)),
             'skipped': int(diag.get('skipped_bad_frames', -1)),
-            'rss_mb_first_last': [round(rss[0][1], 1), round(rss[-1][1], 1)] if rss else [],
+            'rss_mb_start_1min_end': [round(m, 1) for m in (rss[0][1], late[0][1], rss[-1][1])] if late
+            else [],
             'rss_mb_per_min_after_1min': round(slope, 3), 'sigint_exit_s': round(exit_s, 2),
             'findings': dict(findings)}
 
