@@ -237,6 +237,28 @@ def test_a_save_killed_midway_leaves_a_loadable_map_and_the_next_save_cleans_up(
     assert len(VprMap.load(path)) == 4
 
 
+def test_stale_siblings_are_removed_before_the_new_map_is_written(tmp_path):
+    # Killed saves of a large map each leave a copy: free that disk before writing another one.
+    path = str(tmp_path / 'm')
+    make_map(3)[0].save(path)
+    (tmp_path / '.m.tmp-stale').mkdir()
+    (tmp_path / '.m.tmp-99999999-abc').mkdir()  # a pid that no process has
+    seen = []
+    integrity.replace_directory(path, lambda tmp: seen.append(sorted(os.listdir(tmp_path))),
+                                lambda _: True)
+    own = f'.m.tmp-{os.getpid()}-'  # the save's own new directory
+    assert [n for n in seen[0] if n != 'm' and not n.startswith(own)] == []
+
+
+def test_without_a_map_at_the_path_a_stale_sibling_survives_until_the_new_map_is_in(tmp_path):
+    path = str(tmp_path / 'm')
+    (tmp_path / '.m.tmp-stale').mkdir()  # perhaps the only copy a killed save left
+    seen = []
+    integrity.replace_directory(path, lambda tmp: seen.append(os.path.isdir(tmp_path / '.m.tmp-stale')),
+                                lambda _: True)
+    assert seen == [True] and sorted(os.listdir(tmp_path)) == ['m']
+
+
 def test_exchange_swaps_two_directories(tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
     a.mkdir()

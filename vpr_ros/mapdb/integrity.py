@@ -229,6 +229,8 @@ def replace_directory(path: str, write_into: Callable[[str], None],
     """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically."""
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):  # free the disk first; without a map at path a sibling may be the only copy
+        remove_stale(path)
     tmp = _sibling(path, 'tmp')
     try:
         write_into(tmp)
