@@ -13,6 +13,9 @@ one line or a counted skip, not noise per frame.
   answered nor counted as a skip within 30 s, a "processing error" skip (a failure the node did not
   recognise), a real frame not answered or answered differently from the first time, or the node's
   worker thread gone.
+* ``params``: every node parameter set to its range ends, values just outside them, NaN/inf and
+  wrong types, at start-up and at run time (as ``ros2 param set`` does). Finding: a crash, a
+  traceback, a bad value accepted, or a good one refused.
 * ``bags``: bit flips, truncations and zeroed pages of a sqlite3 and an mcap bag, then ``build-map``.
 * ``maps``: corruptions of every map file (bit flips, truncation, empty file, a non-UTF-8 byte,
   broken map.yaml fields, reversed owners, NaN descriptors), then ``map-info``, ``evaluate`` and the
@@ -32,7 +35,8 @@ one line or a counted skip, not noise per frame.
 Work files (sample bags, maps) go to ``--work`` (default ``$TMPDIR/vpr_campaign``) and are reused;
 nothing is downloaded. Run ROS parts with an isolated ``ROS_DOMAIN_ID``.
 
-    .venv/bin/python benchmarks/campaign_hostile.py [--parts decoder node bags maps kills soak] [--seed 0]
+    .venv/bin/python benchmarks/campaign_hostile.py [--parts decoder node params bags maps kills soak]
+        [--seed 0]
 """
 from __future__ import annotations
 
