@@ -17,7 +17,7 @@ settings except epochs (``--train-blocks N``: its last N blocks trained too). Ru
 else on the CPU (``flock -x /tmp/vpr-cpu.lock``); reports seconds per epoch.
 
     .venv/bin/python benchmarks/bench_train.py [--scale 0.4] [--epochs 8] [--heads boq mixvpr netvlad]
-        [--dist 25] [--train-blocks 3]
+        [--dist 25] [--train-blocks 3] [--seed 1]
 """
 from __future__ import annotations
 
@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument('--val', type=float, nargs=2, default=[0.45, 0.6], help='validation stretch')
     ap.add_argument('--train-blocks', type=int, default=0,
                     help='train setting train_blocks: last backbone blocks trained too (0 = frozen)')
+    ap.add_argument('--seed', type=int, default=0,
+                    help='train setting seed (augmented copies, batches, head init): repeat with others '
+                         'to see how much of a difference is the draw')
     ap.add_argument('--dist', type=float, default=25.0,
                     help='test and validation Recall@N threshold [m] (25 saturates on small worlds)')
     ap.add_argument('--work', default=os.path.join(tempfile.gettempdir(), 'vpr_bench_train'))
@@ -103,13 +106,13 @@ def main() -> None:
         print(rows[-1], flush=True)
     for head in args.heads:
         run = os.path.join(args.work, f'run_{head}_{"+".join(args.sessions)}_{args.scale:g}_{args.epochs}'
-                           f'_tb{args.train_blocks}')
+                           f'_tb{args.train_blocks}' + (f'_s{args.seed}' if args.seed else ''))
         if os.path.isdir(run):
             import shutil
             shutil.rmtree(run)
         t0 = time.perf_counter()
         settings = {'epochs': args.epochs, 'exclude_segment': list(args.test), 'val_segment': list(args.val),
-                    'val_dist': args.dist, 'train_blocks': args.train_blocks}
+                    'val_dist': args.dist, 'train_blocks': args.train_blocks, 'seed': args.seed}
         report = train([bags[s] for s in args.sessions], head, run, settings, progress=False)
         total = time.perf_counter() - t0
         untrained = create_encoder(head, report['encoder']['trained_from'])
