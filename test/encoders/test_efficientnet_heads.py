@@ -60,7 +60,7 @@ def test_trunk_split_composes_to_the_trunk(stride, with_token):
     with torch.no_grad():
         whole, parts = trunk(x), tail(frozen(x))
     for a, b in zip(whole if with_token else [whole], parts if with_token else [parts]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # same ops, possibly other kernels
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # same ops; the tail runs channels-last
     assert set(trunk.state_dict()) == keys  # the parts do not re-register the trunk's modules
     assert {id(p) for p in tail.parameters()} <= {id(p) for p in trunk.parameters()}
     with pytest.raises(ConfigError, match='train_blocks'):
