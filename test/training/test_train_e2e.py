@@ -118,3 +118,13 @@ def test_train_blocks_on_a_backbone_without_a_split_is_refused(world, tmp_path):
     args = ['train', '--source', world['mapping'], '--encoder', 'netvlad', '--out', str(tmp_path / 'run'),
             '--set', 'backbone=resnet18', '--set', 'clusters=8', '--set', 'train_blocks=1']
     assert main(args) == 2
+
+
+def test_progress_false_prints_no_bars(world, tmp_path, capfd):
+    from vpr_ros.training.trainer import train
+
+    settings = {'epochs': 1, 'clusters': 8, 'image_size': [120, 160], 'places_per_batch': 4,
+                'augment_copies': 1}
+    train([world['mapping']], 'netvlad', str(tmp_path / 'run'), settings, progress=False)
+    err = capfd.readouterr().err
+    assert 'caching backbone features' not in err and 'epoch 1/1' not in err

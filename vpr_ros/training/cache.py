@@ -93,7 +93,7 @@ class FeatureCache:
     @classmethod
     def build(cls, directory: str, key: str, frames: Iterable[tuple[int, Frame]], capacity: int,
               backbone: torch.nn.Module, preprocess: Any, copies: int, seed: int, batch: int,
-              extra: dict[str, Any]) -> 'FeatureCache':
+              extra: dict[str, Any], progress: bool = True) -> 'FeatureCache':
         """Run ``backbone`` over every (session, frame) and ``copies`` versions of it; see the module doc."""
         if os.path.isdir(directory):
             shutil.rmtree(directory)
@@ -126,7 +126,8 @@ class FeatureCache:
             pending.clear()
 
         backbone.eval()
-        for item in tqdm(frames, total=capacity, desc='caching backbone features', unit='frame'):
+        for item in tqdm(frames, total=capacity, desc='caching backbone features', unit='frame',
+                         disable=not progress):
             if n + len(pending) >= capacity:
                 break
             pending.append(item)

@@ -268,7 +268,7 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
         capacity = sum(int(src.image_count) for _, src, _ in sessions)
         cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), capacity, frozen,
                                    encoder.preprocess, int(settings['augment_copies']), seed,
-                                   int(settings['feature_batch']), {'sessions': names})
+                                   int(settings['feature_batch']), {'sessions': names}, progress)
     cache_s = time.perf_counter() - t0
     table = cache.table
     if len(table) < 4:
