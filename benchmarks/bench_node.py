@@ -43,6 +43,7 @@ from vpr_ros.frames import Pose  # noqa: E402
 from vpr_ros.localization import Localizer  # noqa: E402
 from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
+from vpr_ros.matching.sequence import SequenceConfig  # noqa: E402
 
 DEFAULT_ENCODER = 'effnet_gem'
 
@@ -87,8 +88,11 @@ def build_map(path: str, images: list[np.ndarray], places: int, encoder_name: st
     vmap.save(path)
 
 
-def core_ms(map_path: str, images: list[np.ndarray], repeats: int, threads: int) -> float:
-    localizer = Localizer.from_map(map_path, {'threads': threads} if threads else None)
+def core_ms(map_path: str, images: list[np.ndarray], repeats: int, threads: int,
+            sequence_length: int = 0) -> float:
+    """Localizer.localize in this process with the node's settings (sequence matching included)."""
+    localizer = Localizer.from_map(map_path, {'threads': threads} if threads else None,
+                                   sequence=SequenceConfig(length=sequence_length))
     localizer.localize(images[0], 0.0)
     times = []
     for i in range(repeats):
@@ -189,7 +193,7 @@ def main() -> int:
         map_path = os.path.join(tmp, 'map')
         build_map(map_path, images, args.places, args.encoder, yaml.safe_load(args.config) or {}, args.dtype,
                   args.verification)
-        core = core_ms(map_path, images, args.repeats, args.threads)
+        core = core_ms(map_path, images, args.repeats, args.threads, args.sequence_length)
         verification_mode = ('off' if not args.verification
                              else 'default filter' if args.default_filter else 'every frame, top 3')
         print(f'encoder {args.encoder} {args.config}, {args.dtype} map of {args.places} places, '
