@@ -81,3 +81,27 @@ def test_votes_favour_places_with_more_segments_when_all_are_retrieved():
     vmap.add(0.0, None, target)
     vmap.add(1.0, None, l2_normalize(rng.normal(size=(12, 16))))
     assert vmap.search(target, 2)[0].place_id == 1
+
+
+@pytest.mark.parametrize(('dtype', 'index'), [('float32', 'flat'), ('float16', 'flat'), ('float32', 'hnsw16')])
+def test_ranking_with_the_row_is_the_index_search(dtype, index):
+    """Sequence matching takes the single-frame ranking and the similarity row in one call; on a flat
+    map the ranking comes from the row (one pass). Same places, same order, scores within float32
+    rounding, exclusions honoured, for every index kind."""
+    from vpr_ros.matching.retrieval import rank_places, rank_places_with_row
+
+    rng = np.random.default_rng(3)
+    identity = {**IDENTITY, 'dim': 64, 'multi_vector': False}
+    vmap = VprMap.empty(identity, dtype=dtype, index=index)
+    for i, v in enumerate(l2_normalize(rng.normal(size=(300, 64)))):
+        vmap.add(float(i), None, v[None])
+    for trial in range(20):
+        query = l2_normalize(rng.normal(size=(1, 64))).astype(np.float32)
+        exclude = set(rng.choice(300, size=trial, replace=False).tolist())
+        ranked, row = rank_places_with_row(vmap, query, 7, exclude)
+        expected = rank_places(vmap, query, 7, exclude)
+        assert [p for p, _ in ranked] == [p for p, _ in expected]
+        np.testing.assert_allclose([s for _, s in ranked], [s for _, s in expected], atol=1e-5)
+        np.testing.assert_allclose(row, vmap.descriptors.astype(np.float32) @ query[0], atol=1e-5)
+        assert not exclude & {p for p, _ in ranked}
+    assert rank_places_with_row(vmap, query, 500, set(range(299)))[0] == [(299, pytest.approx(row[299]))]

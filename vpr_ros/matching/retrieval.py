@@ -43,6 +43,20 @@ def _global_row(vmap: 'VprMap', query: np.ndarray) -> np.ndarray:
     return out
 
 
+def _top_of_row(row: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
+    """The k best places of a global map's similarity row (place id = row index), best first."""
+    scores = row
+    if exclude:
+        scores = row.copy()
+        scores[[p for p in exclude if 0 <= p < len(row)]] = -np.inf
+    k = min(k, len(row))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind='stable')]
+    return [(int(p), float(row[p])) for p in top if np.isfinite(scores[p])]
+
+
 def rank_places_with_row(vmap: 'VprMap', vectors: np.ndarray, k: int,
                          exclude: set[int]) -> tuple[list[tuple[int, float]], np.ndarray]:
     """:func:`rank_places` plus the query's similarity to every place by id (exact, any index).
@@ -53,7 +67,10 @@ def rank_places_with_row(vmap: 'VprMap', vectors: np.ndarray, k: int,
     """
     n_places = len(vmap.places)
     if not vmap.meta.multi_vector:
-        return rank_places(vmap, vectors, k, exclude), _global_row(vmap, vectors[0])
+        row = _global_row(vmap, vectors[0])
+        if vmap.meta.index == 'flat':  # the exact search is this row: one pass over the map, not two
+            return _top_of_row(row, k, exclude), row
+        return rank_places(vmap, vectors, k, exclude), row
     if len(vectors) == 0:
         return [], np.zeros(n_places, np.float64)
     scores, rows = faiss_index.search(vmap.index, vectors, SEGMENT_K)
