@@ -83,7 +83,8 @@ def test_votes_favour_places_with_more_segments_when_all_are_retrieved():
     assert vmap.search(target, 2)[0].place_id == 1
 
 
-@pytest.mark.parametrize(('dtype', 'index'), [('float32', 'flat'), ('float16', 'flat'), ('float32', 'hnsw16')])
+@pytest.mark.parametrize(('dtype', 'index'),
+                         [('float32', 'flat'), ('float16', 'flat'), ('float32', 'hnsw16')])
 def test_ranking_with_the_row_is_the_index_search(dtype, index):
     """Sequence matching takes the single-frame ranking and the similarity row in one call; on a flat
     map the ranking comes from the row (one pass). Same places, same order, scores within float32
