@@ -43,18 +43,34 @@ def _global_row(vmap: 'VprMap', query: np.ndarray) -> np.ndarray:
     return out
 
 
+def pick_best(rank_value: np.ndarray, k: int, suppress: int = 0,
+              excluded: np.ndarray | None = None) -> list[int]:
+    """Up to k ordered positions by ascending value, none within ``suppress`` of a better one."""
+    value = np.where(np.isfinite(rank_value), rank_value, np.inf)
+    if excluded is not None and excluded.any():
+        value = np.where(excluded, np.inf, value)
+    # Each pick suppresses at most 2 * suppress others: the best k * (2 * suppress + 1) hold the answer.
+    m = min(len(value), k * (2 * suppress + 1))
+    if m <= 0:
+        return []
+    head = np.argpartition(value, m - 1)[:m] if m < len(value) else np.arange(len(value))
+    order = head[np.lexsort((head, value[head]))]  # by value, ties by position (as a stable sort)
+    taken: list[int] = []
+    for pos in order:
+        if not np.isfinite(value[pos]) or len(taken) == k:
+            break
+        if all(abs(int(pos) - t) > suppress for t in taken):
+            taken.append(int(pos))
+    return taken
+
+
 def _top_of_row(row: np.ndarray, k: int, exclude: set[int]) -> list[tuple[int, float]]:
     """The k best places of a global map's similarity row (place id = row index), best first."""
-    scores = row
+    excluded = None
     if exclude:
-        scores = row.copy()
-        scores[[p for p in exclude if 0 <= p < len(row)]] = -np.inf
-    k = min(k, len(row))
-    if k <= 0:
-        return []
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind='stable')]
-    return [(int(p), float(row[p])) for p in top if np.isfinite(scores[p])]
+        excluded = np.zeros(len(row), bool)
+        excluded[[p for p in exclude if 0 <= p < len(row)]] = True
+    return [(p, float(row[p])) for p in pick_best(-row, k, 0, excluded)]
 
 
 def rank_places_with_row(vmap: 'VprMap', vectors: np.ndarray, k: int,

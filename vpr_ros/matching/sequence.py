@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.matching.retrieval import pick_best
 
 MAX_LENGTH = 1000
 _STD_FLOOR = 1e-9
@@ -173,26 +174,6 @@ def trajectory_costs(norm: np.ndarray | Sequence[np.ndarray], velocities: np.nda
     return best, best_v
 
 
-def _pick(rank_value: np.ndarray, k: int, suppress: int, excluded: np.ndarray | None) -> list[int]:
-    """Up to k ordered positions by ascending value, none within ``suppress`` of a better one."""
-    value = np.where(np.isfinite(rank_value), rank_value, np.inf)
-    if excluded is not None and excluded.any():
-        value = np.where(excluded, np.inf, value)
-    # Each pick suppresses at most 2 * suppress others: the best k * (2 * suppress + 1) hold the answer.
-    m = min(len(value), k * (2 * suppress + 1))
-    if m <= 0:
-        return []
-    head = np.argpartition(value, m - 1)[:m] if m < len(value) else np.arange(len(value))
-    order = head[np.lexsort((head, value[head]))]  # by value, ties by position (as a stable sort)
-    taken: list[int] = []
-    for pos in order:
-        if not np.isfinite(value[pos]) or len(taken) == k:
-            break
-        if all(abs(int(pos) - t) > suppress for t in taken):
-            taken.append(int(pos))
-    return taken
-
-
 class _Ranker:
     """Ranking of one window of (L, P) raw similarity rows, in stamp order of places."""
 
@@ -209,7 +190,7 @@ class _Ranker:
         cost, best_v = trajectory_costs(norm, self.velocities, prepared)
         w = cfg.single_frame_weight
         rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
-        picked = _pick(rank_value, k, cfg.contrast_window // 2, excluded_ordered)
+        picked = pick_best(rank_value, k, cfg.contrast_window // 2, excluded_ordered)
         length = len(sims)
         out = []
         for pos in picked:
