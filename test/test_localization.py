@@ -22,3 +22,18 @@ def test_map_from_before_the_centres_key_loads_as_unit_centres(tmp_path):
     rgb = [frames[1].rgb]
     np.testing.assert_allclose(loc.encoder.encode(rgb), encoder.encode(rgb), atol=1e-6)
     assert loc.localize(frames[1].rgb, 0.0).best.place_id == 1
+
+
+def test_time_neighbours_are_the_adjacent_places_in_map_time():
+    from vpr_ros.localization import IdentityOnly
+
+    identity = {'name': 'plain', 'config': {}, 'dim': 4, 'multi_vector': False}
+    vmap = VprMap.empty(identity)
+    for stamp in (30.0, 10.0, 20.0, 40.0):  # a merged map: ids are not in time order
+        vmap.add(stamp, None, np.eye(4, dtype=np.float32)[:1])
+    loc = Localizer(vmap, IdentityOnly(identity))
+    neighbours = loc.time_neighbours(0, 0.5)
+    assert [(m.place_id, m.stamp, m.score) for m in neighbours] == [(2, 20.0, 0.5), (3, 40.0, 0.5)]
+    assert [m.place_id for m in loc.time_neighbours(1, 0.5)] == [2]  # the earliest place has one neighbour
+    vmap.add(25.0, None, np.eye(4, dtype=np.float32)[:1])  # a place added later is seen
+    assert [m.place_id for m in loc.time_neighbours(0, 0.5)] == [4, 3]

@@ -135,6 +135,16 @@ class Localizer:
             self._order_cache = (n, stamps, stamp_order(stamps))
         return self._order_cache[1], self._order_cache[2]
 
+    def time_neighbours(self, place_id: int, score: float) -> list[Match]:
+        """The places just before and after ``place_id`` in map time (its adjacent keyframes), as
+        matches carrying ``score``."""
+        _, order = self._stamps_and_order()
+        at = np.flatnonzero(order == int(place_id))
+        if not len(at):
+            return []
+        i = int(at[0])
+        return [self.map.match(int(order[j]), score) for j in (i - 1, i + 1) if 0 <= j < len(order)]
+
     # ----- per frame --------------------------------------------------------------------------
     def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()

@@ -323,11 +323,15 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 query_feats.append(lf.extract(frame.rgb, settings.local_features))
             return query_feats[0]
 
-        def verify(cands: list[Any]) -> list[Any]:
-            new = [c.place_id for c in cands[:settings.verification.top_k] if c.place_id not in cache]
-            out = verifier.verify(features(), [c.place_id for c in cands], settings.camera, cache)
+        def verify(cands: list[Any], top_k: int | None = None) -> list[Any]:
+            limit = settings.verification.top_k if top_k is None else top_k
+            new = [c.place_id for c in cands[:limit] if c.place_id not in cache]
+            out = verifier.verify(features(), [c.place_id for c in cands], settings.camera, cache, limit)
             verify_ms.extend(cache[p].ms for p in new)
             return out
+
+        def neighbours(candidate: Any) -> list[Any]:
+            return localizer.time_neighbours(candidate.place_id, candidate.score)
 
         def correct(place_id: int) -> bool:
             return bool(np.linalg.norm(np.asarray(place_xy[place_id]) - xy) <= thresholds.dist_m)
@@ -340,7 +344,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 score = next(m.score for m in eligible if m.place_id == best.place_id)
                 per_frame['with_verification'].append((score, correct(best.place_id)))
         for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
-            decision = flt.update(t, loc.matches, fn)
+            decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
             if decision.accepted:
                 v = decision.verification

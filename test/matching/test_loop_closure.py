@@ -79,6 +79,7 @@ class V:
     place_id: int
     verified: bool
     inliers: int = 0
+    parallax_deg: float | None = None
 
 
 def test_verification_runs_last_reranks_and_keeps_the_streak() -> None:
@@ -120,3 +121,44 @@ def test_a_closure_needs_consecutive_agreeing_verifications() -> None:
 def test_without_a_verifier_verified_frames_does_not_apply() -> None:
     flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=0, verified_frames=5))
     assert flt.update(100.0, [M(10, 0.1, 10.0)]).status is LoopStatus.LOOP_DETECTED
+
+
+def refined(candidate: V, neighbour_answers: list[V], neighbours: list[M], t_query: float = 100.0):
+    """The published place of a frame whose verified candidate is ``candidate`` (verified_frames 1)."""
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=1, max_rate_hz=0, verified_frames=1,
+                                              min_time_separation=30.0))
+    asked: list[list[int]] = []
+
+    def verify(cands, top_k=None):
+        asked.append([c.place_id for c in cands])
+        return [candidate] if len(asked) == 1 else neighbour_answers
+
+    d = flt.update(t_query, [M(candidate.place_id, 0.7, 20.0)], verify, lambda c: neighbours)
+    assert d.accepted and d.score == 0.7  # the score stays the retrieved candidate's
+    return d, asked
+
+
+def test_a_closure_moves_to_the_neighbour_seen_from_nearer() -> None:
+    """Of the verified time neighbours with enough inliers, the smallest parallax is published."""
+    near = [M(19, 0.0, 18.5), M(21, 0.0, 21.5)]
+    d, asked = refined(V(20, True, 54, 2.3), [V(19, True, 40, 0.5), V(21, True, 60, 4.0)], near)
+    assert asked == [[20], [19, 21]] and (d.place_id, d.t_match, d.verification.inliers) == (19, 18.5, 40)
+    # a neighbour with under half the inliers of the best view does not compete (its parallax is noise)
+    d, _ = refined(V(20, True, 90, 2.3), [V(19, True, 20, 0.5)], near)
+    assert d.place_id == 20 and d.verification.inliers == 90
+    # a neighbour that does not verify never wins
+    d, _ = refined(V(20, True, 54, 2.3), [V(19, False, 0, None)], near)
+    assert d.place_id == 20
+
+
+def test_without_parallax_the_most_inliers_win_and_ties_keep_the_candidate() -> None:
+    near = [M(19, 0.0, 18.5), M(21, 0.0, 21.5)]
+    d, _ = refined(V(20, True, 30), [V(21, True, 45), V(19, True, 25)], near)
+    assert (d.place_id, d.t_match) == (21, 21.5)
+    d, _ = refined(V(20, True, 45), [V(21, True, 45)], near)
+    assert d.place_id == 20
+
+
+def test_neighbours_too_recent_for_a_closure_are_not_verified() -> None:
+    d, asked = refined(V(20, True, 40, 2.0), [], [M(21, 0.0, 75.0)])  # 25 s before the query
+    assert asked == [[20]] and d.place_id == 20

@@ -9,7 +9,13 @@ import pytest
 from test.helpers import blob_image
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatureConfig, LocalFeatures, extract
-from vpr_ros.matching.verification import VerificationConfig, Verifier, mutual_ratio_matches, verify_pair
+from vpr_ros.matching.verification import (
+    VerificationConfig,
+    Verifier,
+    median_parallax_deg,
+    mutual_ratio_matches,
+    verify_pair,
+)
 
 K = (500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0)
 CAMERA = CameraIntrinsics(K, (), 'plumb_bob', 640, 480)
@@ -86,6 +92,25 @@ def test_relative_pose_of_a_known_rigid_scene_is_recovered_with_intrinsics() -> 
     # without intrinsics: the fundamental matrix, no pose
     f = verify_pair(q, p, 7)
     assert f.verified and f.model == 'fundamental' and f.rotation is None
+
+
+def test_parallax_grows_with_the_baseline_and_ignores_rotation() -> None:
+    """The median rotation-compensated parallax: 0 for a pure rotation, larger for a longer baseline."""
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.uniform(-4, 4, 200), rng.uniform(-3, 3, 200), rng.uniform(6, 20, 200)])
+
+    def parallax(R: np.ndarray, t: np.ndarray) -> float:
+        Xp = (R @ X.T).T + t
+        return median_parallax_deg(X[:, :2] / X[:, 2:], Xp[:, :2] / Xp[:, 2:], R)
+
+    assert parallax(rot_y(15.0), np.zeros(3)) == pytest.approx(0.0, abs=1e-6)
+    short = parallax(rot_y(5.0), np.array([0.2, 0.0, -1.0]))
+    long = parallax(rot_y(5.0), np.array([0.8, 0.0, -4.0]))
+    assert 0.5 < short < long
+    q, p = synthetic_pair(rot_y(12.0), np.array([1.0, 0.1, 0.3]))
+    v = verify_pair(q, p, 7, query_camera=CAMERA, place_camera=CAMERA)
+    assert v.parallax_deg is not None and v.parallax_deg > 1.0
+    assert verify_pair(q, p, 7).parallax_deg is None  # fundamental matrix: no rotation to remove
 
 
 def test_essential_matrix_rejects_random_correspondences() -> None:

@@ -14,7 +14,11 @@ For a query and each of a few candidate places:
    a fundamental matrix with at least 12 correspondences; ratio ~0.25 rejects a model fitted
    through a small coherent subset of random matches) and are not fitted to any data set;
 4. with an essential matrix, ``cv2.recoverPose`` gives the relative rotation and the translation
-   direction (unit norm: monocular scale is unknown) by the cheirality check.
+   direction (unit norm: monocular scale is unknown) by the cheirality check, and the inliers'
+   median *parallax*: the angle between each place bearing and the rotated query bearing, i.e.
+   what is left after the rotation is removed, which grows with the baseline relative to the scene
+   depth (the measure ORB-SLAM and SVO use for the baseline of two views). Of two verified views
+   of the same street, the one with the smaller parallax was taken nearer to the query.
 
 Relative pose convention: ``rotation`` R and ``translation`` t map a 3-D point from the query
 camera's optical frame to the matched place's camera optical frame, ``X_place = R X_query + t``;
@@ -78,6 +82,7 @@ class Verification:
     ms: float
     rotation: np.ndarray | None = None     # (3, 3), essential model only
     translation: np.ndarray | None = None  # (3,) unit vector, essential model only
+    parallax_deg: float | None = None      # median rotation-compensated parallax, essential model only
 
     @property
     def inlier_ratio(self) -> float:
@@ -106,6 +111,17 @@ def mutual_ratio_matches(query: np.ndarray, place: np.ndarray, ratio: float, bin
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 
+def median_parallax_deg(n_q: np.ndarray, n_p: np.ndarray, R: np.ndarray) -> float:
+    """Median angle (degrees) between place bearings and query bearings rotated by ``R`` into the place
+    camera: the parallax the translation leaves. ``n_q``, ``n_p``: (m, 2) normalised coordinates."""
+    def bearings(n: np.ndarray) -> np.ndarray:
+        b = np.column_stack([n, np.ones(len(n))])
+        return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+    cos = np.einsum('ij,ij->i', bearings(n_q) @ np.asarray(R, np.float64).T, bearings(n_p))
+    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0))))) if len(cos) else 0.0
+
+
 def _rotation_is_valid(R: np.ndarray) -> bool:
     return bool(np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) > 0)
 
@@ -119,8 +135,9 @@ def verify_pair(query: LocalFeatures, place: LocalFeatures, place_id: int = -1,
 
     t0 = time.perf_counter()
 
-    def done(verified: bool, n: int, inl: int, model: str, R=None, t=None) -> Verification:
-        return Verification(place_id, verified, n, inl, model, (time.perf_counter() - t0) * 1e3, R, t)
+    def done(verified: bool, n: int, inl: int, model: str, R=None, t=None, parallax=None) -> Verification:
+        ms = (time.perf_counter() - t0) * 1e3
+        return Verification(place_id, verified, n, inl, model, ms, R, t, parallax)
 
     pairs = mutual_ratio_matches(query.descriptors, place.descriptors, config.ratio, binary)
     n = len(pairs)
@@ -155,14 +172,17 @@ def _fit(pairs: np.ndarray, query: LocalFeatures, place: LocalFeatures, config: 
             return done(False, n, 0, 'essential')
         inliers = int(mask.sum())
         verified = inliers >= config.min_inliers and inliers / n >= config.min_inlier_ratio
-        R = t = None
+        R = t = parallax = None
         if verified:
             _, R, t, _ = cv2.recoverPose(E, n_q, n_p, np.eye(3), mask=mask.copy())
             t = np.asarray(t, np.float64).reshape(3)
             t = t / max(np.linalg.norm(t), 1e-12)
-            if not _rotation_is_valid(R):
+            if _rotation_is_valid(R):
+                keep = mask.ravel().astype(bool)
+                parallax = median_parallax_deg(n_q[keep], n_p[keep], R)
+            else:
                 R = t = None
-        return done(verified, n, inliers, 'essential', R, t)
+        return done(verified, n, inliers, 'essential', R, t, parallax)
     F, mask = cv2.findFundamentalMat(p_q, p_p, cv2.USAC_MAGSAC, config.threshold_px, config.confidence,
                                      config.max_iterations)
     if F is None or mask is None:
@@ -200,14 +220,15 @@ class Verifier:
 
     def verify(self, query: LocalFeatures, place_ids: Sequence[int],
                query_camera: CameraIntrinsics | None = None,
-               cache: dict[int, Verification] | None = None) -> list[Verification]:
-        """Verification of each candidate (at most ``top_k``), re-ranked: verified first, by inliers.
+               cache: dict[int, Verification] | None = None, top_k: int | None = None) -> list[Verification]:
+        """Verification of each candidate (at most ``top_k``, by default the config's), re-ranked:
+        verified first, by inliers.
 
         ``cache``: verifications of this query already computed (filled in), by place id.
         """
         out = []
         place_camera = self.place_camera if self.place_camera is not None else query_camera
-        for pid in list(place_ids)[:self.config.top_k]:
+        for pid in list(place_ids)[:self.config.top_k if top_k is None else top_k]:
             if cache is not None and int(pid) in cache:
                 out.append(cache[int(pid)])
                 continue
@@ -223,4 +244,5 @@ class Verifier:
         return [out[i] for i in order]
 
 
-__all__ = ['Verification', 'VerificationConfig', 'Verifier', 'for_map', 'mutual_ratio_matches', 'verify_pair']
+__all__ = ['Verification', 'VerificationConfig', 'Verifier', 'for_map', 'median_parallax_deg',
+           'mutual_ratio_matches', 'verify_pair']
