@@ -18,6 +18,15 @@ def test_slot_keeps_only_the_newest_and_counts_drops() -> None:
     assert slot.take() == 7 and slot.dropped == 4
 
 
+def test_slot_of_several_keeps_the_newest_in_order() -> None:
+    slot: LatestSlot[int] = LatestSlot(capacity=3)
+    for i in range(5):
+        slot.put(i)
+    assert [slot.take(timeout=0) for _ in range(4)] == [2, 3, 4, None] and slot.dropped == 2
+    with pytest.raises(ValueError):
+        LatestSlot(capacity=0)
+
+
 def test_slot_wakes_a_waiting_worker_and_closes() -> None:
     slot: LatestSlot[str] = LatestSlot()
     got: list[str | None] = []

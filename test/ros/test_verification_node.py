@@ -104,6 +104,7 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
         def settled(_: object) -> bool:  # a diagnostics message counting every closure received
             st = driver.latest_status()
             return (st is not None and st.get('verification') == 'essential matrix'
+                    and st['loop_closure.frames_pending'] == '0'
                     and int(st['loop_closures_published']) == len(loops))
 
         driver.wait_for(settled, 30.0)

@@ -3,8 +3,11 @@
 A thin shell around :class:`vpr_ros.localization.Localizer` (the same encode + search the offline
 ``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; a
 worker thread processes the newest frame whenever it is free, so no backlog ever builds and
-replaced frames are counted as dropped. Topics, parameters and message layouts:
-``docs/ros_interface.md``; parameters are the table in :mod:`vpr_ros.ros.parameters`.
+replaced frames are counted as dropped. Loop-closure decisions (with geometric verification, the
+costly part) run in a second thread fed in frame order, as SLAM systems run loop closing beside
+tracking: a verifying frame delays its closure, not the place answers of the frames after it.
+Topics, parameters and message layouts: ``docs/ros_interface.md``; parameters are the table in
+:mod:`vpr_ros.ros.parameters`.
 
 Run: ``ros2 run vpr_ros localizer --ros-args --params-file config/localize.yaml -p map_path:=...``
 or ``python -m vpr_ros.localizer --ros-args ...``.
@@ -77,6 +80,7 @@ from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
 OUTPUT_QOS = QoSProfile(depth=10)
 LATCHED_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NO_INPUT_WARN_S = 5.0
+LOOP_QUEUE = 10  # frames waiting for a loop-closure decision (1 s at 10 Hz); beyond it the oldest are dropped
 ODOM_BUFFER = 500
 ODOM_MAX_EXTRAPOLATION_S = 0.5
 
@@ -97,7 +101,9 @@ class LocalizerNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
+        self._loop_slot: LatestSlot[tuple[float, list, Any]] = LatestSlot(LOOP_QUEUE)
         self._worker: threading.Thread | None = None
+        self._loop_worker: threading.Thread | None = None
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self._values: dict[str, Any] = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
@@ -121,6 +127,8 @@ class LocalizerNode(Node):
         self._odom_frame_checked = False
         self._camera: lf.CameraIntrinsics | None = None
         self._verifier = verification.for_map(self._localizer.map, self._verification_config(self._values))
+        if self._verifier is not None:  # verification runs beside the worker that grows the map
+            self._verifier.place_features = self._under_map_lock(self._verifier.place_features)
         self._verification_note = '' if self._verifier else (
             f"unavailable: map {self._values['map_path']} has no local features "
             '(rebuild it with vpr-ros build-map)')
@@ -139,6 +147,7 @@ class LocalizerNode(Node):
 
         self._skips = SkipCounter(self.get_logger().warning)
         self._received = self._processed = self._rate_limited = self._loops_published = 0
+        self._loop_frames_queued = self._loop_frames_decided = 0
         self._by_sequence = self._sequence_fallback = 0
         self._sequence_active = False
         self._sequence_ms = RollingStats()
@@ -192,6 +201,8 @@ class LocalizerNode(Node):
 
         self._worker = threading.Thread(target=self._work, name='vpr_localizer_worker', daemon=True)
         self._worker.start()
+        self._loop_worker = threading.Thread(target=self._work_loops, name='vpr_loop_closure', daemon=True)
+        self._loop_worker.start()
         vmap = self._localizer.map
         self.get_logger().info(
             f'ready: {len(vmap)} places, encoder {self._localizer.encoder.name} (dim {vmap.meta.dim}), '
@@ -380,20 +391,32 @@ class LocalizerNode(Node):
             pose = last_pose  # odometry lags the camera a little
         return pose
 
-    # ----- the worker ---------------------------------------------------------------------------
+    # ----- the workers --------------------------------------------------------------------------
     def _work(self) -> None:
+        self._serve(self._slot, self._process)
+
+    def _work_loops(self) -> None:
+        self._serve(self._loop_slot, self._close_loop)
+
+    def _serve(self, slot: LatestSlot, handle: Any) -> None:
         while not self._stopping.is_set():
-            item = self._slot.take(timeout=0.5)
+            item = slot.take(timeout=0.5)
             if item is None:
                 continue
             try:
-                self._process(*item)
+                handle(*item)
             except ImageDecodeError as exc:
                 self._skips.skip(exc.kind, str(exc))
             except Exception as exc:  # the node must survive any single frame
                 if self._stopping.is_set():
                     return
                 self._skips.skip(f'processing error ({type(exc).__name__})', str(exc))
+
+    def _under_map_lock(self, fn: Any) -> Any:
+        def locked(*args: Any) -> Any:
+            with self._map_lock:
+                return fn(*args)
+        return locked
 
     def _process(self, msg: Image | CompressedImage, t_received: float, receipt_stamp: Any) -> None:
         stamp = msg.header.stamp
@@ -414,13 +437,15 @@ class LocalizerNode(Node):
         # Extracted at most once per frame, and only if verification or a new keyframe needs them.
         features = functools.cache(lambda: self._local_features_of(rgb))
 
-        with self._map_lock:  # verification reads map features that ~/save_map consolidates
+        with self._map_lock:
             loc = self._localizer.localize(rgb, t, self._recent_places(t))
-            decision = self._decide(t, loc.matches, features)
             self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)
-        self._publish(stamp, t, loc.matches, decision)
+        self._publish(stamp, t, loc.matches)
+        if self._values['loop_closure.enabled']:
+            self._loop_frames_queued += 1
+            self._loop_slot.put((t, loc.matches, features))
         t_end = time.perf_counter()
         self._processed += 1
         self._output_rate.tick()
@@ -447,22 +472,35 @@ class LocalizerNode(Node):
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
         return recent_places(self._session_places, t, self._loop_filter.config.min_time_separation)
 
-    def _decide(self, t: float, matches: list, features: Any) -> LoopDecision | None:
-        if not self._values['loop_closure.enabled']:
-            return None
+    def _close_loop(self, t: float, matches: list, features: Any) -> None:
+        """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
+        try:
+            decision = self._decide(t, matches, features)
+        finally:
+            self._loop_frames_decided += 1
+        self._loop_status[decision.status.value] += 1
+        self._last_loop_status = decision.status.value
+        if decision.status is LoopStatus.LOOP_DETECTED:
+            self._publish_loop(t, decision)
+
+    def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
         verifier = self._verifier if self._values['verification.enabled'] else None
         if verifier is None:
             return self._loop_filter.update(t, matches)
         camera = self._camera
 
-        def verify(cands: list) -> list:
-            out = verifier.verify(features(), [c.place_id for c in cands], camera)
+        def verify(cands: list, top_k: int | None = None) -> list:
+            out = verifier.verify(features(), [c.place_id for c in cands], camera, top_k=top_k)
             for v in out:
                 if v.ms:
                     self._verify_ms.add(v.ms)
             return out
 
-        return self._loop_filter.update(t, matches, verify)
+        @self._under_map_lock
+        def neighbours(candidate: Any) -> list:
+            return self._localizer.time_neighbours(candidate.place_id, candidate.score)
+
+        return self._loop_filter.update(t, matches, verify, neighbours)
 
     def _bootstrap_frame(self, t: float, rgb: np.ndarray) -> None:
         """Before the vocabulary exists: collect keyframes (time/distance gates), fit at the N-th."""
@@ -495,7 +533,7 @@ class LocalizerNode(Node):
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list, decision: LoopDecision | None) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if self._pub_place_candidates is not None:
@@ -509,21 +547,18 @@ class LocalizerNode(Node):
             if best.pose is not None and best.score >= self._values['pose.min_score']:
                 self._pub_pose.publish(messages.pose_msg(header, best, self._covariance))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
-        if decision is not None:
-            self._loop_status[decision.status.value] += 1
-            self._last_loop_status = decision.status.value
-            if decision.status is LoopStatus.LOOP_DETECTED:
-                self._pub_loop.publish(messages.loop_closure_msg(t, decision.t_match))
-                self._loops_published += 1
-                v = decision.verification
-                if v is not None and v.rotation is not None:
-                    self._pub_constraint.publish(messages.loop_constraint_msg(
-                        t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers,
-                        v.inlier_ratio))
-                    self._constraints_published += 1
-                checked = f', {v.inliers} inliers ({v.model})' if v is not None else ''
-                self.get_logger().info(f'loop closure: {t:.3f} s -> place {decision.place_id} at '
-                                       f'{decision.t_match:.3f} s (score {decision.score:.3f}{checked})')
+
+    def _publish_loop(self, t: float, decision: LoopDecision) -> None:
+        self._pub_loop.publish(messages.loop_closure_msg(t, decision.t_match))
+        self._loops_published += 1
+        v = decision.verification
+        if v is not None and v.rotation is not None:
+            self._pub_constraint.publish(messages.loop_constraint_msg(
+                t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers, v.inlier_ratio))
+            self._constraints_published += 1
+        checked = f', {v.inliers} inliers ({v.model})' if v is not None else ''
+        self.get_logger().info(f'loop closure: {t:.3f} s -> place {decision.place_id} at '
+                               f'{decision.t_match:.3f} s (score {decision.score:.3f}{checked})')
 
     # ----- map ------------------------------------------------------------------------------------
     def _publish_map_markers(self) -> None:
@@ -583,6 +618,10 @@ class LocalizerNode(Node):
             'localize_p50_ms': f'{self._localize.percentile(50):.1f}',
             'frames_received': self._received, 'frames_processed': self._processed,
             'frames_dropped': self._slot.dropped, 'frames_rate_limited': self._rate_limited,
+            # frames waiting for (or in) the loop-closure stage; 0 when every closure is out
+            'loop_closure.frames_pending': (self._loop_frames_queued - self._loop_frames_decided
+                                            - self._loop_slot.dropped),
+            'loop_closure.frames_dropped': self._loop_slot.dropped,
             'skipped_bad_frames': self._skips.total,
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
@@ -617,8 +656,10 @@ class LocalizerNode(Node):
     def destroy_node(self) -> None:
         self._stopping.set()
         self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        self._loop_slot.close()
+        for worker in (self._worker, self._loop_worker):
+            if worker is not None:
+                worker.join(timeout=5.0)
         super().destroy_node()
 
 

@@ -1,8 +1,10 @@
-"""The node's no-backlog machinery, free of rclpy: a keep-latest slot and rolling statistics.
+"""The node's no-backlog machinery, free of rclpy: keep-latest slots and rolling statistics.
 
 The subscription callback only drops the message into a :class:`LatestSlot`; one worker thread
 takes the newest message whenever it is free. A message replaced before the worker took it is a
-dropped frame, so the node never processes stale images and never builds a queue.
+dropped frame, so the node never processes stale images and never builds a queue. The loop-closure
+stage behind it gets a slot of a few frames, taken in order, so a slow verification delays
+closures without holding up localisation.
 """
 from __future__ import annotations
 
@@ -17,28 +19,34 @@ T = TypeVar('T')
 
 
 class LatestSlot(Generic[T]):
-    """A one-item mailbox: ``put`` replaces (and counts as dropped) an item not yet taken."""
+    """A mailbox of the newest ``capacity`` items, taken oldest first: ``put`` on a full slot drops
+    (and counts) the oldest item not yet taken. Capacity 1: the worker always gets the newest."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError('capacity must be >= 1')
         self._cond = threading.Condition()
-        self._item: T | None = None
+        self._items: deque[T] = deque()
+        self._capacity = capacity
         self._closed = False
         self.dropped = 0
 
     def put(self, item: T) -> None:
         with self._cond:
-            if self._item is not None:
+            if len(self._items) == self._capacity:
+                self._items.popleft()
                 self.dropped += 1
-            self._item = item
+            self._items.append(item)
             self._cond.notify()
 
     def take(self, timeout: float | None = None) -> T | None:
-        """The newest item, waiting for one; None on timeout or once closed."""
+        """The oldest item kept, waiting for one; None on timeout or once closed."""
         with self._cond:
-            if self._item is None and not self._closed:
+            if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
+            if self._closed or not self._items:
+                return None
+            return self._items.popleft()
 
     def close(self) -> None:
         with self._cond:
