@@ -21,6 +21,8 @@ images reuse theirs) and sets the loop-closure filter so that EVERY frame verifi
 cap): the worst case of a robot driving through a revisited area. With ``--default-filter`` the
 node keeps its default loop-closure filter (consistency streak, 1 Hz cap) and the query frames
 revisit the map in order, so frames verify as often as the defaults let them on a real revisit.
+Verification runs in the node's loop-closure thread, beside the worker that answers frames; the
+frames that stage had to drop are printed.
 ``--sequence-length N`` turns
 on sequence matching (node ``sequence.length``).
 """
@@ -160,7 +162,9 @@ def run_rate(map_path: str, images: list[np.ndarray], rate: float, seconds: floa
             'localize_p50': float(diag.get('localize_p50_ms', 'nan')),
             'verification_p50': float(diag.get('verification_p50_ms', 'nan')),
             'verified_frames': int(diag.get('loop_status.loop_detected', 0))
-            + int(diag.get('loop_status.failed_geometric_verification', 0))}
+            + int(diag.get('loop_status.failed_geometric_verification', 0)),
+            'loop_closures': int(diag.get('loop_closures_published', 0)),
+            'loop_stage_dropped': int(diag.get('loop_closure.frames_dropped', 0))}
 
 
 def main() -> int:
@@ -221,7 +225,8 @@ def main() -> int:
                   f"{r['processing_p50'] / r['localize_p50']:6.2f} {r['processing_p50'] / core:7.2f}")
             if args.verification:
                 print(f"       verification: {r['verified_frames']} frames verified, "
-                      f"{r['verification_p50']:.1f} ms p50 per candidate")
+                      f"{r['verification_p50']:.1f} ms p50 per candidate, {r['loop_closures']} closures "
+                      f"published, {r['loop_stage_dropped']} frames dropped by the loop-closure stage")
     print('e2e = image publish -> ~/candidates receipt (wall); node = decode+encode+search+publish per frame '
           '(node /diagnostics); ratio = node p50 / Localizer.localize p50 timed inside the node on the same '
           'frames (robust to other load); vs core = node p50 / the in-process core median above')

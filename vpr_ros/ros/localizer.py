@@ -31,7 +31,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -97,7 +97,10 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 class LocalizerNode(Node):
-    def __init__(self, **kwargs: Any) -> None:
+    """``frames_in_caller``: the caller runs :meth:`process_frames` (``main`` does, on the main
+    thread, with the executor spinning on another); otherwise a worker thread is started."""
+
+    def __init__(self, frames_in_caller: bool = False, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
@@ -199,8 +202,10 @@ class LocalizerNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
-        self._worker = threading.Thread(target=self._work, name='vpr_localizer_worker', daemon=True)
-        self._worker.start()
+        if not frames_in_caller:
+            self._worker = threading.Thread(target=self.process_frames, name='vpr_localizer_worker',
+                                            daemon=True)
+            self._worker.start()
         self._loop_worker = threading.Thread(target=self._work_loops, name='vpr_loop_closure', daemon=True)
         self._loop_worker.start()
         vmap = self._localizer.map
@@ -392,14 +397,15 @@ class LocalizerNode(Node):
         return pose
 
     # ----- the workers --------------------------------------------------------------------------
-    def _work(self) -> None:
+    def process_frames(self) -> None:
+        """Process camera frames until the node is destroyed or its context shuts down."""
         self._serve(self._slot, self._process)
 
     def _work_loops(self) -> None:
         self._serve(self._loop_slot, self._close_loop)
 
     def _serve(self, slot: LatestSlot, handle: Any) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.context.ok():
             item = slot.take(timeout=0.5)
             if item is None:
                 continue
@@ -671,6 +677,13 @@ def _startup_error(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {text}'
 
 
+def _spin(executor: SingleThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+
+
 def main(args: list[str] | None = None) -> int:
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
@@ -681,13 +694,21 @@ def main(args: list[str] | None = None) -> int:
     try:
         with init:
             try:
-                node = LocalizerNode()
+                node = LocalizerNode(frames_in_caller=True)
             except Exception as exc:  # start-up has nothing to keep alive: one line, never a traceback
                 logger.fatal(f'cannot start: {_startup_error(exc)}')
                 return 1
+            # Frames are processed on the main thread and the executor spins on another: torch's
+            # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
+            executor = SingleThreadedExecutor(context=node.context)
+            executor.add_node(node)
+            spinner = threading.Thread(target=_spin, args=(executor,), name='vpr_executor', daemon=True)
+            spinner.start()
             try:
-                rclpy.spin(node)
+                node.process_frames()
             finally:
+                executor.shutdown(timeout_sec=1.0)
+                spinner.join(timeout=5.0)  # a thread left inside rcl at exit aborts the process
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
