@@ -1,11 +1,12 @@
 """The localizer node: camera frames -> place ids, matched poses, loop closures for SLAM, diagnostics.
 
 A thin shell around :class:`vpr_ros.localization.Localizer` (the same encode + search the offline
-``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; a
-worker thread processes the newest frame whenever it is free, so no backlog ever builds and
-replaced frames are counted as dropped. Loop-closure decisions (with geometric verification, the
-costly part) run in a second thread fed in frame order, as SLAM systems run loop closing beside
-tracking: a verifying frame delays its closure, not the place answers of the frames after it.
+``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; the
+main thread (``main``; a worker thread when the node is built in-process) processes the newest
+frame whenever it is free, so no backlog ever builds and replaced frames are counted as dropped.
+Loop-closure decisions (with geometric verification, the costly part) run in a second thread fed
+in frame order, as SLAM systems run loop closing beside tracking: a verifying frame delays its
+closure, not the place answers of the frames after it.
 Topics, parameters and message layouts: ``docs/ros_interface.md``; parameters are the table in
 :mod:`vpr_ros.ros.parameters`.
 
