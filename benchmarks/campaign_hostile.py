@@ -201,9 +201,9 @@ def part_node(seed: int, bad_frames: int, work: str) -> dict[str, Any]:
     published: list[list[int]] = []
     original = node._publish
 
-    def publish(stamp: Any, t: float, matches: list, decision: Any) -> None:
+    def publish(stamp: Any, t: float, matches: list) -> None:
         published.append([m.place_id for m in matches])
-        original(stamp, t, matches, decision)
+        original(stamp, t, matches)
 
     def seen() -> int:
         return node._skips.total + node._processed + node._rate_limited

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist
 
 _log = logging.getLogger(__name__)
 RETRAIN_CHECK_EVERY = 1000  # places added between re-train checks of a growing IVF map
+KEYFRAME_RATE_WINDOW = 100  # searched frames over which a growing map's keyframe rate is measured
 
 
 @dataclass
@@ -101,6 +103,10 @@ class Localizer:
         self.configure_sequence(sequence or SequenceConfig())
         self._added = 0
         self._advised: str | None = None
+        # Per searched frame since the map started growing: whether a place was added after the
+        # previous search (the keyframe rate sequence velocities are scaled to).
+        self._keyframe_flags: deque[bool] = deque(maxlen=KEYFRAME_RATE_WINDOW)
+        self._added_since_search = False
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
@@ -122,6 +128,17 @@ class Localizer:
             return
         self._sequence_config = SequenceConfig(**config.as_dict())
         self._sequence = SequenceMatcher(self._sequence_config) if config.enabled else None
+
+    @property
+    def sequence_velocity_scale(self) -> float:
+        """Map places per frame that a sequence velocity of 1 means: 1 on a fixed map; on a map this
+        Localizer grows (incremental mode), the share of recent frames after which a keyframe was
+        added, so that the default 0.8-1.2 keeps meaning 'the speed of the first pass' whatever
+        the keyframe interval. At least 1/length: a robot standing still has no trajectory."""
+        if not self._keyframe_flags:
+            return 1.0
+        rate = sum(self._keyframe_flags) / len(self._keyframe_flags)
+        return max(rate, 1.0 / max(self._sequence_config.length, 1))
 
     def reset_sequence(self) -> None:
         """Forget the sequence history (a new run, or frames that no longer follow each other)."""
@@ -155,6 +172,9 @@ class Localizer:
                exclude: set[int] | None = None) -> Localization:
         """Top-K places for one frame. With sequence matching on, frames must come in time order."""
         t0 = time.perf_counter()
+        if self._added:
+            self._keyframe_flags.append(self._added_since_search)
+            self._added_since_search = False
         seq = self._sequence
         if seq is None or not len(self.map):
             matches = self.map.search(vectors, self.top_k, exclude)
@@ -174,7 +194,7 @@ class Localizer:
         t1 = time.perf_counter()
         seq.push(stamp, row)
         stamps, order = self._stamps_and_order()
-        ranked_seq = seq.rank(stamps, self.top_k, exclude, order)
+        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale)
         used = ranked_seq is not None
         matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
         t2 = time.perf_counter()
@@ -194,6 +214,7 @@ class Localizer:
         """
         place = self.map.add(stamp, pose, vectors, source, thumbnail, features)
         self._added += 1
+        self._added_since_search = True
         if self._added % RETRAIN_CHECK_EVERY == 0:
             advice = self.map.retrain_advice()
             if advice and advice != self._advised:

@@ -77,6 +77,25 @@ def test_a_slope_outside_the_range_is_not_followed() -> None:
     assert _recall(outside[19:], truth[19:], tol=1) < 0.5
 
 
+def test_a_velocity_scale_follows_a_map_sampled_every_other_frame() -> None:
+    """A map grown one keyframe per two frames advances 0.5 places per frame: outside 0.8-1.2, found
+    once the velocities are scaled by that keyframe rate."""
+    truth = _trajectory(0.5)
+    sims = _noisy(truth, signal=2.2, seed=4, velocity=0.5)
+    stamps = np.arange(PLACES, dtype=float)
+    recall = {}
+    for scale in (1.0, 0.5):
+        matcher = SequenceMatcher(SequenceConfig(length=20))
+        results = []
+        for q, row in enumerate(sims):
+            matcher.push(float(q), row)
+            results.append(matcher.rank(stamps, 1, velocity_scale=scale))
+        recall[scale] = _recall(results[19:], truth[19:], tol=1)
+        if scale == 0.5:  # the reported velocity is in places per frame
+            assert results[-1][0].velocity == pytest.approx(0.5, abs=0.05 + 1e-9)
+    assert recall[0.5] > 0.9 and recall[1.0] < 0.5, recall
+
+
 def test_places_are_ordered_by_stamp_not_by_id() -> None:
     truth = _trajectory(1.0)
     sims = _noisy(truth, signal=2.0, seed=3)

@@ -184,23 +184,29 @@ class _Ranker:
 
     def rank(self, sims: Sequence[np.ndarray], norm: Sequence[np.ndarray], order: np.ndarray, k: int,
              excluded_ordered: np.ndarray | None,
-             prepared: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> list[SequenceMatch]:
-        """``sims``/``norm``: the window's rows (raw similarities / normalised), oldest first."""
+             prepared: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+             velocity_scale: float = 1.0) -> list[SequenceMatch]:
+        """``sims``/``norm``: the window's rows (raw similarities / normalised), oldest first.
+        ``velocity_scale`` multiplies the configured velocities (see :meth:`SequenceMatcher.rank`)."""
         cfg = self.config
-        cost, best_v = trajectory_costs(norm, self.velocities, prepared)
+        velocities, offsets = self.velocities, self.offsets
+        if velocity_scale != 1.0:
+            velocities = velocities * velocity_scale
+            offsets = _offsets(velocities, max(cfg.length, 1))
+        cost, best_v = trajectory_costs(norm, velocities, prepared)
         w = cfg.single_frame_weight
         rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
         picked = pick_best(rank_value, k, cfg.contrast_window // 2, excluded_ordered)
         length = len(sims)
         out = []
         for pos in picked:
-            offs = self.offsets[best_v[pos]]
+            offs = offsets[best_v[pos]]
             along = [sims[length - 1 - lag][pos - off] for lag, off in enumerate(offs) if pos - off >= 0]
             score = float(np.nanmean(along))
             if w > 0:
                 score = (1.0 - w) * score + w * float(sims[-1][pos])
             out.append(SequenceMatch(int(order[pos]), score, float(rank_value[pos]),
-                                     float(self.velocities[best_v[pos]])))
+                                     float(velocities[best_v[pos]])))
         return out
 
 
@@ -291,12 +297,13 @@ class SequenceMatcher:
         self._cache.append(None)
 
     def rank(self, place_stamps: np.ndarray, k: int, exclude: set[int] | None = None,
-             order: np.ndarray | None = None) -> list[SequenceMatch] | None:
+             order: np.ndarray | None = None, velocity_scale: float = 1.0) -> list[SequenceMatch] | None:
         """Top-k sequence candidates for the newest frame; None with fewer than ``length`` frames.
 
         ``place_stamps``: stamps of the current map places (by id); rows pushed when the map was
         smaller count as unknown (NaN) for the places added since. ``order``: a cached
-        :func:`stamp_order` of ``place_stamps``.
+        :func:`stamp_order` of ``place_stamps``. ``velocity_scale``: map places per frame that a
+        velocity of 1 means (a map grown from these frames advances one keyframe per few frames).
         """
         if len(self._rows) < self.config.length:
             return None
@@ -320,7 +327,7 @@ class SequenceMatcher:
             excluded = np.isin(order, ids)
         cache = list(self._cache)
         return self._ranker.rank([c[1] for c in cache], [c[2] for c in cache], order, k, excluded,
-                                 [c[3] for c in cache])
+                                 [c[3] for c in cache], velocity_scale)
 
 
 __all__ = ['MAX_LENGTH', 'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',

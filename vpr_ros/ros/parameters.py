@@ -108,7 +108,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'query time jumps back) frames are answered single-frame. Changing any sequence.* '
               'parameter restarts the history.', low=0, high=1000),
     ParamSpec('sequence.min_velocity', 0.8, 'Slowest trajectory searched, in map places per processed '
-              'frame (map places ordered by stamp).', low=0.01, high=100.0),
+              'frame (map places ordered by stamp); on a map grown while running (incremental), '
+              'scaled by the keyframes added per frame.', low=0.01, high=100.0),
     ParamSpec('sequence.max_velocity', 1.2, 'Fastest trajectory searched (map places per processed frame).',
               low=0.01, high=100.0),
     ParamSpec('sequence.velocity_step', 0.1, 'Step between the searched velocities.', low=0.001, high=100.0),
