@@ -775,6 +775,7 @@ def part_soak(seed: int, seconds: float, work: str) -> dict[str, Any]:
             'rss_mb_start_1min_end': [round(m, 1) for m in (rss[0][1], late[0][1], rss[-1][1])] if late
             else [],
             'rss_mb_per_min_after_1min': round(slope, 3), 'sigint_exit_s': round(exit_s, 2),
+            'rss_mb_every_10s': [round(m, 1) for _, m in rss],
             'findings': dict(findings)}
 
 
