@@ -210,11 +210,14 @@ class Driver:
             time.sleep(0.02)
 
     def localize(self, msg: Any, t: float, timeout: float = 60.0,
-                 resend_every: float | None = None) -> list[tuple[int, float, float]]:
-        """Publish one frame and wait for its candidates.
+                 resend_every: float | None = 10.0) -> list[tuple[int, float, float]]:
+        """Publish one frame and wait for its candidates, resending it every ``resend_every`` s.
 
-        ``resend_every``: for a BEST_EFFORT node subscription, where a frame sent while the reader
-        is still matching the writer can be lost; the node may then answer the frame twice.
+        A frame sent while the reader is still matching the writer can be lost: with BEST_EFFORT,
+        and also with RELIABLE when a reader of a node destroyed earlier in this process still
+        satisfied discovery (seen in full runs on a loaded machine). The default 10 s is far above
+        any answer time here, so a resend only replaces a lost frame; a shorter one (BEST_EFFORT
+        tests) may make the node answer a frame twice. None: send once.
         """
         deadline = time.monotonic() + timeout
         while True:
