@@ -177,11 +177,26 @@ class Driver:
                 Float64MultiArray, loop_topic, append('loops'),
                 QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)))
 
-    def wait_ready(self, alive: Callable[[], None], timeout: float = 90.0) -> None:
-        """Discovery both ways: the node subscribes our images, we receive its outputs."""
+    def wait_ready(self, alive: Callable[[], None], timeout: float = 90.0, node: Any = None) -> None:
+        """Discovery both ways: the node subscribes our images, we receive its outputs.
+
+        DDS matches each side of a topic on its own: our readers counting the node's writers does not
+        mean the node's writers have matched our readers yet, and a RELIABLE VOLATILE answer sent
+        before that is lost (seen: the first frame of an in-process node answered but never
+        received). So this also waits, given the in-process ``node`` (a LocalizerNode), for its
+        output writers to count our readers; for a node in another process, for one diagnostics
+        message of it (its writers have then matched ours).
+        """
         deadline = time.monotonic() + timeout
+
+        def writers_matched() -> bool:
+            if node is None:
+                return self.latest_status() is not None
+            return all(p.get_subscription_count() > 0 for p in (
+                node._pub_candidates, node._pub_best, node._pub_pose, node._pub_diag))
+
         while not (self.image_pub.get_subscription_count() > 0
-                   and all(s.get_publisher_count() > 0 for s in self.subs[:3])):
+                   and all(s.get_publisher_count() > 0 for s in self.subs[:3]) and writers_matched()):
             alive()
             assert time.monotonic() < deadline, 'discovery timed out'
             time.sleep(0.05)
@@ -210,14 +225,11 @@ class Driver:
             time.sleep(0.02)
 
     def localize(self, msg: Any, t: float, timeout: float = 60.0,
-                 resend_every: float | None = 10.0) -> list[tuple[int, float, float]]:
-        """Publish one frame and wait for its candidates, resending it every ``resend_every`` s.
+                 resend_every: float | None = None) -> list[tuple[int, float, float]]:
+        """Publish one frame and wait for its candidates.
 
-        A frame sent while the reader is still matching the writer can be lost: with BEST_EFFORT,
-        and also with RELIABLE when a reader of a node destroyed earlier in this process still
-        satisfied discovery (seen in full runs on a loaded machine). The default 10 s is far above
-        any answer time here, so a resend only replaces a lost frame; a shorter one (BEST_EFFORT
-        tests) may make the node answer a frame twice. None: send once.
+        ``resend_every``: for a BEST_EFFORT node subscription, where a frame sent while the reader
+        is still matching the writer can be lost; the node may then answer the frame twice.
         """
         deadline = time.monotonic() + timeout
         while True:

@@ -36,10 +36,9 @@ def test_outputs_are_stamped_with_the_maps_frame(world: World, world_map: str, d
     try:
         assert node.node._frame == expected
         driver = driver_factory()
-        driver.wait_ready(lambda: None)
+        driver.wait_ready(lambda: None, node=node.node)
         frame = world.queries[0]
-        # resent: the previous case's node may still satisfy discovery while this one's reader matches
-        rows = driver.localize(image_msg(frame.rgb, frame.stamp), frame.stamp, resend_every=5.0)
+        rows = driver.localize(image_msg(frame.rgb, frame.stamp), frame.stamp)
         assert rows[0][0] == QUERY_ORDER[0]
         driver.wait_for(lambda o: frame.stamp in o.best and frame.stamp in o.poses)
         with driver.out.lock:

@@ -25,7 +25,7 @@ def test_readable_topics_match_the_compact_ones(world: World, driver_factory) ->
                                           got['candidates'].append, 10),
                 graph.create_subscription(interfaces.PlaceMatch, '/vpr_localizer/place_match',
                                           got['match'].append, 10)]
-        driver.wait_ready(lambda: None)
+        driver.wait_ready(lambda: None, node=node.node)
         driver.wait_for(lambda o: all(s.get_publisher_count() for s in subs))
         frame = world.queries[0]
         # Resent until answered: a reader of an earlier test's stopped node can still count as matched

@@ -118,7 +118,7 @@ def test_compressed_input_and_undecodable_jpeg(world: World, in_process, driver_
                       ros_args=('-r', 'image:=/cam/image'), diagnostics_period=0.2)
     assert node.node._image_sub.topic_name == '/cam/image/compressed'
     driver = driver_factory(image_topic='/cam/image/compressed', image_type=CompressedImage)
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=node.node)
 
     def jpeg(data: bytes, t: float) -> CompressedImage:
         msg = CompressedImage(format='jpeg', data=data)
@@ -164,18 +164,19 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
     from vpr_ros.ros.messages import to_sec, to_time
 
     saved = str(tmp_path / 'grown')
-    in_process(map_path='', incremental=True, encoder='effnet_gem', encoder_config=str(ENCODER_CONFIG),
-               threads=1, use_odom=True, save_map_path=saved, use_sim_time=True, diagnostics_period=0.5,
-               **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85,
-                  # smooth synthetic textures have too few keypoints to verify; the verified
-                  # incremental loop is test_verification_node.py
-                  'verification.enabled': False, RELIABLE_IMAGES: 'reliable',
-                  'qos_overrides./odom.subscription.reliability': 'reliable'})
+    grown = in_process(map_path='', incremental=True, encoder='effnet_gem',
+                       encoder_config=str(ENCODER_CONFIG), threads=1, use_odom=True, save_map_path=saved,
+                       use_sim_time=True, diagnostics_period=0.5,
+                       **{'loop_closure.consistency_frames': 2, 'loop_closure.min_score': 0.85,
+                          # smooth synthetic textures have too few keypoints to verify; the verified
+                          # incremental loop is test_verification_node.py
+                          'verification.enabled': False, RELIABLE_IMAGES: 'reliable',
+                          'qos_overrides./odom.subscription.reliability': 'reliable'})
     driver = driver_factory(loop_topic='/vpr_localizer/loop_closure')
     node = driver.session.node
     pub_odom = node.create_publisher(Odometry, '/odom', 10)
     pub_clock = node.create_publisher(Clock, '/clock', 10)
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=grown.node)
     driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0
                     and pub_clock.get_subscription_count() > 0)
 
@@ -237,9 +238,9 @@ def test_node_runs_segvlad_multi_vector_maps(world: World, in_process, driver_fa
     path = str(tmp_path / 'segvlad_map')
     vmap.save(path)
     offline = Localizer.from_map(path, top_k=3)
-    in_process(map_path=path, threads=1, top_k=3, **{RELIABLE_IMAGES: 'reliable'})
+    served = in_process(map_path=path, threads=1, top_k=3, **{RELIABLE_IMAGES: 'reliable'})
     driver = driver_factory()
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=served.node)
     for k, query in enumerate(world.queries[:4]):
         # Resent until answered: in a full run the image publisher can count a reader of an earlier
         # test's killed node (its DDS lease has not expired yet) as this node's, and the first frame
@@ -269,7 +270,7 @@ def test_diagnostics_level_reflects_the_last_period(world: World, in_process, dr
 
     node._localizer.localize = fail_once
     driver = driver_factory()
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=node)
 
     def first_status_with(key: str) -> dict[str, Any]:
         driver.wait_for(lambda o: (s := driver.latest_status()) is not None and key in s)

@@ -59,9 +59,9 @@ def test_bootstraps_the_vocabulary_then_answers(world: World, start, driver_fact
     from vpr_ros.localization import Localizer
 
     saved = str(tmp_path / 'grown')
-    start(**{'vocabulary.bootstrap_frames': 4, 'save_map_path': saved})
+    node = start(**{'vocabulary.bootstrap_frames': 4, 'save_map_path': saved}).node
     driver = driver_factory()
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=node)
     status = status_where(driver, lambda s: s['frames_processed'] == '0')
     assert 'bootstrapping' in status['vocabulary'] and '0/4' in status['vocabulary']
     for i, frame in enumerate(world.map_frames[:3]):
@@ -97,9 +97,9 @@ def test_vocabulary_path_answers_from_the_first_frame(world: World, start, drive
     vmap.add(0.0, None, encoder.encode([world.map_frames[0].rgb])[0])
     vmap.save(str(tmp_path / 'other_map'))
     export_vocabulary(str(tmp_path / 'other_map'), str(tmp_path / 'vocab.npz'))
-    start(**{'vocabulary.path': str(tmp_path / 'vocab.npz')})
+    node = start(**{'vocabulary.path': str(tmp_path / 'vocab.npz')}).node
     driver = driver_factory()
-    driver.wait_ready(lambda: None)
+    driver.wait_ready(lambda: None, node=node)
     assert driver.localize(image_msg(world.map_frames[0].rgb, 1000.0), 1000.0) == []  # answered: empty map
     assert driver.localize(image_msg(world.map_frames[1].rgb, 1040.0), 1040.0)[0][0] == 0
     status = status_where(driver, lambda s: s['frames_processed'] == '2')
