@@ -127,6 +127,10 @@ class LoopClosureFilter:
         self._verified: Candidate | None = None
         self._verified_streak = 0
 
+    def _separated(self, t_query: float, matches: Sequence[Candidate]) -> list[Candidate]:
+        """The matches far enough in time from the query to close a loop with it."""
+        return [m for m in matches if abs(t_query - float(m.stamp)) >= self.config.min_time_separation]
+
     def _agrees(self, a: Candidate, b: Candidate) -> bool:
         cfg = self.config
         return (abs(int(a.place_id) - int(b.place_id)) <= cfg.consistency_place_window
@@ -144,7 +148,7 @@ class LoopClosureFilter:
         self._last_query = t_query
         if not matches:
             return self._fail(LoopStatus.NO_MATCHES, t_query)
-        candidates = [m for m in matches if abs(t_query - float(m.stamp)) >= cfg.min_time_separation]
+        candidates = self._separated(t_query, matches)
         eligible = candidates[0] if candidates else None
         if eligible is None:
             return self._fail(LoopStatus.TOO_RECENT, t_query)
@@ -185,9 +189,8 @@ class LoopClosureFilter:
                 verify: 'Callable[..., list[Verification]]',
                 neighbours: Callable[[Candidate], Sequence[Candidate]]) -> 'tuple[Candidate, Verification]':
         """The candidate or the time neighbour that verifies nearest to the query (see the module doc)."""
-        near = {int(m.place_id): m for m in neighbours(candidate)
-                if abs(t_query - float(m.stamp)) >= self.config.min_time_separation
-                and int(m.place_id) != int(candidate.place_id)}
+        near = {int(m.place_id): m for m in self._separated(t_query, neighbours(candidate))
+                if int(m.place_id) != int(candidate.place_id)}
         if not near:
             return candidate, verification
         options = [verification] + [v for v in verify(list(near.values()), top_k=len(near)) if v.verified]
