@@ -495,11 +495,13 @@ class LocalizerNode(Node):
         if verifier is None:
             return self._loop_filter.update(t, matches)
         camera = self._camera
+        cache: dict = {}  # this frame's verifications: the refinement may ask for a candidate again
 
         def verify(cands: list, top_k: int | None = None) -> list:
-            out = verifier.verify(features(), [c.place_id for c in cands], camera, top_k=top_k)
+            seen = set(cache)
+            out = verifier.verify(features(), [c.place_id for c in cands], camera, cache, top_k)
             for v in out:
-                if v.ms:
+                if v.ms and v.place_id not in seen:  # timed once, not again when served from the cache
                     self._verify_ms.add(v.ms)
             return out
 
