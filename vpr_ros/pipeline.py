@@ -316,19 +316,13 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(place_t) - t) >= sep)).any():
                 loop_frames.add(t)
         query_feats: list[lf.LocalFeatures] = []
-        cache: dict[int, Any] = {}
 
         def features() -> lf.LocalFeatures:
             if not query_feats:
                 query_feats.append(lf.extract(frame.rgb, settings.local_features))
             return query_feats[0]
 
-        def verify(cands: list[Any], top_k: int | None = None) -> list[Any]:
-            limit = settings.verification.top_k if top_k is None else top_k
-            new = [c.place_id for c in cands[:limit] if c.place_id not in cache]
-            out = verifier.verify(features(), [c.place_id for c in cands], settings.camera, cache, limit)
-            verify_ms.extend(cache[p].ms for p in new)
-            return out
+        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
 
         def neighbours(candidate: Any) -> list[Any]:
             return localizer.time_neighbours(candidate.place_id, candidate.score)

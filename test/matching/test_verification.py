@@ -188,3 +188,16 @@ def test_an_estimator_assertion_is_an_unverified_candidate(monkeypatch) -> None:
     for camera in (None, CAMERA):
         v = verify_pair(q, p, 7, VerificationConfig(), camera, camera)
         assert not v.verified and v.inliers == 0 and v.matches >= 20
+
+
+def test_a_frame_verifier_verifies_each_candidate_once_and_times_it_once() -> None:
+    from types import SimpleNamespace
+
+    q, p = synthetic_pair(rot_y(5.0), np.array([0.5, 0.0, 0.2]))
+    fetched, timed = [], []
+    verifier = Verifier(lambda pid: fetched.append(pid) or (None if pid == 9 else p))
+    verify = verifier.for_frame(lambda: q, None, timed.append)
+    first = verify([SimpleNamespace(place_id=3), SimpleNamespace(place_id=9)])
+    again = verify([SimpleNamespace(place_id=3)], top_k=1)
+    assert first[0].verified and again[0] is first[0]
+    assert fetched == [3, 9] and len(timed) == 1 and timed[0] == first[0].ms  # 9 has no features: not timed

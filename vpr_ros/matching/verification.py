@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -242,6 +242,23 @@ class Verifier:
                 cache[int(pid)] = out[-1]
         order = sorted(range(len(out)), key=lambda i: (not out[i].verified, -out[i].inliers, i))
         return [out[i] for i in order]
+
+    def for_frame(self, query: Callable[[], LocalFeatures], query_camera: CameraIntrinsics | None,
+                  timed: Callable[[float], None]) -> Callable[..., list[Verification]]:
+        """The ``verify(candidates, top_k=None)`` that :meth:`LoopClosureFilter.update` takes, for one
+        query frame: ``query()`` gives its features (extracted on first use), each candidate is
+        verified once per frame (asked again, the result is reused) and its milliseconds go to
+        ``timed`` once."""
+        cache: dict[int, Verification] = {}
+
+        def verify(candidates: Sequence[Any], top_k: int | None = None) -> list[Verification]:
+            seen = set(cache)
+            out = self.verify(query(), [c.place_id for c in candidates], query_camera, cache, top_k)
+            for v in out:
+                if v.place_id in cache and v.place_id not in seen:
+                    timed(v.ms)
+            return out
+        return verify
 
 
 __all__ = ['Verification', 'VerificationConfig', 'Verifier', 'for_map', 'median_parallax_deg',

@@ -494,16 +494,8 @@ class LocalizerNode(Node):
         verifier = self._verifier if self._values['verification.enabled'] else None
         if verifier is None:
             return self._loop_filter.update(t, matches)
-        camera = self._camera
-        cache: dict = {}  # this frame's verifications: the refinement may ask for a candidate again
-
-        def verify(cands: list, top_k: int | None = None) -> list:
-            seen = set(cache)
-            out = verifier.verify(features(), [c.place_id for c in cands], camera, cache, top_k)
-            for v in out:
-                if v.ms and v.place_id not in seen:  # timed once, not again when served from the cache
-                    self._verify_ms.add(v.ms)
-            return out
+        # this frame's verifications are cached: the refinement may ask for a candidate again
+        verify = verifier.for_frame(features, self._camera, self._verify_ms.add)
 
         @self._under_map_lock
         def neighbours(candidate: Any) -> list:
