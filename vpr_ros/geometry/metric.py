@@ -1,0 +1,254 @@
+"""Metric 6-DoF pose of a query image from the map's own geometry.
+
+For a retrieval candidate (the *anchor* place): its local features are triangulated from its
+neighbouring keyframes in map time (:mod:`.triangulation`; computed on first use and cached, the
+map stores only the features and poses), the query's features are matched to the anchor's
+(mutual nearest neighbours + ratio test), and the matches with a landmark give 2-D/3-D
+correspondences for PnP (:mod:`.pnp`). Candidates are tried best first until one solve is good.
+
+Frames (:mod:`.transforms`): ``T_map_body`` of the query is the pose in the same convention as
+the map's place poses; the relative constraint is between the camera optical frames, as the
+essential-matrix constraint of :mod:`vpr_ros.matching.verification`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vpr_ros.errors import ConfigError
+from vpr_ros.frames import Pose
+from vpr_ros.geometry.pnp import PnPConfig, propagate, solve_pnp
+from vpr_ros.geometry.transforms import (
+    CameraMount,
+    invert,
+    matrix_to_pose,
+    pose_to_matrix,
+    relative_covariance,
+)
+from vpr_ros.geometry.triangulation import Landmarks, TriangulationConfig, View, triangulate_anchor
+from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+
+if TYPE_CHECKING:
+    from vpr_ros.mapdb.store import VprMap
+
+METRIC = 'metric'            # status of a good solve; anything else says why the place pose is used
+LANDMARK_BYTES = 8 + 3 * 8 + 4   # cached per landmark: keypoint row, map-frame point, view count
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    enabled: bool = True
+    candidates: int = 3          # retrieval candidates tried, best first
+    ratio: float = 0.8           # Lowe's ratio test for query -> anchor matches
+    cache_places: int = 512      # anchors whose landmarks are kept in memory (LRU)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    pnp: PnPConfig = field(default_factory=PnPConfig)
+    mount: CameraMount = field(default_factory=CameraMount)
+
+    def validate(self) -> None:
+        if self.candidates < 1:
+            raise ConfigError('metric: candidates must be >= 1')
+        if not 0 < self.ratio <= 1:
+            raise ConfigError('metric: ratio must be in (0, 1]')
+        if self.cache_places < 1:
+            raise ConfigError('metric: cache_places must be >= 1')
+        self.triangulation.validate()
+        self.pnp.validate()
+
+
+@dataclass(frozen=True)
+class MetricPose:
+    """The outcome for one query. ``status == 'metric'``: ``T_map_body`` and ``covariance`` are the solve;
+    otherwise they are None and ``status`` says why (the caller falls back to the place pose)."""
+
+    status: str
+    place_id: int = -1
+    T_map_body: np.ndarray | None = None
+    covariance: np.ndarray | None = None          # (6, 6) map frame, (x, y, z, rot_x, rot_y, rot_z)
+    T_map_optical: np.ndarray | None = None       # the query camera
+    optical_covariance: np.ndarray | None = None  # (6, 6) of T_map_optical, same parameterisation
+    T_map_anchor_optical: np.ndarray | None = None
+    landmarks: int = 0
+    correspondences: int = 0
+    inliers: int = 0
+    rms_px: float = float('nan')
+    ms: float = 0.0
+
+    @property
+    def good(self) -> bool:
+        return self.status == METRIC
+
+    @property
+    def pose(self) -> Pose | None:
+        return matrix_to_pose(self.T_map_body) if self.T_map_body is not None else None
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.inliers / self.correspondences if self.correspondences else 0.0
+
+    def constraint(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(R, t, covariance)`` of the query camera in the anchor place's camera, both optical frames:
+        ``X_place = R X_query + t``, ``t`` in metres, covariance (6, 6) in the place camera's axes."""
+        if not self.good:
+            raise ValueError(f'no metric constraint: {self.status}')
+        assert self.T_map_anchor_optical is not None and self.T_map_optical is not None
+        T = invert(self.T_map_anchor_optical) @ self.T_map_optical
+        cov = relative_covariance(self.optical_covariance, self.T_map_anchor_optical[:3, :3])
+        return T[:3, :3], T[:3, 3], cov
+
+
+class MetricLocalizer:
+    """Metric poses against a map, through accessors (so a node can read its map under its own lock).
+
+    ``features(pid)``: the place's LocalFeatures or None; ``pose(pid)``: its map pose or None;
+    ``stamps()``: every place's stamp (row = id); ``map_camera``: the map images' intrinsics (None:
+    the map is assumed to share the query camera, as verification assumes).
+    """
+
+    def __init__(self, features: Callable[[int], LocalFeatures | None], pose: Callable[[int], Pose | None],
+                 stamps: Callable[[], np.ndarray], map_camera: CameraIntrinsics | None, binary: bool,
+                 config: MetricConfig | None = None) -> None:
+        self.config = config or MetricConfig()
+        self.config.validate()
+        self._features, self._pose, self._stamps = features, pose, stamps
+        self.map_camera = map_camera
+        self.binary = binary
+        self._cache: OrderedDict[tuple[int, CameraIntrinsics], Landmarks] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+
+    # ----- landmarks ------------------------------------------------------------------------------
+    def neighbours(self, place_id: int) -> list[int]:
+        """Up to ``triangulation.neighbours`` places each side of ``place_id`` in map time, nearest first."""
+        stamps = self._stamps()
+        if self._order[0] != len(stamps):
+            self._order = (len(stamps), np.argsort(stamps, kind='stable'))
+        order = self._order[1]
+        at = np.flatnonzero(order == int(place_id))
+        if not len(at):
+            return []
+        i, k = int(at[0]), self.config.triangulation.neighbours
+        out = []
+        for d in range(1, k + 1):
+            out += [int(order[j]) for j in (i - d, i + d) if 0 <= j < len(order)]
+        return out
+
+    def _view(self, place_id: int, camera: CameraIntrinsics) -> View | None:
+        feats, pose = self._features(place_id), self._pose(place_id)
+        if feats is None or pose is None or not len(feats):
+            return None
+        return View(feats, camera, self.config.mount.camera_in_map(pose_to_matrix(pose)))
+
+    def landmarks(self, place_id: int, camera: CameraIntrinsics) -> Landmarks:
+        """The anchor's triangulated landmarks (cached; places are only ever appended to a map)."""
+        key = (int(place_id), camera)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        anchor = self._view(place_id, camera)
+        if anchor is None:
+            found = Landmarks.empty()
+        else:
+            views = [v for v in (self._view(n, camera) for n in self.neighbours(place_id)) if v is not None]
+            found = triangulate_anchor(anchor, views, self.config.triangulation, self.binary)
+        with self._cache_lock:
+            self._cache[key] = found
+            while len(self._cache) > self.config.cache_places:
+                self._cache.popitem(last=False)
+        return found
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._cache_lock:
+            return sum(lm.nbytes for lm in self._cache.values())
+
+    # ----- query ----------------------------------------------------------------------------------
+    def localize(self, query: LocalFeatures, candidates: Sequence[int],
+                 query_camera: CameraIntrinsics | None) -> MetricPose:
+        """Metric pose of the query from the first candidate (best first) with a good solve; otherwise
+        the attempt with the most inliers, whose status says why it is not good."""
+        t0 = time.perf_counter()
+        camera = query_camera or self.map_camera
+        map_camera = self.map_camera or query_camera
+        if camera is None or map_camera is None:
+            return MetricPose('no_intrinsics', ms=(time.perf_counter() - t0) * 1e3)
+        best = MetricPose('no_candidates')
+        for pid in list(candidates)[:self.config.candidates]:
+            attempt = self._solve(query, int(pid), camera, map_camera)
+            if attempt.good:
+                best = attempt
+                break
+            if best.status == 'no_candidates' or attempt.inliers > best.inliers:
+                best = attempt
+        return MetricPose(**{**best.__dict__, 'ms': (time.perf_counter() - t0) * 1e3})
+
+    def _solve(self, query: LocalFeatures, pid: int, camera: CameraIntrinsics,
+               map_camera: CameraIntrinsics) -> MetricPose:
+        from vpr_ros.matching.verification import mutual_ratio_matches
+
+        cfg = self.config
+        anchor_pose = self._pose(pid)
+        anchor_feats = self._features(pid)
+        if anchor_pose is None:
+            return MetricPose('no_place_pose', pid)
+        if anchor_feats is None:
+            return MetricPose('no_local_features', pid)
+        lms = self.landmarks(pid, map_camera)
+        if len(lms) < cfg.pnp.min_inliers:
+            return MetricPose('few_landmarks', pid, landmarks=len(lms))
+        row_to_lm = np.full(len(anchor_feats), -1, np.int64)
+        row_to_lm[lms.keypoint_ids] = np.arange(len(lms))
+        pairs = mutual_ratio_matches(query.descriptors, anchor_feats.descriptors, cfg.ratio, self.binary)
+        if len(pairs):
+            pairs = pairs[row_to_lm[pairs[:, 1]] >= 0]
+        n = len(pairs)
+        if n < cfg.pnp.min_inliers:
+            return MetricPose('few_matches', pid, landmarks=len(lms), correspondences=n)
+        K = camera.matrix_for(query.image_size)
+        norm = camera.normalise(query.keypoints[pairs[:, 0]], query.image_size)
+        pixels = norm @ K[:2, :2].T + K[:2, 2]
+        points = lms.points[row_to_lm[pairs[:, 1]]]
+        sol = solve_pnp(points, pixels, K, cfg.pnp)
+        if sol is None:
+            return MetricPose('pnp_failed', pid, landmarks=len(lms), correspondences=n)
+        mount = cfg.mount
+        T_map_opt = invert(sol.T_cam_world)
+        cov_body = propagate(sol, lambda T: mount.body_in_map(invert(T)))
+        cov_opt = propagate(sol, invert)
+        k = len(sol.inliers)
+        sigma_p = float(np.sqrt(max(np.max(np.linalg.eigvalsh(cov_body[:3, :3])), 0.0)))
+        if k < cfg.pnp.min_inliers or sol.inlier_ratio < cfg.pnp.min_inlier_ratio:
+            status = 'few_inliers'
+        elif not np.isfinite(sigma_p) or sigma_p > cfg.pnp.max_position_sigma_m:
+            status = 'uncertain'
+        else:
+            status = METRIC
+        solved = status == METRIC
+        return MetricPose(status, pid, mount.body_in_map(T_map_opt) if solved else None,
+                          cov_body if solved else None, T_map_opt if solved else None,
+                          cov_opt if solved else None,
+                          mount.camera_in_map(pose_to_matrix(anchor_pose)) if solved else None,
+                          len(lms), n, k, sol.rms_px)
+
+
+def for_map(vmap: 'VprMap', config: MetricConfig | None = None) -> MetricLocalizer | None:
+    """A metric localizer over the map's stored local features and poses; None when it has no features."""
+    store = vmap.local_features
+    if store is None:
+        return None
+
+    def features(pid: int) -> LocalFeatures | None:
+        return store.get(pid) if 0 <= pid < len(store) else None
+
+    return MetricLocalizer(features, lambda pid: vmap.place(pid).pose, lambda: vmap.places.stamps,
+                           store.camera, store.config.kind == 'orb', config)
+
+
+__all__ = ['LANDMARK_BYTES', 'METRIC', 'MetricConfig', 'MetricLocalizer', 'MetricPose', 'for_map']
