@@ -1,10 +1,13 @@
 """Metric 6-DoF pose of a query image from the map's own geometry.
 
-For a retrieval candidate (the *anchor* place): its local features are triangulated from its
-neighbouring keyframes in map time (:mod:`.triangulation`; computed on first use and cached, the
-map stores only the features and poses), the query's features are matched to the anchor's
-(mutual nearest neighbours + ratio test), and the matches with a landmark give 2-D/3-D
-correspondences for PnP (:mod:`.pnp`). Candidates are tried best first until one solve is good.
+For a retrieval candidate: the local features of the candidate place and of its
+``local_map`` nearest keyframes on each side in map time (the *anchors*, as ORB-SLAM relocalises
+against a keyframe and its covisible neighbours) are each triangulated from their own neighbouring
+keyframes (:mod:`.triangulation`; computed on first use and cached, the map stores only the
+features and poses); the query's features are matched to every anchor's (mutual nearest
+neighbours + ratio test), and the matches with a landmark give 2-D/3-D correspondences for PnP
+(:mod:`.pnp`; one per query keypoint, the candidate's own first). Candidates are tried best
+first until one solve is good.
 
 Frames (:mod:`.transforms`): ``T_map_body`` of the query is the pose in the same convention as
 the map's place poses; the relative constraint is between the camera optical frames, as the
@@ -45,6 +48,7 @@ LANDMARK_BYTES = 8 + 3 * 8 + 4   # cached per landmark: keypoint row, map-frame 
 class MetricConfig:
     enabled: bool = True
     candidates: int = 3          # retrieval candidates tried, best first
+    local_map: int = 1           # keyframes each side of a candidate whose landmarks join its solve
     ratio: float = 0.8           # Lowe's ratio test for query -> anchor matches
     cache_places: int = 512      # anchors whose landmarks are kept in memory (LRU)
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
@@ -54,6 +58,8 @@ class MetricConfig:
     def validate(self) -> None:
         if self.candidates < 1:
             raise ConfigError('metric: candidates must be >= 1')
+        if not 0 <= self.local_map <= 5:
+            raise ConfigError('metric: local_map must be in 0..5')
         if not 0 < self.ratio <= 1:
             raise ConfigError('metric: ratio must be in (0, 1]')
         if self.cache_places < 1:
@@ -124,8 +130,9 @@ class MetricLocalizer:
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
     # ----- landmarks ------------------------------------------------------------------------------
-    def neighbours(self, place_id: int) -> list[int]:
-        """Up to ``triangulation.neighbours`` places each side of ``place_id`` in map time, nearest first."""
+    def neighbours(self, place_id: int, each_side: int | None = None) -> list[int]:
+        """Up to ``each_side`` (default ``triangulation.neighbours``) places each side of ``place_id`` in
+        map time, nearest first."""
         stamps = self._stamps()
         if self._order[0] != len(stamps):
             self._order = (len(stamps), np.argsort(stamps, kind='stable'))
@@ -133,7 +140,8 @@ class MetricLocalizer:
         at = np.flatnonzero(order == int(place_id))
         if not len(at):
             return []
-        i, k = int(at[0]), self.config.triangulation.neighbours
+        i = int(at[0])
+        k = self.config.triangulation.neighbours if each_side is None else each_side
         out = []
         for d in range(1, k + 1):
             out += [int(order[j]) for j in (i - d, i + d) if 0 <= j < len(order)]
@@ -200,24 +208,33 @@ class MetricLocalizer:
             return MetricPose('no_place_pose', pid)
         if anchor_feats is None:
             return MetricPose('no_local_features', pid)
-        lms = self.landmarks(pid, map_camera)
-        if len(lms) < cfg.pnp.min_inliers:
-            return MetricPose('few_landmarks', pid, landmarks=len(lms))
-        row_to_lm = np.full(len(anchor_feats), -1, np.int64)
-        row_to_lm[lms.keypoint_ids] = np.arange(len(lms))
-        pairs = mutual_ratio_matches(query.descriptors, anchor_feats.descriptors, cfg.ratio, self.binary)
-        if len(pairs):
-            pairs = pairs[row_to_lm[pairs[:, 1]] >= 0]
-        n = len(pairs)
+        rows, points, landmarks = [], [], 0
+        for aid in [pid] + self.neighbours(pid, cfg.local_map):
+            feats = anchor_feats if aid == pid else self._features(aid)
+            lms = self.landmarks(aid, map_camera)
+            landmarks += len(lms)
+            if feats is None or not len(lms):
+                continue
+            row_to_lm = np.full(len(feats), -1, np.int64)
+            row_to_lm[lms.keypoint_ids] = np.arange(len(lms))
+            pairs = mutual_ratio_matches(query.descriptors, feats.descriptors, cfg.ratio, self.binary)
+            if len(pairs):
+                pairs = pairs[row_to_lm[pairs[:, 1]] >= 0]
+            rows.append(pairs[:, 0])
+            points.append(lms.points[row_to_lm[pairs[:, 1]]])
+        if landmarks < cfg.pnp.min_inliers:
+            return MetricPose('few_landmarks', pid, landmarks=landmarks)
+        query_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        query_rows, first = np.unique(query_rows, return_index=True)  # one landmark per query keypoint
+        n = len(query_rows)
         if n < cfg.pnp.min_inliers:
-            return MetricPose('few_matches', pid, landmarks=len(lms), correspondences=n)
+            return MetricPose('few_matches', pid, landmarks=landmarks, correspondences=n)
         K = camera.matrix_for(query.image_size)
-        norm = camera.normalise(query.keypoints[pairs[:, 0]], query.image_size)
+        norm = camera.normalise(query.keypoints[query_rows], query.image_size)
         pixels = norm @ K[:2, :2].T + K[:2, 2]
-        points = lms.points[row_to_lm[pairs[:, 1]]]
-        sol = solve_pnp(points, pixels, K, cfg.pnp)
+        sol = solve_pnp(np.concatenate(points)[first], pixels, K, cfg.pnp)
         if sol is None:
-            return MetricPose('pnp_failed', pid, landmarks=len(lms), correspondences=n)
+            return MetricPose('pnp_failed', pid, landmarks=landmarks, correspondences=n)
         mount = cfg.mount
         T_map_opt = invert(sol.T_cam_world)
         cov_body = propagate(sol, lambda T: mount.body_in_map(invert(T)))
@@ -235,7 +252,7 @@ class MetricLocalizer:
                           cov_body if solved else None, T_map_opt if solved else None,
                           cov_opt if solved else None,
                           mount.camera_in_map(pose_to_matrix(anchor_pose)) if solved else None,
-                          len(lms), n, k, sol.rms_px)
+                          landmarks, n, k, sol.rms_px)
 
 
 def for_map(vmap: 'VprMap', config: MetricConfig | None = None) -> MetricLocalizer | None:

@@ -23,7 +23,13 @@ offset from the image stamps so poses must be interpolated; ``/clock``):
 * ``viewpoint``: one lap 5-6 m to the left with the camera yawed 28-36 deg to the left,
   so only part of each facade is shared with the mapping views.
 
-Poses are camera poses in the ``map`` frame: position in metres, yaw = optical axis heading.
+Poses are camera poses in the ``map`` frame: position in metres, yaw = optical axis heading
+(a body-style frame at the camera, x forward, z up: ``vpr_ros.geometry.transforms``), z = 0 (the
+camera is ``CAMERA_HEIGHT_M`` above the road). The renderer is an exact pinhole camera with a level
+optical axis whose principal point is raised by ``f tan(pitch)`` (the ray caster's "pitch" moves the
+horizon, it does not tilt the image plane): :func:`camera_intrinsics` is that calibration at the
+nominal pitch; each frame's pitch wobble (+-0.3 deg mapping, +-1 deg query) is left unmodelled, as a
+real camera's vibration would be.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError, SourceError
 from vpr_ros.frames import Frame, Pose
+from vpr_ros.mapdb.local_features import CameraIntrinsics
 
 TRAVERSALS = ('mapping', 'query', 'viewpoint')
 STORAGES = ('sqlite3', 'mcap')
@@ -113,6 +120,14 @@ def generate_sample(out_dir: str, *, seed: int = 0, storage: str = 'sqlite3', co
         counts[name] = write_bag(bags[name], frames, storage=storage, compressed=compressed,
                                  poses=plan.odometry())
     return SampleInfo(out_dir=out_dir, bags=bags, frames=counts, route_length_m=length, storage=storage)
+
+
+def camera_intrinsics(image_size: tuple[int, int]) -> CameraIntrinsics:
+    """The sample camera's calibration at ``(height, width)`` (see the module docstring)."""
+    h, w = int(image_size[0]), int(image_size[1])
+    f = (w / 2) / math.tan(math.radians(HFOV_DEG) / 2)
+    cy = (h - 1) / 2 + f * math.tan(math.radians(PITCH_DEG))
+    return CameraIntrinsics((f, 0.0, (w - 1) / 2, 0.0, f, cy, 0.0, 0.0, 1.0), (), 'plumb_bob', w, h)
 
 
 def render_traversal(name: str, *, seed: int = 0, image_size: tuple[int, int] = (240, 320),
