@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -128,6 +128,14 @@ class MetricLocalizer:
         self._cache: OrderedDict[tuple[int, CameraIntrinsics], Landmarks] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+
+    def reconfigure(self, config: MetricConfig) -> None:
+        """New settings; cached landmarks are dropped when their triangulation or camera mount changed."""
+        config.validate()
+        if (config.triangulation, config.mount) != (self.config.triangulation, self.config.mount):
+            with self._cache_lock:
+                self._cache.clear()
+        self.config = config
 
     # ----- landmarks ------------------------------------------------------------------------------
     def neighbours(self, place_id: int, each_side: int | None = None) -> list[int]:
@@ -255,8 +263,13 @@ class MetricLocalizer:
                           landmarks, n, k, sol.rms_px)
 
 
-def for_map(vmap: 'VprMap', config: MetricConfig | None = None) -> MetricLocalizer | None:
-    """A metric localizer over the map's stored local features and poses; None when it has no features."""
+Guard = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def for_map(vmap: 'VprMap', config: MetricConfig | None = None,
+            guard: Guard | None = None) -> MetricLocalizer | None:
+    """A metric localizer over the map's stored local features and poses; None when it has no features.
+    ``guard`` wraps each map accessor (e.g. to hold the node's map lock while it reads)."""
     store = vmap.local_features
     if store is None:
         return None
@@ -264,8 +277,15 @@ def for_map(vmap: 'VprMap', config: MetricConfig | None = None) -> MetricLocaliz
     def features(pid: int) -> LocalFeatures | None:
         return store.get(pid) if 0 <= pid < len(store) else None
 
-    return MetricLocalizer(features, lambda pid: vmap.place(pid).pose, lambda: vmap.places.stamps,
-                           store.camera, store.config.kind == 'orb', config)
+    def pose(pid: int) -> Pose | None:
+        return vmap.place(pid).pose if 0 <= pid < len(vmap) else None
+
+    def stamps() -> np.ndarray:
+        return vmap.places.stamps  # places are only appended: the order is re-sorted when the count changes
+
+    wrap = guard or (lambda fn: fn)
+    return MetricLocalizer(wrap(features), wrap(pose), wrap(stamps), store.camera, store.config.kind == 'orb',
+                           config)
 
 
 __all__ = ['LANDMARK_BYTES', 'METRIC', 'MetricConfig', 'MetricLocalizer', 'MetricPose', 'for_map']

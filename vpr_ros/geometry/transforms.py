@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vpr_ros.errors import ConfigError
 from vpr_ros.frames import Pose
 
 # Columns are the optical axes expressed in body axes: optical x = -body y, y = -body z, z = body x.
@@ -63,6 +64,22 @@ class CameraMount:
     def T_body_optical(self) -> np.ndarray:
         R = R_BODY_OPTICAL if self.rotation is None else Rotation.from_quat(self.rotation).as_matrix()
         return make_transform(R, self.translation)
+
+    @classmethod
+    def parse(cls, text: str) -> 'CameraMount':
+        """``''`` (the default mount) or ``'x y z qx qy qz qw'``; ConfigError otherwise."""
+        if not text.strip():
+            return cls()
+        try:
+            values = [float(v) for v in text.replace(',', ' ').split()]
+        except ValueError as exc:
+            raise ConfigError(f"camera_to_body must be 'x y z qx qy qz qw', got {text!r}") from exc
+        q = np.asarray(values[3:], np.float64)
+        if len(values) != 7 or not np.all(np.isfinite(values)) or not 0.5 < np.linalg.norm(q) < 2.0:
+            raise ConfigError(f"camera_to_body must be 7 finite numbers 'x y z qx qy qz qw' with a unit "
+                              f'quaternion, got {text!r}')
+        q = q / np.linalg.norm(q)
+        return cls((values[0], values[1], values[2]), (float(q[0]), float(q[1]), float(q[2]), float(q[3])))
 
     def camera_in_map(self, T_map_body: np.ndarray) -> np.ndarray:
         """``T_map_optical`` of a camera on a body at ``T_map_body``."""
