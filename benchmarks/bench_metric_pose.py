@@ -90,6 +90,7 @@ def main() -> int:
     place_err_solved: list[tuple[float, float]] = []
     place_err_all: list[tuple[float, float]] = []
     statuses: dict[str, int] = {}
+    unsolved_pnp: list[tuple[int, int]] = []  # (inliers, correspondences) of solves that were not good
     ms: dict[str, list[float]] = {'search': [], 'features': [], 'metric': [], 'total': []}
     cpu0 = time.process_time()
     for frame in query:
@@ -104,6 +105,8 @@ def main() -> int:
                            ('total', t_d - t_a)):
             ms[key].append(value * 1e3)
         statuses[result.status] = statuses.get(result.status, 0) + 1
+        if result.status in ('few_inliers', 'uncertain'):
+            unsolved_pnp.append((result.inliers, result.correspondences))
         truth = pose_to_matrix(frame.pose)
         best = loc.best
         place = _errors(pose_to_matrix(best.pose), truth) if best is not None and best.pose else None
@@ -120,6 +123,11 @@ def main() -> int:
     gross = sum(1 for p, _ in metric_err if p > GROSS_M)
     print(f'\nsolved {solved}/{n} = {solved / n:.2f}; statuses {dict(sorted(statuses.items()))}; '
           f'gross (> {GROSS_M:.0f} m) {gross}')
+    if unsolved_pnp:
+        inl, corr = np.array(unsolved_pnp).T
+        print(f'not good after PnP: median inliers {np.median(inl):.0f} of {np.median(corr):.0f} '
+              'correspondences '
+              f'(max inliers {inl.max()})')
     print('\n| pose | frames | position error m (median / p90) | rotation error deg (median / p90) |')
     print('|---|---|---|---|')
     print(f'| metric (good solves) | {solved} | {_stats([p for p, _ in metric_err])} | '

@@ -6,6 +6,12 @@ from vpr_ros.geometry.transforms import CameraMount, invert, pose_to_matrix
 from vpr_ros.geometry.triangulation import TriangulationConfig, View, triangulate_anchor, triangulate_dlt
 
 
+def _street(seed):
+    rng = np.random.default_rng(seed)
+    points = facade_points(rng)
+    return rng, points, descriptors_for(len(points), rng)
+
+
 def _view(points, desc, pose, rng, noise_px=0.5):
     feats, ids = observe(points, desc, pose, rng, noise_px)
     return View(feats, CAMERA, CameraMount().camera_in_map(pose_to_matrix(pose))), ids
@@ -24,9 +30,7 @@ def test_dlt_recovers_exact_points_from_three_views():
 
 
 def test_anchor_landmarks_are_metric_and_near_the_true_points():
-    rng = np.random.default_rng(1)
-    points = facade_points(rng)
-    desc = descriptors_for(len(points), rng)
+    rng, points, desc = _street(1)
     anchor, anchor_ids = _view(points, desc, pose_at(10.0), rng)
     neighbours = [_view(points, desc, pose_at(x, 0.2), rng)[0] for x in (6.0, 14.0, 2.0, 18.0)]
     lms = triangulate_anchor(anchor, neighbours, TriangulationConfig(), binary=True)
@@ -41,11 +45,9 @@ def test_anchor_landmarks_are_metric_and_near_the_true_points():
 
 
 def test_wrong_matches_are_rejected_by_the_known_epipolar_geometry():
-    rng = np.random.default_rng(2)
-    points = facade_points(rng)
-    desc = descriptors_for(len(points), rng)
+    rng, points, desc = _street(2)
     anchor, anchor_ids = _view(points, desc, pose_at(10.0), rng)
-    nb, nb_ids = _view(points, desc, pose_at(14.0), rng)
+    nb, _ = _view(points, desc, pose_at(14.0), rng)
     # shuffle the positions of a third of the neighbour's keypoints: their matches become outliers
     kp = nb.features.keypoints.copy()
     bad = rng.choice(len(kp), len(kp) // 3, replace=False)
@@ -62,9 +64,7 @@ def test_wrong_matches_are_rejected_by_the_known_epipolar_geometry():
 
 
 def test_no_baseline_gives_no_landmarks():
-    rng = np.random.default_rng(3)
-    points = facade_points(rng)
-    desc = descriptors_for(len(points), rng)
+    rng, points, desc = _street(3)
     anchor, _ = _view(points, desc, pose_at(10.0), rng)
     same, _ = _view(points, desc, pose_at(10.0), rng)
     assert len(triangulate_anchor(anchor, [same], TriangulationConfig(), binary=True)) == 0
