@@ -513,10 +513,13 @@ class LocalizerNode(Node):
         """The metric solve over the frame's candidates; None when it is off or impossible (no features)."""
         if self._metric is None or not self._values['metric.enabled'] or not matches:
             return None
-        query = features()
-        if query is None:
-            return None
-        solved = self._metric.localize(query, [m.place_id for m in matches], camera)
+        if camera is None and self._metric.map_camera is None:
+            solved = metric.MetricPose('no_intrinsics')  # known before extracting the frame's features
+        else:
+            query = features()
+            if query is None:
+                return None
+            solved = self._metric.localize(query, [m.place_id for m in matches], camera)
         if count:
             self._metric_status[solved.status] += 1
             self._metric_ms.add(solved.ms)
