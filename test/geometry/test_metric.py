@@ -85,3 +85,16 @@ def test_an_isolated_place_has_no_landmarks():
 def test_config_is_validated():
     with pytest.raises(ConfigError):
         MetricConfig(candidates=0).validate()
+
+
+def test_landmarks_are_recomputed_when_a_grown_map_gives_the_place_a_new_neighbour():
+    rng = np.random.default_rng(4)
+    points, desc, poses, feats, stamps = _map(rng, n_places=4)
+    loc = _localizer(poses, feats, stamps)
+    before = loc.landmarks(3, CAMERA)  # the newest place: neighbours on one side only
+    poses.append(pose_at(4 * SPACING_M, 0.0, 0.0))  # the map grows by one keyframe
+    feats.append(observe(points, desc, poses[-1], rng)[0])
+    grown = np.append(stamps, 2.0)
+    loc._stamps = lambda: grown
+    after = loc.landmarks(3, CAMERA)
+    assert after is not before and len(after) > len(before)

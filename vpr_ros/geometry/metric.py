@@ -125,7 +125,7 @@ class MetricLocalizer:
         self._features, self._pose, self._stamps = features, pose, stamps
         self.map_camera = map_camera
         self.binary = binary
-        self._cache: OrderedDict[tuple[int, CameraIntrinsics], Landmarks] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, CameraIntrinsics, tuple[int, ...]], Landmarks] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._order: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
@@ -162,8 +162,10 @@ class MetricLocalizer:
         return View(feats, camera, self.config.mount.camera_in_map(pose_to_matrix(pose)))
 
     def landmarks(self, place_id: int, camera: CameraIntrinsics) -> Landmarks:
-        """The anchor's triangulated landmarks (cached; places are only ever appended to a map)."""
-        key = (int(place_id), camera)
+        """The anchor's triangulated landmarks, cached by anchor, camera and neighbours (a map that grows
+        gives its newest places a neighbour after they were first triangulated)."""
+        neighbours = tuple(self.neighbours(place_id))
+        key = (int(place_id), camera, neighbours)
         with self._cache_lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -172,7 +174,7 @@ class MetricLocalizer:
         if anchor is None:
             found = Landmarks.empty()
         else:
-            views = [v for v in (self._view(n, camera) for n in self.neighbours(place_id)) if v is not None]
+            views = [v for v in (self._view(n, camera) for n in neighbours) if v is not None]
             found = triangulate_anchor(anchor, views, self.config.triangulation, self.binary)
         with self._cache_lock:
             self._cache[key] = found
