@@ -28,7 +28,7 @@ import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
@@ -64,6 +64,7 @@ from vpr_ros.matching.loop_closure import (
     recent_places,
 )
 from vpr_ros.matching.sequence import SequenceConfig
+from vpr_ros.relocalization import AgreementConfig, AgreementGate, map_to_odom, odometry_at
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import (
     CAMERA_INFO_INPUT,
@@ -71,6 +72,7 @@ from vpr_ros.ros.parameters import (
     NODE_NAME,
     ODOM_INPUT,
     PARAMETERS,
+    RELOCALIZATION_OUTPUT,
     ParamSpec,
     cross_check,
     image_subscription_topic,
@@ -120,6 +122,7 @@ class LocalizerNode(Node):
         if problem:
             raise ConfigError(problem)
         self._loop_filter = LoopClosureFilter(self._loop_config(self._values))
+        self._relocalization = AgreementGate(self._agreement_config(self._values))
         self._keyframes = KeyframeGate()
         self._apply_settings()
 
@@ -182,6 +185,9 @@ class LocalizerNode(Node):
         self._metric_constraints = 0
         self._localize_requests = self._localize_failures = 0
         self._last_image_stamp: float | None = None
+        self._relocalizations_published = 0
+        self._tf_published = self._tf_without_odometry = 0
+        self._odom_frame_id = 'odom'
 
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
         self._pub_best = self.create_publisher(Vector3Stamped, '~/best_match', OUTPUT_QOS)
@@ -192,6 +198,10 @@ class LocalizerNode(Node):
         self._pub_map_markers = self.create_publisher(MarkerArray, '~/markers/map', LATCHED_QOS)
         self._pub_match_markers = self.create_publisher(MarkerArray, '~/markers/match', OUTPUT_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', OUTPUT_QOS)
+        # Latched: a listener starting after the one-shot pose (asking TRANSIENT_LOCAL) still gets it.
+        self._pub_initialpose = self.create_publisher(PoseWithCovarianceStamped, RELOCALIZATION_OUTPUT,
+                                                      LATCHED_QOS)
+        self._pub_tf = self._tf_publisher()
         self._pub_place_candidates = self._pub_place_match = None
         if messages.PlaceCandidates is not None:  # the readable twins of ~/candidates and ~/best_match
             self._pub_place_candidates = self.create_publisher(messages.PlaceCandidates, '~/place_candidates',
@@ -201,6 +211,7 @@ class LocalizerNode(Node):
             self.get_logger().info('vpr_ros_interfaces is not installed: ~/place_candidates and '
                                    '~/place_match are not published (make interfaces)')
         self.create_service(Trigger, '~/save_map', self._on_save_map)
+        self.create_service(Trigger, '~/relocalize', self._on_relocalize)
         if messages.Localize is not None:
             self.create_service(messages.Localize, '~/localize', self._on_localize)
         else:
@@ -316,6 +327,7 @@ class LocalizerNode(Node):
                 self._sequence_config(values).validate()
                 self._verification_config(values).validate()
                 self._metric_config(values).validate()
+                self._agreement_config(values).validate()
             except ConfigError as exc:
                 problem = str(exc)
         return SetParametersResult(successful=problem is None, reason=problem or '')
@@ -336,6 +348,13 @@ class LocalizerNode(Node):
             consistency_place_window=v['loop_closure.consistency_place_window'],
             consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
             max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
+
+    @staticmethod
+    def _agreement_config(v: dict[str, Any]) -> AgreementConfig:
+        return AgreementConfig(frames=v['relocalization.agreement_frames'],
+                               max_distance=v['relocalization.max_distance'],
+                               max_angle=v['relocalization.max_angle'],
+                               min_confidence=v['relocalization.min_confidence'])
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
@@ -368,6 +387,8 @@ class LocalizerNode(Node):
             v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
             v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
         self._loop_filter.config = self._loop_config(v)
+        if getattr(self, '_relocalization', None) is not None:
+            self._relocalization.config = self._agreement_config(v)
         if getattr(self, '_verifier', None) is not None:
             self._verifier.config = self._verification_config(v)
         if getattr(self, '_metric', None) is not None:
@@ -398,6 +419,8 @@ class LocalizerNode(Node):
         if not self._odom_frame_checked and msg.header.frame_id:
             self._check_odom_frame(msg)
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        if msg.header.frame_id:
+            self._odom_frame_id = msg.header.frame_id
         with self._odom_lock:
             self._odom.append((messages.to_sec(msg.header.stamp),
                                Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
@@ -483,6 +506,7 @@ class LocalizerNode(Node):
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, features, self._camera)
         self._publish(stamp, t, loc.matches, solved)
+        self._after_solve(stamp, t, loc.matches, solved)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
             self._loop_slot.put((t, loc.matches, features))
@@ -492,6 +516,78 @@ class LocalizerNode(Node):
         self._latency.add((t_end - t_received) * 1e3)
         self._processing.add((t_end - t_start) * 1e3)
         self._localize.add(loc.encode_ms + loc.search_ms)
+
+    def _after_solve(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
+        """Relocalisation and map -> odom of one frame; a failure of either is a counted skip that leaves
+        the frame's other outputs and the next frames alone."""
+        for kind, step in (('relocalization', self._relocalize_frame), ('map -> odom', self._broadcast_tf)):
+            try:
+                step(stamp, t, matches, solved)
+            except Exception as exc:
+                self._skips.skip(f'{kind} error ({type(exc).__name__})', str(exc))
+
+    def _odometry_at(self, t: float) -> np.ndarray | None:
+        """``T_odom_body`` at image time ``t`` (within tf.odom_tolerance), None without odometry then."""
+        with self._odom_lock:
+            odom = list(self._odom)
+        return odometry_at([s for s, _ in odom], [p for _, p in odom], t, self._values['tf.odom_tolerance'])
+
+    def _relocalize_frame(self, stamp: Any, t: float, matches: list,
+                          solved: metric.MetricPose | None) -> None:
+        gate = self._relocalization
+        if not self._values['relocalization.enabled'] or not gate.armed:
+            return
+        T = solved.T_map_body if solved is not None and solved.good else None
+        if T is not None and self._odom_topic:  # with odometry the robot may move: map -> odom must agree
+            T_odom_body = self._odometry_at(t)
+            T = map_to_odom(T, T_odom_body) if T_odom_body is not None else None
+        confidence = self._covariance.confidence(matches[0].score) if matches else 0.0
+        if not gate.offer(T, confidence):
+            return
+        header = Header(stamp=stamp, frame_id=self._frame)
+        msg = messages.pose_msg(header, matches[0], self._covariance, solved)
+        self._pub_initialpose.publish(msg)
+        self._relocalizations_published += 1
+        p = msg.pose.pose.position
+        self.get_logger().info(
+            f'relocalised: place {matches[0].place_id}, ({p.x:.2f}, {p.y:.2f}, {p.z:.2f}) in {self._frame} '
+            f'after {gate.config.frames} agreeing frames, published on {self._pub_initialpose.topic_name}; '
+            'quiet until ~/relocalize')
+
+    def _on_relocalize(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._relocalization.rearm()
+        response.success = True
+        response.message = (f'armed: the next {self._relocalization.config.frames} agreeing metric poses are '
+                            f'published on {self._pub_initialpose.topic_name}')
+        if not self._values['relocalization.enabled']:
+            response.message += ' once relocalization.enabled is true'
+        return response
+
+    def _tf_publisher(self) -> Any:
+        if not self._values['tf.publish_map_to_odom']:
+            return None
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError as exc:
+            raise ConfigError('tf.publish_map_to_odom needs the tf2_msgs Python package (ROS 2 tf2_msgs; '
+                              'source a ROS 2 installation)') from exc
+        return self.create_publisher(TFMessage, '/tf', QoSProfile(depth=100))  # tf2_ros's broadcaster QoS
+
+    def _broadcast_tf(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
+        if self._pub_tf is None or solved is None or not solved.good:
+            return
+        T_odom_body = self._odometry_at(t)
+        if T_odom_body is None:
+            self._tf_without_odometry += 1
+            return
+        from tf2_msgs.msg import TFMessage
+
+        msg = TransformStamped()
+        msg.header.stamp = messages.later(stamp, self._values['tf.transform_tolerance'])
+        msg.header.frame_id, msg.child_frame_id = self._frame, self._odom_frame_id
+        messages.transform_to_msg(map_to_odom(solved.T_map_body, T_odom_body), msg.transform)
+        self._pub_tf.publish(TFMessage(transforms=[msg]))
+        self._tf_published += 1
 
     def _count_sequence(self, loc: Any) -> None:
         length = self._localizer.sequence_config.length
@@ -695,6 +791,10 @@ class LocalizerNode(Node):
             'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
             'loop_constraints_published': self._constraints_published,
             'loop_constraints_metric': self._metric_constraints,
+            'relocalization': self._relocalization_state(),
+            'relocalizations_published': self._relocalizations_published,
+            'tf.map_to_odom_published': self._tf_published,
+            'tf.frames_without_odometry': self._tf_without_odometry,
             'metric': self._metric_state(),
             'metric_p50_ms': f'{self._metric_ms.percentile(50):.1f}',
             **{f'metric_status.{k}': n for k, n in sorted(self._metric_status.items())},
@@ -713,6 +813,12 @@ class LocalizerNode(Node):
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                status=[status]))
+
+    def _relocalization_state(self) -> str:
+        if not self._values['relocalization.enabled']:
+            return 'disabled'
+        gate = self._relocalization
+        return f'armed ({gate.streak}/{gate.config.frames} agreeing)' if gate.armed else 'published; quiet'
 
     def _metric_state(self) -> str:
         if not self._values['metric.enabled']:

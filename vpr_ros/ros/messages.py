@@ -170,6 +170,22 @@ def pose_to_msg(pose: Pose) -> PoseMsg:
                                           z=pose.orientation[2], w=pose.orientation[3]))
 
 
+def transform_to_msg(T: np.ndarray, out: Any) -> Any:
+    """Fill a geometry_msgs/Transform ``out`` from a 4x4 transform (``T_parent_child``); returns it."""
+    from scipy.spatial.transform import Rotation
+
+    out.translation.x, out.translation.y, out.translation.z = (float(v) for v in T[:3, 3])
+    out.rotation.x, out.rotation.y, out.rotation.z, out.rotation.w = (
+        float(v) for v in Rotation.from_matrix(T[:3, :3]).as_quat())
+    return out
+
+
+def later(stamp: Time, seconds: float) -> Time:
+    """``stamp`` plus ``seconds`` in integer nanoseconds (a float round trip loses ~0.2 us at epoch times)."""
+    ns = stamp.sec * 1_000_000_000 + stamp.nanosec + int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 def pose_msg(header: Header, match: Match, model: CovarianceModel,
              metric: MetricPose | None = None) -> PoseWithCovarianceStamped:
     """The metric pose with its solve's covariance when ``metric`` is good, else the place pose with the

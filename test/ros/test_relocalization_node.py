@@ -1,0 +1,92 @@
+"""Relocalisation over real DDS: one confident metric pose on the relative output `initialpose` after
+agreeing frames, quiet afterwards, re-armed by ~/relocalize; a frame without a metric solve breaks the
+agreement."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from test.ros.conftest import RELIABLE_IMAGES, image_msg
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip('rclpy')
+
+from test.ros import test_node_inprocess  # noqa: E402
+
+in_process = test_node_inprocess.in_process  # the fixture
+
+
+def call(node, srv_type, name: str, request, timeout: float = 30.0):
+    client = node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), f'no service {name}'
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f'no reply from {name}'
+            time.sleep(0.02)
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
+def test_relocalization_publishes_once_after_agreement_and_rearms(sample_map, in_process,
+                                                                 driver_factory) -> None:
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_srvs.srv import Trigger
+
+    from vpr_ros.ros.messages import to_sec
+
+    path, frame, offline = sample_map
+    node = in_process(map_path=path, threads=1, ros_args=('-r', 'initialpose:=/relocalized'),
+                      diagnostics_period=0.2,
+                      **{RELIABLE_IMAGES: 'reliable', 'relocalization.enabled': True,
+                         'relocalization.agreement_frames': 3})
+    driver = driver_factory()
+    received: list = []
+    driver.subs.append(driver.session.node.create_subscription(
+        PoseWithCovarianceStamped, '/relocalized', received.append,
+        QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)))
+    driver.wait_ready(lambda: None, node=node.node)
+    blank = np.full_like(frame.rgb, 128)  # retrieval answers it, the metric solve cannot
+
+    def send(t: float, rgb: np.ndarray = frame.rgb) -> None:
+        driver.localize(image_msg(rgb, t), t)
+
+    for t, rgb in ((1.0, frame.rgb), (2.0, frame.rgb), (3.0, blank), (4.0, frame.rgb), (5.0, frame.rgb),
+                   (6.0, frame.rgb)):
+        send(t, rgb)
+    driver.wait_for(lambda o: len(received) >= 1, 30.0)
+    first = received[0]
+    assert to_sec(first.header.stamp) == 6.0  # frames 1-2 were broken off by the blank frame 3
+    assert first.header.frame_id == 'map'
+    p = first.pose.pose.position
+    assert math.dist((p.x, p.y, p.z), offline.pose.position) < 0.05
+    cov = np.reshape(first.pose.covariance, (6, 6))
+    assert np.all(np.linalg.eigvalsh(cov) > 0) and math.sqrt(cov[0, 0]) < 1.0  # the solve's covariance
+    with driver.out.lock:
+        np.testing.assert_allclose(first.pose.covariance, driver.out.poses[6.0].pose.covariance)
+
+    for t in (7.0, 8.0, 9.0, 10.0):  # quiet: each answered (candidates) but not announced
+        send(t)
+    driver.wait_for(lambda o: (s := driver.latest_status()) is not None and int(s['frames_processed']) >= 10)
+    assert len(received) == 1 and driver.latest_status()['relocalization'] == 'published; quiet'
+
+    reply = call(driver.session.node, Trigger, '/vpr_localizer/relocalize', Trigger.Request())
+    assert reply.success and 'armed' in reply.message
+    for t in (11.0, 12.0, 13.0):
+        send(t)
+    driver.wait_for(lambda o: len(received) >= 2, 30.0)
+    assert [to_sec(m.header.stamp) for m in received] == [6.0, 13.0]
+    assert int(driver.latest_status()['relocalizations_published']) >= 1
+    assert node.node._relocalizations_published == 2
+
+
+def test_relocalization_is_off_by_default(sample_map, in_process) -> None:
+    node = in_process(map_path=sample_map[0], threads=1).node
+    assert node._relocalization_state() == 'disabled' and node._pub_tf is None
+    assert node._pub_initialpose.topic_name == '/initialpose'
