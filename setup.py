@@ -35,6 +35,7 @@ setup(
         'ros': [
             'ros-rclpy[fastrtps]', 'ros-sensor-msgs', 'ros-std-msgs', 'ros-geometry-msgs',
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
+            'ros-lifecycle-msgs',
         ],
         'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
         # map building on a Ray cluster (vpr-ros build-map --ray); pure-Python deps, no torch pull
@@ -51,6 +52,7 @@ setup(
         'console_scripts': [
             'vpr-ros = vpr_ros.cli:main',
             'localizer = vpr_ros.localizer:main',
+            'lifecycle_localizer = vpr_ros.lifecycle_localizer:main',
         ],
     },
 )

@@ -39,6 +39,7 @@ ROS: dict[str, str] = {
     'visualization_msgs': 'ros-visualization-msgs',
     'diagnostic_msgs': 'ros-diagnostic-msgs',
     'rosgraph_msgs': 'ros-rosgraph-msgs',
+    'lifecycle_msgs': 'ros-lifecycle-msgs',
 }
 EXIT_MISSING = 2
 

@@ -108,24 +108,41 @@ class LocalizerNode(Node):
     """``frames_in_caller``: the caller runs :meth:`process_frames` (``main`` does, on the main
     thread, with the executor spinning on another); otherwise a worker thread is started."""
 
-    def __init__(self, frames_in_caller: bool = False, **kwargs: Any) -> None:
+    def __init__(self, frames_in_caller: bool = False, managed: bool = False, **kwargs: Any) -> None:
+        """``managed``: only declare the parameters; :class:`vpr_ros.ros.lifecycle.LifecycleLocalizerNode`
+        runs the stages below (:meth:`_configure`, :meth:`_activate`, ...) from its transitions."""
         super().__init__(NODE_NAME, **kwargs)
+        self._frames_in_caller = frames_in_caller
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
         self._loop_slot: LatestSlot[tuple[float, list, Any]] = LatestSlot(LOOP_QUEUE)
+        self._io: dict[str, list] = {}  # what _activate created and _deactivate destroys
+        self._parameter_callbacks: tuple[Any, Any] | None = None
         self._worker: threading.Thread | None = None
         self._loop_worker: threading.Thread | None = None
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        self._values: dict[str, Any] = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
-        problem = cross_check(self._values)
-        if problem:
-            raise ConfigError(problem)
+        self._values: dict[str, Any] = self._read_parameters()
         self._loop_filter = LoopClosureFilter(self._loop_config(self._values))
         self._relocalization = AgreementGate(self._agreement_config(self._values))
         self._keyframes = KeyframeGate()
         self._apply_settings()
+        if not managed:
+            self._configure()
+            self._activate()
 
+    # ----- stages (a managed node runs them from its lifecycle transitions) ----------------------------
+    def _read_parameters(self) -> dict[str, Any]:
+        values = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
+        problem = cross_check(values)
+        if problem:
+            raise ConfigError(problem)
+        return values
+
+    def _configure(self) -> None:
+        """Load the map and everything that answers a frame; no topic, service or thread yet."""
+        self._values = self._read_parameters()  # a managed node's parameters may have changed since
+        self._apply_settings()
         self._map_lock = threading.Lock()
         self._bootstrap: VocabularyBootstrap | None = None
         self._vocabulary_source = 'the map'
@@ -188,7 +205,14 @@ class LocalizerNode(Node):
         self._relocalizations_published = 0
         self._tf_published = self._tf_without_odometry = 0
         self._odom_frame_id = 'odom'
+        self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
+            ODOM_INPUT if self._values['use_odom'] else '')
 
+    def _activate(self) -> None:
+        """Publishers, services, subscriptions, the diagnostics timer and the worker threads."""
+        before = self._entities()
+        self._stopping = threading.Event()
+        self._slot, self._loop_slot = LatestSlot(), LatestSlot(LOOP_QUEUE)
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
         self._pub_best = self.create_publisher(Vector3Stamped, '~/best_match', OUTPUT_QOS)
         self._pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/pose', OUTPUT_QOS)
@@ -224,17 +248,18 @@ class LocalizerNode(Node):
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_subscription(CameraInfo, CAMERA_INFO_INPUT, self._on_camera_info, qos_profile_sensor_data)
-        self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
-            ODOM_INPUT if self._values['use_odom'] else '')
         if self._odom_topic:
             self.create_subscription(Odometry, self._odom_topic, self._on_odom,
                                      qos_profile_sensor_data,
                                      qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._parameter_callbacks = (self._validate_parameters, self._on_parameters_set)
+        self.add_on_set_parameters_callback(self._parameter_callbacks[0])
+        self.add_post_set_parameters_callback(self._parameter_callbacks[1])
+        after = self._entities()
+        self._io = {kind: [e for e in after[kind] if all(e is not b for b in before[kind])] for kind in after}
 
-        if not frames_in_caller:
+        if not self._frames_in_caller:
             self._worker = threading.Thread(target=self.process_frames, name='vpr_localizer_worker',
                                             daemon=True)
             self._worker.start()
@@ -247,6 +272,40 @@ class LocalizerNode(Node):
             + (', incremental' if self._values['incremental'] else '') + f', outputs in frame {self._frame}'
             + (f", sequence length {self._values['sequence.length']}"
                if self._values['sequence.length'] else ''))
+
+    def _entities(self) -> dict[str, list]:
+        return {'subscription': list(self.subscriptions), 'timer': list(self.timers),
+                'service': list(self.services), 'publisher': list(self.publishers)}
+
+    def _deactivate(self) -> None:
+        """Undo :meth:`_activate`: inputs first, then the threads (their frame finishes), then the outputs."""
+        destroy = {'subscription': self.destroy_subscription, 'timer': self.destroy_timer,
+                   'service': self.destroy_service, 'publisher': self.destroy_publisher}
+        for kind in ('subscription', 'timer'):
+            for entity in self._io.get(kind, []):
+                destroy[kind](entity)
+        if self._parameter_callbacks is not None:
+            self.remove_on_set_parameters_callback(self._parameter_callbacks[0])
+            self.remove_post_set_parameters_callback(self._parameter_callbacks[1])
+            self._parameter_callbacks = None
+        self._stop_workers()
+        for kind in ('service', 'publisher'):
+            for entity in self._io.get(kind, []):
+                destroy[kind](entity)
+        self._io = {}
+
+    def _stop_workers(self) -> None:
+        self._stopping.set()
+        self._slot.close()
+        self._loop_slot.close()
+        for worker in (self._worker, self._loop_worker):
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=30.0)
+        self._worker = self._loop_worker = None
+
+    def _release(self) -> None:
+        """Undo :meth:`_configure`: drop the map, the encoder and the solvers."""
+        self._localizer = self._metric = self._verifier = self._bootstrap = None  # type: ignore[assignment]
 
     # ----- setup ----------------------------------------------------------------------------------
     def _open_localizer(self) -> Localizer:
@@ -885,12 +944,7 @@ class LocalizerNode(Node):
         return 'essential matrix' if self._camera is not None else 'fundamental matrix (no camera_info)'
 
     def destroy_node(self) -> None:
-        self._stopping.set()
-        self._slot.close()
-        self._loop_slot.close()
-        for worker in (self._worker, self._loop_worker):
-            if worker is not None:
-                worker.join(timeout=5.0)
+        self._stop_workers()
         super().destroy_node()
 
 

@@ -1,0 +1,107 @@
+"""The managed (lifecycle) localizer over real DDS, driven as `ros2 lifecycle set` does: through its
+~/change_state and ~/get_state services (lifecycle_msgs)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from test.ros.conftest import QUERY_ORDER, RELIABLE_IMAGES, World, image_msg
+
+pytestmark = pytest.mark.ros
+rclpy = pytest.importorskip('rclpy')
+lifecycle_srv = pytest.importorskip('lifecycle_msgs.srv')
+
+from lifecycle_msgs.msg import State, Transition  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from test.ros.test_relocalization_node import call  # noqa: E402
+
+
+class ManagedInProcess:
+    def __init__(self, **overrides) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        from vpr_ros.ros.lifecycle import LifecycleLocalizerNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])
+        self.node = LifecycleLocalizerNode(
+            context=self.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(timeout=2.0)
+
+
+def test_lifecycle_transitions_over_dds(world: World, driver_factory) -> None:
+    managed = ManagedInProcess(map_path=world.map_path, threads=1, diagnostics_period=0.2,
+                               **{RELIABLE_IMAGES: 'reliable'})
+    try:
+        driver = driver_factory()
+        client_node = driver.session.node
+
+        def state() -> tuple[int, str]:
+            s = call(client_node, lifecycle_srv.GetState, '/vpr_localizer/get_state',
+                     lifecycle_srv.GetState.Request()).current_state
+            return s.id, s.label
+
+        def change(transition: int) -> bool:
+            return call(client_node, lifecycle_srv.ChangeState, '/vpr_localizer/change_state',
+                        lifecycle_srv.ChangeState.Request(transition=Transition(id=transition))).success
+
+        assert state() == (State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured')
+        assert not hasattr(managed.node, '_localizer')  # the map loads in configure, not before
+        assert change(Transition.TRANSITION_CONFIGURE)
+        assert state()[1] == 'inactive' and len(managed.node._localizer.map) == 8
+        assert not any(s.topic_name == '/image' for s in managed.node.subscriptions)  # inactive: no input
+        assert change(Transition.TRANSITION_ACTIVATE) and state()[1] == 'active'
+        driver.wait_ready(lambda: None, node=managed.node)
+        frame = world.queries[0]
+        rows = driver.localize(image_msg(frame.rgb, 500.0), 500.0)
+        assert rows[0][0] == QUERY_ORDER[0]
+
+        assert change(Transition.TRANSITION_DEACTIVATE) and state()[1] == 'inactive'
+        assert not any(s.topic_name == '/image' for s in managed.node.subscriptions)
+        deadline = time.monotonic() + 10
+        while driver.image_pub.get_subscription_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.image_pub.get_subscription_count() == 0
+        driver.image_pub.publish(image_msg(frame.rgb, 501.0))
+        time.sleep(2.0)
+        with driver.out.lock:
+            assert 501.0 not in driver.out.candidates  # an inactive node answers nothing
+        assert managed.node._processed == 1
+
+        assert change(Transition.TRANSITION_CLEANUP) and state()[1] == 'unconfigured'
+        assert managed.node._localizer is None
+        # and back: configure + activate again answers frames
+        assert change(Transition.TRANSITION_CONFIGURE) and change(Transition.TRANSITION_ACTIVATE)
+        driver.wait_ready(lambda: None, node=managed.node)
+        assert driver.localize(image_msg(frame.rgb, 502.0), 502.0)[0][0] == QUERY_ORDER[0]
+        assert change(Transition.TRANSITION_ACTIVE_SHUTDOWN) and state()[1] == 'finalized'
+        assert managed.node._localizer is None and managed.node._worker is None
+    finally:
+        managed.close()
+
+
+def test_configure_with_a_missing_map_fails_and_stays_unconfigured(tmp_path, driver_factory) -> None:
+    managed = ManagedInProcess(map_path=str(tmp_path / 'nowhere'), threads=1)
+    try:
+        client_node = driver_factory().session.node
+        reply = call(client_node, lifecycle_srv.ChangeState, '/vpr_localizer/change_state',
+                     lifecycle_srv.ChangeState.Request(
+                         transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+        assert not reply.success
+        got = call(client_node, lifecycle_srv.GetState, '/vpr_localizer/get_state',
+                   lifecycle_srv.GetState.Request())
+        assert got.current_state.label == 'unconfigured'
+    finally:
+        managed.close()
