@@ -628,8 +628,8 @@ class LocalizerNode(Node):
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError as exc:
-            raise ConfigError('tf.publish_map_to_odom needs the tf2_msgs Python package (ROS 2 tf2_msgs; '
-                              'source a ROS 2 installation)') from exc
+            raise ConfigError('tf.publish_map_to_odom needs the tf2_msgs Python package (source a ROS 2 '
+                              'installation; with the PyPI wheels `make interfaces` builds it)') from exc
         return self.create_publisher(TFMessage, '/tf', QoSProfile(depth=100))  # tf2_ros's broadcaster QoS
 
     def _broadcast_tf(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
