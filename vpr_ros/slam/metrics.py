@@ -3,8 +3,9 @@
 * ATE: evo's APE on the translation part after an SE(3) Umeyama alignment of the estimate to the
   ground truth (``evo_ape --align``, the TUM RGB-D benchmark's definition), and also without
   alignment (``anchored``: both start at the same pose, so this is the error a map would have);
-* RPE: evo's RPE over pose pairs ``delta`` metres apart along the ground truth, translation [m] and
-  rotation angle [deg], for each delta in ``RPE_DELTAS_M``.
+* RPE: evo's RPE over all pose pairs ``delta`` metres apart along the ground-truth path (within
+  ``RPE_DELTA_TOLERANCE``), translation [m] and rotation angle [deg], for each delta in ``RPE_DELTAS_M``.
+  None when no pair is that far apart.
 
 Statistics: rmse, mean, median, max (evo's names), rounded to the millimetre / millidegree.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-RPE_DELTAS_M = (10.0, 100.0)
+RPE_DELTAS_M = (20.0, 100.0)
+RPE_DELTA_TOLERANCE = 0.25  # pairs whose path distance is within 25 % of delta (nodes are metres apart)
 STATISTICS = ('rmse', 'mean', 'median', 'max')
 
 
@@ -46,17 +48,18 @@ def ate(reference: Any, estimate: Any, align: bool = True) -> dict[str, float]:
 
 
 def rpe(reference: Any, estimate: Any, delta_m: float) -> dict[str, Any]:
-    from evo.core import metrics, sync
+    from evo.core import filters, metrics, sync
     from evo.core.units import Unit
 
     ref, est = sync.associate_trajectories(reference, estimate)
     out: dict[str, Any] = {'delta_m': delta_m}
     for name, relation in (('translation_m', metrics.PoseRelation.translation_part),
                            ('rotation_deg', metrics.PoseRelation.rotation_angle_deg)):
-        rel = metrics.RPE(relation, delta=delta_m, delta_unit=Unit.meters, all_pairs=True)
+        rel = metrics.RPE(relation, delta=delta_m, delta_unit=Unit.meters, rel_delta_tol=RPE_DELTA_TOLERANCE,
+                          all_pairs=True, pairs_from_reference=True)
         try:
             rel.process_data((ref, est))
-        except metrics.MetricsException:  # the trajectory is shorter than delta
+        except (metrics.MetricsException, filters.FilterException):  # no pose pair delta_m apart
             out[name] = None
             continue
         out[name] = _stats(rel)
