@@ -235,6 +235,15 @@ def plot_runs(runs: Sequence[Run], ground_truth: Sequence[np.ndarray], edges: Se
     plt.close(fig)
 
 
+@dataclass
+class GraphInputs:
+    stamps: np.ndarray
+    ground_truth: list[np.ndarray]
+    odometry: list[np.ndarray] | None
+    constraints: list[LoopConstraint]
+    frames_without_odometry: int = 0
+
+
 class PoseGraphHook:
     """What ``evaluate_loops`` calls at the end (``pose_graph=``): frames' (stamp, ground-truth pose) in
     order and the accepted decisions of the verified filter -> results section, plots into ``out_dir``."""
@@ -246,8 +255,10 @@ class PoseGraphHook:
         self.odometry = odometry
         self.body_from_camera = body_from_camera
 
-    def __call__(self, trajectory: Sequence[tuple[float, 'Pose']], decisions: Sequence['LoopDecision'],
-                 out_dir: str | None) -> dict[str, Any]:
+    def inputs(self, trajectory: Sequence[tuple[float, 'Pose']],
+               decisions: Sequence['LoopDecision']) -> GraphInputs:
+        """The nodes (frames with a ground-truth pose, and an odometry pose when a track is given) and the
+        constraints of the verified decisions."""
         stamps, gt, odo, dropped = [], [], [], 0
         for t, pose in trajectory:
             o = self.odometry.at(t) if self.odometry is not None else None
@@ -263,19 +274,30 @@ class PoseGraphHook:
                               'pose')
         constraints = [from_verification(d.t_query, d.t_match, d.verification, self.body_from_camera)
                        for d in decisions if d.accepted and d.verification is not None]
-        results, runs = evaluate_pose_graph(stamps, gt, constraints, self.settings, odo if odo else None)
-        results['frames_without_odometry'] = dropped
+        return GraphInputs(np.asarray(stamps), gt, odo if self.odometry is not None else None, constraints,
+                           dropped)
+
+    def __call__(self, trajectory: Sequence[tuple[float, 'Pose']], decisions: Sequence['LoopDecision'],
+                 out_dir: str | None) -> dict[str, Any]:
+        inp = self.inputs(trajectory, decisions)
+        results, runs = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints, self.settings,
+                                            inp.odometry)
+        results['frames_without_odometry'] = inp.frames_without_odometry
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
             path = os.path.join(out_dir, 'pose_graph.png')
-            t = np.asarray(stamps)
-            edges = [(node_index(t, c.t_match), node_index(t, c.t_query)) for c in constraints]
-            fc = results.get('false_closure')
-            plot_runs(runs, gt, [(i, j) for i, j in edges if i is not None and j is not None],
-                      (fc['place_node'], fc['query_node']) if fc else None, path)
+            plot_experiment(results, runs, inp, path)
             results['files'] = [path]
         return results
 
 
-__all__ = ['PoseGraphHook', 'PoseGraphSettings', 'Run', 'evaluate_pose_graph', 'false_constraint',
-           'false_pair', 'plot_runs']
+def plot_experiment(results: dict[str, Any], runs: Sequence[Run], inp: GraphInputs, path: str) -> None:
+    """plot_runs of one experiment: its closures on their nodes and its false closure."""
+    edges = [(node_index(inp.stamps, c.t_match), node_index(inp.stamps, c.t_query)) for c in inp.constraints]
+    fc = results.get('false_closure')
+    plot_runs(runs, inp.ground_truth, [(i, j) for i, j in edges if i is not None and j is not None],
+              (fc['place_node'], fc['query_node']) if fc else None, path)
+
+
+__all__ = ['GraphInputs', 'PoseGraphHook', 'PoseGraphSettings', 'Run', 'evaluate_pose_graph',
+           'false_constraint', 'false_pair', 'plot_experiment', 'plot_runs']

@@ -3,8 +3,7 @@
 * one ``Pose3`` node per trajectory node, initialised from the odometry;
 * a prior fixing the first node at its odometry pose (the gauge);
 * a ``BetweenFactorPose3`` per odometry step, the measured step and its covariance from the
-  :class:`~vpr_ros.slam.odometry.DriftModel` (forward/lateral sigma on all three axes, yaw sigma on all
-  three rotation axes);
+  :class:`~vpr_ros.slam.odometry.DriftModel`;
 * per loop closure (:class:`~vpr_ros.slam.constraints.LoopConstraint`), wrapped in a robust kernel
   (``noiseModel.Robust``) so that one false closure cannot drag the trajectory:
 
@@ -143,8 +142,8 @@ def _odometry_factor(i: int, a: np.ndarray, b: np.ndarray, model: DriftModel) ->
     import gtsam
 
     step = relative(a, b)
-    sigma_xy, sigma_yaw = model.step_sigmas(step_length(step))
-    noise = gtsam.noiseModel.Diagonal.Sigmas(np.array([sigma_yaw] * 3 + [sigma_xy] * 3))
+    sigma_t, sigma_r = model.step_sigmas(step_length(step))
+    noise = gtsam.noiseModel.Diagonal.Sigmas(np.concatenate([sigma_r, sigma_t]))  # GTSAM: rotation first
     return gtsam.BetweenFactorPose3(_key(i), _key(i + 1), _pose3(step), noise)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError, SourceError
 from vpr_ros.frames import Frame, Pose
+from vpr_ros.mapdb.local_features import CameraIntrinsics
 
 TRAVERSALS = ('mapping', 'query', 'viewpoint')
 STORAGES = ('sqlite3', 'mcap')
@@ -121,6 +122,17 @@ def render_traversal(name: str, *, seed: int = 0, image_size: tuple[int, int] = 
     _check_args(name, image_size, scale)
     plan = _plan(name, seed, scale)
     return list(_render_frames(plan, image_size)), plan.odometry()
+
+
+def sample_camera(image_size: tuple[int, int] = (240, 320)) -> CameraIntrinsics:
+    """The pinhole the renderer projects with (``image_size`` = (height, width)): HFOV_DEG horizontal field
+    of view, square pixels, the optical axis level with the ground. The renderer draws the camera's pitch as
+    a shift of the horizon row, i.e. of the principal point: cy = (h - 1) / 2 + f tan(PITCH_DEG). A
+    traversal's pitch wobble (0.3-1 deg) is not in it."""
+    h, w = int(image_size[0]), int(image_size[1])
+    f = (w / 2) / math.tan(math.radians(HFOV_DEG) / 2)
+    cy = (h - 1) / 2 + f * math.tan(math.radians(PITCH_DEG))
+    return CameraIntrinsics((f, 0.0, (w - 1) / 2, 0.0, f, cy, 0.0, 0.0, 1.0), (), 'plumb_bob', w, h)
 
 
 def _check_args(name: str, image_size: Sequence[int], scale: float) -> None:
