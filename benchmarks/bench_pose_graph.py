@@ -28,6 +28,7 @@ from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.evaluation.metrics import Thresholds  # noqa: E402
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops  # noqa: E402
 from vpr_ros.slam.evaluation import PoseGraphHook, PoseGraphSettings, evaluate_pose_graph, plot_experiment  # noqa: E402
+from vpr_ros.slam.graph import PoseGraphConfig  # noqa: E402
 from vpr_ros.slam.odometry import DriftModel  # noqa: E402
 from vpr_ros.sources.bag import BagSource  # noqa: E402
 from vpr_ros.sources.sample import generate_sample, sample_camera  # noqa: E402
@@ -49,6 +50,48 @@ def closures_of(bag: str, encoder: str, dist: float):
     return recorded[0], loops['with_verification']
 
 
+def ate(res: dict, key: str = 'after') -> float:
+    return res[key]['ate_m']['rmse']
+
+
+def summary(label: str, rows: list[tuple[float, float]]) -> str:
+    before, after = np.array(rows).T
+    ratios = after / before
+    return (f'{label}: median after/before {np.median(ratios):.3f}, mean ATE {before.mean():.2f} -> '
+            f'{after.mean():.2f} m (ratio of means {after.mean() / before.mean():.3f}); '
+            f'target <= {TARGET_RATIO} met on {int((ratios <= TARGET_RATIO).sum())}/{len(ratios)} seeds')
+
+
+def seed_table(name: str, inp, seeds: int, out: str | None) -> list[tuple[float, float]]:
+    """One markdown row per seed of the default drift model; returns (ATE before, after) per seed."""
+    print('| seed | ATE before [m] | after [m] | after/before | no kernel [m] | DCS kernel [m] | '
+          '+ false dir.-only: kernel / none [m] | + false metric: kernel / none [m] | optimise ms |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    rows = []
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        res, runs = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints,
+                                        PoseGraphSettings(DriftModel(seed=seed)))
+        ms = (time.perf_counter() - t0) * 1e3 / max(len(runs) - 1, 1)
+        if seed == 0 and out:
+            os.makedirs(out, exist_ok=True)
+            plot_experiment(res, runs, inp, os.path.join(out, f'pose_graph_{name}.png'))
+        if 'after' not in res:
+            print(f'| {seed} | {ate(res, "before"):.2f} | no closure published |')
+            continue
+        dcs, _ = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints,
+                                     PoseGraphSettings(DriftModel(seed=seed), PoseGraphConfig('dcs'),
+                                                       false_closure=False))
+        fc = res.get('false_closure', {})
+        cells = [' / '.join(f"{fc[v][k]['ate_m']['rmse']:.2f}" for k in ('with_kernel', 'without_kernel'))
+                 if v in fc else 'n/a' for v in ('direction_only', 'metric')]
+        print(f"| {seed} | {ate(res, 'before'):.2f} | {ate(res):.2f} | {res['ate_ratio']:.3f} | "
+              f"{ate(res, 'after_without_kernel'):.2f} | {ate(dcs):.2f} | {cells[0]} | {cells[1]} | "
+              f'{ms:.0f} |')
+        rows.append((ate(res, 'before'), ate(res)))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--scale', type=float, default=1.0)
@@ -56,51 +99,31 @@ def main() -> int:
     parser.add_argument('--seeds', type=int, default=10)
     parser.add_argument('--encoder', default='anyloc_vlad')
     parser.add_argument('--dist', type=float, default=10.0, help='a closure is correct within this distance')
+    parser.add_argument('--stronger-yaw', type=float, default=0.4, metavar='DEG',
+                        help='also summarise a drift with this yaw sigma [deg/sqrt(m)] (0: no)')
     parser.add_argument('--sample', help='reuse the bags in this folder (vpr-ros sample DIR)')
     parser.add_argument('--out', help='write the seed-0 plot of each traversal here')
     args = parser.parse_args()
-    model = DriftModel()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.sample or os.path.join(tmp, 'sample')
         if not args.sample:
             generate_sample(root, scale=args.scale, traversals=tuple(args.traversals), progress=False)
-        print(f'drift model: {model.describe()}; load {os.getloadavg()[0]:.1f} (2 cores, shared)')
+        print(f'drift model: {DriftModel().describe()}; load {os.getloadavg()[0]:.1f} (2 cores, shared)')
         for name in args.traversals:
             inp, verified = closures_of(os.path.join(root, name), args.encoder, args.dist)
             print(f'\n{name}: {len(inp.stamps)} frames, {len(inp.constraints)} published closures '
                   f"({verified['correct']} correct at {args.dist:g} m), encoder {args.encoder}\n")
-            print('| seed | ATE before [m] | after [m] | after/before | no kernel [m] | + false dir.-only: '
-                  'kernel / none [m] | + false metric: kernel / none [m] | optimise ms |')
-            print('|---|---|---|---|---|---|---|---|')
-            ratios, befores, afters = [], [], []
-            for seed in range(args.seeds):
-                settings = PoseGraphSettings(DriftModel(seed=seed))
-                t0 = time.perf_counter()
-                res, runs = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints, settings)
-                ms = (time.perf_counter() - t0) * 1e3 / max(len(runs) - 1, 1)
-                if seed == 0 and args.out:
-                    os.makedirs(args.out, exist_ok=True)
-                    plot_experiment(res, runs, inp, os.path.join(args.out, f'pose_graph_{name}.png'))
-                if 'after' not in res:
-                    print(f'| {seed} | no closure published |')
-                    continue
-                b, a = res['before']['ate_m']['rmse'], res['after']['ate_m']['rmse']
-                ratios.append(res['ate_ratio'])
-                befores.append(b)
-                afters.append(a)
-                fc = res.get('false_closure', {})
-                pair = ('with_kernel', 'without_kernel')
-                cells = [' / '.join(f"{fc[v][k]['ate_m']['rmse']:.2f}" for k in pair) if v in fc else 'n/a'
-                         for v in ('direction_only', 'metric')]
-                plain = res['after_without_kernel']['ate_m']['rmse']
-                print(f"| {seed} | {b:.2f} | {a:.2f} | {res['ate_ratio']:.3f} | {plain:.2f} | {cells[0]} | "
-                      f'{cells[1]} | {ms:.0f} |')
-            if ratios:
-                met = sum(r <= TARGET_RATIO for r in ratios)
-                print(f'\n{name}: median after/before {np.median(ratios):.3f}, mean ATE '
-                      f'{np.mean(befores):.2f} -> {np.mean(afters):.2f} m '
-                      f'(ratio of means {np.mean(afters) / np.mean(befores):.3f}); '
-                      f'target <= {TARGET_RATIO} met on {met}/{len(ratios)} seeds')
+            rows = seed_table(name, inp, args.seeds, args.out)
+            if rows:
+                print('\n' + summary(f'{name}, default drift', rows))
+            if rows and args.stronger_yaw > 0:
+                strong = []
+                for seed in range(args.seeds):
+                    model = DriftModel(yaw_sigma_deg=args.stronger_yaw, seed=seed)
+                    res, _ = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints,
+                                                 PoseGraphSettings(model, false_closure=False))
+                    strong.append((ate(res, 'before'), ate(res)))
+                print(summary(f'{name}, yaw sigma {args.stronger_yaw} deg/sqrt(m)', strong))
     return 0
 
 
