@@ -61,3 +61,17 @@ def test_missing_intrinsics_or_odometry_topic_is_one_line_and_exit_2(small_world
     assert 'no topic /wheel_odom' in capsys.readouterr().err
     assert main(['evaluate', '--loops', '--pose-graph', '--queries', bag, '--camera-info', camera,
                  '--encoder', 'raw_pixels', '--drift-yaw', '0', '--drift-translation', '0']) == 2
+
+
+def test_a_real_odometry_topic_is_taken_instead_of_the_drift(small_world, tmp_path) -> None:
+    """The bag's only pose topic as both ground truth and odometry: nothing to correct, and the graph with
+    the published closures must not make it worse than the closures' own errors."""
+    bag, camera = small_world
+    out = tmp_path / 'r'
+    assert main(['evaluate', '--loops', '--pose-graph', '--queries', bag, '--camera-info', camera,
+                 '--encoder', 'raw_pixels', '--dist', '10', '--odometry-topic', '/odom',
+                 '--out', str(out)]) == 0
+    pg = json.load(open(out / 'results.json'))['pose_graph']
+    assert pg['odometry'] == 'given' and pg['frames_without_odometry'] == 0
+    assert pg['before']['ate_m']['rmse'] < 0.01
+    assert pg['after']['ate_m']['rmse'] < 0.5

@@ -273,8 +273,6 @@ def _pose_graph_hook(args: argparse.Namespace) -> Any:
     if args.odometry_topic:
         from vpr_ros.sources.bag import BagSource
 
-        if not os.path.isdir(args.queries) and not os.path.isfile(args.queries):
-            raise ConfigError(f'--odometry-topic: {args.queries} is not a bag')
         odometry = BagSource(args.queries, args.image_topic, args.odometry_topic).pose_track()
     settings = PoseGraphSettings(DriftModel(args.drift_translation, args.drift_yaw, args.drift_seed),
                                  PoseGraphConfig(args.robust_kernel),

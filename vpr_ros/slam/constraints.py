@@ -19,7 +19,7 @@ Two kinds exist, told apart by the covariance alone:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +45,6 @@ class LoopConstraint:
     covariance: np.ndarray    # (6, 6), see the module docstring for the frame and order
     place_id: int = -1
     inliers: int = 0
-    meta: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         R = np.asarray(self.rotation, np.float64)

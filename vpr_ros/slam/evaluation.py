@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from vpr_ros.slam.constraints import (
     direction_only_covariance,
     from_verification,
 )
-from vpr_ros.slam.graph import GraphResult, PoseGraphConfig, optimise, settings
+from vpr_ros.slam.graph import GraphResult, PoseGraphConfig, describe, optimise
 from vpr_ros.slam.odometry import DriftModel, drift
 from vpr_ros.slam.poses import BODY_FROM_OPTICAL, pose_matrix, positions, relative, rotation_angle, yaw_of
 
@@ -93,10 +93,9 @@ def false_pair(gt: Sequence[np.ndarray], stamps: np.ndarray,
 def false_constraint(t_query: float, t_match: float, metric: bool) -> LoopConstraint:
     ahead = np.array([1.0, 0.0, 0.0])
     if not metric:
-        return LoopConstraint(t_query, t_match, np.eye(3), ahead, direction_only_covariance(np.eye(3), ahead),
-                              meta={'injected': True})
+        return LoopConstraint(t_query, t_match, np.eye(3), ahead, direction_only_covariance(np.eye(3), ahead))
     cov = np.diag([FALSE_METRIC_SIGMA_M ** 2] * 3 + [ROTATION_SIGMA_RAD ** 2] * 3)
-    return LoopConstraint(t_query, t_match, np.eye(3), FALSE_RANGE_M * ahead, cov, meta={'injected': True})
+    return LoopConstraint(t_query, t_match, np.eye(3), FALSE_RANGE_M * ahead, cov)
 
 
 def closure_accuracy(c: LoopConstraint, gt_place: np.ndarray, gt_query: np.ndarray) -> dict[str, float]:
@@ -113,14 +112,14 @@ def closure_accuracy(c: LoopConstraint, gt_place: np.ndarray, gt_query: np.ndarr
 
 def evaluate_pose_graph(stamps: Sequence[float], ground_truth: Sequence[np.ndarray],
                         constraints: Sequence[LoopConstraint],
-                        settings_: PoseGraphSettings = PoseGraphSettings(),
+                        settings: PoseGraphSettings = PoseGraphSettings(),
                         odometry: Sequence[np.ndarray] | None = None) -> tuple[dict[str, Any], list[Run]]:
     """The experiment of the module docstring on one trajectory: results and the runs to plot."""
-    settings_.validate()
+    settings.validate()
     t = np.asarray(stamps, np.float64)
     if len(t) < 2 or len(ground_truth) != len(t) or (odometry is not None and len(odometry) != len(t)):
         raise ConfigError('pose graph: needs one ground-truth (and odometry) pose per stamp, at least two')
-    odo = list(odometry) if odometry is not None else drift(ground_truth, settings_.drift)
+    odo = list(odometry) if odometry is not None else drift(ground_truth, settings.drift)
     ref = metrics.trajectory(t, ground_truth)
     edges, accuracy, unmatched = [], [], 0
     for c in constraints:
@@ -132,16 +131,16 @@ def evaluate_pose_graph(stamps: Sequence[float], ground_truth: Sequence[np.ndarr
         accuracy.append(closure_accuracy(c, ground_truth[i], ground_truth[j]))
 
     def run(name: str, closures: list, config: PoseGraphConfig) -> Run:
-        result = optimise(odo, closures, settings_.drift, config)
+        result = optimise(odo, closures, settings.drift, config)
         errors = metrics.trajectory_errors(ref, metrics.trajectory(t, result.poses))
         return Run(name, result.poses, errors, result)
 
-    kernel = settings_.graph
-    plain = PoseGraphConfig(**{**kernel.__dict__, 'robust_kernel': 'none', 'kernel_parameter': None})
+    kernel = settings.graph
+    plain = replace(kernel, robust_kernel='none', kernel_parameter=None)
     runs = [Run('before', odo, metrics.trajectory_errors(ref, metrics.trajectory(t, odo)))]
     results: dict[str, Any] = {
         'nodes': len(t), 'odometry': 'given' if odometry is not None else 'drifted ground truth',
-        'drift_model': settings_.drift.describe(), 'graph': settings(kernel),
+        'drift_model': settings.drift.describe(), 'graph': describe(kernel),
         'closures': {'given': len(constraints), 'used': len(edges), 'not_on_a_node': unmatched,
                      'direction_only': sum(c.direction_only for _, _, c in edges),
                      'accuracy_vs_ground_truth': _accuracy_summary(accuracy)},
@@ -155,7 +154,7 @@ def evaluate_pose_graph(stamps: Sequence[float], ground_truth: Sequence[np.ndarr
         results['optimiser'] = runs[1].graph.summary()
         before, after = runs[0].errors['ate_m']['rmse'], runs[1].errors['ate_m']['rmse']
         results['ate_ratio'] = round(after / before, 4) if before > 0 else None
-    pair = false_pair(ground_truth, t, settings_) if settings_.false_closure else None
+    pair = false_pair(ground_truth, t, settings) if settings.false_closure else None
     if pair is not None:
         i, j = pair
         truth = relative(ground_truth[i], ground_truth[j])
@@ -248,9 +247,9 @@ class PoseGraphHook:
     """What ``evaluate_loops`` calls at the end (``pose_graph=``): frames' (stamp, ground-truth pose) in
     order and the accepted decisions of the verified filter -> results section, plots into ``out_dir``."""
 
-    def __init__(self, settings_: PoseGraphSettings | None = None, odometry: 'PoseTrack | None' = None,
+    def __init__(self, settings: PoseGraphSettings | None = None, odometry: 'PoseTrack | None' = None,
                  body_from_camera: np.ndarray = BODY_FROM_OPTICAL) -> None:
-        self.settings = settings_ or PoseGraphSettings()
+        self.settings = settings or PoseGraphSettings()
         self.settings.validate()
         self.odometry = odometry
         self.body_from_camera = body_from_camera

@@ -222,8 +222,8 @@ def _rotation_first(odometry: Sequence[np.ndarray], closures: Sequence[tuple[int
     return _solve(graph, initial, config)[0]
 
 
-def settings(config: PoseGraphConfig) -> dict[str, Any]:
+def describe(config: PoseGraphConfig) -> dict[str, Any]:
     return {**asdict(config), 'kernel_parameter': config.parameter}
 
 
-__all__ = ['KERNEL_PARAMETERS', 'GraphResult', 'PoseGraphConfig', 'closure_factors', 'optimise', 'settings']
+__all__ = ['KERNEL_PARAMETERS', 'GraphResult', 'PoseGraphConfig', 'closure_factors', 'describe', 'optimise']

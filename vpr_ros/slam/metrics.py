@@ -71,14 +71,4 @@ def trajectory_errors(reference: Any, estimate: Any) -> dict[str, Any]:
             'rpe': [rpe(reference, estimate, d) for d in RPE_DELTAS_M]}
 
 
-def aligned(reference: Any, estimate: Any) -> Any:
-    """A copy of ``estimate`` SE(3)-aligned to ``reference`` (for plots)."""
-    from evo.core import sync
-
-    ref, est = sync.associate_trajectories(reference, estimate)
-    est = copy.deepcopy(est)
-    est.align(ref, correct_scale=False)
-    return est
-
-
-__all__ = ['RPE_DELTAS_M', 'aligned', 'ate', 'rpe', 'trajectory', 'trajectory_errors']
+__all__ = ['RPE_DELTAS_M', 'ate', 'rpe', 'trajectory', 'trajectory_errors']
