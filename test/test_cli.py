@@ -102,3 +102,40 @@ def test_corrupt_map_is_refused_and_rebuild_is_atomic(bags, tmp_path, capsys):
     before = sorted(os.listdir(path))
     assert main(['build-map', '--source', str(bags / 'map'), '--out', path, '--image-topic', '/x']) == 2
     assert sorted(os.listdir(path)) == before
+
+
+def test_build_map_never_replaces_a_nav2_map_folder(bags, tmp_path, capsys, monkeypatch):
+    # The reproduction of the data-loss report: the folder must be byte-identical, and the refusal must
+    # come before any encoding (the encoder is never created).
+    nav2 = tmp_path / 'nav2'
+    nav2.mkdir()
+    (nav2 / 'map.yaml').write_text('image: office.pgm\nresolution: 0.05\norigin: [0,0,0]\n')
+    (nav2 / 'office.pgm').write_bytes(b'P5\n1 1\n255\n\x07')
+    (nav2 / 'NOTES.txt').write_text('mine')
+    before = {p.name: p.read_bytes() for p in nav2.iterdir()}
+
+    def no_encoder(*_a, **_k):
+        raise AssertionError('the encoder was created before --out was checked')
+
+    monkeypatch.setattr('vpr_ros.encoders.create_encoder', no_encoder)
+    assert main(['build-map', '--source', str(bags / 'map'), '--out', str(nav2),
+                 '--encoder', 'raw_pixels']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a vpr_ros map's" in err and 'refusing' in err
+    assert {p.name: p.read_bytes() for p in nav2.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ['nav2']
+
+
+def test_build_map_refuses_an_out_that_is_its_source(bags, tmp_path, capsys):
+    assert main(['build-map', '--source', str(bags / 'map'), '--out', str(bags),
+                 '--encoder', 'raw_pixels']) == 2
+    assert 'contains the source' in capsys.readouterr().err
+
+
+def test_merge_maps_never_replaces_a_foreign_folder(built_map, tmp_path, capsys):
+    foreign = tmp_path / 'f'
+    foreign.mkdir()
+    (foreign / 'data.bin').write_bytes(b'\x01\x02')
+    assert main(['merge-maps', built_map, built_map, '--out', str(foreign)]) == 2
+    assert 'not a vpr_ros map' in capsys.readouterr().err
+    assert (foreign / 'data.bin').read_bytes() == b'\x01\x02'

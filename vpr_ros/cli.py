@@ -100,9 +100,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
+    from vpr_ros.mapdb.store import check_save_target
     from vpr_ros.matching.keyframes import KeyframePolicy
     from vpr_ros.pipeline import build_map, open_source
 
+    protect = [args.source] + ([args.poses] if args.poses else [])
+    check_save_target(args.out, protect)  # before the encoder loads: a wrong --out fails in a second
     encoder = create_encoder(args.encoder, _encoder_config(args))
     if args.vocabulary:
         from vpr_ros.vocabulary import load_vocabulary
@@ -131,7 +134,7 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
                             index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
                             thumbnails=not args.no_thumbnails, description=f'from {args.source}',
-                            local_features=features, camera=camera, describer=describer)
+                            local_features=features, camera=camera, describer=describer, protect=protect)
     print(f'map {args.out}: {stats.places} places, {stats.vectors} vectors of dim {encoder.dim} '
           f'({encoder.name}); {stats.images_per_s:.1f} images/s, {stats.total_s:.1f} s'
           + (f', skipped {stats.skipped}' if stats.skipped else ''))
@@ -140,7 +143,9 @@ def cmd_build_map(args: argparse.Namespace) -> int:
 
 def cmd_merge_maps(args: argparse.Namespace) -> int:
     from vpr_ros.mapdb.merge import merge_maps
+    from vpr_ros.mapdb.store import check_save_target
 
+    check_save_target(args.out, args.maps)
     merged = merge_maps(args.maps, args.names)
     merged.save(args.out)
     sessions = merged.meta.build['sessions']

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_jso
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
-from vpr_ros.mapdb.store import VprMap
+from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
@@ -119,7 +119,7 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
               require_pose: bool = True, thumbnails: bool = True, progress: bool = True,
               description: str = '', local_features: lf.LocalFeatureConfig | None = lf.LocalFeatureConfig(),
               camera: lf.CameraIntrinsics | None = None,
-              describer: Describer | None = None) -> tuple[VprMap, BuildStats]:
+              describer: Describer | None = None, protect: Sequence[str] = ()) -> tuple[VprMap, BuildStats]:
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
@@ -128,7 +128,9 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     are stored per place for geometric verification, with the images' ``camera`` intrinsics.
     ``describer`` turns batches of keyframes into their descriptors (and local features), in
     order: by default in this process; vpr_ros.distributed.RayDescriber encodes on a Ray cluster.
+    ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
+    check_save_target(out_path, protect)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:

@@ -150,3 +150,72 @@ def test_pose_frames_round_trip_and_old_maps_load_with_frames_unknown(tmp_path):
         yaml.safe_dump(data, fh)
     with pytest.raises(MapError, match='frame_id must be a string'):
         VprMap.load(path)
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def _nav2_folder(tmp_path):
+    nav2 = tmp_path / 'nav2'
+    nav2.mkdir()
+    (nav2 / 'map.yaml').write_text('image: office.pgm\nresolution: 0.05\norigin: [0, 0, 0]\n')
+    (nav2 / 'office.pgm').write_bytes(b'P5\n2 2\n255\n\x00\x01\x02\x03')
+    (nav2 / 'NOTES.txt').write_text('mine')
+    return nav2
+
+
+def test_a_nav2_map_folder_is_never_replaced(tmp_path):
+    # nav2/map_server folders hold a map.yaml too: before the format marker, save() deleted them whole.
+    nav2 = _nav2_folder(tmp_path)
+    before = _snapshot(nav2)
+    vmap, _ = make_map()
+    with pytest.raises(MapError, match="not a vpr_ros map's"):
+        vmap.save(str(nav2))
+    assert _snapshot(nav2) == before
+    assert sorted(os.listdir(tmp_path)) == ['nav2']  # no temporary sibling written either
+
+
+def test_a_vpr_ros_map_with_a_user_file_beside_it_is_not_replaced(tmp_path):
+    path = tmp_path / 'm'
+    make_map(3)[0].save(str(path))
+    (path / 'README.txt').write_text('how I built it')
+    before = _snapshot(path)
+    with pytest.raises(MapError, match='did not write.*README.txt'):
+        make_map(4)[0].save(str(path))
+    assert _snapshot(path) == before
+
+
+def test_maps_carry_the_format_marker_and_maps_without_it_are_still_replaced(tmp_path):
+    import yaml
+
+    path = tmp_path / 'm'
+    make_map(3)[0].save(str(path))
+    meta = yaml.safe_load((path / 'map.yaml').read_text())
+    assert meta['format'] == 'vpr_ros.map'
+    del meta['format']  # a map written before the marker: schema version + encoder section
+    (path / 'map.yaml').write_text(yaml.safe_dump(meta))
+    make_map(5)[0].save(str(path))
+    assert len(VprMap.load(str(path))) == 5
+
+
+def test_a_foreign_format_marker_is_refused_on_load(tmp_path):
+    path = tmp_path / 'm'
+    make_map(3)[0].save(str(path))
+    text = (path / 'map.yaml').read_text().replace('format: vpr_ros.map', 'format: other.tool')
+    (path / 'map.yaml').write_text(text)
+    with pytest.raises(MapError, match='not a vpr_ros map'):
+        VprMap.load(str(path), verify='none')
+
+
+@pytest.mark.parametrize('kind', ['file', 'symlink'])
+def test_a_target_that_is_not_a_directory_is_refused(tmp_path, kind):
+    target = tmp_path / 't'
+    if kind == 'file':
+        target.write_text('data')
+    else:
+        (tmp_path / 'real').mkdir()
+        target.symlink_to(tmp_path / 'real')
+    with pytest.raises(MapError, match='not a directory|symbolic link'):
+        make_map(2)[0].save(str(target))
+    assert target.is_symlink() if kind == 'symlink' else target.read_text() == 'data'

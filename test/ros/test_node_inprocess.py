@@ -325,3 +325,54 @@ def test_start_up_errors_are_one_fatal_line(case, world: World, tmp_path) -> Non
     fatal = [line for line in out.splitlines() if 'FATAL' in line]
     assert len(fatal) == 1 and 'cannot start' in fatal[0], out
     assert 'Traceback' not in out
+
+
+def _call_save_map(driver: Any) -> Any:
+    from std_srvs.srv import Trigger
+
+    client = driver.session.node.create_client(Trigger, '/vpr_localizer/save_map')
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(Trigger.Request())
+    driver.wait_for(lambda o: future.done(), timeout=30)
+    driver.session.node.destroy_client(client)
+    return future.result()
+
+
+def test_save_map_never_replaces_a_foreign_folder_and_a_failed_save_leaves_the_node_answering(
+        world: World, in_process, driver_factory, tmp_path, monkeypatch) -> None:
+    """~/save_map onto a nav2 folder is refused (folder byte-identical); a save that fails in the
+    middle (a full disk: sqlite3.OperationalError) is an error reply, and frames are still answered;
+    save_map_path cannot be changed at run time (any peer on the graph could pick the target)."""
+    import sqlite3
+
+    from test.ros.conftest import image_msg
+    from vpr_ros.mapdb.store import VprMap
+
+    nav2 = tmp_path / 'nav2'
+    nav2.mkdir()
+    (nav2 / 'map.yaml').write_text('image: office.pgm\nresolution: 0.05\norigin: [0,0,0]\n')
+    (nav2 / 'office.pgm').write_bytes(b'P5\n1 1\n255\n\x07')
+    before = {p.name: p.read_bytes() for p in nav2.iterdir()}
+    node = in_process(map_path=world.map_path, threads=1, save_map_path=str(nav2),
+                      **{RELIABLE_IMAGES: 'reliable'}).node
+    driver = driver_factory()
+    driver.wait_ready(lambda: None, node=node)
+
+    reply = _call_save_map(driver)
+    assert not reply.success and "not a vpr_ros map's" in reply.message
+    assert {p.name: p.read_bytes() for p in nav2.iterdir()} == before
+
+    results = driver.set_parameters(Parameter('save_map_path', value=str(tmp_path / 'elsewhere')))
+    assert not results[0].successful
+    assert node.get_parameter('save_map_path').value == str(nav2)
+
+    def disk_full(self: VprMap, directory: str) -> None:
+        raise sqlite3.OperationalError('database or disk is full')
+
+    node._values['save_map_path'] = str(tmp_path / 'new_map')  # a writable target; the write fails
+    monkeypatch.setattr(VprMap, '_write_into', disk_full)
+    reply = _call_save_map(driver)
+    assert not reply.success and 'disk is full' in reply.message
+    assert not (tmp_path / 'new_map').exists()
+    rows = driver.localize(image_msg(world.queries[0].rgb, 500.0), 500.0)
+    assert rows[0][0] == QUERY_ORDER[0]

@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,10 +224,56 @@ def remove_stale(path: str) -> list[str]:
     return removed
 
 
-def replace_directory(path: str, write_into: Callable[[str], None],
-                      is_replaceable: Callable[[str], bool]) -> None:
-    """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically."""
+def target_problem(path: str, replace_problem: Callable[[str], str | None],
+                   protect: Sequence[str] = ()) -> str | None:
+    """Why a map cannot be written to ``path`` (None: it can), checked before any work or write.
+
+    ``replace_problem(path)`` says why an existing directory must not be replaced (it is not a
+    vpr_ros map). ``protect``: paths the write must not replace or contain (the build's sources).
+    """
     path = os.path.abspath(path)
+    for other in protect:
+        other = os.path.abspath(other)
+        if other == path or other.startswith(path + os.sep):
+            return f'{path} is or contains the source {other}'
+    if os.path.islink(path):
+        return f'{path} is a symbolic link; give the directory it points to'
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            return f'{path} exists and is not a directory'
+        if os.path.ismount(path):
+            return (f'{path} is a mount point; a map is written beside its target and swapped in, which '
+                    'a mount point cannot be: write to a folder inside it')
+        problem = replace_problem(path)
+        if problem:
+            return f'{path} {problem}; refusing to replace it'
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        if os.path.lexists(parent):
+            return f'{parent} exists and is not a directory'
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f'permission denied: cannot write in {parent}'
+    return None
+
+
+def check_target(path: str, replace_problem: Callable[[str], str | None],
+                 protect: Sequence[str] = ()) -> None:
+    """Raise MapError when :func:`target_problem` finds one."""
+    problem = target_problem(path, replace_problem, protect)
+    if problem:
+        raise MapError(problem)
+
+
+def replace_directory(path: str, write_into: Callable[[str], None],
+                      replace_problem: Callable[[str], str | None]) -> None:
+    """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically.
+
+    ``replace_problem(path)`` is asked before anything is written and again just before the swap:
+    a directory that is not one this package wrote is never replaced.
+    """
+    path = os.path.abspath(path)
+    check_target(path, replace_problem)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.lexists(path):  # free the disk first; without a map at path a sibling may be the only copy
         remove_stale(path)
@@ -236,8 +282,7 @@ def replace_directory(path: str, write_into: Callable[[str], None],
         write_into(tmp)
         _fsync_dir(tmp)
         if os.path.lexists(path):
-            if not is_replaceable(path):
-                raise MapError(f'{path} exists and is not a vpr_ros map; refusing to replace it')
+            check_target(path, replace_problem)
             if exchange(tmp, path):
                 old = tmp
             else:

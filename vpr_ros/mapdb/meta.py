@@ -10,12 +10,16 @@ import yaml
 from vpr_ros.errors import MapError
 
 SCHEMA_VERSION = 1
+# Written into every map.yaml: the marker that says a folder is a vpr_ros map (a nav2 map_server folder
+# also holds a map.yaml). Maps written before the marker are recognised by their schema and encoder.
+MAP_FORMAT = 'vpr_ros.map'
 
 
 @dataclass
 class MapMeta:
     # Encoder.identity(): name, config, weights_fingerprint, dim, multi_vector
     encoder: dict[str, Any]
+    format: str = MAP_FORMAT
     count: int = 0                   # places
     vectors: int = 0                 # descriptor rows (== count for global encoders)
     dtype: str = 'float32'           # storage dtype of descriptors.npy
@@ -49,6 +53,8 @@ class MapMeta:
             raise MapError(f'{source}: map.yaml is not valid YAML ({str(exc).splitlines()[0]})') from exc
         if not isinstance(data, dict) or 'encoder' not in data:
             raise MapError(f'{source}: map.yaml lacks the encoder section')
+        if data.get('format', MAP_FORMAT) != MAP_FORMAT:
+            raise MapError(f"{source}: map.yaml is not a vpr_ros map (format {data.get('format')!r})")
         version = data.get('schema_version')
         if version != SCHEMA_VERSION:
             raise MapError(f'{source}: map schema version {version} is not supported (this vpr_ros reads '
@@ -62,6 +68,18 @@ class MapMeta:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_map_manifest(data: Any) -> bool:
+    """Whether a parsed map.yaml is a vpr_ros map's: the format marker, or (maps written before the
+    marker) a schema version and an encoder section, which a nav2 or other map.yaml does not have."""
+    if not isinstance(data, dict):
+        return False
+    if 'format' in data:
+        return data['format'] == MAP_FORMAT
+    enc = data.get('encoder')
+    return (_is_int(data.get('schema_version')) and isinstance(enc, dict)
+            and isinstance(enc.get('name'), str) and 'dim' in enc)
 
 
 def schema_problem(data: dict[str, Any]) -> str | None:

@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
+import yaml
 
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
 from vpr_ros.mapdb import integrity
+from vpr_ros.mapdb.local_features import FILES as LOCAL_FEATURE_FILES
+from vpr_ros.mapdb.local_features import META_FILE as LOCAL_FEATURES_META
 from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
-from vpr_ros.mapdb.meta import MapMeta, compatibility_problems
+from vpr_ros.mapdb.meta import MapMeta, compatibility_problems, is_map_manifest
 
 _FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
 logger = logging.getLogger('vpr_ros')
@@ -226,8 +229,12 @@ class VprMap:
 
     # ----- disk ---------------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write atomically: readers of ``path`` always see the old or the new complete map."""
-        integrity.replace_directory(path, self._write_into, _is_replaceable)
+        """Write atomically: readers of ``path`` always see the old or the new complete map.
+
+        An existing ``path`` is replaced only when it is a vpr_ros map holding nothing but the files
+        a map is made of, or an empty directory (:func:`replace_problem`); otherwise MapError.
+        """
+        integrity.replace_directory(path, self._write_into, replace_problem)
 
     def _write_into(self, directory: str) -> None:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
@@ -344,9 +351,47 @@ def _read_meta(path: str) -> MapMeta:
     return MapMeta.from_yaml(text, path)
 
 
-def _is_replaceable(path: str) -> bool:
-    """A path save() may replace: a vpr_ros map or an empty directory."""
-    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, 'map.yaml')) or not os.listdir(path))
+# Every name a save writes into a map directory: anything else in it is someone else's file.
+MAP_FILE_NAMES = frozenset(_FILES + ('encoder_state.npz', integrity.INDEX_FILE, LOCAL_FEATURES_META)
+                           + LOCAL_FEATURE_FILES)
+_MANIFEST_MAX_BYTES = 16 << 20
+
+
+def replace_problem(path: str) -> str | None:
+    """Why save() must not replace the directory ``path`` (None: it may).
+
+    Only a vpr_ros map (the format marker in its map.yaml, or the schema and encoder section of maps
+    written before the marker) that holds nothing but map files, or an empty directory, is replaced:
+    a nav2 map_server folder also has a map.yaml, and a user's notes beside a map are not ours.
+    """
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        return f'cannot be read ({exc.strerror})'
+    if not names:
+        return None
+    if 'map.yaml' not in names:
+        return 'is not empty and is not a vpr_ros map (no map.yaml)'
+    manifest = os.path.join(path, 'map.yaml')
+    try:
+        if os.path.getsize(manifest) > _MANIFEST_MAX_BYTES:
+            return 'holds a map.yaml too large to be a vpr_ros map'
+        with open(manifest, 'rb') as fh:
+            data = yaml.safe_load(fh.read())
+    except (OSError, yaml.YAMLError, RecursionError) as exc:
+        return f'holds a map.yaml that cannot be read as a vpr_ros map ({type(exc).__name__})'
+    if not is_map_manifest(data):
+        return "holds a map.yaml that is not a vpr_ros map's (a nav2 map, or another tool's)"
+    foreign = sorted(n for n in names if n not in MAP_FILE_NAMES)
+    if foreign:
+        shown = ', '.join(foreign[:5]) + (f' and {len(foreign) - 5} more' if len(foreign) > 5 else '')
+        return f'holds files vpr_ros did not write ({shown}): move them out first'
+    return None
+
+
+def check_save_target(path: str, protect: Sequence[str] = ()) -> None:
+    """Raise MapError unless a map can be saved to ``path`` (before the work that produces it)."""
+    integrity.check_target(path, replace_problem, protect)
 
 
 def _is_complete(path: str) -> bool:

@@ -577,8 +577,9 @@ class LocalizerNode(Node):
             with self._map_lock:
                 self._localizer.map.save(path)
                 count = len(self._localizer.map)
-        except (VprError, OSError) as exc:
-            response.success, response.message = False, f'saving the map to {path} failed: {exc}'
+        except Exception as exc:  # a full disk (sqlite3.OperationalError) must not kill the executor
+            response.success = False
+            response.message = f'saving the map to {path} failed: {type(exc).__name__}: {exc}'[:500]
             self.get_logger().error(response.message)
             return response
         response.success, response.message = True, f'saved {count} places to {path}'

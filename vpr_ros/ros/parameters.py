@@ -159,7 +159,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(chosen by the keyframe.* gates) collected before the vocabulary is fitted on them; they '
               'then become the first places. The node answers nothing until then.', read_only=True,
               low=2, high=100_000),
-    ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path."),
+    ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path. Set at "
+              'launch only (a path settable at run time would let any peer on the graph pick where the node '
+              'writes); an existing folder is replaced only when it is a vpr_ros map.', read_only=True),
     # ----- diagnostics ----------------------------------------------------------------------
     ParamSpec('diagnostics_period', 1.0, 'Period [s, node clock] of /diagnostics.', read_only=True,
               low=0.05, high=60.0),
