@@ -5,7 +5,7 @@ fitted with cosine k-means on the map's own images, hard assignment by cosine si
 normalised centres, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
 K x C dims. ``centres: mean`` keeps the centres as plain means of their members, as the official
 code does (fast_pytorch_kmeans); ``centres: unit`` (default) re-normalises them (spherical k-means).
-Default by measurement (README, "Choosing an encoder"): on the sample world unit centres gave
+Default by measurement (docs/encoders.md, "Choosing an encoder"): on the sample world unit centres gave
 Recall@1 0.962 / 0.412 on the appearance / viewpoint traversals, mean centres 0.995 / 0.263.
 The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
 compare global VLAD against segment retrieval over the same features and vocabulary.

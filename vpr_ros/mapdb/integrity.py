@@ -2,7 +2,7 @@
 
 * Checksums: ``save`` records the SHA-256 and size of every file in map.yaml (``files``); ``load``
   verifies them. ``verify='full'`` (default) hashes every file; ``verify='size'`` only compares
-  sizes (for huge maps where hashing costs seconds: see README "Map integrity"), ``'none'``
+  sizes (for huge maps where hashing costs seconds: see docs/map-format.md), ``'none'``
   skips the file checks. A mismatching ``index.faiss`` is derived data and is rebuilt; any other
   mismatching file makes the map corrupt. Maps written before checksums existed load unverified.
 * Content checks that need no checksum: descriptors finite and of unit (or zero) norm, owners
