@@ -97,6 +97,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_params(_args: argparse.Namespace) -> int:
+    from vpr_ros.ros.parameters import params_file_text
+
+    sys.stdout.write(params_file_text())
+    return 0
+
+
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
@@ -466,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('map')
     p.add_argument('out')
     p.set_defaults(func=cmd_export_vocabulary)
+
+    p = sub.add_parser('node-params', help="print a params file for the localizer node at its defaults",
+                       description='Print a ROS 2 params file with every parameter of the localizer node at '
+                                   'its default, one comment per parameter; a pip install has no copy of '
+                                   'config/localize.yaml: `vpr-ros node-params > localize.yaml`, then '
+                                   '`python -m vpr_ros.localizer --ros-args --params-file localize.yaml`.')
+    p.set_defaults(func=cmd_node_params)
 
     p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')
     p.add_argument('names', nargs='*')

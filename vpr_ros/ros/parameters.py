@@ -233,3 +233,36 @@ def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict
 
 __all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
            'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic']
+
+
+def params_file_text(node_name: str = '/**') -> str:
+    """A ROS 2 params file with every parameter at its default, described from this table
+    (``vpr-ros node-params``: a pip/venv install has no ``share/`` copy of config/localize.yaml)."""
+    lines = ['# Parameters of the vpr_ros localizer node at their defaults (vpr-ros node-params).',
+             '# "restart": read only at start-up; the others can be changed with ros2 param set.',
+             f'{node_name}:', '  ros__parameters:']
+    opened: list[str] = []
+    for spec in PARAMETERS:
+        *groups, leaf = spec.name.split('.')
+        common = 0
+        while common < min(len(groups), len(opened)) and groups[common] == opened[common]:
+            common += 1
+        opened = opened[:common]
+        for group in groups[common:]:
+            lines.append('    ' + '  ' * len(opened) + f'{group}:')
+            opened.append(group)
+        indent = '    ' + '  ' * len(opened)
+        note = ' (restart)' if spec.read_only else ''
+        lines.append(f'{indent}# {spec.description}{note}'.replace('\n', ' '))
+        lines.append(f'{indent}{leaf}: {_yaml_scalar(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_scalar(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float):
+        return repr(value)  # keeps the decimal point: ROS 2 parameters are strictly typed
+    if isinstance(value, int):
+        return str(value)
+    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
