@@ -139,3 +139,12 @@ def test_merge_maps_never_replaces_a_foreign_folder(built_map, tmp_path, capsys)
     assert main(['merge-maps', built_map, built_map, '--out', str(foreign)]) == 2
     assert 'not a vpr_ros map' in capsys.readouterr().err
     assert (foreign / 'data.bin').read_bytes() == b'\x01\x02'
+
+
+def test_every_subcommand_has_a_description_and_shows_its_defaults():
+    from vpr_ros.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, __import__('argparse')._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert command.description, name
+    assert '(default: 10)' in sub.choices['evaluate'].format_help()  # --top-k

@@ -212,6 +212,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_loops(args, overrides)
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
+    if args.encoder:
+        raise ConfigError('--encoder applies to --loops only: evaluate --map uses the encoder the map was '
+                          'built with')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify,
                                    sequence=sequence_config(args))
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
@@ -253,7 +256,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
         keyframe_min_interval=args.keyframe_interval, top_k=args.top_k, sequence=sequence_config(args))
     settings.verification.validate()
-    encoder = create_encoder(args.encoder, overrides)
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
@@ -370,6 +373,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ''
+        if (action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                or 'default' in text or action.help == argparse.SUPPRESS):
+            return action.help
+        return f'{text} (default: %(default)s)'.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='vpr-ros', description='Visual place recognition: sample data, maps, evaluation, ROS replay.')
@@ -437,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'incremental mode; closures with and without geometric verification)')
     g.add_argument('--loops', action='store_true',
                    help='evaluate loop closures within the --queries traversal')
-    g.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the grown map (--loops only)')
+    g.add_argument('--encoder', default=None,
+                   help=f'encoder of the grown map (--loops only; default {DEFAULT_ENCODER})')
     g.add_argument('--min-score', type=float, default=-1.0,
                    help='loop_closure.min_score (node default -1: no score gate)')
     g.add_argument('--min-time-separation', type=float, default=30.0,
@@ -539,6 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--scale', type=float, default=1.0, help='sample world scale')
     p.add_argument('--no-replay', action='store_true', help='skip the live ROS replay')
     p.set_defaults(func=cmd_demo)
+    for action in sub._choices_actions:  # every subcommand: a description and its defaults in --help
+        command = sub.choices[action.dest]
+        command.formatter_class = _DefaultsHelpFormatter
+        if not command.description and action.help:
+            command.description = action.help[0].upper() + action.help[1:] + '.'
     return parser
 
 
