@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-keypoints', type=int, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
-    p.add_argument('--top-k', type=int, default=10)
+    p.add_argument('--top-k', type=int, default=10, help='candidates retrieved per query')
     p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0 = adapt to the free cores)')
