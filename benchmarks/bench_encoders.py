@@ -35,7 +35,7 @@ class ImageMsg:
 def frames(n: int, seed: int = 0) -> list[np.ndarray]:
     """Sample-world frames when the sample module is available, else smooth random textures."""
     try:
-        from vpr_ros.sources.sample import render_traversal
+        from vpr_ros.sample import render_traversal
 
         rendered, _ = render_traversal('mapping', seed=seed, scale=0.3)
         return [f.rgb for f in rendered[:n]]

@@ -41,7 +41,7 @@ def best_of(fn, repeats: int) -> float:
 def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
     import torch
 
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     enc = create_encoder(name)
     if enc.input_size and tuple(enc.input_size) != images[0].shape[:2]:
@@ -90,7 +90,7 @@ def main() -> None:
     logging.getLogger('vpr_ros').setLevel(logging.ERROR)  # random-init warnings are expected here
     import torch
 
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     frames, _ = render_traversal('mapping', scale=0.2)
     images = [f.rgb for f in frames[:16]]
@@ -104,7 +104,7 @@ def main() -> None:
         print(f"{name} | {r['input']} | {r['dim']} | {r['params_M']:.2f} | {r['kib_per_place']:.1f} | "
               f"{r['ms_b1']:.1f} | {r['ms_b8']:.1f} | {ratio}", flush=True)
     if args.recall:
-        from vpr_ros.sources.sample import generate_sample
+        from vpr_ros.sample import generate_sample
 
         with tempfile.TemporaryDirectory() as tmp:
             generate_sample(tmp, scale=args.scale, traversals=('mapping', 'query'), progress=False)

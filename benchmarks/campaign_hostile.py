@@ -260,7 +260,7 @@ def _real_messages(bag: str, n: int) -> list[Msg]:
 
 
 def _sample(work: str) -> str:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     data = os.path.join(work, 'sample')
     if not os.path.isdir(os.path.join(data, 'query')):

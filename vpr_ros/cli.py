@@ -87,7 +87,7 @@ def sequence_config(args: argparse.Namespace):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     info = generate_sample(args.out, seed=args.seed, storage=args.storage, compressed=args.compressed,
                            scale=args.scale, traversals=tuple(args.traversals))

@@ -33,7 +33,7 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     t0 = time.perf_counter()
     out = args.out
