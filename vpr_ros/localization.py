@@ -140,11 +140,6 @@ class Localizer:
         rate = sum(self._keyframe_flags) / len(self._keyframe_flags)
         return max(rate, 1.0 / max(self._sequence_config.length, 1))
 
-    def reset_sequence(self) -> None:
-        """Forget the sequence history (a new run, or frames that no longer follow each other)."""
-        if self._sequence is not None:
-            self._sequence.reset()
-
     def _stamps_and_order(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.map.places)
         if self._order_cache[0] != n:  # places are only ever appended

@@ -120,10 +120,6 @@ def plan_index(spec: str, dim: int, count: int) -> IndexPlan:
     return IndexPlan(','.join(factory), metric, nprobe, ef)
 
 
-def factory_string(spec: str, dim: int, count: int) -> str:
-    return plan_index(spec, dim, count).factory
-
-
 def train_sample_size(index) -> int:
     """How many vectors training ``index`` needs (more only costs time)."""
     import faiss
