@@ -22,8 +22,8 @@ from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
+from vpr_ros.mapdb.search import rank_places_with_row
 from vpr_ros.mapdb.store import Match, VprMap
-from vpr_ros.matching.retrieval import rank_places_with_row
 from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
 
 _log = logging.getLogger(__name__)

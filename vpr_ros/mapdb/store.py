@@ -198,7 +198,7 @@ class VprMap:
 
     def search(self, vectors: np.ndarray, k: int, exclude: set[int] | None = None) -> list[Match]:
         """Top-k places for one query (its vector, or its set of vectors for multi-vector maps)."""
-        from vpr_ros.matching.retrieval import rank_places
+        from vpr_ros.mapdb.search import rank_places
 
         if not self.places:
             return []

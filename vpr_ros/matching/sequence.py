@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.errors import ConfigError
-from vpr_ros.matching.retrieval import pick_best
+from vpr_ros.mapdb.search import pick_best
 
 MAX_LENGTH = 1000
 _STD_FLOOR = 1e-9
