@@ -83,7 +83,8 @@ def bench(name: str, images: list[np.ndarray], repeats: int) -> dict[str, float]
     rows['pipeline_ms'] = timeit(lambda: loc.localize(image_msg_to_rgb(msg), 0.0), repeats)
     rows['pipeline_over_bare'] = rows['pipeline_ms'] / rows['bare_ms']
     # map build: bag decode + encode + store, vs bare encode throughput
-    from vpr_ros.pipeline import build_map, open_source
+    from vpr_ros.pipeline import build_map
+    from vpr_ros.sources import open_source
     from vpr_ros.sources.bag import write_bag
 
     with tempfile.TemporaryDirectory() as tmp:

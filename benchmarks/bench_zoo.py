@@ -69,7 +69,8 @@ def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
 def recall_row(name: str, sample_dir: str) -> float:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import build_map, evaluate, open_source
+    from vpr_ros.pipeline import build_map, evaluate
+    from vpr_ros.sources import open_source
 
     with tempfile.TemporaryDirectory() as tmp:
         build_map(open_source(os.path.join(sample_dir, 'mapping')), create_encoder(name),

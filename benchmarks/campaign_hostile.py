@@ -246,7 +246,7 @@ def part_node(seed: int, bad_frames: int, work: str) -> dict[str, Any]:
 
 
 def _real_messages(bag: str, n: int) -> list[Msg]:
-    from vpr_ros.pipeline import open_source
+    from vpr_ros.sources import open_source
 
     src = open_source(bag)
     out = []

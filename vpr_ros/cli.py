@@ -109,7 +109,8 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.mapdb.store import check_save_target
     from vpr_ros.matching.keyframes import KeyframePolicy
-    from vpr_ros.pipeline import build_map, open_source
+    from vpr_ros.pipeline import build_map
+    from vpr_ros.sources import open_source
 
     protect = [args.source] + ([args.poses] if args.poses else [])
     check_save_target(args.out, protect)  # before the encoder loads: a wrong --out fails in a second
@@ -203,7 +204,8 @@ def _print_loops(results: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import evaluate, open_source
+    from vpr_ros.pipeline import evaluate
+    from vpr_ros.sources import open_source
 
     overrides = _encoder_config(args)
     if args.threads:
@@ -242,7 +244,8 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.verification import VerificationConfig
-    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops, open_source
+    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
+    from vpr_ros.sources import open_source
 
     if args.map:
         raise ConfigError('--loops grows its map from the query traversal itself; drop --map')

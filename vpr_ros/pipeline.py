@@ -27,7 +27,7 @@ from vpr_ros.evaluation.metrics import (
     timing_stats,
 )
 from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
+from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap, check_save_target
@@ -35,30 +35,7 @@ from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
-from vpr_ros.skips import SkipCounter
-
-
-class Source(Protocol):
-    image_count: int
-    skips: SkipCounter
-
-    def frames(self, require_pose: bool = True) -> Iterator[Frame]: ...
-
-
-def open_source(path: str, image_topic: str | None = None, pose_topic: str | None = None,
-                poses_csv: str | None = None, skips: SkipCounter | None = None,
-                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Source:
-    """A rosbag2 directory/file (has metadata.yaml, .db3 or .mcap) or an image folder + CSV."""
-    from vpr_ros.sources.bag import BagSource
-    from vpr_ros.sources.folder import FolderSource
-
-    if not os.path.exists(path):
-        raise SourceError(f'not found: {path}')
-    is_bag = os.path.isfile(path) or os.path.isfile(os.path.join(path, 'metadata.yaml')) or any(
-        n.endswith(('.db3', '.mcap')) for n in os.listdir(path))
-    if is_bag and not poses_csv:
-        return BagSource(path, image_topic, pose_topic, skips, max_pixels)
-    return FolderSource(path, poses_csv, skips, max_pixels)
+from vpr_ros.sources import Source
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
