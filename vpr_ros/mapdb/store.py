@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
-import yaml
 
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
@@ -33,7 +32,8 @@ from vpr_ros.mapdb import integrity
 from vpr_ros.mapdb.local_features import FILES as LOCAL_FEATURE_FILES
 from vpr_ros.mapdb.local_features import META_FILE as LOCAL_FEATURES_META
 from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
-from vpr_ros.mapdb.meta import MapMeta, compatibility_problems, is_map_manifest
+from vpr_ros.mapdb.meta import MANIFEST_MAX_BYTES, MapMeta, compatibility_problems, is_map_manifest
+from vpr_ros.textio import load_yaml_file, read_text
 
 _FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
 logger = logging.getLogger('vpr_ros')
@@ -343,18 +343,13 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def _read_meta(path: str) -> MapMeta:
-    try:
-        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MapError(f'{path}: map.yaml is unreadable ({type(exc).__name__}: {_first_line(exc)})') from exc
+    text = read_text(os.path.join(path, 'map.yaml'), 'map.yaml', MapError, MANIFEST_MAX_BYTES)
     return MapMeta.from_yaml(text, path)
 
 
 # Every name a save writes into a map directory: anything else in it is someone else's file.
 MAP_FILE_NAMES = frozenset(_FILES + ('encoder_state.npz', integrity.INDEX_FILE, LOCAL_FEATURES_META)
                            + LOCAL_FEATURE_FILES)
-_MANIFEST_MAX_BYTES = 16 << 20
 
 
 def replace_problem(path: str) -> str | None:
@@ -374,12 +369,9 @@ def replace_problem(path: str) -> str | None:
         return 'is not empty and is not a vpr_ros map (no map.yaml)'
     manifest = os.path.join(path, 'map.yaml')
     try:
-        if os.path.getsize(manifest) > _MANIFEST_MAX_BYTES:
-            return 'holds a map.yaml too large to be a vpr_ros map'
-        with open(manifest, 'rb') as fh:
-            data = yaml.safe_load(fh.read())
-    except (OSError, yaml.YAMLError, RecursionError) as exc:
-        return f'holds a map.yaml that cannot be read as a vpr_ros map ({type(exc).__name__})'
+        data = load_yaml_file(manifest, 'map.yaml', MapError, MANIFEST_MAX_BYTES)
+    except MapError as exc:
+        return f'holds a map.yaml that cannot be read as a vpr_ros map ({exc})'
     if not is_map_manifest(data):
         return "holds a map.yaml that is not a vpr_ros map's (a nav2 map, or another tool's)"
     foreign = sorted(n for n in names if n not in MAP_FILE_NAMES)

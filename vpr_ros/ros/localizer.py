@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
@@ -74,6 +73,7 @@ from vpr_ros.ros.parameters import (
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
+from vpr_ros.textio import load_yaml, short_repr
 from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
 
 # Outputs: reliable depth 10. A reliable publisher also serves BEST_EFFORT subscribers such as
@@ -220,12 +220,10 @@ class LocalizerNode(Node):
     # ----- setup ----------------------------------------------------------------------------------
     def _open_localizer(self) -> Localizer:
         v = self._values
-        try:
-            overrides = yaml.safe_load(v['encoder_config']) if v['encoder_config'] else {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f'encoder_config is not YAML: {str(exc).splitlines()[0]}') from exc
+        overrides = load_yaml(v['encoder_config'], 'encoder_config') if v['encoder_config'] else {}
         if not isinstance(overrides, dict):
-            raise ConfigError(f"encoder_config must be a mapping such as '{{threads: 2}}', got {overrides!r}")
+            raise ConfigError("encoder_config must be a mapping such as '{threads: 2}', "
+                              f'got {short_repr(overrides)}')
         if v['threads']:
             overrides['threads'] = v['threads']
         if v['map_path']:

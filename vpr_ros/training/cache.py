@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from vpr_ros.frames import Frame
+from vpr_ros.textio import load_yaml_file
 from vpr_ros.training.places import FrameTable
 
 
@@ -79,8 +80,7 @@ class FeatureCache:
         path = os.path.join(directory, 'manifest.yaml')
         if not os.path.isfile(path):
             return None
-        with open(path, encoding='utf-8') as fh:
-            manifest = yaml.safe_load(fh) or {}
+        manifest = load_yaml_file(path, 'feature cache manifest') or {}
         if manifest.get('key') != key:
             return None
         n = int(manifest['frames'])
