@@ -450,8 +450,9 @@ class PlaceTable:
         return table
 
     def append(self, stamp: float, pose: Pose | None, source: str = '') -> Place:
-        row = (*pose.position, *pose.orientation) if pose else _NO_POSE
-        if pose and not np.isfinite(row).all():
+        row = (*pose.position, *(pose.orientation or _NO_POSE[:4])) if pose else _NO_POSE
+        known = row if pose is not None and pose.orientation is not None else row[:3]
+        if pose and not np.isfinite(known).all():
             raise MapError(f'place pose must be finite, got {pose}')
         self._stamps.extend(np.array([stamp], np.float64))
         self._poses.extend(np.array([row], np.float64))
@@ -491,7 +492,8 @@ class PlaceTable:
         for i, (stamp, pose, code) in enumerate(zip(self.stamps.tolist(), self.poses.tolist(),
                                                     self._codes.view().tolist())):
             posed = pose[0] == pose[0]  # not NaN
-            yield (i, stamp, *(pose if posed else (None,) * 7), int(posed), self._sources[code])
+            values = [None if v != v else v for v in pose]  # NaN orientation (position only): NULL
+            yield (i, stamp, *values, int(posed), self._sources[code])
 
     # ----- sequence of Place ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -512,7 +514,8 @@ class PlaceTable:
             raise IndexError(f'place {key} out of range ({n} places)')
         pose = self._poses.view()[i].tolist()
         return Place(i, float(self._stamps.view()[i]),
-                     Pose(tuple(pose[:3]), tuple(pose[3:])) if pose[0] == pose[0] else None,
+                     Pose(tuple(pose[:3]), tuple(pose[3:]) if pose[3] == pose[3] else None)  # NaN: unknown
+                     if pose[0] == pose[0] else None,
                      self._sources[self._codes.view()[i]])
 
     def __iter__(self) -> Iterator[Place]:
@@ -560,8 +563,12 @@ def _read_places(path: str, chunk: int = 65536) -> tuple[PlaceTable, dict[int, b
             pose = np.full((len(rows), 7), np.nan)
             if has_pose.any():
                 posed = np.flatnonzero(has_pose)
-                pose[posed] = np.stack([_number_column([c[i] for i in posed], n + posed)
-                                        for c in cols[2:9]], axis=1)
+                pose[posed, :3] = np.stack([_number_column([c[i] for i in posed], n + posed)
+                                            for c in cols[2:5]], axis=1)
+                # a position-only pose stores its unknown orientation as four NULLs
+                oriented = np.array([i for i in posed if any(c[i] is not None for c in cols[5:9])], np.int64)
+                pose[oriented, 3:] = np.stack([_number_column([c[i] for i in oriented], n + oriented)
+                                               for c in cols[5:9]], axis=1).reshape(-1, 4)
             names = cols[10]
             if not all(v is None or isinstance(v, str) for v in names):
                 pid = n + next(i for i, v in enumerate(names) if not (v is None or isinstance(v, str)))

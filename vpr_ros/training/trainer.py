@@ -266,8 +266,8 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
     cache = FeatureCache.open(cache_dir, key)
     t0 = time.perf_counter()
     if cache is None:
-        capacity = sum(int(src.image_count) for _, src, _ in sessions)
-        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), capacity, frozen,
+        expected = sum(int(src.image_count) for _, src, _ in sessions)  # progress only: counts can lie
+        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), expected, frozen,
                                    encoder.preprocess, int(settings['augment_copies']), seed,
                                    int(settings['feature_batch']), {'sessions': names}, progress)
     cache_s = time.perf_counter() - t0
