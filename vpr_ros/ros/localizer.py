@@ -238,12 +238,13 @@ class LocalizerNode(Node):
     # logged and counted (diagnostics: callback_errors.<kind>) instead of killing the executor
     # thread, after which the node would answer nothing and publish nothing.
     def create_subscription(self, msg_type: Any, topic: str, callback: Any, *args: Any, **kwargs: Any) -> Any:
-        return super().create_subscription(msg_type, topic, self._guarded(f'subscription {topic}', callback),
-                                           *args, **kwargs)
+        kind = f'subscription {self.resolve_topic_name(topic)}'
+        return super().create_subscription(msg_type, topic, self._guarded(kind, callback), *args, **kwargs)
 
     def create_service(self, srv_type: Any, srv_name: str, callback: Any, **kwargs: Any) -> Any:
-        return super().create_service(srv_type, srv_name,
-                                      self._guarded(f'service {srv_name}', callback, _failed_reply), **kwargs)
+        kind = f'service {self.resolve_service_name(srv_name)}'
+        return super().create_service(srv_type, srv_name, self._guarded(kind, callback, _failed_reply),
+                                      **kwargs)
 
     def create_timer(self, timer_period_sec: float, callback: Any, *args: Any, on_error: Any = None,
                      **kwargs: Any) -> Any:
@@ -699,16 +700,16 @@ class LocalizerNode(Node):
                         if n > self._reported_callback_errors.get(k, 0))
         self._reported_callback_errors = dict(self._callback_errors)
         bootstrapping = self._bootstrap is not None and not self._bootstrap.done
-        if age is None:
+        if failed:  # whatever else holds: a callback that fails is an error
+            level, message = DiagnosticStatus.ERROR, f"callbacks failed: {', '.join(failed)}"
+        elif age is None:
             level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
         elif bootstrapping:
             level, message = DiagnosticStatus.WARN, self._bootstrap.status()
         elif age > NO_INPUT_WARN_S:
             level, message = DiagnosticStatus.WARN, f'no image for {age:.0f} s'
-        elif errors or failed:
-            level, message = DiagnosticStatus.ERROR, '; '.join(
-                ([f"frames failed: {', '.join(errors)}"] if errors else [])
-                + ([f"callbacks failed: {', '.join(failed)}"] if failed else []))
+        elif errors:
+            level, message = DiagnosticStatus.ERROR, f"frames failed: {', '.join(errors)}"
         elif period:
             level, message = DiagnosticStatus.WARN, f"skipping bad frames: {', '.join(period)}"
         else:
