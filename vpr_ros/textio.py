@@ -122,11 +122,12 @@ def read_text(path: str, what: str, error: type[VprError] = ConfigError,
         fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO must not block the open
     except OSError as exc:
         raise error(f'cannot read {what} {path}: {exc.strerror}') from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = 'a directory' if stat.S_ISDIR(mode) else 'not a regular file'
+        raise error(f'{what} {path} is {kind}')
     with os.fdopen(fd, 'rb') as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = 'a directory' if stat.S_ISDIR(mode) else 'not a regular file'
-            raise error(f'{what} {path} is {kind}')
         try:
             data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
         except OSError as exc:
