@@ -29,7 +29,7 @@ def _records(reader: csv.DictReader, path: str) -> Iterator[dict[str, str]]:
     try:
         yield from reader
     except csv.Error as exc:  # e.g. a field beyond csv.field_size_limit
-        raise SourceError(f'{path}:{reader.line_num}: not a CSV row ({str(exc)[:120]})') from exc
+        raise SourceError(f'{path}:{reader.line_num + 1}: not a CSV row ({str(exc)[:120]})') from exc
 
 
 class FolderSource:
