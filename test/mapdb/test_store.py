@@ -234,3 +234,19 @@ def test_a_position_only_pose_round_trips_and_a_nan_one_is_refused(tmp_path):
     assert places[0].pose == Pose((1.0, 2.0, 3.0), None)
     assert places[1].pose.yaw == pytest.approx(0.5) and places[2].pose is None
     assert places.has_pose.tolist() == [True, True, False]
+
+
+def test_a_map_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path):
+    import time
+
+    from test.test_textio import alias_bomb
+
+    vmap, _ = make_map()
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    with open(os.path.join(path, 'map.yaml'), 'a', encoding='utf-8') as fh:
+        fh.write('bomb:\n' + ''.join('  ' + line + '\n' for line in alias_bomb().splitlines()))
+    t0 = time.perf_counter()
+    with pytest.raises(MapError, match='expands to more than'):
+        VprMap.load(path)
+    assert time.perf_counter() - t0 < 10

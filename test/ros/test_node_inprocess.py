@@ -567,3 +567,22 @@ def test_non_finite_odometry_is_a_counted_skip_and_a_zero_quaternion_a_position_
         poses = [p.pose for p in grown._localizer.map.places]
     assert [p.position[0] for p in poses] == [0.0, 5.0]
     assert all(p.orientation is None for p in poses)
+
+
+def test_a_silent_image_input_is_logged_with_the_topic_and_the_remap(world: World, in_process, driver_factory,
+                                                                     capfd) -> None:
+    """No image ever arrives (wrong topic, forgotten remap): the log says so within seconds, naming the
+    resolved input, the image topics that do exist, and the -r image:= remap (it used to stay silent)."""
+    from sensor_msgs.msg import Image
+
+    in_process(map_path=world.map_path, threads=1, ros_args=('-r', 'image:=/cam/wrong'))
+    driver = driver_factory()
+    driver.session.node.create_publisher(Image, '/camera/image_raw', 10)  # the real camera, elsewhere
+    deadline = time.monotonic() + 30
+    log = ''
+    while 'no image received' not in log:
+        assert time.monotonic() < deadline, log
+        time.sleep(0.5)
+        log += capfd.readouterr().err
+    line = next(line for line in log.splitlines() if 'no image received' in line)
+    assert 'on /cam/wrong' in line and '/camera/image_raw' in line and '-r image:=' in line
