@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from vpr_ros.evaluation.metrics import recall_text
 from vpr_ros.evaluation.report import plot_recall_curves, write_json
 
 
@@ -82,12 +83,11 @@ def run_demo(args: argparse.Namespace) -> int:
     write_json(os.path.join(out, 'summary.json'), summary)
     print('\n=== vpr_ros demo summary ===')
     for name, s in summary['encoders'].items():
-        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in s['recall'].items())
-        print(f"offline {name:12s} {rec}   encode {s['timing_ms']['encode']['mean']:.1f} ms/frame, "
+        print(f"offline {name:12s} {recall_text(s['recall'])}   "
+              f"encode {s['timing_ms']['encode']['mean']:.1f} ms/frame, "
               f"map build {s['build']['images_per_s']:.1f} img/s")
     if 'replay' in summary and summary['replay'].get('recall'):
-        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in summary['replay']['recall'].items())
-        print(f'live    {args.encoder:12s} {rec}')
+        print(f"live    {args.encoder:12s} {recall_text(summary['replay']['recall'])}")
     print(f"reports in {out}/ (summary.json, recall_comparison.png, offline/*, replay/), "
           f"{summary['wall_time_s']:.0f} s in total")
     return 0 if summary.get('replay', {}).get('exit_code', 0) == 0 else 1

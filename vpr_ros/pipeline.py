@@ -5,13 +5,12 @@ these functions; only where frames come from and where results go differ.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -36,6 +35,24 @@ from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, 
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
 from vpr_ros.sources import Source
+
+T = TypeVar('T')
+
+
+def spread_sample(items: Iterable[T], limit: int) -> list[T]:
+    """Up to ``limit`` items spread evenly over a stream of unknown length (a bag's message count can
+    lie): items are kept at a stride that doubles, dropping every other kept one, whenever more than
+    ``limit`` are held; ends with between limit/2 and limit items of a long stream, every item of a
+    short one."""
+    kept: list[T] = []
+    stride = 1
+    for i, item in enumerate(items):
+        if i % stride:
+            continue
+        kept.append(item)
+        if len(kept) > limit:
+            kept, stride = kept[::2], stride * 2
+    return kept
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -112,11 +129,9 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
-        step = max(1, math.ceil(source.image_count / max(keyframes.every_n, 1) / fit_max_images))
-        fit_images = [f.rgb for i, f in enumerate(tqdm(keyframes.select(source.frames(require_pose)),
-                                                       desc=f'reading {encoder.name} fit images',
-                                                       disable=not progress, unit='img'))
-                      if i % step == 0][:fit_max_images]
+        fit_images = [f.rgb for f in spread_sample(tqdm(keyframes.select(source.frames(require_pose)),
+                                                        desc=f'reading {encoder.name} fit images',
+                                                        disable=not progress, unit='img'), fit_max_images)]
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)

@@ -219,3 +219,34 @@ def test_a_target_that_is_not_a_directory_is_refused(tmp_path, kind):
     with pytest.raises(MapError, match='not a directory|symbolic link'):
         make_map(2)[0].save(str(target))
     assert target.is_symlink() if kind == 'symlink' else target.read_text() == 'data'
+
+
+def test_a_position_only_pose_round_trips_and_a_nan_one_is_refused(tmp_path):
+    vmap = VprMap.empty(IDENTITY)
+    vecs = l2_normalize(np.random.default_rng(1).normal(size=(3, 8)))
+    vmap.add(1.0, Pose((1.0, 2.0, 3.0), None), vecs[0])   # orientation unknown (a zero quaternion)
+    vmap.add(2.0, Pose.from_xy_yaw(4.0, 5.0, 0.5), vecs[1])
+    vmap.add(3.0, None, vecs[2])
+    with pytest.raises(MapError, match='must be finite'):
+        vmap.add(4.0, Pose((float('nan'), 0.0, 0.0), None), vecs[0])
+    vmap.save(str(tmp_path / 'm'))
+    places = VprMap.load(str(tmp_path / 'm')).places
+    assert places[0].pose == Pose((1.0, 2.0, 3.0), None)
+    assert places[1].pose.yaw == pytest.approx(0.5) and places[2].pose is None
+    assert places.has_pose.tolist() == [True, True, False]
+
+
+def test_a_map_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path):
+    import time
+
+    from test.test_textio import alias_bomb
+
+    vmap, _ = make_map()
+    path = str(tmp_path / 'm')
+    vmap.save(path)
+    with open(os.path.join(path, 'map.yaml'), 'a', encoding='utf-8') as fh:
+        fh.write('bomb:\n' + ''.join('  ' + line + '\n' for line in alias_bomb().splitlines()))
+    t0 = time.perf_counter()
+    with pytest.raises(MapError, match='expands to more than'):
+        VprMap.load(path)
+    assert time.perf_counter() - t0 < 10

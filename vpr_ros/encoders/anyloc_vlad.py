@@ -24,6 +24,7 @@ from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
 from vpr_ros.encoders.base import Encoder, VocabularyState
 from vpr_ros.errors import ConfigError
+from vpr_ros.textio import short_repr
 
 DENSE_VLAD_DEFAULTS: dict[str, Any] = {
     'backbone': 'efficientnet_lite0', 'layer': None, 'image_size': [240, 320], 'backbone_weights': None,
@@ -43,7 +44,7 @@ class DenseVladEncoder(VocabularyState, Encoder):
             raise ConfigError(f'encoder {self.name!r}: num_clusters must be >= 1')
         if self.config['centres'] not in vlad.CENTRE_FORMS:
             raise ConfigError(f"encoder {self.name!r}: centres must be one of {vlad.CENTRE_FORMS}, "
-                              f"got {self.config['centres']!r}")
+                              f"got {short_repr(self.config['centres'])}")
         self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
                                    self.config['backbone_weights'], int(self.config['threads']))
 

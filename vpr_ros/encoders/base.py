@@ -23,6 +23,7 @@ import numpy as np
 from vpr_ros import DEFAULT_ENCODER  # noqa: F401 - re-exported by vpr_ros.encoders
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import validate_rgb
+from vpr_ros.textio import short_repr
 from vpr_ros.threadpools import blas_threads_for_fitting
 
 # Keys that change how fast an encoder runs, never what it outputs: a map built with other
@@ -61,7 +62,8 @@ class Encoder(ABC):
         for key, low in (('threads', 0), ('batch_size', 1), ('pca_dim', 0)):
             value = self.config[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, got {value!r}')
+                raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, '
+                                  f'got {short_repr(value)}')
 
     # ----- what subclasses implement ---------------------------------------------------------
     @property

@@ -45,6 +45,9 @@ def plot_recall_curves(curves: Mapping[str, Sequence[float]], path: str, title: 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, curve in curves.items():
+        if not len(curve):  # no answerable query: recall undefined, nothing to draw
+            ax.plot([], [], label=f'{name} (recall undefined: no answerable query)')
+            continue
         n = np.arange(1, len(curve) + 1)
         ax.plot(n, np.asarray(curve) * 100, marker='o', ms=3, label=f'{name} (R@1 {curve[0] * 100:.1f}%)')
     ax.set_xlabel('N (top-N retrieved places)')

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.textio import load_yaml_file, short_repr
 
 KINDS = {'rootsift': 128, 'orb': 32}
 ROOTSIFT_SCALE = 512.0
@@ -110,11 +111,7 @@ def camera_from_msg_fields(k: Any, d: Any, model: str, width: int, height: int) 
 
 def load_camera_info_yaml(path: str) -> CameraIntrinsics:
     """A ROS camera_info YAML (camera_calibration / camera_info_manager format)."""
-    try:
-        with open(path, encoding='utf-8') as fh:
-            data = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f'cannot read camera info {path}: {exc}') from exc
+    data = load_yaml_file(path, 'camera info')
     if not isinstance(data, dict) or 'camera_matrix' not in data:
         raise ConfigError(f'{path}: not a camera_info YAML (no camera_matrix)')
     try:
@@ -137,7 +134,8 @@ class LocalFeatureConfig:
 
     def validate(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f'local features: kind must be one of {sorted(KINDS)}, got {self.kind!r}')
+            raise ConfigError(f'local features: kind must be one of {sorted(KINDS)}, '
+                              f'got {short_repr(self.kind)}')
         if not 8 <= int(self.max_keypoints) <= 20000:
             raise ConfigError('local features: max_keypoints must be in 8..20000')
         if int(self.max_side) < 32:
@@ -275,10 +273,9 @@ class LocalFeatureStore:
             return MapError(f'{directory} is corrupt: local features: {why}')
 
         try:
-            with open(meta_path, encoding='utf-8') as fh:
-                meta = yaml.safe_load(fh)
+            meta = load_yaml_file(meta_path, META_FILE, MapError)
             arrays = [np.load(os.path.join(directory, f), allow_pickle=False) for f in FILES]
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, MapError) as exc:
             raise corrupt(f'{type(exc).__name__}: {str(exc)[:200]}') from exc
         if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:
             version = meta.get('format_version') if isinstance(meta, dict) else None

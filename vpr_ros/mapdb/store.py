@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
-import yaml
 
 from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
@@ -33,7 +32,8 @@ from vpr_ros.mapdb import integrity
 from vpr_ros.mapdb.local_features import FILES as LOCAL_FEATURE_FILES
 from vpr_ros.mapdb.local_features import META_FILE as LOCAL_FEATURES_META
 from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
-from vpr_ros.mapdb.meta import MapMeta, compatibility_problems, is_map_manifest
+from vpr_ros.mapdb.meta import MANIFEST_MAX_BYTES, MapMeta, compatibility_problems, is_map_manifest
+from vpr_ros.textio import load_yaml_file, read_text
 
 _FILES = ('map.yaml', 'places.sqlite', 'descriptors.npy', 'owners.npy')
 logger = logging.getLogger('vpr_ros')
@@ -343,18 +343,13 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def _read_meta(path: str) -> MapMeta:
-    try:
-        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MapError(f'{path}: map.yaml is unreadable ({type(exc).__name__}: {_first_line(exc)})') from exc
+    text = read_text(os.path.join(path, 'map.yaml'), 'map.yaml', MapError, MANIFEST_MAX_BYTES)
     return MapMeta.from_yaml(text, path)
 
 
 # Every name a save writes into a map directory: anything else in it is someone else's file.
 MAP_FILE_NAMES = frozenset(_FILES + ('encoder_state.npz', integrity.INDEX_FILE, LOCAL_FEATURES_META)
                            + LOCAL_FEATURE_FILES)
-_MANIFEST_MAX_BYTES = 16 << 20
 
 
 def replace_problem(path: str) -> str | None:
@@ -374,12 +369,9 @@ def replace_problem(path: str) -> str | None:
         return 'is not empty and is not a vpr_ros map (no map.yaml)'
     manifest = os.path.join(path, 'map.yaml')
     try:
-        if os.path.getsize(manifest) > _MANIFEST_MAX_BYTES:
-            return 'holds a map.yaml too large to be a vpr_ros map'
-        with open(manifest, 'rb') as fh:
-            data = yaml.safe_load(fh.read())
-    except (OSError, yaml.YAMLError, RecursionError) as exc:
-        return f'holds a map.yaml that cannot be read as a vpr_ros map ({type(exc).__name__})'
+        data = load_yaml_file(manifest, 'map.yaml', MapError, MANIFEST_MAX_BYTES)
+    except MapError as exc:
+        return f'holds a map.yaml that cannot be read as a vpr_ros map ({exc})'
     if not is_map_manifest(data):
         return "holds a map.yaml that is not a vpr_ros map's (a nav2 map, or another tool's)"
     foreign = sorted(n for n in names if n not in MAP_FILE_NAMES)
@@ -458,8 +450,9 @@ class PlaceTable:
         return table
 
     def append(self, stamp: float, pose: Pose | None, source: str = '') -> Place:
-        row = (*pose.position, *pose.orientation) if pose else _NO_POSE
-        if pose and not np.isfinite(row).all():
+        row = (*pose.position, *(pose.orientation or _NO_POSE[:4])) if pose else _NO_POSE
+        known = row if pose is not None and pose.orientation is not None else row[:3]
+        if pose and not np.isfinite(known).all():
             raise MapError(f'place pose must be finite, got {pose}')
         self._stamps.extend(np.array([stamp], np.float64))
         self._poses.extend(np.array([row], np.float64))
@@ -499,7 +492,8 @@ class PlaceTable:
         for i, (stamp, pose, code) in enumerate(zip(self.stamps.tolist(), self.poses.tolist(),
                                                     self._codes.view().tolist())):
             posed = pose[0] == pose[0]  # not NaN
-            yield (i, stamp, *(pose if posed else (None,) * 7), int(posed), self._sources[code])
+            values = [None if v != v else v for v in pose]  # NaN orientation (position only): NULL
+            yield (i, stamp, *values, int(posed), self._sources[code])
 
     # ----- sequence of Place ----------------------------------------------------------------
     def __len__(self) -> int:
@@ -520,7 +514,8 @@ class PlaceTable:
             raise IndexError(f'place {key} out of range ({n} places)')
         pose = self._poses.view()[i].tolist()
         return Place(i, float(self._stamps.view()[i]),
-                     Pose(tuple(pose[:3]), tuple(pose[3:])) if pose[0] == pose[0] else None,
+                     Pose(tuple(pose[:3]), tuple(pose[3:]) if pose[3] == pose[3] else None)  # NaN: unknown
+                     if pose[0] == pose[0] else None,
                      self._sources[self._codes.view()[i]])
 
     def __iter__(self) -> Iterator[Place]:
@@ -568,8 +563,12 @@ def _read_places(path: str, chunk: int = 65536) -> tuple[PlaceTable, dict[int, b
             pose = np.full((len(rows), 7), np.nan)
             if has_pose.any():
                 posed = np.flatnonzero(has_pose)
-                pose[posed] = np.stack([_number_column([c[i] for i in posed], n + posed)
-                                        for c in cols[2:9]], axis=1)
+                pose[posed, :3] = np.stack([_number_column([c[i] for i in posed], n + posed)
+                                            for c in cols[2:5]], axis=1)
+                # a position-only pose stores its unknown orientation as four NULLs
+                oriented = np.array([i for i in posed if any(c[i] is not None for c in cols[5:9])], np.int64)
+                pose[oriented, 3:] = np.stack([_number_column([c[i] for i in oriented], n + oriented)
+                                               for c in cols[5:9]], axis=1).reshape(-1, 4)
             names = cols[10]
             if not all(v is None or isinstance(v, str) for v in names):
                 pid = n + next(i for i, v in enumerate(names) if not (v is None or isinstance(v, str)))

@@ -47,6 +47,7 @@ from vpr_ros.evaluation.metrics import (
     evaluate_retrieval,
     loop_closure_metrics,
     precision_recall_curve,
+    recall_text,
     timing_stats,
 )
 from vpr_ros.evaluation.report import plot_latency, plot_loop_closures, query_match_pairs, write_report
@@ -63,9 +64,13 @@ LOCKSTEP_TIMEOUT_S = 60.0
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from vpr_ros.cli import DIST, YAW, NumberType, add_sequence_args
+
+    TIMEOUT = NumberType(float, 0.0, 86_400.0, low_open=True)  # noqa: N806
     parser.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
     parser.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
-    parser.add_argument('--rate', type=float, default=1.0, help='playback speed, 1.0 = real time')
+    parser.add_argument('--rate', type=NumberType(float, 0.0, 1000.0, low_open=True),
+                        default=1.0, help='playback speed, 1.0 = real time')
     parser.add_argument('--lockstep', action='store_true',
                         help='publish each image only once the node answered the previous one (at most '
                              f'{LOCKSTEP_TIMEOUT_S:g} s each): no frame dropped however slow the CPU, '
@@ -81,13 +86,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "+ '/compressed' for a compressed stream not named so)")
     parser.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra parameter for the started node (repeatable)')
-    parser.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
-    parser.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
-    parser.add_argument('--startup-timeout', type=float, default=120.0, help='seconds to wait for the node')
-    parser.add_argument('--idle-timeout', type=float, default=3.0,
+    parser.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
+    parser.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
+    parser.add_argument('--startup-timeout', type=TIMEOUT, default=120.0, help='seconds to wait for the node')
+    parser.add_argument('--idle-timeout', type=TIMEOUT, default=3.0,
                         help='after playback, stop once the node has been silent this long [s]')
-    from vpr_ros.cli import add_sequence_args
-
     add_sequence_args(parser)
 
 
@@ -489,8 +492,7 @@ def _closure_comparison(events: list[tuple[float, float]], outputs: list, track:
 def _print_summary(results: dict[str, Any]) -> None:
     r, rp, lc = results['retrieval'], results['live'], results['loop_closure']
     lat = r['timing_ms']['end_to_end_latency']
-    recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
-    print(f"live replay: {recall}  ({r['answerable_queries']}/{r['queries']} answerable, "
+    print(f"live replay: {recall_text(r['recall'])}  ({r['answerable_queries']}/{r['queries']} answerable, "
           f"{r['thresholds']['dist_m']:g} m)")
     print(f"  frames: {rp['frames_published']} played, {rp['frames_with_output']} answered, "
           f"{rp['frames_without_output']} dropped; latency p50 {lat.get('p50', float('nan'))} ms, "

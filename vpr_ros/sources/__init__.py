@@ -11,7 +11,7 @@ from vpr_ros.skips import SkipCounter
 
 
 class Source(Protocol):
-    image_count: int
+    image_count: int  # an estimate for progress bars (a bag's metadata count): never trusted
     skips: SkipCounter
 
     def frames(self, require_pose: bool = True) -> Iterator[Frame]: ...
