@@ -63,12 +63,15 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=int, default=0, metavar='N',
+    g.add_argument('--sequence-length', type=int, default=d.length, metavar='N',
                    help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
     g.add_argument('--sequence-min-velocity', type=float, default=d.min_velocity, metavar='V',
                    help=f'slowest trajectory, map places per query frame (default {d.min_velocity})')
     g.add_argument('--sequence-max-velocity', type=float, default=d.max_velocity, metavar='V',
                    help=f'fastest trajectory (default {d.max_velocity})')
+    g.add_argument('--sequence-contrast-window', type=int, default=d.contrast_window, metavar='R',
+                   help='contrast normalisation window in map places: 0 = the whole map (default); '
+                        '10 = OpenSeqSLAM\'s local window (docs/sequences.md)')
     g.add_argument('--sequence-shortlist', type=int, default=d.shortlist, metavar='K',
                    help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
                         'large maps with approximate indexes)')
@@ -81,6 +84,7 @@ def sequence_config(args: argparse.Namespace):
 
     cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
                          max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
+                         contrast_window=args.sequence_contrast_window,
                          single_frame_weight=args.sequence_single_frame_weight)
     cfg.validate()
     return cfg
