@@ -71,7 +71,7 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
                    help=f'fastest trajectory (default {d.max_velocity})')
     g.add_argument('--sequence-contrast-window', type=int, default=d.contrast_window, metavar='R',
                    help='contrast normalisation window in map places: 0 = the whole map (default); '
-                        '10 = OpenSeqSLAM\'s local window (docs/sequences.md)')
+                        '10 = OpenSeqSLAM\'s local window (docs/sequence-matching.md)')
     g.add_argument('--sequence-shortlist', type=int, default=d.shortlist, metavar='K',
                    help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
                         'large maps with approximate indexes)')

@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from vpr_ros.encoders import create_encoder
 from vpr_ros.matching.sequence import SequenceConfig, sequence_match
-from vpr_ros.sources.sample import render_traversal
+from vpr_ros.sample import render_traversal
 
 LENGTHS = (3, 5, 10)
 TOLERANCE = 2   # places either side that count as right (+-2 frames, as the real corridor's ground truth)

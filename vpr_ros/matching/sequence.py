@@ -9,7 +9,7 @@ as a trajectory through the map instead of one frame at a time.
    the frame-wide offset and scale that appearance change adds to every difference. The default
    window (``contrast_window`` 0) is the whole map: a per-frame affine change that never alters
    a frame's own ranking. ``contrast_window`` R > 0 is OpenSeqSLAM's local contrast enhancement
-   over the places within ``R // 2`` (in stamp order). Measured (docs/sequences.md), the local
+   over the places within ``R // 2`` (in stamp order). Measured (docs/sequence-matching.md), the local
    window is what made sequences worse than single frames: where a frame's similarity peak is
    wider than R/2 places (neighbouring frames that look alike: dense frames, corridors) the
    local mean swallows the peak, while the local std of a flat stretch is small and turns its

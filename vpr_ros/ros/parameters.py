@@ -121,10 +121,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('sequence.velocity_step', _SEQUENCE.velocity_step,
               'Step between the searched velocities.', low=0.001, high=100.0),
     ParamSpec('sequence.contrast_window', _SEQUENCE.contrast_window,
-              'Map places of the contrast '
-              'normalisation window (per frame): 0 = the whole map (default); R = OpenSeqSLAM\'s local '
-              'window of R places centred on each place (docs/sequences.md: it can make sequences worse '
-              'than single frames where neighbouring places look alike).', low=0, high=100_000),
+              'Map places of the contrast normalisation window (per frame): 0 = the whole map '
+              "(default); R = OpenSeqSLAM's local window of R places centred on each place "
+              '(docs/sequence-matching.md: it can make sequences worse than single frames where '
+              'neighbouring places look alike).', low=0, high=100_000),
     ParamSpec('sequence.single_frame_weight', _SEQUENCE.single_frame_weight,
               "Blend of the current frame's own normalised score into "
               'the ranking: 0 = sequence only, 1 = current frame only.', low=0.0, high=1.0),
