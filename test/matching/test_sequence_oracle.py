@@ -136,3 +136,14 @@ def test_on_the_sample_worlds_query_traversal_the_sequence_is_not_worse_than_the
     r_seq = recall_by_distance(sequence_top1(sims, length), dist, full)
     assert r_single < 1.0
     assert r_seq >= r_orc - MARGIN and r_seq >= r_single, (r_single, r_orc, r_seq)
+
+
+@pytest.mark.parametrize('settings', [{'length': 1}, {'length': 5, 'single_frame_weight': 1.0}])
+def test_the_current_frame_alone_ranks_as_single_frame_matching(settings) -> None:
+    """Length 1, or all weight on the current frame: the normalisation must not change a frame's
+    own ranking (the local window did, which is why blending in more of the frame made it worse)."""
+    sims = corridor(noise=4.0, seed=3)
+    results = sequence_match(sims, np.arange(sims.shape[1], dtype=float), SequenceConfig(**settings))
+    answered = [(q, r[0].place_id) for q, r in enumerate(results) if r]
+    assert len(answered) >= len(sims) - 4
+    assert all(place == int(np.argmax(sims[q])) for q, place in answered)

@@ -216,7 +216,10 @@ class _Ranker:
             offsets = _offsets(velocities, max(cfg.length, 1))
         cost, best_v = trajectory_costs(norm, velocities, prepared)
         w = cfg.single_frame_weight
-        rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
+        if w >= 1.0:  # the current frame only (a trajectory's inf cost times 0 would be NaN)
+            rank_value = np.asarray(norm[-1], np.float64)
+        else:
+            rank_value = (1.0 - w) * cost + w * norm[-1] if w > 0 else cost
         picked = pick_best(rank_value, k, DISTINCT_WINDOW // 2, excluded_ordered)
         length = len(sims)
         out = []
