@@ -108,7 +108,7 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=0, metavar='N',
+    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length, metavar='N',
                    help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
     g.add_argument('--sequence-min-velocity', type=NumberType.param('sequence.min_velocity'),
                    default=d.min_velocity, metavar='V',
@@ -116,6 +116,10 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--sequence-max-velocity', type=NumberType.param('sequence.max_velocity'),
                    default=d.max_velocity, metavar='V',
                    help=f'fastest trajectory (default {d.max_velocity})')
+    g.add_argument('--sequence-contrast-window', type=NumberType.param('sequence.contrast_window'),
+                   default=d.contrast_window, metavar='R',
+                   help='contrast normalisation window in map places: 0 = the whole map (default); '
+                        '10 = OpenSeqSLAM\'s local window (docs/sequence-matching.md)')
     g.add_argument('--sequence-shortlist', type=NumberType.param('sequence.shortlist'),
                    default=d.shortlist, metavar='K',
                    help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
@@ -131,6 +135,7 @@ def sequence_config(args: argparse.Namespace):
 
     cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
                          max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
+                         contrast_window=args.sequence_contrast_window,
                          single_frame_weight=args.sequence_single_frame_weight)
     cfg.validate()
     return cfg

@@ -106,6 +106,7 @@ def _sequence_params(args: argparse.Namespace) -> list[str]:
     cfg = sequence_config(args)
     return [f'sequence.length:={cfg.length}', f'sequence.min_velocity:={float(cfg.min_velocity)!r}',
             f'sequence.max_velocity:={float(cfg.max_velocity)!r}', f'sequence.shortlist:={cfg.shortlist}',
+            f'sequence.contrast_window:={cfg.contrast_window}',
             f'sequence.single_frame_weight:={float(cfg.single_frame_weight)!r}']
 
 
