@@ -108,7 +108,8 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length, metavar='N',
+    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length,
+                   metavar='N',
                    help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
     g.add_argument('--sequence-min-velocity', type=NumberType.param('sequence.min_velocity'),
                    default=d.min_velocity, metavar='V',
