@@ -141,7 +141,7 @@ def test_pose_frames_round_trip_and_old_maps_load_with_frames_unknown(tmp_path):
     meta_path = os.path.join(path, 'map.yaml')
     with open(meta_path, encoding='utf-8') as fh:
         data = yaml.safe_load(fh)
-    del data['frame_id'], data['child_frame_id']  # as written before frames were recorded
+    del data['frame_id'], data['child_frame_id'], data['manifest_sha256']  # as written before frames
     with open(meta_path, 'w', encoding='utf-8') as fh:
         yaml.safe_dump(data, fh)
     assert (VprMap.load(path).meta.frame_id, VprMap.load(path).meta.child_frame_id) == ('', '')
@@ -193,7 +193,7 @@ def test_maps_carry_the_format_marker_and_maps_without_it_are_still_replaced(tmp
     make_map(3)[0].save(str(path))
     meta = yaml.safe_load((path / 'map.yaml').read_text())
     assert meta['format'] == 'vpr_ros.map'
-    del meta['format']  # a map written before the marker: schema version + encoder section
+    del meta['format'], meta['manifest_sha256']  # a map written before the marker: schema + encoder
     (path / 'map.yaml').write_text(yaml.safe_dump(meta))
     make_map(5)[0].save(str(path))
     assert len(VprMap.load(str(path))) == 5
@@ -203,6 +203,7 @@ def test_a_foreign_format_marker_is_refused_on_load(tmp_path):
     path = tmp_path / 'm'
     make_map(3)[0].save(str(path))
     text = (path / 'map.yaml').read_text().replace('format: vpr_ros.map', 'format: other.tool')
+    text = text[:text.index('manifest_sha256:')]  # no digest: the marker itself must refuse it
     (path / 'map.yaml').write_text(text)
     with pytest.raises(MapError, match='not a vpr_ros map'):
         VprMap.load(str(path), verify='none')

@@ -59,8 +59,12 @@ def digest_files(directory: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, verify: str) -> set[str]:
-    """Names of files that differ from what map.yaml recorded; raises for a missing recorded file."""
+def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, verify: str,
+                 shown: str | None = None) -> set[str]:
+    """Names of files that differ from what map.yaml recorded; raises for a missing recorded file.
+
+    ``shown``: the map's name in messages (``directory`` may be a pinned snapshot's /proc path).
+    """
     if verify not in VERIFY_MODES:
         raise MapError(f'map verification must be one of {VERIFY_MODES}, got {verify!r}')
     if not files or verify == 'none':
@@ -71,12 +75,77 @@ def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, 
         if not os.path.isfile(path):
             if name == INDEX_FILE:
                 continue  # derived data: rebuilt
-            raise MapError(f'{directory} is corrupt: {name} is missing')
+            raise MapError(f'{shown or directory} is corrupt: {name} is missing')
         if os.path.getsize(path) != want['bytes']:
             bad.add(name)
         elif verify == 'full' and sha256_file(path) != want['sha256']:
             bad.add(name)
     return bad
+
+
+# ----- consistent reads ------------------------------------------------------------------------
+class Snapshot:
+    """One version of a map directory, pinned by a directory handle for the length of a load.
+
+    A save swaps whole directories (renameat2 exchange), so every file opened through the handle
+    (``root``: ``/proc/self/fd/N`` on Linux) belongs to the version that was at ``path`` when the
+    snapshot was taken, however many saves land meanwhile; opening each file by ``path`` mixed one
+    save's descriptors with another's map.yaml. A save that lands during the load removes the old
+    version's files: :meth:`replaced` then says so and the caller loads again.
+    Without /proc (not Linux) files are opened by path, as before.
+    """
+
+    def __init__(self, path: str, shown: str | None = None) -> None:
+        self.path, self.shown = path, shown or path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise MapError(f'map not found: {self.shown}') from exc
+        except NotADirectoryError as exc:
+            raise MapError(f'map not found: {self.shown} is not a directory') from exc
+        except PermissionError as exc:
+            raise MapError(f'permission denied: this user cannot read the map {self.shown}') from exc
+        except OSError as exc:
+            raise MapError(f'cannot open the map {self.shown}: {exc.strerror}') from exc
+        st = os.fstat(self.fd)
+        self._identity = (st.st_dev, st.st_ino)
+        proc = f'/proc/self/fd/{self.fd}'
+        self.root = proc if os.path.isdir(proc) else path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def open_fd(self, name: str) -> int:
+        """A read-only descriptor of one file of this version (the caller closes it)."""
+        return os.open(name, os.O_RDONLY, dir_fd=self.fd)
+
+    def replaced(self) -> bool:
+        """Whether ``path`` names another directory now (a save landed since the snapshot)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._identity
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> 'Snapshot':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_error(shown: str, exc: BaseException) -> MapError:
+    """The one-line MapError for a file of a map that could not be read."""
+    if isinstance(exc, PermissionError):
+        name = os.path.basename(str(exc.filename)) if exc.filename else 'a map file'
+        return MapError(f'permission denied: this user cannot read {name} of {shown}')
+    text = str(exc).strip().splitlines()
+    return MapError(f'{shown} is corrupt: {type(exc).__name__}: {text[0][:200] if text else ""}')
 
 
 # ----- content ---------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import urllib.parse
+import weakref
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,7 +72,7 @@ class VprMap:
         self._owners = _Growable(np.zeros(0, np.int64) if owners is None else np.asarray(owners, np.int64))
         self.encoder_state = dict(encoder_state or {})
         self._index = index
-        self._index_file: str | None = None  # set while the index is memory-mapped from this file
+        self._index_file: _IndexFile | None = None  # set while the index is memory-mapped from this file
         self._pending: list[np.ndarray] = []  # rows added since the index was built
         self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
         self.local_features: LocalFeatureStore | None = None  # None: the map has none
@@ -165,12 +167,15 @@ class VprMap:
     def index(self):
         if self._index is None:
             self._index = faiss_index.build_index(self.descriptors, self.meta.index)
+            if self._index_file is not None:
+                self._index_file.close()
             self._index_file = None
             self._pending = []
             self._record_index_training()
         elif self._pending:
             if self._index_file is not None:  # mapped read-only: bring it into memory to grow it
-                self._index = faiss_index.read_index(self._index_file)
+                self._index = faiss_index.read_index(self._index_file.path)
+                self._index_file.close()
                 self._index_file = None
             self._index.add(np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32))
             self._pending = []
@@ -266,15 +271,29 @@ class VprMap:
 
         ``verify``: 'full' checks every file against its checksum in map.yaml and every descriptor;
         'size' only file sizes and a sample of descriptors (huge maps); 'none' no file checks.
+        Every file is read from one version of the directory (integrity.Snapshot), so a save that
+        replaces the map meanwhile is never mixed into the load: the load starts again on the new map.
         """
         path = integrity.recover(path, _is_complete) or path
-        if not os.path.isdir(path):
-            raise MapError(f'map not found: {path}')
-        missing = [f for f in _FILES if not os.path.isfile(os.path.join(path, f))]
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            with integrity.Snapshot(path) as snapshot:
+                try:
+                    return cls._load_snapshot(snapshot, encoder_identity, mmap, verify)
+                except MapError:
+                    if attempt == LOAD_ATTEMPTS or not snapshot.replaced():
+                        raise
+                    logger.debug(f'{path} was replaced while it was loaded; loading the new map')
+        raise AssertionError('unreachable')
+
+    @classmethod
+    def _load_snapshot(cls, snapshot: integrity.Snapshot, encoder_identity: dict[str, Any] | None,
+                       mmap: bool, verify: str) -> 'VprMap':
+        path, file = snapshot.shown, snapshot.file
+        missing = [f for f in _FILES if not os.path.isfile(file(f))]
         if missing:
             raise MapError(f'{path} is not a complete vpr_ros map (missing {", ".join(missing)})')
-        meta = _read_meta(path)
-        differ = integrity.verify_files(path, meta.files, verify)
+        meta = _read_meta(snapshot.root, path)
+        differ = integrity.verify_files(snapshot.root, meta.files, verify, path)
         if differ - {integrity.INDEX_FILE}:
             raise MapError(f'{path} is corrupt: {", ".join(sorted(differ - {integrity.INDEX_FILE}))} '
                            'differ from the checksums in map.yaml')
@@ -283,18 +302,17 @@ class VprMap:
             if problems:
                 raise MapError(f'{path}: ' + '; '.join(problems))
         try:
-            descriptors = np.load(os.path.join(path, 'descriptors.npy'), mmap_mode='r' if mmap else None,
+            descriptors = np.load(file('descriptors.npy'), mmap_mode='r' if mmap else None,
                                   allow_pickle=False)
-            owners = np.load(os.path.join(path, 'owners.npy'), allow_pickle=False)
-            state_path = os.path.join(path, 'encoder_state.npz')
+            owners = np.load(file('owners.npy'), allow_pickle=False)
             state = {}
-            if os.path.isfile(state_path):
-                with np.load(state_path, allow_pickle=False) as npz:
+            if os.path.isfile(file('encoder_state.npz')):
+                with np.load(file('encoder_state.npz'), allow_pickle=False) as npz:
                     state = {k: npz[k] for k in npz.files}
-            places, thumbnails = _read_places(os.path.join(path, 'places.sqlite'))
-            local_features = LocalFeatureStore.read(path, len(places))
+            places, thumbnails = _read_places(file('places.sqlite'))
+            local_features = LocalFeatureStore.read(snapshot.root, len(places), path)
         except _READ_ERRORS as exc:
-            raise MapError(f'{path} is corrupt: {type(exc).__name__}: {_first_line(exc)}') from exc
+            raise integrity.read_error(path, exc) from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
             raise MapError(f'{path} is corrupt: descriptors {descriptors.shape} vs dim {meta.dim}')
         if owners.ndim != 1 or owners.dtype.kind not in 'iu':
@@ -309,13 +327,18 @@ class VprMap:
         if integrity.INDEX_FILE in differ:
             logger.warning(f'{path}: index.faiss differs from its checksum in map.yaml; rebuilding it from '
                            'the descriptors')
-        index = None
-        index_path = os.path.join(path, 'index.faiss')
-        if os.path.isfile(index_path) and integrity.INDEX_FILE not in differ:
+        index, index_file = None, None
+        if os.path.isfile(file(integrity.INDEX_FILE)) and integrity.INDEX_FILE not in differ:
             try:
-                index = faiss_index.read_index(index_path, mmap,
-                                               faiss_index.is_ivf_spec(meta.index, meta.dim))
-            except RuntimeError:
+                index_file = _IndexFile(snapshot) if mmap else None
+            except OSError as exc:
+                raise integrity.read_error(path, exc) from exc
+            try:
+                index = faiss_index.read_index(index_file.path if index_file else file(integrity.INDEX_FILE),
+                                               mmap, faiss_index.is_ivf_spec(meta.index, meta.dim))
+            except RuntimeError as exc:
+                if snapshot.replaced():  # its files are being removed: read the new map instead
+                    raise MapError(f'{path} was replaced while it was read') from exc
                 index = None  # derived data: rebuilt from the descriptors below
             if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
                 index = None
@@ -326,9 +349,28 @@ class VprMap:
         vmap = cls(meta, places, descriptors, owners, state, index)
         vmap.thumbnails = thumbnails
         vmap.local_features = local_features
-        if mmap and index is not None:
-            vmap._index_file = index_path
+        if index is not None and index_file is not None:
+            vmap._index_file = index_file  # a mapped index is read again from this very file to grow it
+        elif index_file is not None:
+            index_file.close()
         return vmap
+
+
+LOAD_ATTEMPTS = 8  # loads started again when saves keep replacing the map while it is read
+
+
+class _IndexFile:
+    """The index file of one map version, held open: a mapped index is read again from the same
+    file (not whatever a later save put at the path) when places are added to it."""
+
+    def __init__(self, snapshot: integrity.Snapshot) -> None:
+        self.fd = snapshot.open_fd(integrity.INDEX_FILE)
+        proc = f'/proc/self/fd/{self.fd}'
+        self.path = proc if os.path.exists(proc) else snapshot.file(integrity.INDEX_FILE)
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+
+    def close(self) -> None:
+        self._finalizer()
 
 
 # Everything numpy, zipfile, sqlite and the decoders raise for damaged files (empty .npy: EOFError,
@@ -342,13 +384,16 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else ''
 
 
-def _read_meta(path: str) -> MapMeta:
+def _read_meta(directory: str, shown: str | None = None) -> MapMeta:
+    shown = shown or directory
     try:
-        with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
+        with open(os.path.join(directory, 'map.yaml'), encoding='utf-8') as fh:
             text = fh.read()
+    except PermissionError as exc:
+        raise integrity.read_error(shown, exc) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise MapError(f'{path}: map.yaml is unreadable ({type(exc).__name__}: {_first_line(exc)})') from exc
-    return MapMeta.from_yaml(text, path)
+        raise MapError(f'{shown}: map.yaml is unreadable ({type(exc).__name__}: {_first_line(exc)})') from exc
+    return MapMeta.from_yaml(text, shown)
 
 
 # Every name a save writes into a map directory: anything else in it is someone else's file.
@@ -550,7 +595,7 @@ def _read_places(path: str, chunk: int = 65536) -> tuple[PlaceTable, dict[int, b
     # immutable: a map is never modified in place (saves replace the directory), so a stray
     # places.sqlite-journal is ignored instead of rolled back (which a read-only open refuses with
     # 'attempt to write a readonly database'); the checksum in map.yaml vouches for the file.
-    db = sqlite3.connect(f'file:{path}?mode=ro&immutable=1', uri=True)
+    db = sqlite3.connect(f'file:{urllib.parse.quote(path)}?mode=ro&immutable=1', uri=True)
     try:
         cursor = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
                             'ORDER BY id')
