@@ -1,6 +1,8 @@
 """The CLI end to end on tiny synthetic bags: build-map, evaluate, map-info, and exit code 2 errors."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -139,3 +141,16 @@ def test_merge_maps_never_replaces_a_foreign_folder(built_map, tmp_path, capsys)
     assert main(['merge-maps', built_map, built_map, '--out', str(foreign)]) == 2
     assert 'not a vpr_ros map' in capsys.readouterr().err
     assert (foreign / 'data.bin').read_bytes() == b'\x01\x02'
+
+
+@pytest.mark.parametrize('spec', ['hnsw0', 'hnsw1', 'ivf0', 'flat@3'])
+def test_build_map_refuses_a_bad_index_spec_before_encoding(bags, tmp_path, spec):
+    # In a child: faiss aborts (hnsw0) or crashes (hnsw1) the process the spec reaches.
+    out = tmp_path / 'm'
+    code = 'import sys\nfrom vpr_ros.cli import main\nsys.exit(main(sys.argv[1:]))'
+    done = subprocess.run([sys.executable, '-c', code, 'build-map', '--source', str(bags / 'map'),
+                           '--out', str(out), '--encoder', 'raw_pixels', '--index', spec],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert len(done.stderr.strip().splitlines()) == 1 and 'index' in done.stderr
+    assert not out.exists()

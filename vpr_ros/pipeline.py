@@ -30,6 +30,7 @@ from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_jso
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
+from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
@@ -131,6 +132,7 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
     check_save_target(out_path, protect)
+    plan_index(index, encoder.dim)  # a bad spec is refused before the encode (its vector count later)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:

@@ -359,3 +359,14 @@ def test_a_manifest_written_before_the_digest_loads_unverified(saved):
     text = open(meta, encoding='utf-8').read()
     open(meta, 'w', encoding='utf-8').write(text[:text.index('manifest_sha256:')])
     assert VprMap.load(path).search(vecs[2], 1)[0].place_id == 2
+
+
+@pytest.mark.parametrize('spec', ['hnsw0', 'hnsw1', 'ivf0', 'ivf64'])
+def test_an_older_map_yaml_naming_a_bad_index_spec_is_refused_in_one_line(saved, spec):
+    path, _ = saved  # 6 vectors: ivf64 has more lists than the map has vectors
+    _edit_yaml(path, lambda data: data.update(index=spec))
+    os.remove(os.path.join(path, 'index.faiss'))
+    done = _load_in_subprocess(path)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith('refused:') and 'names an index this vpr_ros refuses' in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1

@@ -28,7 +28,7 @@ from typing import Any, overload
 import numpy as np
 import yaml
 
-from vpr_ros.errors import MapError
+from vpr_ros.errors import ConfigError, MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
 from vpr_ros.mapdb import integrity
@@ -84,6 +84,7 @@ class VprMap:
               build: dict[str, Any] | None = None) -> 'VprMap':
         if dtype not in ('float32', 'float16'):
             raise MapError(f'descriptor dtype must be float32 or float16, got {dtype!r}')
+        faiss_index.plan_index(index, int(encoder_identity['dim']))  # ConfigError for a bad spec
         meta = MapMeta(encoder=dict(encoder_identity), index=index, dtype=dtype, build=dict(build or {}))
         return cls(meta, encoder_state=encoder_state)
 
@@ -293,6 +294,10 @@ class VprMap:
         if missing:
             raise MapError(f'{path} is not a complete vpr_ros map (missing {", ".join(missing)})')
         meta = _read_meta(snapshot.root, path)
+        try:  # before faiss sees it: an edited or old map.yaml may name a spec faiss aborts on
+            faiss_index.plan_index(meta.index, meta.dim, meta.vectors or None)
+        except ConfigError as exc:
+            raise MapError(f'{path}: map.yaml names an index this vpr_ros refuses ({exc})') from exc
         differ = integrity.verify_files(snapshot.root, meta.files, verify, path)
         if differ - {integrity.INDEX_FILE}:
             raise MapError(f'{path} is corrupt: {", ".join(sorted(differ - {integrity.INDEX_FILE}))} '
