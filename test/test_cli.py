@@ -154,3 +154,27 @@ def test_build_map_refuses_a_bad_index_spec_before_encoding(bags, tmp_path, spec
     assert done.returncode == 2, done.stderr[-800:]
     assert len(done.stderr.strip().splitlines()) == 1 and 'index' in done.stderr
     assert not out.exists()
+
+
+def test_build_map_onto_a_full_disk_is_one_line_and_keeps_the_old_map(bags, tmp_path, capsys):
+    from test.helpers import siblings_left, small_tmpfs
+
+    with small_tmpfs(str(tmp_path / 'disk'), '2m') as disk:
+        out = os.path.join(disk, 'm')
+        build = ['build-map', '--source', str(bags / 'map'), '--out', out, '--encoder', 'raw_pixels']
+        assert main(build) == 0
+        before = {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)}
+        fd = os.open(os.path.join(disk, 'filler'), os.O_WRONLY | os.O_CREAT)  # another file fills the disk
+        try:
+            while os.write(fd, b'\0' * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        capsys.readouterr()
+        assert main(build) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if 'error:' in line]
+        assert len(errors) == 1 and 'no space left on device' in errors[0] and 'Traceback' not in err, err
+        assert {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)} == before
+        assert siblings_left(out) == []

@@ -22,6 +22,8 @@ The index is derived data: it can always be rebuilt from descriptors.npy.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 
@@ -255,9 +257,17 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_index(index, path: str) -> None:
+    """Write ``index``; a failed write (faiss: RuntimeError naming strerror) raises OSError."""
     import faiss
 
-    faiss.write_index(index, path)
+    try:
+        faiss.write_index(index, path)
+    except RuntimeError as exc:
+        text = str(exc)
+        code = next((c for c, name in ((errno.ENOSPC, 'No space left'), (errno.EDQUOT, 'quota'),
+                                       (errno.EROFS, 'Read-only'), (errno.EACCES, 'Permission denied'))
+                     if name in text), errno.EIO)
+        raise OSError(code, f'{os.strerror(code)} writing {os.path.basename(path)}') from exc
 
 
 def read_index(path: str, mmap: bool = False, ivf: bool = False):

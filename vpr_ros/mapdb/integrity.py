@@ -245,9 +245,26 @@ def exchange(a: str, b: str) -> bool:
 
 
 def _sibling(path: str, kind: str) -> str:
-    """A new hidden sibling directory name ``.NAME.KIND-PID-random`` (kind: tmp or old)."""
+    """A new hidden sibling directory ``.NAME.KIND-PID-random`` (kind: tmp or old), with the mode
+    a plain mkdir gives (0777 & ~umask): mkdtemp's 0700 kept the map from every other account."""
     prefix = f'.{os.path.basename(path)}.{kind}-{os.getpid()}-'
-    return tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(path))
+    created = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(path))
+    os.chmod(created, 0o777 & ~current_umask())
+    return created
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask sets it: racy with other threads)."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as fh:
+            for line in fh:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (or a kernel before 4.7): read it the only other way
+    os.umask(mask)
+    return mask
 
 
 def _siblings(path: str) -> list[tuple[str, str, int | None]]:
@@ -334,15 +351,54 @@ def check_target(path: str, replace_problem: Callable[[str], str | None],
         raise MapError(problem)
 
 
+# Causes a write fails with that a user can act on, as the one-line reason of the MapError.
+_WRITE_CAUSES = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
+                 errno.EROFS: 'read-only file system', errno.EACCES: 'permission denied',
+                 errno.EPERM: 'permission denied (operation not permitted)',
+                 errno.EBUSY: 'device or resource busy (a mount point?)', errno.EIO: 'input/output error',
+                 errno.EFBIG: 'file too large for the file system'}
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def write_failure(path: str, exc: BaseException, had_map: bool) -> MapError:
+    """The one-line MapError for a save that failed with ``exc`` (an OSError, or a library's error
+    carrying an errno). Some writers lose the errno of a short write (numpy: "N requested and M
+    written"): a file system left nearly full is then named as the cause."""
+    code = getattr(exc, 'errno', None)
+    cause = _WRITE_CAUSES.get(code) if isinstance(code, int) else None
+    if cause is None:
+        try:
+            st = os.statvfs(os.path.dirname(path))
+            full = st.f_bavail * st.f_frsize < _NEARLY_FULL_BYTES
+        except OSError:
+            full = False
+        lines = str(exc).strip().splitlines()
+        cause = 'no space left on device' if full else (lines[0][:200] if lines else type(exc).__name__)
+    kept = 'the map that was there is unchanged' if had_map else 'nothing was left behind'
+    return MapError(f'cannot write the map {path}: {cause}; {kept}')
+
+
 def replace_directory(path: str, write_into: Callable[[str], None],
-                      replace_problem: Callable[[str], str | None]) -> None:
+                      replace_problem: Callable[[str], str | None],
+                      write_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
     """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically.
 
     ``replace_problem(path)`` is asked before anything is written and again just before the swap:
-    a directory that is not one this package wrote is never replaced.
+    a directory that is not one this package wrote is never replaced. A write that fails
+    (``write_errors``: disk full, quota, read-only, permission) is a one-line MapError naming the
+    cause; the temporary sibling is removed and whatever was at ``path`` stays as it was.
     """
     path = os.path.abspath(path)
     check_target(path, replace_problem)
+    had_map = os.path.lexists(path)
+    try:
+        _replace(path, write_into, replace_problem)
+    except write_errors as exc:
+        raise write_failure(path, exc, had_map) from exc
+
+
+def _replace(path: str, write_into: Callable[[str], None],
+             replace_problem: Callable[[str], str | None]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.lexists(path):  # free the disk first; without a map at path a sibling may be the only copy
         remove_stale(path)

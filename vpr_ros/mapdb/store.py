@@ -240,7 +240,7 @@ class VprMap:
         An existing ``path`` is replaced only when it is a vpr_ros map holding nothing but the files
         a map is made of, or an empty directory (:func:`replace_problem`); otherwise MapError.
         """
-        integrity.replace_directory(path, self._write_into, replace_problem)
+        integrity.replace_directory(path, self._write_into, replace_problem, _WRITE_ERRORS)
 
     def _write_into(self, directory: str) -> None:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
@@ -261,8 +261,10 @@ class VprMap:
         self.meta.files = integrity.digest_files(directory)
         with open(os.path.join(directory, 'map.yaml'), 'w', encoding='utf-8') as fh:
             fh.write(self.meta.to_yaml())
+        mode = 0o666 & ~integrity.current_umask()  # what open() gives; sqlite creates 0644 whatever the umask
         for name in os.listdir(directory):
             with open(os.path.join(directory, name), 'rb') as fh:
+                os.fchmod(fh.fileno(), mode)
                 os.fsync(fh.fileno())
 
     @classmethod
@@ -298,7 +300,10 @@ class VprMap:
             faiss_index.plan_index(meta.index, meta.dim, meta.vectors or None)
         except ConfigError as exc:
             raise MapError(f'{path}: map.yaml names an index this vpr_ros refuses ({exc})') from exc
-        differ = integrity.verify_files(snapshot.root, meta.files, verify, path)
+        try:
+            differ = integrity.verify_files(snapshot.root, meta.files, verify, path)
+        except OSError as exc:
+            raise integrity.read_error(path, exc) from exc
         if differ - {integrity.INDEX_FILE}:
             raise MapError(f'{path} is corrupt: {", ".join(sorted(differ - {integrity.INDEX_FILE}))} '
                            'differ from the checksums in map.yaml')
@@ -377,6 +382,11 @@ class _IndexFile:
     def close(self) -> None:
         self._finalizer()
 
+
+# What writing a map's files raises when the disk is full, read-only or not ours: OSError (numpy, open),
+# sqlite3.Error ("database or disk is full") and faiss's RuntimeError of write_index (index.write_index
+# turns that into an OSError).
+_WRITE_ERRORS = (OSError, sqlite3.Error)
 
 # Everything numpy, zipfile, sqlite and the decoders raise for damaged files (empty .npy: EOFError,
 # broken .npz: BadZipFile / zlib.error, text in a REAL column: TypeError in _read_places).
