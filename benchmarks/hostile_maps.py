@@ -102,9 +102,9 @@ def race_loads(path: str, seconds: float, seed: int = 0) -> dict[str, Any]:
             mmap = bool(rng.integers(2))
             try:
                 vmap = VprMap.load(path, mmap=mmap, verify=('full', 'size')[int(rng.integers(2))])
-                if mmap:  # grow the mapped index: it is read again from the file it was mapped from
-                    vmap.add(0.0, None, vmap.descriptors[0],
-                             features=vmap.local_features.get(0))
+                if mmap and vmap.local_features is not None:  # grow the mapped index: it is read
+                    # again from the file it was mapped from
+                    vmap.add(0.0, None, vmap.descriptors[0], features=vmap.local_features.get(0))
                 problem = mixed_problem(vmap, seeds)
                 if problem:
                     findings[f'mixed load: {problem}'] += 1

@@ -266,13 +266,15 @@ class LocalFeatureStore:
             fh.write(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
 
     @classmethod
-    def read(cls, directory: str, places: int, shown: str | None = None) -> 'LocalFeatureStore | None':
+    def read(cls, directory: str, places: int, shown: str | None = None,
+             present: bool | None = None) -> 'LocalFeatureStore | None':
         """The map's local features, None when it has none; MapError when they are inconsistent.
 
         ``shown``: the map's name in messages (``directory`` may be a pinned snapshot's /proc path).
+        ``present``: whether the map was written with local features (None: whether the files exist).
         """
         meta_path = os.path.join(directory, META_FILE)
-        if not os.path.isfile(meta_path):
+        if not (os.path.isfile(meta_path) if present is None else present):
             return None
 
         def corrupt(why: str) -> MapError:

@@ -311,16 +311,23 @@ class VprMap:
             problems = compatibility_problems(meta.encoder, encoder_identity)
             if problems:
                 raise MapError(f'{path}: ' + '; '.join(problems))
+
+        def has(name: str) -> bool:
+            """Whether the save wrote an optional file: map.yaml's record says so (a file of a version a
+            new save is deleting must not read as 'this map has none'); older maps: the file is there."""
+            return name in meta.files if meta.files else os.path.isfile(file(name))
+
         try:
             descriptors = np.load(file('descriptors.npy'), mmap_mode='r' if mmap else None,
                                   allow_pickle=False)
             owners = np.load(file('owners.npy'), allow_pickle=False)
             state = {}
-            if os.path.isfile(file('encoder_state.npz')):
+            if has('encoder_state.npz'):
                 with np.load(file('encoder_state.npz'), allow_pickle=False) as npz:
                     state = {k: npz[k] for k in npz.files}
             places, thumbnails = _read_places(file('places.sqlite'))
-            local_features = LocalFeatureStore.read(snapshot.root, len(places), path)
+            local_features = LocalFeatureStore.read(snapshot.root, len(places), path,
+                                                    has(LOCAL_FEATURES_META))
         except _READ_ERRORS as exc:
             raise integrity.read_error(path, exc) from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
