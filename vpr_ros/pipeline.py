@@ -5,6 +5,7 @@ these functions; only where frames come from and where results go differ.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -138,11 +139,12 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
         step = max(1, math.ceil(source.image_count / max(keyframes.every_n, 1) / fit_max_images))
-        # each kept at what the fit reads (the encoder's input size): 100 4K frames held 2.9 GB
-        fit_images = [encoder.fit_image(f.rgb) for i, f in enumerate(tqdm(keyframes.select(source.frames(require_pose)),
-                                                       desc=f'reading {encoder.name} fit images',
-                                                       disable=not progress, unit='img'))
-                      if i % step == 0][:fit_max_images]
+        read = tqdm(keyframes.select(source.frames(require_pose)), desc=f'reading {encoder.name} fit images',
+                    disable=not progress, unit='img')
+        spread = (f for i, f in enumerate(read) if i % step == 0)
+        # each kept as the fit reads it (the encoder's input size): 100 4K frames held 2.9 GB
+        fit_images = [encoder.fit_image(f.rgb) for f in itertools.islice(spread, fit_max_images)]
+        read.close()
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)
