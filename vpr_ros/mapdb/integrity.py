@@ -22,6 +22,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -373,7 +374,12 @@ def write_failure(path: str, exc: BaseException, had_map: bool) -> MapError:
         except OSError:
             full = False
         lines = str(exc).strip().splitlines()
-        cause = 'no space left on device' if full else (lines[0][:200] if lines else type(exc).__name__)
+        if full:
+            cause = 'no space left on device'
+        elif re.search(r'\d+ requested and \d+ written', str(exc)):  # numpy's short write, errno lost
+            cause = f'a write was cut short ({lines[0][:80]}): the file system is full or over its quota'
+        else:
+            cause = lines[0][:200] if lines else type(exc).__name__
     kept = 'the map that was there is unchanged' if had_map else 'nothing was left behind'
     return MapError(f'cannot write the map {path}: {cause}; {kept}')
 
@@ -392,17 +398,12 @@ def replace_directory(path: str, write_into: Callable[[str], None],
     check_target(path, replace_problem)
     had_map = os.path.lexists(path)
     try:
-        _replace(path, write_into, replace_problem)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if had_map:  # free the disk first; without a map at path a sibling may be the only copy
+            remove_stale(path)
+        tmp = _sibling(path, 'tmp')
     except write_errors as exc:
         raise write_failure(path, exc, had_map) from exc
-
-
-def _replace(path: str, write_into: Callable[[str], None],
-             replace_problem: Callable[[str], str | None]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.lexists(path):  # free the disk first; without a map at path a sibling may be the only copy
-        remove_stale(path)
-    tmp = _sibling(path, 'tmp')
     try:
         write_into(tmp)
         _fsync_dir(tmp)
@@ -420,9 +421,13 @@ def _replace(path: str, write_into: Callable[[str], None],
         else:
             os.rename(tmp, path)
             _fsync_dir(os.path.dirname(path))
-    except BaseException:
+    except BaseException as exc:
+        # the cause first: removing the sibling frees the space a short write's cause is read from
+        failure = write_failure(path, exc, had_map) if isinstance(exc, write_errors) else None
         if os.path.isdir(tmp) and os.path.abspath(tmp) != path:
             shutil.rmtree(tmp, ignore_errors=True)
+        if failure is not None:
+            raise failure from exc
         raise
     remove_stale(path)
 
