@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.evaluation.metrics import Thresholds  # noqa: E402
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops  # noqa: E402
+from vpr_ros.sample import generate_sample, sample_camera  # noqa: E402
 from vpr_ros.slam.evaluation import PoseGraphHook, PoseGraphSettings, evaluate_pose_graph, plot_experiment  # noqa: E402
 from vpr_ros.slam.graph import PoseGraphConfig  # noqa: E402
 from vpr_ros.slam.odometry import DriftModel  # noqa: E402
 from vpr_ros.sources.bag import BagSource  # noqa: E402
-from vpr_ros.sources.sample import generate_sample, sample_camera  # noqa: E402
 
 TARGET_RATIO = 0.2
 

@@ -5,13 +5,12 @@ these functions; only where frames come from and where results go differ.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -27,38 +26,34 @@ from vpr_ros.evaluation.metrics import (
     timing_stats,
 )
 from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
+from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
-from vpr_ros.mapdb.store import VprMap
+from vpr_ros.mapdb.index import plan_index
+from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
-from vpr_ros.skips import SkipCounter
+from vpr_ros.sources import Source
+
+T = TypeVar('T')
 
 
-class Source(Protocol):
-    image_count: int
-    skips: SkipCounter
-
-    def frames(self, require_pose: bool = True) -> Iterator[Frame]: ...
-
-
-def open_source(path: str, image_topic: str | None = None, pose_topic: str | None = None,
-                poses_csv: str | None = None, skips: SkipCounter | None = None,
-                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Source:
-    """A rosbag2 directory/file (has metadata.yaml, .db3 or .mcap) or an image folder + CSV."""
-    from vpr_ros.sources.bag import BagSource
-    from vpr_ros.sources.folder import FolderSource
-
-    if not os.path.exists(path):
-        raise SourceError(f'not found: {path}')
-    is_bag = os.path.isfile(path) or os.path.isfile(os.path.join(path, 'metadata.yaml')) or any(
-        n.endswith(('.db3', '.mcap')) for n in os.listdir(path))
-    if is_bag and not poses_csv:
-        return BagSource(path, image_topic, pose_topic, skips, max_pixels)
-    return FolderSource(path, poses_csv, skips, max_pixels)
+def spread_sample(items: Iterable[Any], limit: int, keep: Callable[[Any], T] | None = None) -> list[T]:
+    """Up to ``limit`` items spread evenly over a stream of unknown length (a bag's message count can
+    lie): items are kept at a stride that doubles, dropping every other kept one, whenever more than
+    ``limit`` are held; ends with between limit/2 and limit items of a long stream, every item of a
+    short one. ``keep`` turns an item into what is held (only for the items kept)."""
+    kept: list[T] = []
+    stride = 1
+    for i, item in enumerate(items):
+        if i % stride:
+            continue
+        kept.append(keep(item) if keep is not None else item)
+        if len(kept) > limit:
+            kept, stride = kept[::2], stride * 2
+    return kept
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -119,7 +114,7 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
               require_pose: bool = True, thumbnails: bool = True, progress: bool = True,
               description: str = '', local_features: lf.LocalFeatureConfig | None = lf.LocalFeatureConfig(),
               camera: lf.CameraIntrinsics | None = None,
-              describer: Describer | None = None) -> tuple[VprMap, BuildStats]:
+              describer: Describer | None = None, protect: Sequence[str] = ()) -> tuple[VprMap, BuildStats]:
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
@@ -128,16 +123,19 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     are stored per place for geometric verification, with the images' ``camera`` intrinsics.
     ``describer`` turns batches of keyframes into their descriptors (and local features), in
     order: by default in this process; vpr_ros.distributed.RayDescriber encodes on a Ray cluster.
+    ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
+    check_save_target(out_path, protect)
+    plan_index(index, encoder.dim)  # a bad spec is refused before the encode (its vector count later)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
-        step = max(1, math.ceil(source.image_count / max(keyframes.every_n, 1) / fit_max_images))
-        fit_images = [f.rgb for i, f in enumerate(tqdm(keyframes.select(source.frames(require_pose)),
-                                                       desc=f'reading {encoder.name} fit images',
-                                                       disable=not progress, unit='img'))
-                      if i % step == 0][:fit_max_images]
+        read = tqdm(keyframes.select(source.frames(require_pose)), desc=f'reading {encoder.name} fit images',
+                    disable=not progress, unit='img')
+        # each kept as the fit reads it (the encoder's input size): 100 4K frames held 2.9 GB
+        fit_images = spread_sample(read, fit_max_images, keep=lambda f: encoder.fit_image(f.rgb))
+        read.close()
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)

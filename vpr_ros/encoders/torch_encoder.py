@@ -30,6 +30,12 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int], interpolation: str = 'are
     return cv2.resize(rgb, (w, h), interpolation=mode)
 
 
+def shrunk_for_fit(rgb: np.ndarray, size: tuple[int, int], interpolation: str = 'area') -> np.ndarray:
+    """``rgb`` at ``size`` when that is smaller (what an encoder that resizes with :func:`resize_rgb`
+    sees of it either way: a second resize_rgb to the same size returns it as is)."""
+    return resize_rgb(rgb, size, interpolation) if rgb.shape[0] * rgb.shape[1] > size[0] * size[1] else rgb
+
+
 def to_tensor_batch(images: list[np.ndarray], size: tuple[int, int], interpolation: str = 'area',
                     mean: np.ndarray = IMAGENET_MEAN, std: np.ndarray = IMAGENET_STD):
     """Resize, scale to [0, 1], normalise (ImageNet by default); returns (N, 3, H, W) float32 tensor.
@@ -71,6 +77,12 @@ class TorchEncoder(Encoder):
     def input_size(self) -> tuple[int, int] | None:
         size = self.config.get('image_size')
         return (int(size[0]), int(size[1])) if size is not None else None
+
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        # preprocess() resizes every image with resize_rgb, which leaves one of the target size as is
+        if self.input_size is None or type(self).preprocess is not TorchEncoder.preprocess:
+            return rgb
+        return shrunk_for_fit(rgb, self.input_size, self.interpolation)
 
     def preprocess(self, images: list[np.ndarray]):
         size = self.input_size or images[0].shape[:2]
