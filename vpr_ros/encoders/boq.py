@@ -24,6 +24,8 @@ from torch import nn
 from vpr_ros.encoders._zoo import (
     EFFICIENTNET_BACKBONES,
     EFFICIENTNET_SIZE,
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
     ZOO_DEFAULTS,
     ZooEncoder,
     check_patch_multiple,
@@ -91,7 +93,8 @@ class BoQModel(nn.Module):
 class BoQEncoder(ZooEncoder):
     name = 'boq'
     description = 'BoQ (CVPR 2024): ResNet-50 16384-d at 384x384 or DINOv2 ViT-B/14 12288-d at 322x322'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50'}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50'}
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
     default_interpolation = 'bicubic'
 
     def _release(self) -> tuple[BoQConfig, tuple[int, int]]:

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from vpr_ros.encoders._zoo import (
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
     ZOO_DEFAULTS,
     SequentialBackboneModel,
     ZooEncoder,
@@ -76,7 +78,9 @@ def cnn_channels(encoder: ZooEncoder) -> int:
 class GeMEncoder(ZooEncoder):
     name = 'gem'
     description = 'ResNet (ImageNet or fine-tuned) + GeM pooling, 2048-d (ResNet-50 full) at 480x640'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'crop': 'layer4',
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
+                                                'crop': 'layer4',
                                                 'p': 3.0, 'l2_before_pool': False}
 
     def native_size(self) -> tuple[int, int]:

@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
+from vpr_ros.encoders._zoo import (
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+)
 from vpr_ros.encoders.aggregators.netvlad import NetVLAD
 from vpr_ros.encoders.gem import cnn_channels, cnn_trunk
 from vpr_ros.errors import ConfigError, VprError
@@ -39,7 +45,9 @@ _STATE_KEYS = ('netvlad.centroids', 'netvlad.conv_weight')
 class NetVLADEncoder(ZooEncoder):
     name = 'netvlad'
     description = 'ResNet conv4 + NetVLAD (64 clusters; benchmark checkpoints, or k-means init on the map)'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'crop': 'layer3',
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
+                                                'crop': 'layer3',
                                                 'clusters': 64, 'fit_descriptors': 50_000}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
