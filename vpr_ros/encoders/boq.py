@@ -3,7 +3,7 @@
 ``backbone: resnet50`` - ResNet-50 cropped after layer3 (1024 ch, stride 16), 384x384 input,
 16384-d descriptor; ``backbone: dinov2_vitb14`` - DINOv2 ViT-B/14 patch tokens without the final
 LayerNorm (768 ch, 23x23 patches at 322x322), 12288-d. Preprocessing as released: bicubic
-(anti-aliased) resize, ImageNet mean/std.
+(anti-aliased) resize of the float image (``resize_uint8``, see _zoo.py), ImageNet mean/std.
 
 ``weights: PATH`` loads ``resnet50_16384.pth`` / ``dinov2_12288.pth`` from the BoQ v1.0 release
 strictly: keys ``backbone.net.{0,1,4,5,6}.*`` (ResNet: Sequential(conv1, bn1, relu, maxpool,

@@ -2,7 +2,8 @@
 
 ``backbone`` resnet18/50/101/152, ``crop`` layer4 (full, 2048-d for ResNet-50) or layer3 (1024-d),
 ``p`` the GeM exponent (3), ``l2_before_pool`` (L2-normalise each local feature before pooling, the
-deep-visual-geo-localization-benchmark default). 480x640 input, ImageNet mean/std.
+deep-visual-geo-localization-benchmark default). 480x640 input, resized in float as the benchmark
+does (``resize_uint8``, see _zoo.py), ImageNet mean/std.
 
 ``weights: PATH`` loads a benchmark (DVGL) ResNet-GeM checkpoint strictly (its ``model_state_dict``,
 ``module.`` prefix dropped): ``backbone.{0,1,4,5,6[,7]}.*`` and ``aggregation.<i>.p`` (i = 1 with

@@ -2,7 +2,8 @@
 
 ``backbone`` resnet18/50/101 cropped at ``crop`` layer3 ("conv4", the benchmark's choice: 256 /
 1024 / 1024 channels) or layer4, ``clusters`` K = 64 -> K x C dims (65536 for ResNet-50 conv4).
-480x640 input (the benchmark's), ImageNet mean/std.
+480x640 input (the benchmark's), resized in float as the benchmark does (``resize_uint8``, see
+_zoo.py), ImageNet mean/std.
 
 * ``weights: PATH`` - a benchmark NetVLAD checkpoint (``best_model.pth`` of ``resnet{18,50,101}conv4
   -netvlad``; its ``model_state_dict``, ``module.`` prefix dropped) loaded strictly:
