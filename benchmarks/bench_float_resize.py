@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument('--encoders', nargs='*', default=list(VARIANTS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
-    frames, _ = render_traversal('mapping', image_size=tuple(args.size))
+    frames, _ = render_traversal('mapping', scale=0.2, image_size=tuple(args.size))
     step = max(1, len(frames) // args.frames)
     images = [f.rgb for f in frames[::step][:args.frames]]
     print(f'{len(images)} sample-world frames {args.size[0]}x{args.size[1]}, random seeded weights, '
