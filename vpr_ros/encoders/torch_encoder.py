@@ -41,11 +41,12 @@ def to_tensor_batch(images: list[np.ndarray], size: tuple[int, int], interpolati
     """
     import torch
 
-    if float_resize:
-        resized = [resize_rgb(im.astype(np.float32), size, interpolation) for im in images]
-    else:
-        resized = [resize_rgb(im, size, interpolation) for im in images]
-    batch = torch.from_numpy(np.stack(resized))
+    def resized(rgb: np.ndarray) -> np.ndarray:
+        if float_resize and rgb.shape[:2] != tuple(size):  # no resize, nothing to round: stay uint8
+            rgb = rgb.astype(np.float32)
+        return resize_rgb(rgb, size, interpolation)
+
+    batch = torch.from_numpy(np.stack([resized(im) for im in images]))  # float32 if any image is
     scale = torch.from_numpy(1.0 / (255.0 * std)).view(1, 3, 1, 1)
     shift = torch.from_numpy(mean / std).view(1, 3, 1, 1)
     return (batch.permute(0, 3, 1, 2).float() * scale - shift).contiguous()
