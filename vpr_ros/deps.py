@@ -41,6 +41,8 @@ ROS: dict[str, str] = {
     'diagnostic_msgs': 'ros-diagnostic-msgs',
     'rosgraph_msgs': 'ros-rosgraph-msgs',
 }
+# The pose-graph experiment (`evaluate --loops --pose-graph`, vpr_ros.slam): setup.py's [slam] extra.
+SLAM: dict[str, str] = {'gtsam': 'gtsam', 'evo': 'evo'}
 EXIT_MISSING = 2
 
 

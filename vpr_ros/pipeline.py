@@ -260,9 +260,14 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> d
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
+# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
+
+
 def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
-                   thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+                   thresholds: Thresholds = Thresholds(), progress: bool = True,
+                   pose_graph: PoseGraphCallback | None = None) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -270,6 +275,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     with geometric verification. Ground truth comes from the traversal's own poses: a closure is
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
+    ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
+    closures at the end; its results go to ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -295,9 +302,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     loop_frames: set[float] = set()
     verify_ms: list[float] = []
     frames = 0
+    trajectory: list[tuple[float, Any]] = []
+    published: list[Any] = []
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
+        trajectory.append((frame.stamp, frame.pose))
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
         if boot is not None and not boot.done:
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
@@ -339,6 +349,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
             if decision.accepted:
+                if fn is not None:
+                    published.append(decision)
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
                                     'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
@@ -374,9 +386,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                       'events': events[key]}
     results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
                'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2)}
+    if pose_graph is not None:
+        results['pose_graph'] = pose_graph(trajectory, published, out_dir)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, 'results.json'), results)
         plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
         results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
+        results['files'] += results.get('pose_graph', {}).get('files', [])
     return results
