@@ -499,26 +499,8 @@ def part_maps(seed: int, rounds: int, work: str) -> dict[str, Any]:
 
 def _start_node(map_path: str) -> str:
     """'started', 'refused' (a VprError: the node's one FATAL line) or the unexpected exception."""
-    import rclpy
-    from rclpy.parameter import Parameter
-
-    from vpr_ros.errors import VprError
-    from vpr_ros.ros.localizer import LocalizerNode
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, args=[])
-    try:
-        node = LocalizerNode(context=ctx, parameter_overrides=[Parameter('map_path', value=map_path),
-                                                               Parameter('threads', value=1)])
-    except VprError:
-        return 'refused'
-    except Exception as exc:  # noqa: BLE001 - that is the finding
-        return f'{type(exc).__name__}: {str(exc)[:100]}'
-    else:
-        node.destroy_node()
-        return 'started'
-    finally:
-        ctx.try_shutdown()
+    outcome = _node_with({'map_path': map_path, 'threads': 1})
+    return 'refused' if outcome.startswith('refused: ') else outcome
 
 
 def _parameter_values(spec: Any, start_up: bool) -> list[Any]:
@@ -860,7 +842,6 @@ def part_yaml(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any
     """Hostile YAML through every door: ``--set``, ``--config``, map.yaml, the node's encoder_config.
     Finding: not refused with exit 2 and one error line, more than 5 s or 200 MB for one case, an error
     line longer than 400 characters (a formatted expanded value), or the node accepting the document."""
-    from vpr_ros.errors import ConfigError
     from vpr_ros.ros.localizer import LocalizerNode  # noqa: F401 - fails early without ROS
 
     rng = random.Random(seed)
@@ -880,7 +861,8 @@ def part_yaml(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any
         kinds[f'{door} {kind}'] += 1
         t0, before = time.perf_counter(), _rss_mb()
         if door == 'encoder_config':
-            outcome = _node_with(encoder_config=text)
+            outcome = _node_with({'map_path': '', 'incremental': True, 'encoder': 'raw_pixels', 'threads': 1,
+                                  'encoder_config': text})
             took, grew = time.perf_counter() - t0, _rss_mb() - before
             if not outcome.startswith('refused'):
                 findings[f'encoder_config {kind}: {outcome}'] += 1
@@ -915,12 +897,11 @@ def part_yaml(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any
         if grew > 200:
             findings[f'{door} {kind}: +{grew:.0f} MB'] += 1
         done += 1
-    assert ConfigError
     return {'cases': done, 'kinds': dict(kinds), 'exits': dict(exits), 'errors': dict(errors.most_common()),
             'findings': dict(findings)}
 
 
-def _node_with(**overrides: Any) -> str:
+def _node_with(params: dict[str, Any]) -> str:
     """'refused: <message>' (a VprError at start-up), 'started', or the unexpected exception."""
     import rclpy
     from rclpy.parameter import Parameter
@@ -930,7 +911,6 @@ def _node_with(**overrides: Any) -> str:
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, args=[])
-    params = {'map_path': '', 'incremental': True, 'encoder': 'raw_pixels', 'threads': 1, **overrides}
     try:
         node = LocalizerNode(context=ctx,
                              parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
