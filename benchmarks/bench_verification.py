@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatureConfig, extract  # noqa: E402
 from vpr_ros.matching.verification import verify_pair  # noqa: E402
-from vpr_ros.sources.sample import render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal  # noqa: E402
 
 TARGET_MS = 30.0
 

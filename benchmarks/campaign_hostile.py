@@ -32,7 +32,7 @@ one line or a counted skip, not noise per frame.
   a skip, a "processing error" skip, resident memory growing by more than 1 MB/min after the first
   minute, a traceback or Python warning in its log, or SIGINT taking more than 5 s or exiting non-zero.
 
-Issue-23 families (each seeded, and time-bounded by ``--part-seconds``, 300 s by default):
+Issue-23 families of inputs and callbacks (each seeded, and time-bounded by ``--part-seconds``, 300 s):
 
 * ``yaml``: alias/merge bombs, recursive aliases, deep nesting, >1 MiB documents, python tags and broken
   syntax through ``--set``, ``--config``, map.yaml and the node's ``encoder_config``. Finding: not refused
@@ -51,6 +51,12 @@ Issue-23 families (each seeded, and time-bounded by ``--part-seconds``, 300 s by
   the parameter services, both parameter callbacks, timers) and its loop-closure thread made to fail with
   a random exception, called as the executor calls them. Finding: an exception reaching the caller, a
   failure not counted, a frame not answered or no diagnostics published afterwards.
+* ``readers``, ``diskfull``, ``foreign``, ``specs``, ``fitmem`` (issue 23, each bounded by
+  ``--map-seconds``): see benchmarks/hostile_maps.py: loads racing saves (a mixed or refused load),
+  saves onto a full tmpfs (anything but one line naming the cause with the old map intact),
+  build-map/save onto folders that are not maps (a changed file, or a refusal after the encoder
+  was created), random edge index specs in child processes (a crash, a traceback, an accepted spec
+  that cannot search), and the memory build-map's vocabulary fit holds for 4K frames.
 
 Work files (sample bags, maps) go to ``--work`` (default ``$TMPDIR/vpr_campaign``) and are reused;
 nothing is downloaded. Run ROS parts with an isolated ``ROS_DOMAIN_ID``.
@@ -267,7 +273,7 @@ def part_node(seed: int, bad_frames: int, work: str) -> dict[str, Any]:
 
 
 def _real_messages(bag: str, n: int) -> list[Msg]:
-    from vpr_ros.pipeline import open_source
+    from vpr_ros.sources import open_source
 
     src = open_source(bag)
     out = []
@@ -281,7 +287,7 @@ def _real_messages(bag: str, n: int) -> list[Msg]:
 
 
 def _sample(work: str) -> str:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     data = os.path.join(work, 'sample')
     if not os.path.isdir(os.path.join(data, 'query')):
@@ -1421,10 +1427,27 @@ def _answer(node: Any, real: Msg, findings: Counter[str], what: str) -> None:
         findings[f'{what}: real frame not answered in 30 s'] += 1
 
 
+MAP_PARTS = ['readers', 'diskfull', 'foreign', 'specs', 'fitmem']
+
+
+def map_parts(seed: int, seconds: float, work: str) -> dict[str, Any]:
+    """The issue-23 parts (benchmarks/hostile_maps.py), as runs of main()."""
+    import hostile_maps as hm
+
+    def build_argv() -> list[str]:
+        return ['build-map', '--source', os.path.join(_sample(work), 'mapping'), *ENCODER]
+
+    return {'readers': lambda: hm.race_loads(os.path.join(work, 'race_map'), seconds, seed),
+            'diskfull': lambda: hm.part_diskfull(seed, seconds, work, build_argv(), cli),
+            'foreign': lambda: hm.part_foreign(seed, seconds, work, cli, build_argv()),
+            'specs': lambda: hm.part_specs(seed, seconds, os.path.join(work, 'specs')),
+            'fitmem': lambda: hm.part_fitmem()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parts = ['decoder', 'node', 'params', 'bags', 'maps', 'kills', 'soak', 'yaml', 'cli_ranges', 'metadata',
-             'poses', 'callbacks']
+    parts = ['decoder', 'node', 'params', 'bags', 'maps', 'kills', 'soak', *MAP_PARTS, 'yaml', 'cli_ranges',
+             'metadata', 'poses', 'callbacks']
     ap.add_argument('--parts', nargs='+', default=parts, choices=parts)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--decoder-cases', type=int, default=15000)
@@ -1438,6 +1461,9 @@ def main() -> int:
     ap.add_argument('--callback-rounds', type=int, default=20)
     ap.add_argument('--part-seconds', type=float, default=300.0,
                     help='time bound of each of the yaml, cli_ranges, metadata, poses and callbacks parts')
+
+
+    ap.add_argument('--map-seconds', type=float, default=60.0, help='time bound of each issue-23 map part')
     ap.add_argument('--work', default=os.path.join(tempfile.gettempdir(), 'vpr_campaign'))
     ap.add_argument('--json')
     args = ap.parse_args()
@@ -1454,7 +1480,8 @@ def main() -> int:
             'metadata': lambda: part_metadata(args.seed, args.part_seconds, args.work),
             'poses': lambda: part_poses(args.seed, args.pose_cases, args.part_seconds, args.work),
             'callbacks': lambda: part_callbacks(args.seed, args.callback_rounds, args.part_seconds,
-                                                args.work)}
+                                                args.work),
+            **map_parts(args.seed, args.map_seconds, args.work)}
     report = {}
     for part in args.parts:
         t0 = time.perf_counter()

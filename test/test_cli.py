@@ -1,6 +1,8 @@
 """The CLI end to end on tiny synthetic bags: build-map, evaluate, map-info, and exit code 2 errors."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -139,6 +141,15 @@ def test_merge_maps_never_replaces_a_foreign_folder(built_map, tmp_path, capsys)
     assert main(['merge-maps', built_map, built_map, '--out', str(foreign)]) == 2
     assert 'not a vpr_ros map' in capsys.readouterr().err
     assert (foreign / 'data.bin').read_bytes() == b'\x01\x02'
+
+
+def test_every_subcommand_has_a_description_and_shows_its_defaults():
+    from vpr_ros.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, __import__('argparse')._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert command.description, name
+    assert '(default: 10)' in sub.choices['evaluate'].format_help()  # --top-k
 
 
 def _numeric_options() -> list[tuple[str, object]]:
@@ -280,3 +291,40 @@ def test_build_map_skips_and_counts_non_finite_odometry(tmp_path, capsys):
     assert len(vmap) == 6
     # frame 3 lies between the zero quaternion and a known one: position only
     assert [p.pose.orientation is None for p in vmap.places] == [False] * 3 + [True] + [False] * 2
+
+
+@pytest.mark.parametrize('spec', ['hnsw0', 'hnsw1', 'ivf0', 'flat@3'])
+def test_build_map_refuses_a_bad_index_spec_before_encoding(bags, tmp_path, spec):
+    # In a child: faiss aborts (hnsw0) or crashes (hnsw1) the process the spec reaches.
+    out = tmp_path / 'm'
+    code = 'import sys\nfrom vpr_ros.cli import main\nsys.exit(main(sys.argv[1:]))'
+    done = subprocess.run([sys.executable, '-c', code, 'build-map', '--source', str(bags / 'map'),
+                           '--out', str(out), '--encoder', 'raw_pixels', '--index', spec],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert len(done.stderr.strip().splitlines()) == 1 and 'index' in done.stderr
+    assert not out.exists()
+
+
+def test_build_map_onto_a_full_disk_is_one_line_and_keeps_the_old_map(bags, tmp_path, capsys):
+    from test.helpers import siblings_left, small_tmpfs
+
+    with small_tmpfs(str(tmp_path / 'disk'), '2m') as disk:
+        out = os.path.join(disk, 'm')
+        build = ['build-map', '--source', str(bags / 'map'), '--out', out, '--encoder', 'raw_pixels']
+        assert main(build) == 0
+        before = {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)}
+        fd = os.open(os.path.join(disk, 'filler'), os.O_WRONLY | os.O_CREAT)  # another file fills the disk
+        try:
+            while os.write(fd, b'\0' * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        capsys.readouterr()
+        assert main(build) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if 'error:' in line]
+        assert len(errors) == 1 and 'no space left on device' in errors[0] and 'Traceback' not in err, err
+        assert {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)} == before
+        assert siblings_left(out) == []

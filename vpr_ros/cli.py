@@ -108,7 +108,8 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=0, metavar='N',
+    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length,
+                   metavar='N',
                    help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
     g.add_argument('--sequence-min-velocity', type=NumberType.param('sequence.min_velocity'),
                    default=d.min_velocity, metavar='V',
@@ -116,6 +117,10 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--sequence-max-velocity', type=NumberType.param('sequence.max_velocity'),
                    default=d.max_velocity, metavar='V',
                    help=f'fastest trajectory (default {d.max_velocity})')
+    g.add_argument('--sequence-contrast-window', type=NumberType.param('sequence.contrast_window'),
+                   default=d.contrast_window, metavar='R',
+                   help='contrast normalisation window in map places: 0 = the whole map (default); '
+                        '10 = OpenSeqSLAM\'s local window (docs/sequence-matching.md)')
     g.add_argument('--sequence-shortlist', type=NumberType.param('sequence.shortlist'),
                    default=d.shortlist, metavar='K',
                    help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
@@ -131,13 +136,14 @@ def sequence_config(args: argparse.Namespace):
 
     cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
                          max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
+                         contrast_window=args.sequence_contrast_window,
                          single_frame_weight=args.sequence_single_frame_weight)
     cfg.validate()
     return cfg
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     info = generate_sample(args.out, seed=args.seed, storage=args.storage, compressed=args.compressed,
                            scale=args.scale, traversals=tuple(args.traversals))
@@ -147,12 +153,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_params(_args: argparse.Namespace) -> int:
+    from vpr_ros.ros.parameters import params_file_text
+
+    sys.stdout.write(params_file_text())
+    return 0
+
+
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.mapdb.store import check_save_target
     from vpr_ros.matching.keyframes import KeyframePolicy
-    from vpr_ros.pipeline import build_map, open_source
+    from vpr_ros.pipeline import build_map
+    from vpr_ros.sources import open_source
 
     protect = [args.source] + ([args.poses] if args.poses else [])
     check_save_target(args.out, protect)  # before the encoder loads: a wrong --out fails in a second
@@ -247,7 +261,8 @@ def _print_loops(results: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import evaluate, open_source
+    from vpr_ros.pipeline import evaluate
+    from vpr_ros.sources import open_source
 
     overrides = _encoder_config(args)
     if args.threads:
@@ -256,6 +271,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_loops(args, overrides)
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
+    if args.encoder:
+        raise ConfigError('--encoder applies to --loops only: evaluate --map uses the encoder the map was '
+                          'built with')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify,
                                    sequence=sequence_config(args))
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
@@ -283,7 +301,8 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.verification import VerificationConfig
-    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops, open_source
+    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
+    from vpr_ros.sources import open_source
 
     if args.map:
         raise ConfigError('--loops grows its map from the query traversal itself; drop --map')
@@ -297,7 +316,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
         keyframe_min_interval=args.keyframe_interval, top_k=args.top_k, sequence=sequence_config(args))
     settings.verification.validate()
-    encoder = create_encoder(args.encoder, overrides)
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
@@ -414,6 +433,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ''
+        if (action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                or 'default' in text or action.help == argparse.SUPPRESS):
+            return action.help
+        return f'{text} (default: %(default)s)'.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='vpr-ros', description='Visual place recognition: sample data, maps, evaluation, ROS replay.')
@@ -484,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'incremental mode; closures with and without geometric verification)')
     g.add_argument('--loops', action='store_true',
                    help='evaluate loop closures within the --queries traversal')
-    g.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the grown map (--loops only)')
+    g.add_argument('--encoder', default=None,
+                   help=f'encoder of the grown map (--loops only; default {DEFAULT_ENCODER})')
     g.add_argument('--min-score', type=NumberType.param('loop_closure.min_score'), default=-1.0,
                    help='loop_closure.min_score (node default -1: no score gate)')
     g.add_argument('--min-time-separation', type=NumberType.param('loop_closure.min_time_separation'),
@@ -502,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-keypoints', type=MAX_KEYPOINTS, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
-    p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10)
+    p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10,
+                   help='candidates retrieved per query')
     p.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
     p.add_argument('--threads', type=NumberType.param('threads'),
@@ -526,6 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('map')
     p.add_argument('out')
     p.set_defaults(func=cmd_export_vocabulary)
+
+    p = sub.add_parser('node-params', help="print a params file for the localizer node at its defaults",
+                       description='Print a ROS 2 params file with every parameter of the localizer node at '
+                                   'its default, one comment per parameter; a pip install has no copy of '
+                                   'config/localize.yaml: `vpr-ros node-params > localize.yaml`, then '
+                                   '`python -m vpr_ros.localizer --ros-args --params-file localize.yaml`.')
+    p.set_defaults(func=cmd_node_params)
 
     p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')
     p.add_argument('names', nargs='*')
@@ -585,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--scale', type=SCALE, default=1.0, help='sample world scale')
     p.add_argument('--no-replay', action='store_true', help='skip the live ROS replay')
     p.set_defaults(func=cmd_demo)
+    for action in sub._choices_actions:  # every subcommand: a description and its defaults in --help
+        command = sub.choices[action.dest]
+        command.formatter_class = _DefaultsHelpFormatter
+        if not command.description and action.help:
+            command.description = action.help[0].upper() + action.help[1:] + '.'
     return parser
 
 

@@ -19,7 +19,8 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
                         config: dict[str, Any] | None = None) -> dict[str, Any]:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import build_map, evaluate, open_source
+    from vpr_ros.pipeline import build_map, evaluate
+    from vpr_ros.sources import open_source
 
     map_path = os.path.join(out, 'maps', encoder_name)
     encoder = create_encoder(encoder_name, config)
@@ -34,7 +35,7 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     t0 = time.perf_counter()
     out = args.out

@@ -25,6 +25,7 @@ CORE: dict[str, str] = {
     'torch': 'torch',
     'faiss': 'faiss-cpu',
     'rosbags': 'rosbags',
+    'safetensors': 'safetensors',
 }
 # ROS 2 Python packages of the node and `vpr-ros replay`: from a sourced ROS 2 installation, or the
 # PyPI wheels of setup.py's [ros] extra.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -26,56 +26,34 @@ from vpr_ros.evaluation.metrics import (
     timing_stats,
 )
 from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
+from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
+from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
-from vpr_ros.skips import SkipCounter
+from vpr_ros.sources import Source
 
 T = TypeVar('T')
 
 
-def spread_sample(items: Iterable[T], limit: int) -> list[T]:
+def spread_sample(items: Iterable[Any], limit: int, keep: Callable[[Any], T] | None = None) -> list[T]:
     """Up to ``limit`` items spread evenly over a stream of unknown length (a bag's message count can
     lie): items are kept at a stride that doubles, dropping every other kept one, whenever more than
     ``limit`` are held; ends with between limit/2 and limit items of a long stream, every item of a
-    short one."""
+    short one. ``keep`` turns an item into what is held (only for the items kept)."""
     kept: list[T] = []
     stride = 1
     for i, item in enumerate(items):
         if i % stride:
             continue
-        kept.append(item)
+        kept.append(keep(item) if keep is not None else item)
         if len(kept) > limit:
             kept, stride = kept[::2], stride * 2
     return kept
-
-
-class Source(Protocol):
-    image_count: int  # an estimate for progress bars (a bag's metadata count): never trusted
-    skips: SkipCounter
-
-    def frames(self, require_pose: bool = True) -> Iterator[Frame]: ...
-
-
-def open_source(path: str, image_topic: str | None = None, pose_topic: str | None = None,
-                poses_csv: str | None = None, skips: SkipCounter | None = None,
-                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Source:
-    """A rosbag2 directory/file (has metadata.yaml, .db3 or .mcap) or an image folder + CSV."""
-    from vpr_ros.sources.bag import BagSource
-    from vpr_ros.sources.folder import FolderSource
-
-    if not os.path.exists(path):
-        raise SourceError(f'not found: {path}')
-    is_bag = os.path.isfile(path) or os.path.isfile(os.path.join(path, 'metadata.yaml')) or any(
-        n.endswith(('.db3', '.mcap')) for n in os.listdir(path))
-    if is_bag and not poses_csv:
-        return BagSource(path, image_topic, pose_topic, skips, max_pixels)
-    return FolderSource(path, poses_csv, skips, max_pixels)
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -148,13 +126,16 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
     check_save_target(out_path, protect)
+    plan_index(index, encoder.dim)  # a bad spec is refused before the encode (its vector count later)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
-        fit_images = [f.rgb for f in spread_sample(tqdm(keyframes.select(source.frames(require_pose)),
-                                                        desc=f'reading {encoder.name} fit images',
-                                                        disable=not progress, unit='img'), fit_max_images)]
+        read = tqdm(keyframes.select(source.frames(require_pose)), desc=f'reading {encoder.name} fit images',
+                    disable=not progress, unit='img')
+        # each kept as the fit reads it (the encoder's input size): 100 4K frames held 2.9 GB
+        fit_images = spread_sample(read, fit_max_images, keep=lambda f: encoder.fit_image(f.rgb))
+        read.close()
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)

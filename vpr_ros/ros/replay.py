@@ -50,7 +50,7 @@ from vpr_ros.evaluation.metrics import (
     recall_text,
     timing_stats,
 )
-from vpr_ros.evaluation.report import query_match_pairs, write_report
+from vpr_ros.evaluation.report import plot_latency, plot_loop_closures, query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import NODE_NAME, image_subscription_topic
@@ -106,6 +106,7 @@ def _sequence_params(args: argparse.Namespace) -> list[str]:
     cfg = sequence_config(args)
     return [f'sequence.length:={cfg.length}', f'sequence.min_velocity:={float(cfg.min_velocity)!r}',
             f'sequence.max_velocity:={float(cfg.max_velocity)!r}', f'sequence.shortlist:={cfg.shortlist}',
+            f'sequence.contrast_window:={cfg.contrast_window}',
             f'sequence.single_frame_weight:={float(cfg.single_frame_weight)!r}']
 
 
@@ -248,10 +249,12 @@ def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: floa
     ``answered``: lockstep, each image waits until the previous one is answered (or a timeout)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
+    from tqdm import tqdm
 
     store = get_typestore(Stores.LATEST)
     published: dict[float, float] = {}
-    with AnyReader([Path(bag.path)], default_typestore=store) as reader:
+    bar = tqdm(total=bag.image_count, desc='replay (images played)', unit='img')
+    with bar, AnyReader([Path(bag.path)], default_typestore=store) as reader:
         conns = [c for c in reader.connections if c.topic in (bag.image_topic, '/clock')]
         has_clock = any(c.topic == '/clock' for c in conns)
         _wait(lambda: pub_image.get_subscription_count() > 0, 30.0, f'a subscriber on {pub_image.topic_name}',
@@ -279,6 +282,7 @@ def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: floa
                 pub_clock.publish(Clock(clock=messages.to_time(stamp)))
             pub_image.publish(bytes(raw))
             published[stamp] = time.monotonic()
+            bar.update()
     return published
 
 
@@ -413,9 +417,9 @@ def run(args: argparse.Namespace) -> int:
             'image_topic': topic,
             'frames_published': len(published), 'frames_with_output': len(processed),
             'frames_without_output': len(set(published) - processed),
-            'node': {k: diagnostics.get(k) for k in ('frames_received', 'frames_processed', 'frames_dropped',
-                                                     'frames_rate_limited', 'skipped_bad_frames',
-                                                     'latency_p50_ms', 'latency_p95_ms')},
+            'node': {k: _number(diagnostics.get(k)) for k in (
+                'frames_received', 'frames_processed', 'frames_dropped', 'frames_rate_limited',
+                'skipped_bad_frames', 'latency_p50_ms', 'latency_p95_ms')},
             'poses_published': len(recording.poses),
         },
         'loop_closure': loop_closure_metrics(loop_events, track, vmap.places, [r.stamp for r in records],
@@ -430,12 +434,30 @@ def run(args: argparse.Namespace) -> int:
     pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
     results['files'] = write_report(args.out, results, vmap.places, pairs,
                                     f"{vmap.meta.encoder['name']} (live)")
+    for name, plot in (('loop_closures.png', lambda p: plot_loop_closures(
+            vmap.places, results['loop_closure']['judged'], track, p,
+            f"Loop closures published by the node ({thresholds.dist_m:g} m)")),
+                       ('latency.png', lambda p: plot_latency(latencies, p, 'End-to-end latency (live)'))):
+        plot(os.path.join(args.out, name))
+        results['files'].append(os.path.join(args.out, name))
     _print_summary(results)
     return 0
 
 
 def _int_or_none(value: str | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _number(value: str | None) -> int | float | str | None:
+    """A diagnostics value (always a string on the wire) as the number it holds."""
+    if value is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 LOOP_PARAMS = ('loop_closure.min_score', 'loop_closure.min_time_separation',

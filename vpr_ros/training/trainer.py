@@ -105,7 +105,7 @@ def prepare_encoder_config(name: str, enc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_sessions(paths: list[str], settings: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
-    from vpr_ros.pipeline import open_source
+    from vpr_ros.sources import open_source
 
     out = []
     for path in paths:

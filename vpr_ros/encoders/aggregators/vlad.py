@@ -14,7 +14,7 @@ Two forms of cosine vocabulary (``centres``):
   at most 1e-4 (official ``tol``). One deliberate difference: a centre that loses all members keeps
   its previous position (the official update turns it into a zero vector, a dead word).
 * ``'unit'`` -- spherical k-means (faiss): centres re-normalised to unit length after every update.
-  The encoders' default, by measurement (README, "Choosing an encoder").
+  The encoders' default, by measurement (docs/encoders.md, "Choosing an encoder").
 """
 from __future__ import annotations
 
