@@ -328,3 +328,23 @@ def test_build_map_onto_a_full_disk_is_one_line_and_keeps_the_old_map(bags, tmp_
         assert len(errors) == 1 and 'no space left on device' in errors[0] and 'Traceback' not in err, err
         assert {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)} == before
         assert siblings_left(out) == []
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['evaluate', '--map', 'MAP', '--queries', 'BAGS/query', '--out', 'FILE'], 'exists and is not a folder'),
+    (['sample', 'FILE', '--scale', '0.05'], 'exists and is not a folder'),
+    (['train', '--source', 'BAGS/map', '--encoder', 'gem', '--out', 'FILE/run'], 'is not a folder'),
+    (['explain', 'FILE', '--out', 'DIR'], 'is a directory'),
+    (['export-onnx', 'effnet_gem', 'DIR'], 'is a directory'),
+])
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(bags, built_map, tmp_path, capsys, argv,
+                                                                message):
+    """evaluate --out FILE and sample FILE gave a FileExistsError traceback (evaluate after the whole run)."""
+    (tmp_path / 'file').write_text('mine')
+    (tmp_path / 'dir').mkdir()
+    argv = [a.replace('BAGS', str(bags)).replace('MAP', built_map).replace('FILE', str(tmp_path / 'file'))
+            .replace('DIR', str(tmp_path / 'dir')) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert (tmp_path / 'file').read_text() == 'mine' and not os.listdir(tmp_path / 'dir')

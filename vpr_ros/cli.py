@@ -701,6 +701,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where each subcommand writes (maps: check_save_target; vocabularies: export_vocabulary's own check).
+OUTPUTS: dict[str, tuple[str, str]] = {'sample': ('out', 'folder'), 'evaluate': ('out', 'folder'),
+                                       'train': ('out', 'folder'), 'replay': ('out', 'folder'),
+                                       'demo': ('out', 'folder'), 'export-onnx': ('out', 'file'),
+                                       'explain': ('out', 'file')}
+
+
+def check_output(path: str | None, kind: str) -> None:
+    """Before any work: a ``folder`` output must not be an existing file, a ``file`` output not an existing
+    directory, and the nearest existing ancestor must be a directory we may write in (one line, exit 2,
+    instead of a traceback after the work)."""
+    if not path:
+        return
+    if kind == 'folder' and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f'{path} exists and is not a folder: name a folder for the output')
+    if kind == 'file' and os.path.isdir(path):
+        raise ConfigError(f'{path} is a directory: name the file to write')
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f'cannot write {path}: {parent} is not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f'cannot write {path}: permission denied in {parent}')
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything imports numpy/torch/faiss: a missing package is one line, not a traceback.
     if deps.require('vpr-ros'):
@@ -717,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
                         format='[%(levelname)s] %(name)s: %(message)s')
     logging.getLogger('faiss').setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     try:
+        if args.command in OUTPUTS:
+            attr, kind = OUTPUTS[args.command]
+            check_output(getattr(args, attr, None), kind)
         return int(args.func(args) or 0)
     except VprError as exc:
         print(f'vpr-ros {args.command}: error: {exc}', file=sys.stderr)
