@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from bench_segvlad import build, query  # noqa: E402
 
 from vpr_ros.evaluation.metrics import Thresholds  # noqa: E402
-from vpr_ros.sources.sample import render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal  # noqa: E402
 
 # label -> (encoder, config, bootstrap keyframes: fit on only the first N keyframes of the mapping
 # traversal, every 2nd 2 Hz frame as the node's default 1 s keyframe gate takes them; None = all)

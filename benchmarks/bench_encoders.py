@@ -35,7 +35,7 @@ class ImageMsg:
 def frames(n: int, seed: int = 0) -> list[np.ndarray]:
     """Sample-world frames when the sample module is available, else smooth random textures."""
     try:
-        from vpr_ros.sources.sample import render_traversal
+        from vpr_ros.sample import render_traversal
 
         rendered, _ = render_traversal('mapping', seed=seed, scale=0.3)
         return [f.rgb for f in rendered[:n]]
@@ -83,7 +83,8 @@ def bench(name: str, images: list[np.ndarray], repeats: int) -> dict[str, float]
     rows['pipeline_ms'] = timeit(lambda: loc.localize(image_msg_to_rgb(msg), 0.0), repeats)
     rows['pipeline_over_bare'] = rows['pipeline_ms'] / rows['bare_ms']
     # map build: bag decode + encode + store, vs bare encode throughput
-    from vpr_ros.pipeline import build_map, open_source
+    from vpr_ros.pipeline import build_map
+    from vpr_ros.sources import open_source
     from vpr_ros.sources.bag import write_bag
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,7 +51,7 @@ DEFAULT_SPECS = ['pca256,hnsw32', 'pca256,ivf1024,pq32@32', 'opq32_256,ivf1024,p
 
 # ----- real descriptors (cached) --------------------------------------------------------------
 def _encode_traversal(encoder, name: str, seed: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     frames, _ = render_traversal(name, seed=seed, scale=scale)
     batch = int(encoder.config['batch_size'])

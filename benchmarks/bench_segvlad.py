@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.evaluation.metrics import QueryRecord, Thresholds, evaluate_retrieval  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
-from vpr_ros.sources.sample import render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal  # noqa: E402
 
 # label -> (encoder, encoder config, map storage: descriptor dtype and faiss index spec)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {

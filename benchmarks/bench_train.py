@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from vpr_ros.encoders import create_encoder  # noqa: E402
-from vpr_ros.pipeline import open_source  # noqa: E402
-from vpr_ros.sources.sample import generate_sample  # noqa: E402
+from vpr_ros.sample import generate_sample  # noqa: E402
+from vpr_ros.sources import open_source  # noqa: E402
 from vpr_ros.training.places import FrameTable, path_stretch, recall_at, region_masks  # noqa: E402
 from vpr_ros.training.trainer import train  # noqa: E402
 

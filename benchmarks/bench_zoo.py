@@ -41,7 +41,7 @@ def best_of(fn, repeats: int) -> float:
 def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
     import torch
 
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     enc = create_encoder(name)
     if enc.input_size and tuple(enc.input_size) != images[0].shape[:2]:
@@ -69,7 +69,8 @@ def speed_row(name: str, images: list[np.ndarray], repeats: int) -> dict:
 def recall_row(name: str, sample_dir: str) -> float:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import build_map, evaluate, open_source
+    from vpr_ros.pipeline import build_map, evaluate
+    from vpr_ros.sources import open_source
 
     with tempfile.TemporaryDirectory() as tmp:
         build_map(open_source(os.path.join(sample_dir, 'mapping')), create_encoder(name),
@@ -90,7 +91,7 @@ def main() -> None:
     logging.getLogger('vpr_ros').setLevel(logging.ERROR)  # random-init warnings are expected here
     import torch
 
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     frames, _ = render_traversal('mapping', scale=0.2)
     images = [f.rgb for f in frames[:16]]
@@ -104,7 +105,7 @@ def main() -> None:
         print(f"{name} | {r['input']} | {r['dim']} | {r['params_M']:.2f} | {r['kib_per_place']:.1f} | "
               f"{r['ms_b1']:.1f} | {r['ms_b8']:.1f} | {ratio}", flush=True)
     if args.recall:
-        from vpr_ros.sources.sample import generate_sample
+        from vpr_ros.sample import generate_sample
 
         with tempfile.TemporaryDirectory() as tmp:
             generate_sample(tmp, scale=args.scale, traversals=('mapping', 'query'), progress=False)

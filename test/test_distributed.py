@@ -10,7 +10,8 @@ from test.helpers import textured_frames
 from vpr_ros.encoders import create_encoder
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.keyframes import KeyframePolicy
-from vpr_ros.pipeline import build_map, open_source
+from vpr_ros.pipeline import build_map
+from vpr_ros.sources import open_source
 from vpr_ros.sources.bag import write_bag
 
 ray = pytest.importorskip('ray')

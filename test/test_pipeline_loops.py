@@ -70,6 +70,10 @@ def test_cli_prints_the_threshold_for_full_precision(loop_bag, tmp_path, capsys)
     out = capsys.readouterr().out
     assert 'with verification' in out and 'min_score for 100% precision' in out
     assert main(['evaluate', '--loops', '--map', 'x', '--queries', loop_bag]) == 2
+    # --encoder belongs to --loops: evaluate --map takes the map's encoder, and said nothing before
+    capsys.readouterr()
+    assert main(['evaluate', '--map', 'x', '--queries', loop_bag, '--encoder', 'raw_pixels']) == 2
+    assert '--encoder applies to --loops only' in capsys.readouterr().err
 
 
 def test_full_precision_threshold() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any
@@ -11,27 +12,70 @@ from typing import Any
 from vpr_ros import DEFAULT_ENCODER, deps
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
+from vpr_ros.textio import short_repr
+
+
+class NumberType:
+    """An argparse ``type=``: parses an int or float and refuses NaN, infinities and values outside
+    [low, high] (``low_open``: low itself excluded) with one line (argparse: exit 2), as the node's
+    parameter descriptors do. ``NumberType.param(name)`` takes the range of a node parameter."""
+
+    def __init__(self, kind: type, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> None:
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+        self.__name__ = kind.__name__  # argparse names the type in its own messages
+
+    @classmethod
+    def param(cls, name: str) -> 'NumberType':
+        from vpr_ros.ros.parameters import PARAMETERS
+
+        spec = next(s for s in PARAMETERS if s.name == name)
+        return cls(type(spec.default), spec.low, spec.high)
+
+    def describe(self) -> str:
+        def show(v: float) -> str:
+            return str(int(v)) if self.kind is int else f'{v:g}'
+        bounds = ([] if self.low is None else [f"{'>' if self.low_open else '>='} {show(self.low)}"]) + (
+            [] if self.high is None else [f'<= {show(self.high)}'])
+        return ('an integer' if self.kind is int else 'a finite number') + (
+            ' ' + ' and '.join(bounds) if bounds else '')
+
+    def __call__(self, text: str) -> int | float:
+        from vpr_ros.textio import short_repr
+
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f'expected {self.describe()}, got {short_repr(text)}') from None
+        if ((self.kind is float and not math.isfinite(value))
+                or (self.low is not None and (value < self.low or (self.low_open and value == self.low)))
+                or (self.high is not None and value > self.high)):
+            raise argparse.ArgumentTypeError(f'expected {self.describe()}, got {short_repr(text)}')
+        return value
+
+
+SEED = NumberType(int, 0, 2 ** 63 - 1)
+SCALE = NumberType(float, 0.0, 100.0, low_open=True)          # sample world route length scale
+DIST = NumberType(float, 0.0, 1.0e7, low_open=True)           # a distance threshold [m]
+YAW = NumberType(float, 0.0, 180.0, low_open=True)            # a heading threshold [deg]
+MAX_KEYPOINTS = NumberType.param('local_features.max_keypoints')
 
 
 def _encoder_config(args: argparse.Namespace) -> dict[str, Any]:
     """Encoder config from --config FILE (YAML mapping) and --set key=value (values parsed as YAML)."""
-    import yaml
+    from vpr_ros.textio import load_yaml, load_yaml_file
 
     config: dict[str, Any] = {}
     if getattr(args, 'config', None):
-        try:
-            with open(args.config, encoding='utf-8') as fh:
-                loaded = yaml.safe_load(fh) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f'cannot read encoder config {args.config}: {exc}') from exc
+        loaded = load_yaml_file(args.config, '--config') or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f'{args.config} must hold a mapping of encoder settings')
         config.update(loaded)
     for item in getattr(args, 'set', None) or []:
         key, sep, value = item.partition('=')
         if not sep or not key:
-            raise ConfigError(f'--set expects key=value, got {item!r}')
-        config[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f'--set expects key=value, got {short_repr(item)}')
+        config[key.strip()] = load_yaml(value, f'--set {key.strip()[:40]}')
     return config
 
 
@@ -52,7 +96,8 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--image-topic', help='image topic (default: the only Image/CompressedImage topic)')
     p.add_argument('--pose-topic', help='pose topic (Odometry, PoseStamped, PoseWithCovarianceStamped)')
     p.add_argument('--poses', help='CSV of poses for an image folder (default FOLDER/poses.csv)')
-    p.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar='N',
+    p.add_argument('--max-image-pixels', type=NumberType.param('max_image_pixels'),
+                   default=DEFAULT_MAX_IMAGE_PIXELS, metavar='N',
                    help='skip images whose header declares more pixels than this, before decoding '
                         f'(default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit)')
 
@@ -63,16 +108,26 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=int, default=0, metavar='N',
+    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length,
+                   metavar='N',
                    help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
-    g.add_argument('--sequence-min-velocity', type=float, default=d.min_velocity, metavar='V',
+    g.add_argument('--sequence-min-velocity', type=NumberType.param('sequence.min_velocity'),
+                   default=d.min_velocity, metavar='V',
                    help=f'slowest trajectory, map places per query frame (default {d.min_velocity})')
-    g.add_argument('--sequence-max-velocity', type=float, default=d.max_velocity, metavar='V',
+    g.add_argument('--sequence-max-velocity', type=NumberType.param('sequence.max_velocity'),
+                   default=d.max_velocity, metavar='V',
                    help=f'fastest trajectory (default {d.max_velocity})')
-    g.add_argument('--sequence-shortlist', type=int, default=d.shortlist, metavar='K',
+    g.add_argument('--sequence-contrast-window', type=NumberType.param('sequence.contrast_window'),
+                   default=d.contrast_window, metavar='R',
+                   help='contrast normalisation window in map places: 0 = the whole map (default); '
+                        '10 = OpenSeqSLAM\'s local window (docs/sequence-matching.md)')
+    g.add_argument('--sequence-shortlist', type=NumberType.param('sequence.shortlist'),
+                   default=d.shortlist, metavar='K',
                    help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
                         'large maps with approximate indexes)')
-    g.add_argument('--sequence-single-frame-weight', type=float, default=d.single_frame_weight, metavar='W',
+    g.add_argument('--sequence-single-frame-weight',
+                   type=NumberType.param('sequence.single_frame_weight'), default=d.single_frame_weight,
+                   metavar='W',
                    help='blend of the current frame\'s own score into the ranking, 0..1 (default 0)')
 
 
@@ -81,13 +136,14 @@ def sequence_config(args: argparse.Namespace):
 
     cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
                          max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
+                         contrast_window=args.sequence_contrast_window,
                          single_frame_weight=args.sequence_single_frame_weight)
     cfg.validate()
     return cfg
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     info = generate_sample(args.out, seed=args.seed, storage=args.storage, compressed=args.compressed,
                            scale=args.scale, traversals=tuple(args.traversals))
@@ -97,12 +153,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_params(_args: argparse.Namespace) -> int:
+    from vpr_ros.ros.parameters import params_file_text
+
+    sys.stdout.write(params_file_text())
+    return 0
+
+
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
+    from vpr_ros.mapdb.store import check_save_target
     from vpr_ros.matching.keyframes import KeyframePolicy
-    from vpr_ros.pipeline import build_map, open_source
+    from vpr_ros.pipeline import build_map
+    from vpr_ros.sources import open_source
 
+    protect = [args.source] + ([args.poses] if args.poses else [])
+    check_save_target(args.out, protect)  # before the encoder loads: a wrong --out fails in a second
     encoder = create_encoder(args.encoder, _encoder_config(args))
     if args.vocabulary:
         from vpr_ros.vocabulary import load_vocabulary
@@ -131,7 +198,7 @@ def cmd_build_map(args: argparse.Namespace) -> int:
     vmap, stats = build_map(source, encoder, args.out, KeyframePolicy(args.every_n, args.min_distance),
                             index=args.index, dtype=args.dtype, require_pose=not args.no_poses,
                             thumbnails=not args.no_thumbnails, description=f'from {args.source}',
-                            local_features=features, camera=camera, describer=describer)
+                            local_features=features, camera=camera, describer=describer, protect=protect)
     print(f'map {args.out}: {stats.places} places, {stats.vectors} vectors of dim {encoder.dim} '
           f'({encoder.name}); {stats.images_per_s:.1f} images/s, {stats.total_s:.1f} s'
           + (f', skipped {stats.skipped}' if stats.skipped else ''))
@@ -140,7 +207,9 @@ def cmd_build_map(args: argparse.Namespace) -> int:
 
 def cmd_merge_maps(args: argparse.Namespace) -> int:
     from vpr_ros.mapdb.merge import merge_maps
+    from vpr_ros.mapdb.store import check_save_target
 
+    check_save_target(args.out, args.maps)
     merged = merge_maps(args.maps, args.names)
     merged.save(args.out)
     sessions = merged.meta.build['sessions']
@@ -153,10 +222,11 @@ def cmd_merge_maps(args: argparse.Namespace) -> int:
 
 
 def _print_results(results: dict[str, Any]) -> None:
+    from vpr_ros.evaluation.metrics import recall_text
+
     r = results['retrieval']
-    recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
     t = r['timing_ms']
-    print(f"{results['encoder']['name']}: {recall}  "
+    print(f"{results['encoder']['name']}: {recall_text(r['recall'])}  "
           f"({r['answerable_queries']}/{r['queries']} answerable queries, "
           f"{r['thresholds']['dist_m']:g} m)")
     print(f"  encode {t['encode']['p50']:.1f} ms p50 / {t['encode']['p95']:.1f} p95, "
@@ -164,7 +234,7 @@ def _print_results(results: dict[str, Any]) -> None:
           + (f"; skipped {results['skipped']}" if results.get('skipped') else ''))
     seq = results.get('sequence') or {}
     if seq.get('enabled'):
-        single = '  '.join(f'{k} {v * 100:.1f}%' for k, v in seq['single_frame_recall'].items())
+        single = recall_text(seq['single_frame_recall'])
         print(f"  sequence length {seq['settings']['length']}: {seq['frames_matched_by_sequence']} frames by "
               f"sequence, {seq['frames_single_frame']} single-frame (short history); "
               f"single-frame in the same run: {single}")
@@ -191,7 +261,8 @@ def _print_loops(results: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import evaluate, open_source
+    from vpr_ros.pipeline import evaluate
+    from vpr_ros.sources import open_source
 
     overrides = _encoder_config(args)
     if args.threads:
@@ -200,6 +271,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_loops(args, overrides)
     if not args.map:
         raise ConfigError('evaluate needs --map (or --loops for loops within the query traversal)')
+    if args.encoder:
+        raise ConfigError('--encoder applies to --loops only: evaluate --map uses the encoder the map was '
+                          'built with')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify,
                                    sequence=sequence_config(args))
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
@@ -243,7 +317,8 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.verification import VerificationConfig
-    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops, open_source
+    from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
+    from vpr_ros.sources import open_source
 
     if args.map:
         raise ConfigError('--loops grows its map from the query traversal itself; drop --map')
@@ -257,14 +332,62 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
         keyframe_min_interval=args.keyframe_interval, top_k=args.top_k, sequence=sequence_config(args))
     settings.verification.validate()
-    encoder = create_encoder(args.encoder, overrides)
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
-    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
+    hook = _pose_graph_hook(args) if args.pose_graph else None
+    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None),
+                             pose_graph=hook)
     _print_loops(results)
+    if hook is not None:
+        _print_pose_graph(results['pose_graph'])
     if args.out:
-        print(f'report: {args.out}/results.json and loop_pr.png')
+        print(f'report: {args.out}/results.json and loop_pr.png' + (', pose_graph.png' if hook else ''))
     return 0
+
+
+def _pose_graph_hook(args: argparse.Namespace) -> Any:
+    """The pose-graph stage of `evaluate --loops --pose-graph`; checks its needs before any frame is read."""
+    absent = deps.missing(deps.SLAM)
+    if absent:
+        raise ConfigError(f"--pose-graph needs {', '.join(absent)} (the [slam] extra, pinned in "
+                          f"requirements.txt): {sys.executable} -m pip install "
+                          + ' '.join(deps.SLAM[m] for m in absent))
+    if not args.camera_info:
+        raise ConfigError('--pose-graph needs --camera-info: closures carry a relative pose only with the '
+                          'essential matrix')
+    from vpr_ros.slam.evaluation import PoseGraphHook, PoseGraphSettings
+    from vpr_ros.slam.graph import PoseGraphConfig
+    from vpr_ros.slam.odometry import DriftModel
+
+    odometry = None
+    if args.odometry_topic:
+        from vpr_ros.sources.bag import BagSource
+
+        odometry = BagSource(args.queries, args.image_topic, args.odometry_topic).pose_track()
+    settings = PoseGraphSettings(DriftModel(args.drift_translation, args.drift_yaw, args.drift_seed),
+                                 PoseGraphConfig(args.robust_kernel),
+                                 min_time_separation=args.min_time_separation)
+    return PoseGraphHook(settings, odometry)
+
+
+def _print_pose_graph(pg: dict[str, Any]) -> None:
+    cl = pg['closures']
+    print(f"pose graph: {pg['nodes']} nodes, odometry {pg['odometry']}, {cl['used']} closures "
+          f"({cl['direction_only']} direction-only), kernel {pg['graph']['robust_kernel']}")
+    if 'after' not in pg:
+        print(f"  no closure to add: ATE {pg['before']['ate_m']['rmse']:.2f} m (odometry only)")
+    else:
+        print(f"  ATE (SE(3)-aligned RMSE) before {pg['before']['ate_m']['rmse']:.2f} m, after "
+              f"{pg['after']['ate_m']['rmse']:.2f} m (ratio {pg['ate_ratio']}); without the kernel "
+              f"{pg['after_without_kernel']['ate_m']['rmse']:.2f} m")
+    fc = pg.get('false_closure')
+    if fc:
+        for variant in ('direction_only', 'metric'):
+            v = fc[variant]
+            print(f"  + one false closure ({variant.replace('_', '-')}, {fc['distance_m']:.0f} m apart): ATE "
+                  f"{v['with_kernel']['ate_m']['rmse']:.2f} m with the kernel, "
+                  f"{v['without_kernel']['ate_m']['rmse']:.2f} m without")
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
@@ -375,6 +498,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ''
+        if (action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+                or 'default' in text or action.help == argparse.SUPPRESS):
+            return action.help
+        return f'{text} (default: %(default)s)'.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='vpr-ros', description='Visual place recognition: sample data, maps, evaluation, ROS replay.')
@@ -385,10 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Render the sample street world and write mapping/query/viewpoint '
                                    'traversals as rosbag2 bags with ground-truth nav_msgs/Odometry.')
     p.add_argument('out', help='output folder (one bag per traversal inside)')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=SEED, default=0)
     p.add_argument('--storage', choices=['sqlite3', 'mcap'], default='sqlite3')
     p.add_argument('--compressed', action='store_true', help='write sensor_msgs/CompressedImage (JPEG)')
-    p.add_argument('--scale', type=float, default=1.0, help='route length scale (smaller = fewer frames)')
+    p.add_argument('--scale', type=SCALE, default=1.0, help='route length scale (smaller = fewer frames)')
     p.add_argument('--traversals', nargs='+', default=['mapping', 'query', 'viewpoint'])
     p.set_defaults(func=cmd_sample)
 
@@ -399,8 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, help='map directory to write (replaced atomically)')
     _add_encoder_args(p)
     _add_source_args(p)
-    p.add_argument('--every-n', type=int, default=1, help='keep every Nth frame')
-    p.add_argument('--min-distance', type=float, default=0.0, help='minimum metres between keyframes')
+    p.add_argument('--every-n', type=NumberType(int, 1, 1_000_000_000),
+                   default=1, help='keep every Nth frame')
+    p.add_argument('--min-distance', type=NumberType.param('keyframe.min_distance'),
+                   default=0.0, help='minimum metres between keyframes')
     p.add_argument('--index', default='flat',
                    help='faiss index: flat, fp16, sq8, hnsw32, '
                         'ivf1024, ivf1024,pq64, opq64_256,ivf1024,pq64, '
@@ -408,13 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--dtype', choices=['float32', 'float16'], default='float32', help='descriptor storage')
     p.add_argument('--ray', metavar='auto|ADDRESS',
                    help='encode on a Ray cluster (extra [ray]); auto = a running cluster, else a local one')
-    p.add_argument('--workers', type=int,
+    p.add_argument('--workers', type=NumberType(int, 1, 100_000),
                    help='with --ray: encoding tasks in parallel (default: cluster CPUs)')
     p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
     p.add_argument('--no-thumbnails', action='store_true', help='do not store preview images')
     p.add_argument('--local-features', choices=['rootsift', 'orb', 'none'], default='rootsift',
                    help='local features stored per place for geometric verification (default rootsift)')
-    p.add_argument('--max-keypoints', type=int, default=500, help='local features per place (default 500)')
+    p.add_argument('--max-keypoints', type=MAX_KEYPOINTS,
+                   default=500, help='local features per place (default 500)')
     p.add_argument('--camera-info', help='ROS camera_info YAML of the map images (stored in the map; '
                    'lets verification use the essential matrix and recover relative poses)')
     p.add_argument('--vocabulary', metavar='PATH', help='take the vocabulary/PCA from this map or vocabulary '
@@ -442,23 +579,52 @@ def build_parser() -> argparse.ArgumentParser:
                              'incremental mode; closures with and without geometric verification)')
     g.add_argument('--loops', action='store_true',
                    help='evaluate loop closures within the --queries traversal')
-    g.add_argument('--encoder', default=DEFAULT_ENCODER, help='encoder of the grown map (--loops only)')
-    g.add_argument('--min-score', type=float, default=-1.0,
+    g.add_argument('--encoder', default=None,
+                   help=f'encoder of the grown map (--loops only; default {DEFAULT_ENCODER})')
+    g.add_argument('--min-score', type=NumberType.param('loop_closure.min_score'), default=-1.0,
                    help='loop_closure.min_score (node default -1: no score gate)')
-    g.add_argument('--min-time-separation', type=float, default=30.0,
+    g.add_argument('--min-time-separation', type=NumberType.param('loop_closure.min_time_separation'),
+                   default=30.0,
                    help='loop_closure.min_time_separation [s]')
-    g.add_argument('--consistency-frames', type=int, default=3, help='loop_closure.consistency_frames')
-    g.add_argument('--verified-frames', type=int, default=2, help='loop_closure.verified_frames')
-    g.add_argument('--keyframe-interval', type=float, default=1.0, help='keyframe.min_interval [s]')
-    g.add_argument('--verify-top-k', type=int, default=3, help='candidates verified per frame')
+    g.add_argument('--consistency-frames', type=NumberType.param('loop_closure.consistency_frames'),
+                   default=3, help='loop_closure.consistency_frames')
+    g.add_argument('--verified-frames', type=NumberType.param('loop_closure.verified_frames'),
+                   default=2, help='loop_closure.verified_frames')
+    g.add_argument('--keyframe-interval', type=NumberType.param('keyframe.min_interval'),
+                   default=1.0, help='keyframe.min_interval [s]')
+    g.add_argument('--verify-top-k', type=NumberType.param('verification.top_k'),
+                   default=3, help='candidates verified per frame')
     g.add_argument('--local-features', choices=['rootsift', 'orb'], default='rootsift')
-    g.add_argument('--max-keypoints', type=int, default=500)
+    g.add_argument('--max-keypoints', type=MAX_KEYPOINTS, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
-    p.add_argument('--top-k', type=int, default=10)
-    p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
-    p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0 = adapt to the free cores)')
+    from vpr_ros.slam.graph import KERNEL_PARAMETERS, PoseGraphConfig
+    from vpr_ros.slam.odometry import DriftModel
+
+    g = p.add_argument_group('pose graph (--loops --pose-graph: odometry + the published closures optimised '
+                             'with GTSAM, ATE/RPE before and after with evo; docs/pose-graph.md)')
+    g.add_argument('--pose-graph', action='store_true',
+                   help='run the pose-graph experiment (needs --camera-info)')
+    g.add_argument('--odometry-topic', help='use this odometry topic of the bag (instead of drifting the '
+                                            'ground truth); the --pose-topic stays the ground truth')
+    g.add_argument('--drift-translation', type=NumberType(float, 0.0, 10.0, low_open=True),
+                   default=DriftModel.translation_sigma, metavar='S',
+                   help='forward/lateral error per step, std = S*sqrt(step metres) '
+                        f'(default {DriftModel.translation_sigma})')
+    g.add_argument('--drift-yaw', type=NumberType(float, 0.0, 90.0, low_open=True),
+                   default=DriftModel.yaw_sigma_deg, metavar='DEG',
+                   help='heading error per step, std = DEG*sqrt(step metres) '
+                        f'(default {DriftModel.yaw_sigma_deg})')
+    g.add_argument('--drift-seed', type=SEED, default=DriftModel.seed,
+                   help='seed of the drift and of the injected false closure')
+    g.add_argument('--robust-kernel', choices=list(KERNEL_PARAMETERS), default=PoseGraphConfig.robust_kernel,
+                   help='kernel on the loop-closure factors (default %(default)s)')
+    p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10,
+                   help='candidates retrieved per query')
+    p.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
+    p.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
+    p.add_argument('--threads', type=NumberType.param('threads'),
+                   default=0, help='torch threads (0 = adapt to the free cores)')
     p.add_argument('--out', help='report folder (results.json + PNGs)')
     _add_verify_arg(p)
     add_sequence_args(p)
@@ -479,6 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('out')
     p.set_defaults(func=cmd_export_vocabulary)
 
+    p = sub.add_parser('node-params', help="print a params file for the localizer node at its defaults",
+                       description='Print a ROS 2 params file with every parameter of the localizer node at '
+                                   'its default, one comment per parameter; a pip install has no copy of '
+                                   'config/localize.yaml: `vpr-ros node-params > localize.yaml`, then '
+                                   '`python -m vpr_ros.localizer --ros-args --params-file localize.yaml`.')
+    p.set_defaults(func=cmd_node_params)
+
     p = sub.add_parser('encoders', help='list encoders: dim, input size, parameters, bytes per place')
     p.add_argument('names', nargs='*')
     p.add_argument('--json', action='store_true')
@@ -487,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('export-onnx', help='export an encoder to ONNX and verify it with onnxruntime')
     p.add_argument('name')
     p.add_argument('out')
-    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--batch', type=NumberType(int, 1, 100_000), default=1)
     _add_encoder_args(p, with_name=False)
     p.set_defaults(func=cmd_export_onnx)
 
@@ -512,11 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', help='YAML with training settings and encoder settings')
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='one training or encoder setting')
     p.add_argument('--resume', action='store_true', help='continue the run in --out after its last epoch')
-    p.add_argument('--seed', type=int)
-    p.add_argument('--epochs', type=int)
-    p.add_argument('--pos-dist', type=float, help='positives within this distance [m] (default 10)')
-    p.add_argument('--pos-yaw', type=float, help='... and this heading difference [deg] (default 45)')
-    p.add_argument('--neg-dist', type=float, help='negatives beyond this distance [m] (default 25)')
+    p.add_argument('--seed', type=SEED)
+    p.add_argument('--epochs', type=NumberType(int, 1, 1_000_000))
+    p.add_argument('--pos-dist', type=DIST, help='positives within this distance [m] (default 10)')
+    p.add_argument('--pos-yaw', type=YAW, help='... and this heading difference [deg] (default 45)')
+    p.add_argument('--neg-dist', type=DIST, help='negatives beyond this distance [m] (default 25)')
     _add_source_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -534,10 +707,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('demo', help='the whole job on the sample world: data, map, evaluation, live replay')
     p.add_argument('--out', default='demo_out')
     p.add_argument('--encoder', default=DEFAULT_ENCODER)
-    p.add_argument('--scale', type=float, default=1.0, help='sample world scale')
+    p.add_argument('--scale', type=SCALE, default=1.0, help='sample world scale')
     p.add_argument('--no-replay', action='store_true', help='skip the live ROS replay')
     p.set_defaults(func=cmd_demo)
+    for action in sub._choices_actions:  # every subcommand: a description and its defaults in --help
+        command = sub.choices[action.dest]
+        command.formatter_class = _DefaultsHelpFormatter
+        if not command.description and action.help:
+            command.description = action.help[0].upper() + action.help[1:] + '.'
     return parser
+
+
+# Where each subcommand writes (maps: check_save_target; vocabularies: export_vocabulary's own check).
+OUTPUTS: dict[str, tuple[str, str]] = {'sample': ('out', 'folder'), 'evaluate': ('out', 'folder'),
+                                       'train': ('out', 'folder'), 'replay': ('out', 'folder'),
+                                       'demo': ('out', 'folder'), 'export-onnx': ('out', 'file'),
+                                       'explain': ('out', 'file')}
+
+
+def check_output(path: str | None, kind: str) -> None:
+    """Before any work: a ``folder`` output must not be an existing file, a ``file`` output not an existing
+    directory, and the nearest existing ancestor must be a directory we may write in (one line, exit 2,
+    instead of a traceback after the work)."""
+    if not path:
+        return
+    if kind == 'folder' and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f'{path} exists and is not a folder: name a folder for the output')
+    if kind == 'file' and os.path.isdir(path):
+        raise ConfigError(f'{path} is a directory: name the file to write')
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f'cannot write {path}: {parent} is not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f'cannot write {path}: permission denied in {parent}')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
                         format='[%(levelname)s] %(name)s: %(message)s')
     logging.getLogger('faiss').setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     try:
+        if args.command in OUTPUTS:
+            attr, kind = OUTPUTS[args.command]
+            check_output(getattr(args, attr, None), kind)
         return int(args.func(args) or 0)
     except VprError as exc:
         print(f'vpr-ros {args.command}: error: {exc}', file=sys.stderr)

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from vpr_ros.evaluation.metrics import recall_text
 from vpr_ros.evaluation.report import plot_recall_curves, write_json
 
 
@@ -18,7 +19,8 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
                         config: dict[str, Any] | None = None) -> dict[str, Any]:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.localization import Localizer
-    from vpr_ros.pipeline import build_map, evaluate, open_source
+    from vpr_ros.pipeline import build_map, evaluate
+    from vpr_ros.sources import open_source
 
     map_path = os.path.join(out, 'maps', encoder_name)
     encoder = create_encoder(encoder_name, config)
@@ -33,7 +35,7 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from vpr_ros.sources.sample import generate_sample
+    from vpr_ros.sample import generate_sample
 
     t0 = time.perf_counter()
     out = args.out
@@ -81,12 +83,11 @@ def run_demo(args: argparse.Namespace) -> int:
     write_json(os.path.join(out, 'summary.json'), summary)
     print('\n=== vpr_ros demo summary ===')
     for name, s in summary['encoders'].items():
-        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in s['recall'].items())
-        print(f"offline {name:12s} {rec}   encode {s['timing_ms']['encode']['mean']:.1f} ms/frame, "
+        print(f"offline {name:12s} {recall_text(s['recall'])}   "
+              f"encode {s['timing_ms']['encode']['mean']:.1f} ms/frame, "
               f"map build {s['build']['images_per_s']:.1f} img/s")
     if 'replay' in summary and summary['replay'].get('recall'):
-        rec = '  '.join(f'{k} {v * 100:5.1f}%' for k, v in summary['replay']['recall'].items())
-        print(f'live    {args.encoder:12s} {rec}')
+        print(f"live    {args.encoder:12s} {recall_text(summary['replay']['recall'])}")
     print(f"reports in {out}/ (summary.json, recall_comparison.png, offline/*, replay/), "
           f"{summary['wall_time_s']:.0f} s in total")
     return 0 if summary.get('replay', {}).get('exit_code', 0) == 0 else 1

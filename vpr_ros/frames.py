@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,18 +15,51 @@ import numpy as np
 
 from vpr_ros.errors import ImageDecodeError
 
+# Beyond this a coordinate is garbage, not a place (ECEF and UTM coordinates stay below 1e7 m); squared
+# distances of such values overflow float64.
+MAX_POSE_COORDINATE = 1.0e9
+
+
+class NonFinitePose(ValueError):
+    """A pose with a NaN or infinite number: bad input, skipped and counted like an undecodable image."""
+
 
 @dataclass(frozen=True)
 class Pose:
-    """A pose in the map frame: position (x, y, z) in metres, orientation quaternion (x, y, z, w)."""
+    """A pose in the map frame: position (x, y, z) in metres, orientation quaternion (x, y, z, w);
+    orientation None: unknown (a position-only pose, e.g. odometry that sends a zero quaternion)."""
 
     position: tuple[float, float, float]
-    orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    orientation: tuple[float, float, float, float] | None = (0.0, 0.0, 0.0, 1.0)
 
     @property
     def yaw(self) -> float:
+        """Heading [rad]; NaN for a position-only pose (it is within no yaw threshold)."""
+        if self.orientation is None:
+            return math.nan
         x, y, z, w = self.orientation
         return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+    @staticmethod
+    def from_values(position: Sequence[float], orientation: Sequence[float] | None) -> 'Pose':
+        """A pose from raw numbers (a message, a CSV row): :class:`NonFinitePose` when any is NaN or
+        infinite; an all-zero quaternion (drivers that know no orientation send it) is a position-only
+        pose; any other quaternion is normalised."""
+        pos = tuple(float(v) for v in position)
+        quat = None if orientation is None else tuple(float(v) for v in orientation)
+        if not all(math.isfinite(v) for v in pos + (quat or ())):
+            raise NonFinitePose(f'position {pos}, orientation {quat}')
+        if max(abs(v) for v in pos) > MAX_POSE_COORDINATE:
+            raise NonFinitePose(f'position {pos} beyond {MAX_POSE_COORDINATE:g} m')
+        if quat is not None:
+            scale = max(abs(v) for v in quat)  # scaled first: 1e300 components would overflow the norm
+            if scale == 0.0:
+                quat = None
+            else:
+                norm = math.sqrt(sum((v / scale) ** 2 for v in quat)) * scale
+                if abs(norm - 1.0) > 1e-9:
+                    quat = tuple((v / scale) / (norm / scale) for v in quat)
+        return Pose(pos, quat)  # type: ignore[arg-type]
 
     @staticmethod
     def from_xy_yaw(x: float, y: float, yaw: float, z: float = 0.0) -> 'Pose':

@@ -22,8 +22,8 @@ from vpr_ros.errors import MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
+from vpr_ros.mapdb.search import rank_places_with_row
 from vpr_ros.mapdb.store import Match, VprMap
-from vpr_ros.matching.retrieval import rank_places_with_row
 from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
 
 _log = logging.getLogger(__name__)
@@ -139,11 +139,6 @@ class Localizer:
             return 1.0
         rate = sum(self._keyframe_flags) / len(self._keyframe_flags)
         return max(rate, 1.0 / max(self._sequence_config.length, 1))
-
-    def reset_sequence(self) -> None:
-        """Forget the sequence history (a new run, or frames that no longer follow each other)."""
-        if self._sequence is not None:
-            self._sequence.reset()
 
     def _stamps_and_order(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.map.places)

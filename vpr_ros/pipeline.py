@@ -5,13 +5,12 @@ these functions; only where frames come from and where results go differ.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -27,38 +26,34 @@ from vpr_ros.evaluation.metrics import (
     timing_stats,
 )
 from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
+from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
-from vpr_ros.mapdb.store import VprMap
+from vpr_ros.mapdb.index import plan_index
+from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.matching.verification import VerificationConfig, Verifier
-from vpr_ros.skips import SkipCounter
+from vpr_ros.sources import Source
+
+T = TypeVar('T')
 
 
-class Source(Protocol):
-    image_count: int
-    skips: SkipCounter
-
-    def frames(self, require_pose: bool = True) -> Iterator[Frame]: ...
-
-
-def open_source(path: str, image_topic: str | None = None, pose_topic: str | None = None,
-                poses_csv: str | None = None, skips: SkipCounter | None = None,
-                max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Source:
-    """A rosbag2 directory/file (has metadata.yaml, .db3 or .mcap) or an image folder + CSV."""
-    from vpr_ros.sources.bag import BagSource
-    from vpr_ros.sources.folder import FolderSource
-
-    if not os.path.exists(path):
-        raise SourceError(f'not found: {path}')
-    is_bag = os.path.isfile(path) or os.path.isfile(os.path.join(path, 'metadata.yaml')) or any(
-        n.endswith(('.db3', '.mcap')) for n in os.listdir(path))
-    if is_bag and not poses_csv:
-        return BagSource(path, image_topic, pose_topic, skips, max_pixels)
-    return FolderSource(path, poses_csv, skips, max_pixels)
+def spread_sample(items: Iterable[Any], limit: int, keep: Callable[[Any], T] | None = None) -> list[T]:
+    """Up to ``limit`` items spread evenly over a stream of unknown length (a bag's message count can
+    lie): items are kept at a stride that doubles, dropping every other kept one, whenever more than
+    ``limit`` are held; ends with between limit/2 and limit items of a long stream, every item of a
+    short one. ``keep`` turns an item into what is held (only for the items kept)."""
+    kept: list[T] = []
+    stride = 1
+    for i, item in enumerate(items):
+        if i % stride:
+            continue
+        kept.append(keep(item) if keep is not None else item)
+        if len(kept) > limit:
+            kept, stride = kept[::2], stride * 2
+    return kept
 
 
 def _batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
@@ -119,7 +114,7 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
               require_pose: bool = True, thumbnails: bool = True, progress: bool = True,
               description: str = '', local_features: lf.LocalFeatureConfig | None = lf.LocalFeatureConfig(),
               camera: lf.CameraIntrinsics | None = None,
-              describer: Describer | None = None) -> tuple[VprMap, BuildStats]:
+              describer: Describer | None = None, protect: Sequence[str] = ()) -> tuple[VprMap, BuildStats]:
     """Encode the keyframes of ``source`` into a new map at ``out_path`` (written atomically).
 
     Encoders that learn from the map (VLAD vocabularies, PCA) are first fitted on up to
@@ -128,16 +123,19 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     are stored per place for geometric verification, with the images' ``camera`` intrinsics.
     ``describer`` turns batches of keyframes into their descriptors (and local features), in
     order: by default in this process; vpr_ros.distributed.RayDescriber encodes on a Ray cluster.
+    ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
+    check_save_target(out_path, protect)
+    plan_index(index, encoder.dim)  # a bad spec is refused before the encode (its vector count later)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
-        step = max(1, math.ceil(source.image_count / max(keyframes.every_n, 1) / fit_max_images))
-        fit_images = [f.rgb for i, f in enumerate(tqdm(keyframes.select(source.frames(require_pose)),
-                                                       desc=f'reading {encoder.name} fit images',
-                                                       disable=not progress, unit='img'))
-                      if i % step == 0][:fit_max_images]
+        read = tqdm(keyframes.select(source.frames(require_pose)), desc=f'reading {encoder.name} fit images',
+                    disable=not progress, unit='img')
+        # each kept as the fit reads it (the encoder's input size): 100 4K frames held 2.9 GB
+        fit_images = spread_sample(read, fit_max_images, keep=lambda f: encoder.fit_image(f.rgb))
+        read.close()
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)
@@ -262,9 +260,14 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> d
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
+# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
+
+
 def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
-                   thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+                   thresholds: Thresholds = Thresholds(), progress: bool = True,
+                   pose_graph: PoseGraphCallback | None = None) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -272,6 +275,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     with geometric verification. Ground truth comes from the traversal's own poses: a closure is
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
+    ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
+    closures at the end; its results go to ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -297,9 +302,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     loop_frames: set[float] = set()
     verify_ms: list[float] = []
     frames = 0
+    trajectory: list[tuple[float, Any]] = []
+    published: list[Any] = []
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
+        trajectory.append((frame.stamp, frame.pose))
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
         if boot is not None and not boot.done:
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
@@ -341,6 +349,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
             if decision.accepted:
+                if fn is not None:
+                    published.append(decision)
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
                                     'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
@@ -376,9 +386,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                       'events': events[key]}
     results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
                'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2)}
+    if pose_graph is not None:
+        results['pose_graph'] = pose_graph(trajectory, published, out_dir)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, 'results.json'), results)
         plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
         results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
+        results['files'] += results.get('pose_graph', {}).get('files', [])
     return results

@@ -102,8 +102,10 @@ def odometry_at(stamps: Sequence[float], poses: Sequence[Pose], t: float,
                 tolerance: float) -> np.ndarray | None:
     """``T_odom_body`` at ``t``: interpolated between the odometry samples around ``t`` when both lie
     within ``tolerance`` seconds of it, else the nearest sample within ``tolerance``; None when no
-    sample is that close. Samples need not be sorted."""
-    if not len(stamps):
+    sample is that close. Samples need not be sorted; position-only samples are ignored."""
+    usable = [k for k, p in enumerate(poses) if p.orientation is not None]  # position-only: no transform
+    stamps, poses = [stamps[k] for k in usable], [poses[k] for k in usable]
+    if not stamps:
         return None
     order = np.argsort(np.asarray(stamps, np.float64), kind='stable')
     s = np.asarray(stamps, np.float64)[order]

@@ -115,7 +115,11 @@ def load_vocabulary(encoder: Encoder, path: str) -> Vocabulary:
 
 
 def export_vocabulary(map_path: str, out_path: str) -> Vocabulary:
-    """Write the fitted state of the map at ``map_path`` to the vocabulary file ``out_path`` (atomically)."""
+    """Write the fitted state of the map at ``map_path`` to the vocabulary file ``out_path`` (atomically).
+
+    ``out_path`` is checked first: a directory, or an existing file that is not a vocabulary file
+    (someone else's), is refused; a write failure (full disk, no permission) is one line."""
+    _check_vocabulary_target(out_path)
     vocab = _from_map(map_path)
     vmap_meta = VprMap.load(map_path, mmap=True).meta
     meta = {'format': VOCABULARY_FORMAT, 'encoder': vocab.identity,
@@ -125,19 +129,36 @@ def export_vocabulary(map_path: str, out_path: str) -> Vocabulary:
         raise MapError(f'map {map_path}: encoder state uses the reserved name {META_KEY}')
     out_path = os.path.abspath(out_path)
     parent = os.path.dirname(out_path)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(out_path) + '.tmp-', suffix='.npz', dir=parent)
+    tmp = None
     try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(out_path) + '.tmp-', suffix='.npz',
+                                   dir=parent)
         with os.fdopen(fd, 'wb') as fh:
             np.savez(fh, **vocab.state, **{META_KEY: np.array(json.dumps(meta))})
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise VprError(f'cannot write vocabulary {out_path}: {exc.strerror or exc}') from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return vocab
+
+
+def _check_vocabulary_target(out_path: str) -> None:
+    if os.path.isdir(out_path):
+        raise ConfigError(f'{out_path} is a directory: name the vocabulary file to write, e.g. '
+                          f'{os.path.join(out_path, "vocabulary.npz")}')
+    if os.path.lexists(out_path):
+        if not os.path.isfile(out_path):
+            raise ConfigError(f'{out_path} exists and is not a regular file: refusing to replace it')
+        try:
+            _from_file(out_path)
+        except MapError as exc:
+            raise ConfigError(f'{out_path} exists and is not a vpr_ros vocabulary file: refusing to replace '
+                              'it (move it away or name another file)') from exc
 
 
 @dataclass

@@ -96,14 +96,23 @@ def test_refuses_other_encoder_or_fitted_state(tmp_path, capsys):
     write_map(tmp_path / 'b', 4, 2, identity={**IDENTITY, 'config': {'a': 2}})
     write_map(tmp_path / 'v1', 4, 3, state={'vocab': np.ones((2, 8), np.float32)})
     write_map(tmp_path / 'v2', 4, 4, state={'vocab': np.zeros((2, 8), np.float32)})
-    with pytest.raises(MapError, match='another encoder'):
+    with pytest.raises(MapError, match=r'another fake configuration .* config a: map 2 vs requested 1 '
+                                       r'\(map: .*b, requested: .*a\)'):
         merge_maps([str(tmp_path / 'a'), str(tmp_path / 'b')])
     with pytest.raises(MapError, match='fitted different encoder state'):
         merge_maps([str(tmp_path / 'v1'), str(tmp_path / 'v2')])
     assert main(['merge-maps', str(tmp_path / 'a'), str(tmp_path / 'b'), '--out', str(tmp_path / 'c')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and 'another encoder' in err[0]
+    assert len(err) == 1 and 'another fake configuration' in err[0]
     assert not (tmp_path / 'c').exists()
+
+
+def test_an_encoder_mismatch_names_each_map_with_its_own_encoder(tmp_path):
+    write_map(tmp_path / 'a', 4, 1)
+    write_map(tmp_path / 'b', 4, 2, identity={**IDENTITY, 'name': 'other'})
+    with pytest.raises(MapError) as err:
+        merge_maps([str(tmp_path / 'a'), str(tmp_path / 'b')])
+    assert f"{tmp_path / 'b'} was built with encoder 'other', {tmp_path / 'a'} with 'fake'" in str(err.value)
 
 
 def test_cli_merge(tmp_path, capsys):

@@ -109,18 +109,19 @@ def test_places_are_ordered_by_stamp_not_by_id() -> None:
                     for r in results][9:], truth[9:]) > 0.9
 
 
-def test_contrast_normalisation_removes_a_smooth_bias_along_the_map() -> None:
-    """A region of the map that resembles every query (e.g. the same lighting) wins without it."""
+def test_the_local_window_removes_a_smooth_bias_along_the_map_that_the_whole_map_one_keeps() -> None:
+    """A region of the map that resembles every query (e.g. the same lighting) wins unless the
+    normalisation is local: what OpenSeqSLAM's window (opt-in, contrast_window 10) is for."""
     truth = _trajectory(1.0)
     sims = _noisy(truth, signal=2.0, seed=4)
     bias = 4.0 * np.exp(-0.5 * ((np.arange(PLACES) - 30) / 15.0) ** 2)
     rng = np.random.default_rng(5)
     sims = sims + bias[None, :] + rng.normal(0, 3.0, (QUERIES, 1))  # per-frame offsets too
     stamps = np.arange(PLACES, dtype=float)
-    on = sequence_match(sims, stamps, SequenceConfig(length=10))
-    off = sequence_match(sims, stamps, SequenceConfig(length=10, contrast_window=0))
-    assert _recall(on[9:], truth[9:]) > 0.9
-    assert _recall(off[9:], truth[9:]) < 0.2
+    local = sequence_match(sims, stamps, SequenceConfig(length=10, contrast_window=10))
+    whole_map = sequence_match(sims, stamps, SequenceConfig(length=10))
+    assert _recall(local[9:], truth[9:]) > 0.9
+    assert _recall(whole_map[9:], truth[9:]) < 0.2
 
 
 def test_contrast_normalise_matches_a_direct_computation() -> None:
@@ -138,6 +139,13 @@ def test_contrast_normalise_matches_a_direct_computation() -> None:
             assert out[r, i] == pytest.approx((d[r, i] - win.mean()) / win.std(ddof=1), abs=1e-9)
     flat = contrast_normalise(np.ones((1, 12)), 10)
     assert np.all(flat == 0.0)
+    whole = contrast_normalise(d, 0)  # window 0: the whole row
+    for r in range(3):
+        known = np.isfinite(d[r])
+        want = (d[r, known] - d[r, known].mean()) / d[r, known].std(ddof=1)
+        np.testing.assert_allclose(whole[r, known], want, atol=1e-9)
+        assert np.isnan(whole[r, ~known]).all()
+    assert np.all(contrast_normalise(np.ones((1, 12)), 0) == 0.0)
 
 
 def test_trajectory_costs_follow_the_slope_and_need_the_whole_trajectory_in_the_map() -> None:

@@ -11,7 +11,7 @@ from vpr_ros.localization import IdentityOnly, Localizer
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching.sequence import SequenceConfig, sequence_match
 from vpr_ros.pipeline import run_queries
-from vpr_ros.sources.sample import render_traversal
+from vpr_ros.sample import render_traversal
 
 SCALE = 0.15
 SIZE = (48, 64)

@@ -145,7 +145,7 @@ def test_empty_and_featureless_images_are_not_verified() -> None:
 
 @pytest.fixture(scope='module')
 def sample_frames():
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     mapping, _ = render_traversal('mapping', scale=0.15)
     query, _ = render_traversal('query', scale=0.15)

@@ -283,12 +283,12 @@ def sample_map(tmp_path_factory):
     from vpr_ros.geometry import metric
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
     from vpr_ros.mapdb.store import VprMap
-    from vpr_ros.sources.sample import camera_intrinsics, render_traversal
+    from vpr_ros.sample import render_traversal, sample_camera
 
     frames, _ = render_traversal('mapping', scale=0.15, image_size=METRIC_IMAGE_SIZE)
     mapping, query = frames[::2], frames[1::2]
     encoder = create_encoder('raw_pixels', {'threads': 1})
-    camera = camera_intrinsics(METRIC_IMAGE_SIZE)
+    camera = sample_camera(METRIC_IMAGE_SIZE)
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
     vmap.local_features = LocalFeatureStore(LocalFeatureConfig(), camera)
     for frame in mapping:

@@ -19,6 +19,23 @@ from rclpy.parameter import Parameter  # noqa: E402
 from test.ros.test_relocalization_node import call  # noqa: E402
 
 
+def wait_for_lifecycle_services(client_node, clients: dict, timeout: float = 30.0) -> None:
+    """Until ~/get_state answers. An earlier test's node of the same name can still be on the graph, so
+    wait_for_service alone may return before this node's servers matched our client, and a request sent
+    then is lost; GetState is safe to repeat."""
+    deadline = time.monotonic() + timeout
+    # the ChangeState client first: it matches the servers while GetState is probed
+    clients['/vpr_localizer/change_state'] = client_node.create_client(lifecycle_srv.ChangeState,
+                                                                       '/vpr_localizer/change_state')
+    while True:
+        try:
+            call(client_node, lifecycle_srv.GetState, '/vpr_localizer/get_state',
+                 lifecycle_srv.GetState.Request(), timeout=2.0, clients=clients)
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, 'the lifecycle services never answered'
+
+
 class ManagedInProcess:
     def __init__(self, **overrides) -> None:
         from rclpy.executors import SingleThreadedExecutor
@@ -47,15 +64,18 @@ def test_lifecycle_transitions_over_dds(world: World, driver_factory) -> None:
     try:
         driver = driver_factory()
         client_node = driver.session.node
+        clients: dict = {}
+        wait_for_lifecycle_services(client_node, clients)
 
         def state() -> tuple[int, str]:
             s = call(client_node, lifecycle_srv.GetState, '/vpr_localizer/get_state',
-                     lifecycle_srv.GetState.Request()).current_state
+                     lifecycle_srv.GetState.Request(), clients=clients).current_state
             return s.id, s.label
 
         def change(transition: int) -> bool:
             return call(client_node, lifecycle_srv.ChangeState, '/vpr_localizer/change_state',
-                        lifecycle_srv.ChangeState.Request(transition=Transition(id=transition))).success
+                        lifecycle_srv.ChangeState.Request(transition=Transition(id=transition)),
+                        clients=clients).success
 
         assert state() == (State.PRIMARY_STATE_UNCONFIGURED, 'unconfigured')
         assert not hasattr(managed.node, '_localizer')  # the map loads in configure, not before
@@ -96,12 +116,14 @@ def test_configure_with_a_missing_map_fails_and_stays_unconfigured(tmp_path, dri
     managed = ManagedInProcess(map_path=str(tmp_path / 'nowhere'), threads=1)
     try:
         client_node = driver_factory().session.node
+        clients: dict = {}
+        wait_for_lifecycle_services(client_node, clients)
         reply = call(client_node, lifecycle_srv.ChangeState, '/vpr_localizer/change_state',
                      lifecycle_srv.ChangeState.Request(
-                         transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+                         transition=Transition(id=Transition.TRANSITION_CONFIGURE)), clients=clients)
         assert not reply.success
         got = call(client_node, lifecycle_srv.GetState, '/vpr_localizer/get_state',
-                   lifecycle_srv.GetState.Request())
+                   lifecycle_srv.GetState.Request(), clients=clients)
         assert got.current_state.label == 'unconfigured'
     finally:
         managed.close()

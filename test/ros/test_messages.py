@@ -104,3 +104,14 @@ def test_metric_loop_constraint_has_a_scale_and_old_constraints_still_parse() ->
     del old[len(messages.CONSTRAINT_FIELDS) - 1]  # a recording from before the metric field
     parsed = messages.parse_loop_constraint(type(direction)(data=old))
     assert parsed['metric'] == 0.0 and parsed['covariance'][0, 0] > 1e5
+
+
+def test_a_position_only_pose_is_published_with_an_unknown_rotation() -> None:
+    from std_msgs.msg import Header
+
+    match = Match(place_id=0, score=0.9, stamp=1.0, pose=Pose((1.0, 2.0, 0.0), None))
+    msg = messages.pose_msg(Header(), match, messages.CovarianceModel(0.5, 0.95, 1.0, 25.0, 0.2, np.pi))
+    q = msg.pose.pose.orientation
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+    assert np.all(np.diag(cov)[3:] == messages.UNKNOWN_VARIANCE) and np.diag(cov)[0] < 100

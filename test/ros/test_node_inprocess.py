@@ -325,3 +325,264 @@ def test_start_up_errors_are_one_fatal_line(case, world: World, tmp_path) -> Non
     fatal = [line for line in out.splitlines() if 'FATAL' in line]
     assert len(fatal) == 1 and 'cannot start' in fatal[0], out
     assert 'Traceback' not in out
+
+
+def _call_save_map(driver: Any) -> Any:
+    from std_srvs.srv import Trigger
+
+    client = driver.session.node.create_client(Trigger, '/vpr_localizer/save_map')
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(Trigger.Request())
+    driver.wait_for(lambda o: future.done(), timeout=30)
+    driver.session.node.destroy_client(client)
+    return future.result()
+
+
+def test_save_map_never_replaces_a_foreign_folder_and_a_failed_save_leaves_the_node_answering(
+        world: World, in_process, driver_factory, tmp_path, monkeypatch) -> None:
+    """~/save_map onto a nav2 folder is refused (folder byte-identical); a save that fails in the
+    middle (a full disk: sqlite3.OperationalError) is an error reply, and frames are still answered;
+    save_map_path cannot be changed at run time (any peer on the graph could pick the target)."""
+    import sqlite3
+
+    from test.ros.conftest import image_msg
+    from vpr_ros.mapdb.store import VprMap
+
+    nav2 = tmp_path / 'nav2'
+    nav2.mkdir()
+    (nav2 / 'map.yaml').write_text('image: office.pgm\nresolution: 0.05\norigin: [0,0,0]\n')
+    (nav2 / 'office.pgm').write_bytes(b'P5\n1 1\n255\n\x07')
+    before = {p.name: p.read_bytes() for p in nav2.iterdir()}
+    node = in_process(map_path=world.map_path, threads=1, save_map_path=str(nav2),
+                      **{RELIABLE_IMAGES: 'reliable'}).node
+    driver = driver_factory()
+    driver.wait_ready(lambda: None, node=node)
+
+    reply = _call_save_map(driver)
+    assert not reply.success and "not a vpr_ros map's" in reply.message
+    assert {p.name: p.read_bytes() for p in nav2.iterdir()} == before
+
+    results = driver.set_parameters(Parameter('save_map_path', value=str(tmp_path / 'elsewhere')))
+    assert not results[0].successful
+    assert node.get_parameter('save_map_path').value == str(nav2)
+
+    def disk_full(self: VprMap, directory: str) -> None:
+        raise sqlite3.OperationalError('database or disk is full')
+
+    node._values['save_map_path'] = str(tmp_path / 'new_map')  # a writable target; the write fails
+    monkeypatch.setattr(VprMap, '_write_into', disk_full)
+    reply = _call_save_map(driver)
+    assert not reply.success and 'disk is full' in reply.message
+    assert not (tmp_path / 'new_map').exists()
+    rows = driver.localize(image_msg(world.queries[0].rgb, 500.0), 500.0)
+    assert rows[0][0] == QUERY_ORDER[0]
+
+
+def _status_dict(s: Any) -> dict[str, Any]:
+    return {'level': ord(s.level), 'message': s.message, **{kv.key: kv.value for kv in s.values}}
+
+
+def _status_after(driver: Any, condition: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """The first diagnostics status (received from now on) that satisfies ``condition``."""
+    with driver.out.lock:
+        seen = len(driver.out.diagnostics)
+
+    def found(o: Any) -> bool:
+        return any(condition(_status_dict(s)) for array in o.diagnostics[seen:] for s in array.status)
+    driver.wait_for(found, timeout)
+    with driver.out.lock:
+        for array in driver.out.diagnostics[seen:]:
+            for s in array.status:
+                status = _status_dict(s)
+                if condition(status):
+                    return status
+    raise AssertionError('unreachable')
+
+
+CALLBACK_KINDS = ('image', 'odom', 'camera_info', 'clock', 'save_map service', 'parameter validation',
+                  'parameter apply', 'diagnostics timer', 'loop-closure thread')
+
+
+@pytest.mark.parametrize('kind', CALLBACK_KINDS)
+def test_a_failing_callback_never_leaves_the_node_deaf(kind: str, world: World, in_process, driver_factory,
+                                                       monkeypatch) -> None:
+    """A failure injected into each kind of callback (subscriptions, the /clock subscription rclpy
+    makes for use_sim_time, services, parameter callbacks, the diagnostics timer, the loop-closure
+    thread) is counted in /diagnostics, and the node then still answers a frame and publishes
+    diagnostics. Before the guard, the first failure killed the executor thread: nothing after it."""
+    from nav_msgs.msg import Odometry
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo
+
+    from test.ros.conftest import image_msg
+    from vpr_ros.mapdb import local_features as lf
+    from vpr_ros.ros.messages import to_time
+
+    sim_time = kind == 'clock'
+    node = in_process(map_path=world.map_path, threads=1, diagnostics_period=0.2, use_odom=True,
+                      use_sim_time=sim_time, **{RELIABLE_IMAGES: 'reliable',
+                                                'qos_overrides./odom.subscription.reliability': 'reliable',
+                                                'loop_closure.min_time_separation': 0.0,
+                                                'verification.enabled': False}).node
+    driver = driver_factory()
+    pub_node = driver.session.node
+    pub_clock = pub_node.create_publisher(Clock, '/clock', 10)
+    pub_odom = pub_node.create_publisher(Odometry, '/odom', 10)
+    pub_info = pub_node.create_publisher(CameraInfo, '/camera_info', 10)
+    driver.wait_ready(lambda: None, node=node)
+    injected = RuntimeError('injected failure')
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise injected
+
+    def tick(t: float) -> None:  # sim time: the diagnostics timer runs on /clock
+        if sim_time:
+            pub_clock.publish(Clock(clock=to_time(t)))
+
+    if kind == 'image':
+        monkeypatch.setattr(node._slot, 'put', fail)
+        driver.image_pub.publish(image_msg(world.queries[0].rgb, 600.0))
+        key = 'callback_errors.subscription /image'
+    elif kind == 'odom':
+        monkeypatch.setattr(node, '_check_odom_frame', fail)
+        odom = Odometry()
+        odom.header.frame_id = 'odom'
+        odom.pose.pose.orientation.w = 1.0
+        driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0)
+        pub_odom.publish(odom)
+        key = 'callback_errors.subscription /odom'
+    elif kind == 'camera_info':
+        monkeypatch.setattr(lf, 'camera_from_msg_fields', fail)
+        driver.wait_for(lambda o: pub_info.get_subscription_count() > 0)
+        pub_info.publish(CameraInfo())
+        key = 'callback_errors.subscription /camera_info'
+    elif kind == 'clock':
+        driver.wait_for(lambda o: pub_clock.get_subscription_count() > 0)
+        bad = Clock()
+        bad.clock.sec = -1  # rclpy's own TimeSource callback raises ValueError on it
+        key = 'callback_errors.subscription /clock'
+    elif kind == 'save_map service':
+        class FailingValues(dict):
+            def __getitem__(self, name: str) -> Any:
+                if name == 'save_map_path':
+                    raise injected
+                return super().__getitem__(name)
+        monkeypatch.setattr(node, '_values', FailingValues(node._values))
+        reply = _call_save_map(driver)
+        assert not reply.success and 'injected failure' in reply.message
+        key = 'callback_errors.service /vpr_localizer/save_map'
+    elif kind == 'parameter validation':
+        monkeypatch.setattr(node, '_loop_config', fail)
+        results = driver.set_parameters(Parameter('top_k', value=3))
+        assert not results[0].successful and 'injected failure' in results[0].reason
+        key = 'callback_errors.parameters (validation)'
+    elif kind == 'parameter apply':
+        monkeypatch.setattr(node, '_apply_settings', fail)
+        driver.set_parameters(Parameter('top_k', value=3))
+        key = 'callback_errors.parameters (apply)'
+    elif kind == 'diagnostics timer':
+        real = node._skips.as_dict
+        calls: list[int] = []
+
+        def fail_once() -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise injected
+            return real()
+        monkeypatch.setattr(node._skips, 'as_dict', fail_once)
+        failed = _status_after(driver, lambda s: 'diagnostics failed' in s['message'])
+        assert failed['level'] == 2 and 'injected failure' in failed['message']
+        key = 'callback_errors.timer publish_diagnostics'
+    else:  # the loop-closure thread
+        monkeypatch.setattr(node._loop_filter, 'update', fail)
+        driver.localize(image_msg(world.queries[1].rgb, 590.0), 590.0)
+        key = 'skipped.loop-closure error (RuntimeError)'
+
+    t = 610.0
+    status = None
+    deadline = time.monotonic() + 30
+    while status is None:
+        if kind == 'clock':  # read BEST_EFFORT by rclpy: resent until counted
+            pub_clock.publish(bad)
+            time.sleep(0.05)
+        tick(t)
+        t += 0.5
+        try:
+            status = _status_after(driver, lambda s: int(s.get(key, 0)) >= 1, timeout=1.0)
+        except AssertionError:
+            assert time.monotonic() < deadline, f'{key} never counted in /diagnostics'
+    assert status['level'] == 2, status  # ERROR in the period of the failure
+    monkeypatch.undo()
+    if kind == 'save_map service':
+        node._values = dict(node._values)
+    rows = driver.localize(image_msg(world.queries[0].rgb, 700.0), 700.0)
+    assert rows[0][0] == QUERY_ORDER[0]
+    deadline = time.monotonic() + 30
+    while True:  # and diagnostics keep coming, with the answered frame counted
+        tick(t)
+        t += 0.5
+        try:
+            after = _status_after(driver, lambda s: int(s.get('frames_processed', 0)) >= 1, timeout=1.0)
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, 'no diagnostics after the failure'
+    assert int(after[key]) >= 1
+
+
+def test_non_finite_odometry_is_a_counted_skip_and_a_zero_quaternion_a_position_only_pose(
+        world: World, in_process, driver_factory) -> None:
+    """Incremental node: NaN odometry messages are skipped and counted (they reached the keyframe and
+    failed the frame as a processing error); a zero quaternion gives a position-only keyframe pose."""
+    from nav_msgs.msg import Odometry
+
+    from test.ros.conftest import ENCODER_CONFIG, image_msg
+    from vpr_ros.ros.messages import to_time
+
+    grown = in_process(map_path='', incremental=True, encoder='effnet_gem',
+                       encoder_config=str(ENCODER_CONFIG), threads=1, use_odom=True, diagnostics_period=0.2,
+                       **{RELIABLE_IMAGES: 'reliable', 'verification.enabled': False,
+                          'qos_overrides./odom.subscription.reliability': 'reliable'}).node
+    driver = driver_factory()
+    pub_odom = driver.session.node.create_publisher(Odometry, '/odom', 10)
+    driver.wait_ready(lambda: None, node=grown)
+    driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0)
+
+    def odom(t: float, x: float, w: float) -> Odometry:
+        msg = Odometry()
+        msg.header.stamp = to_time(t)
+        msg.header.frame_id = 'odom'
+        msg.pose.pose.position.x = x
+        msg.pose.pose.orientation.w = w
+        return msg
+
+    for k, t in enumerate((100.0, 102.0)):
+        pub_odom.publish(odom(t - 0.1, float('nan'), 1.0))   # NaN position
+        pub_odom.publish(odom(t - 0.05, 5.0 * k, 0.0))       # zero quaternion: position only
+        time.sleep(0.1)
+        driver.localize(image_msg(world.map_frames[k].rgb, t), t)
+    status = _status_after(driver, lambda s: int(s.get('places_added', 0)) == 2)
+    assert int(status['skipped.non-finite odometry pose']) == 2
+    assert not any(key.startswith('skipped.processing error') for key in status)
+    with grown._map_lock:
+        poses = [p.pose for p in grown._localizer.map.places]
+    assert [p.position[0] for p in poses] == [0.0, 5.0]
+    assert all(p.orientation is None for p in poses)
+
+
+def test_a_silent_image_input_is_logged_with_the_topic_and_the_remap(world: World, in_process, driver_factory,
+                                                                     capfd) -> None:
+    """No image ever arrives (wrong topic, forgotten remap): the log says so within seconds, naming the
+    resolved input, the image topics that do exist, and the -r image:= remap (it used to stay silent)."""
+    from sensor_msgs.msg import Image
+
+    in_process(map_path=world.map_path, threads=1, ros_args=('-r', 'image:=/cam/wrong'))
+    driver = driver_factory()
+    driver.session.node.create_publisher(Image, '/camera/image_raw', 10)  # the real camera, elsewhere
+    deadline = time.monotonic() + 30
+    log = ''
+    while 'no image received' not in log:
+        assert time.monotonic() < deadline, log
+        time.sleep(0.5)
+        log += capfd.readouterr().err
+    line = next(line for line in log.splitlines() if 'no image received' in line)
+    assert 'on /cam/wrong' in line and '/camera/image_raw' in line and '-r image:=' in line

@@ -19,8 +19,14 @@ from test.ros import test_node_inprocess  # noqa: E402
 in_process = test_node_inprocess.in_process  # the fixture
 
 
-def call(node, srv_type, name: str, request, timeout: float = 30.0):
-    client = node.create_client(srv_type, name)
+def call(node, srv_type, name: str, request, timeout: float = 30.0, clients: dict | None = None):
+    """One service call; ``clients`` keeps the client for the next call (a new client must match the
+    server again, and a request sent before that is lost)."""
+    client = clients.get(name) if clients is not None else None
+    if client is None:
+        client = node.create_client(srv_type, name)
+        if clients is not None:
+            clients[name] = client
     try:
         assert client.wait_for_service(timeout_sec=timeout), f'no service {name}'
         future = client.call_async(request)
@@ -30,7 +36,8 @@ def call(node, srv_type, name: str, request, timeout: float = 30.0):
             time.sleep(0.02)
         return future.result()
     finally:
-        node.destroy_client(client)
+        if clients is None:
+            node.destroy_client(client)
 
 
 def test_relocalization_publishes_once_after_agreement_and_rearms(sample_map, in_process,

@@ -20,7 +20,7 @@ SEQUENCE = {'length': LENGTH, 'min_velocity': 0.8, 'max_velocity': 1.2}
 def sample_world(tmp_path_factory: pytest.TempPathFactory):
     from vpr_ros.encoders import create_encoder
     from vpr_ros.mapdb.store import VprMap
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     tmp = tmp_path_factory.mktemp('seq_world')
     mapping, _ = render_traversal('mapping', seed=0, image_size=(48, 64), scale=0.15)

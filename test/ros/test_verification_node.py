@@ -20,7 +20,7 @@ DIST_M = 10.0
 
 @pytest.fixture(scope='module')
 def loop_frames():
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     frames, _ = render_traversal('mapping', scale=0.15)
     return frames

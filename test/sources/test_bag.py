@@ -153,3 +153,63 @@ def test_pose_frames_of_odometry_and_pose_stamped(tmp_path) -> None:
     assert BagSource(str(tmp_path / 'odom')).pose_frames() == ('world', 'base_link')
     write_bag(str(tmp_path / 'nopose'), frames, poses=[])
     assert BagSource(str(tmp_path / 'nopose')).pose_frames() == ('', '')
+
+
+def _lie_about_count(bag: str, topic: str, count: int) -> None:
+    """Edit the bag's metadata.yaml so ``topic`` claims ``count`` messages."""
+    import os
+
+    import yaml
+
+    path = os.path.join(bag, 'metadata.yaml')
+    meta = yaml.safe_load(open(path))
+    for entry in meta['rosbag2_bagfile_information']['topics_with_message_count']:
+        if entry['topic_metadata']['name'] == topic:
+            entry['message_count'] = count
+    open(path, 'w').write(yaml.safe_dump(meta))
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+@pytest.mark.parametrize('claimed', [0, 2, 10 ** 12])
+def test_metadata_counts_are_never_trusted(tmp_path, storage, claimed):
+    """A count of 0 read as 'no messages', one too small stopped early, one of 10^12 sized allocations:
+    every frame is read whatever the header says."""
+    write_bag(str(tmp_path / 'b'), textured_frames(5), storage=storage)
+    _lie_about_count(str(tmp_path / 'b'), '/camera/image_raw', claimed)
+    src = BagSource(str(tmp_path / 'b'))
+    assert src.image_count <= 1 << 40
+    assert len(list(src.frames())) == 5
+
+
+def test_an_image_topic_without_messages_is_still_named(tmp_path):
+    write_bag(str(tmp_path / 'b'), textured_frames(3), pose_topic='/odom')
+    import sqlite3
+
+    db = next((tmp_path / 'b').glob('*.db3'))
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM messages WHERE topic_id = (SELECT id FROM topics WHERE name = "
+                     "'/camera/image_raw')")
+    with pytest.raises(SourceError, match='topic /camera/image_raw has no messages'):
+        list(BagSource(str(tmp_path / 'b')).frames(require_pose=False))
+
+
+def test_non_finite_poses_are_counted_skips_and_a_zero_quaternion_is_position_only(tmp_path):
+    frames = textured_frames(4)
+    odom = [(f.stamp, f.pose) for f in frames]
+    odom.insert(1, (frames[0].stamp + 0.5, Pose((float('inf'), 0.0, 0.0))))
+    odom.insert(3, (frames[1].stamp + 0.5, Pose((45.0, 0.0, 0.0), (0.0, 0.0, float('nan'), 1.0))))
+    odom[-1] = (frames[3].stamp, Pose(frames[3].pose.position, (0.0, 0.0, 0.0, 0.0)))
+    write_bag(str(tmp_path / 'b'), frames, poses=odom)
+    src = BagSource(str(tmp_path / 'b'))
+    got = list(src.frames())
+    assert len(got) == 4 and src.skips.as_dict() == {'non-finite pose': 2}
+    assert [f.pose.position[0] for f in got] == [0.0, 30.0, 60.0, 90.0]
+    assert got[3].pose.orientation is None and np.isnan(got[3].pose.yaw)
+    assert got[0].pose.orientation == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_pose_track_interpolation_next_to_a_position_only_pose_has_no_orientation():
+    track = PoseTrack([0.0, 1.0], [Pose((0.0, 0.0, 0.0)), Pose((2.0, 0.0, 0.0), None)])
+    mid = track.at(0.5)
+    assert mid.position == (1.0, 0.0, 0.0) and mid.orientation is None
+    assert track.at(0.0).orientation == (0.0, 0.0, 0.0, 1.0)

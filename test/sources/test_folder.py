@@ -38,3 +38,27 @@ def test_quaternion_columns(tmp_path):
     write_folder(tmp_path, ['a.png,1,2,0,0,0.7071068,0.7071068'], header='image,x,y,qx,qy,qz,qw')
     frame = next(FolderSource(str(tmp_path)).frames())
     assert frame.pose.yaw == pytest.approx(np.pi / 2, abs=1e-5)
+
+
+def test_non_finite_rows_are_counted_skips_and_zero_quaternions_position_only(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0,0,0,1', 'b.png,nan,2,0,0,0,1', 'a.png,inf,2,0,0,0,1',
+                            'b.png,5,6,0,0,0,0'],
+                 header='image,x,y,qx,qy,qz,qw')
+    src = FolderSource(str(tmp_path))
+    frames = list(src.frames())
+    assert [f.pose.position[0] for f in frames] == [1.0, 5.0]
+    assert frames[0].pose.orientation == (0.0, 0.0, 0.0, 1.0) and frames[1].pose.orientation is None
+    assert src.skips.as_dict() == {'non-finite pose': 2}
+
+
+def test_a_csv_that_is_not_utf8_is_one_error(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0,10'])
+    (tmp_path / 'poses.csv').write_bytes(b'image,x,y,yaw,stamp\n# caf\xe9\na.png,1,2,0,10\n')
+    with pytest.raises(SourceError, match=r'poses.csv is not UTF-8 text \(byte 0xe9 on line 2'):
+        FolderSource(str(tmp_path))
+
+
+def test_a_csv_field_beyond_the_csv_limit_is_one_error(tmp_path):
+    write_folder(tmp_path, ['a.png,1,2,0,10', 'b.png,' + 'x' * 200_000 + ',2,0,11'])
+    with pytest.raises(SourceError, match='poses.csv:3: not a CSV row'):
+        FolderSource(str(tmp_path))

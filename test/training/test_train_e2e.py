@@ -16,7 +16,7 @@ import yaml
 from vpr_ros.cli import main
 from vpr_ros.encoders import create_encoder
 from vpr_ros.encoders.weights import file_fingerprint
-from vpr_ros.sources.sample import generate_sample
+from vpr_ros.sample import generate_sample
 
 SMALL = ['--set', 'out_dim=512', '--set', 'image_size=[120,160]']
 

@@ -5,7 +5,7 @@ fitted with cosine k-means on the map's own images, hard assignment by cosine si
 normalised centres, residuals to the raw centre summed per word, intra-normalisation, global L2 ->
 K x C dims. ``centres: mean`` keeps the centres as plain means of their members, as the official
 code does (fast_pytorch_kmeans); ``centres: unit`` (default) re-normalises them (spherical k-means).
-Default by measurement (README, "Choosing an encoder"): on the sample world unit centres gave
+Default by measurement (docs/encoders.md, "Choosing an encoder"): on the sample world unit centres gave
 Recall@1 0.962 / 0.412 on the appearance / viewpoint traversals, mean centres 0.995 / 0.263.
 The backbone and vocabulary settings are exactly SegVLAD's (``segvlad``), so the two
 compare global VLAD against segment retrieval over the same features and vocabulary.
@@ -23,7 +23,9 @@ import numpy as np
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
 from vpr_ros.encoders.base import Encoder, VocabularyState
+from vpr_ros.encoders.torch_encoder import shrunk_for_fit
 from vpr_ros.errors import ConfigError
+from vpr_ros.textio import short_repr
 
 DENSE_VLAD_DEFAULTS: dict[str, Any] = {
     'backbone': 'efficientnet_lite0', 'layer': None, 'image_size': [240, 320], 'backbone_weights': None,
@@ -43,7 +45,7 @@ class DenseVladEncoder(VocabularyState, Encoder):
             raise ConfigError(f'encoder {self.name!r}: num_clusters must be >= 1')
         if self.config['centres'] not in vlad.CENTRE_FORMS:
             raise ConfigError(f"encoder {self.name!r}: centres must be one of {vlad.CENTRE_FORMS}, "
-                              f"got {self.config['centres']!r}")
+                              f"got {short_repr(self.config['centres'])}")
         self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
                                    self.config['backbone_weights'], int(self.config['threads']))
 
@@ -80,6 +82,11 @@ class AnyLocVlad(DenseVladEncoder):
     description = ('AnyLoc-style hard VLAD (K=32, cosine) over dense backbone features, '
                    'vocabulary from the map')
     default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
+
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        # the fit (vocabulary and PCA) reads only the dense features, which resize every image to
+        # image_size with resize_rgb (a no-op at that size). SegVLAD also segments the full image.
+        return shrunk_for_fit(rgb, self.dense.image_size, self.dense.interpolation)
 
     def _fit(self, images: Sequence[np.ndarray]) -> None:
         self._fit_vocabulary(self._features(images))

@@ -23,6 +23,7 @@ import numpy as np
 from vpr_ros import DEFAULT_ENCODER  # noqa: F401 - re-exported by vpr_ros.encoders
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import validate_rgb
+from vpr_ros.textio import short_repr
 from vpr_ros.threadpools import blas_threads_for_fitting
 
 # Keys that change how fast an encoder runs, never what it outputs: a map built with other
@@ -61,7 +62,8 @@ class Encoder(ABC):
         for key, low in (('threads', 0), ('batch_size', 1), ('pca_dim', 0)):
             value = self.config[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, got {value!r}')
+                raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, '
+                                  f'got {short_repr(value)}')
 
     # ----- what subclasses implement ---------------------------------------------------------
     @property
@@ -93,6 +95,12 @@ class Encoder(ABC):
     def input_size(self) -> tuple[int, int] | None:
         """(height, width) the images are resized to, or None if any size is used as is."""
         return None
+
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` reduced to what :meth:`fit` reads of it, to hold hundreds of fit images at once
+        (a 4K frame is 25 MB). An encoder that resizes every image to one size returns it resized
+        the same way, so the fit sees the very same pixels; the default keeps the image as is."""
+        return rgb
 
     # ----- the shared machinery -------------------------------------------------------------
     @property

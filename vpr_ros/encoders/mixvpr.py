@@ -29,6 +29,7 @@ from vpr_ros.encoders._zoo import (
 )
 from vpr_ros.encoders.aggregators.mixvpr import MixVPR
 from vpr_ros.errors import ConfigError
+from vpr_ros.textio import short_repr
 
 # out_dim -> (out_channels, out_rows)
 MIXVPR_RELEASES: dict[int, tuple[int, int]] = {4096: (1024, 4), 512: (256, 2), 128: (64, 2)}
@@ -60,7 +61,7 @@ class MixVPREncoder(ZooEncoder):
             trunk, cin = ResNetModelTrunk(cropped_resnet(50, 'layer3', backbone_weights)), 1024
         else:
             raise ConfigError(f'encoder mixvpr: backbone must be resnet50 or efficientnet_lite0/1/2, '
-                              f'got {self.config["backbone"]!r}')
+                              f'got {short_repr(self.config["backbone"])}')
         return BackboneAggregator(trunk, MixVPR(cin, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
 
     @property

@@ -7,7 +7,7 @@ SuperSegment touches (S: any pixel in the patch), and compute all SuperSegment V
 intra-normalisation, L2). A PCA fitted on at most ``pca_max_segments`` map segments (per-image
 random sampling at ratio min(1, limit / total), as the official code) reduces them to
 ``pca_dim``; rows are re-L2-normalised. Maps store one row per SuperSegment; retrieval votes
-(matching/retrieval.py).
+(mapdb/search.py).
 
 Defaults, chosen by measuring Recall@1 on the sample world (mapping vs viewpoint traversal,
 benchmarks/bench_segvlad.py):

@@ -69,6 +69,13 @@ def timing_stats(values_ms: Sequence[float]) -> dict[str, float]:
             'p95': round(float(np.percentile(x, 95)), 3), 'max': round(float(x.max()), 3)}
 
 
+def recall_text(recall: dict[str, float | None]) -> str:
+    """``R@1 34.0%  R@5 ...``; a recall over no answerable query is printed as undefined, never 0 %."""
+    if any(v is None for v in recall.values()):
+        return 'recall undefined (no query has a map place within the thresholds)'
+    return '  '.join(f'{k} {v * 100:.1f}%' for k, v in recall.items())
+
+
 def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th: Thresholds = Thresholds(),
                        ns: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     """Recall@N, per-query ground truth, and timing statistics."""
@@ -97,11 +104,12 @@ def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th
         per_query.append(entry)
     cum = np.cumsum(hits, axis=1) > 0
     denom = int(answerable.sum())
-    curve = [float(cum[answerable, n - 1].mean()) if denom else 0.0 for n in range(1, max_n + 1)]
+    # Recall over no answerable query is undefined, not 0 %: None (and an empty curve), said so when printed.
+    curve = [float(cum[answerable, n - 1].mean()) for n in range(1, max_n + 1)] if denom else []
     return {
         'queries': len(records), 'answerable_queries': denom,
         'thresholds': asdict(th),
-        'recall': {f'R@{n}': round(curve[n - 1], 4) for n in ns if n <= max_n},
+        'recall': {f'R@{n}': round(curve[n - 1], 4) if denom else None for n in ns if n <= max_n},
         'recall_curve': [round(c, 4) for c in curve],
         'timing_ms': {'encode': timing_stats([r.encode_ms for r in records]),
                       'search': timing_stats([r.search_ms for r in records])},
@@ -125,13 +133,13 @@ def precision_recall_curve(records: Sequence[QueryRecord], places: Sequence[Any]
         scores.append(rec.scores[0])
         correct.append(bool(ok[rec.place_ids[0]]))
         answerable.append(bool(ok.any()))
-    if not scores:
-        return {'precision': [], 'recall': [], 'thresholds': [], 'auc': 0.0, 'recall_at_100_precision': 0.0}
+    if not scores or not any(answerable):  # no answerable query: recall is undefined
+        return {'precision': [], 'recall': [], 'thresholds': [], 'auc': None, 'recall_at_100_precision': None}
     order = np.argsort(-np.asarray(scores))
     c = np.asarray(correct)[order]
     tp = np.cumsum(c)
     precision = tp / np.arange(1, len(c) + 1)
-    positives = max(int(np.sum(answerable)), 1)
+    positives = int(np.sum(answerable))
     recall = tp / positives
     auc = float(np.trapezoid(precision, recall)) if len(c) > 1 else float(precision[0] * recall[0])
     full = recall[precision >= 1.0 - 1e-12]

@@ -20,6 +20,12 @@ def _plt():
     return plt
 
 
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def write_json(path: str, data: Any) -> None:
     tmp = path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as fh:
@@ -39,10 +45,14 @@ def plot_recall_curves(curves: Mapping[str, Sequence[float]], path: str, title: 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, curve in curves.items():
+        if not len(curve):  # no answerable query: recall undefined, nothing to draw
+            ax.plot([], [], label=f'{name} (recall undefined: no answerable query)')
+            continue
         n = np.arange(1, len(curve) + 1)
         ax.plot(n, np.asarray(curve) * 100, marker='o', ms=3, label=f'{name} (R@1 {curve[0] * 100:.1f}%)')
     ax.set_xlabel('N (top-N retrieved places)')
     ax.set_ylabel('Recall@N [%]')
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
     ax.legend(loc='lower right', fontsize=8)
@@ -108,18 +118,84 @@ def plot_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray | None, str, bool]],
     plt.close(fig)
 
 
-def plot_pr(pr: Mapping[str, Any], path: str) -> None:
+def plot_pr(pr: Mapping[str, Any], path: str, marks: int = 6) -> None:
+    """Top-1 precision/recall over the score threshold, with a few thresholds marked on the curve
+    (what a user reads it for: which score to cut at)."""
     if not pr.get('precision'):
         return
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(np.asarray(pr['recall']) * 100, np.asarray(pr['precision']) * 100)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    recall, precision = np.asarray(pr['recall']) * 100, np.asarray(pr['precision']) * 100
+    ax.plot(recall, precision)
+    thresholds = pr.get('thresholds') or []
+    if len(thresholds) == len(recall) and len(recall) > 1:
+        for i in np.unique(np.linspace(0, len(recall) - 1, marks).astype(int)):
+            ax.plot(recall[i], precision[i], 'o', color='tab:orange', ms=4)
+            ax.annotate(f'{thresholds[i]:.3g}', (recall[i], precision[i]), textcoords='offset points',
+                        xytext=(4, -10), fontsize=7, color='tab:orange')
+        ax.plot([], [], 'o', color='tab:orange', ms=4, label='score threshold')
+        ax.legend(fontsize=7, loc='lower left')
     ax.set_xlabel('recall [%]')
     ax.set_ylabel('precision [%]')
     ax.set_xlim(0, 101)
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
-    ax.set_title(f"top-1 precision/recall over the score threshold (AUC {pr['auc']:.3f})")
+    ax.set_title(f"Top-1 precision/recall over the score threshold\n(AUC {pr['auc']:.3f})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_loop_closures(places: Sequence[Any], judged: Sequence[Mapping[str, Any]], query_track: Any,
+                       path: str, title: str = 'Loop closures') -> None:
+    """The map's places with every published loop closure drawn from the query's ground-truth
+    position to the matched place (green correct, red wrong)."""
+    plt = _plt()
+    pos, _, _ = place_arrays(places)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    if len(pos):
+        ax.plot(pos[:, 0], pos[:, 1], '.', color='0.6', ms=3, label=f'map places ({len(places)})')
+    counts = {True: 0, False: 0}
+    for j in judged:
+        query = query_track.at(j['t_query'])
+        pid = j.get('place_id', -1)
+        if query is None or not 0 <= pid < len(pos):
+            continue
+        ok = bool(j['correct'])
+        counts[ok] += 1
+        colour = 'tab:green' if ok else 'tab:red'
+        ax.plot([query.position[0], pos[pid, 0]], [query.position[1], pos[pid, 1]], '-', color=colour,
+                lw=0.8, alpha=0.7)
+        ax.plot(query.position[0], query.position[1], 'o', color=colour, ms=3)
+    for ok, name in ((True, 'correct'), (False, 'wrong')):
+        ax.plot([], [], '-o', color='tab:green' if ok else 'tab:red', ms=3, label=f'{name} ({counts[ok]})')
+    ax.set_aspect('equal', adjustable='datalim')
+    ax.set_xlabel('x [m]')
+    ax.set_ylabel('y [m]')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='best')
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(latencies_ms: Sequence[float], path: str, title: str = 'End-to-end latency') -> None:
+    """Histogram of per-frame latencies with p50 and p95 marked."""
+    if not len(latencies_ms):
+        return
+    plt = _plt()
+    values = np.asarray(latencies_ms, np.float64)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.hist(values, bins=min(50, max(5, len(values) // 5)), color='tab:blue', alpha=0.8)
+    for q, style in ((50, '-'), (95, '--')):
+        v = float(np.percentile(values, q))
+        ax.axvline(v, color='k', ls=style, lw=1, label=f'p{q} {v:.0f} ms')
+    ax.set_xlabel('latency [ms]')
+    ax.set_ylabel('frames')
+    ax.yaxis.set_major_locator(_integer_ticks())
+    ax.legend(fontsize=8)
+    ax.set_title(f'{title} ({len(values)} frames)', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

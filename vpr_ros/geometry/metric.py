@@ -48,7 +48,7 @@ LANDMARK_BYTES = 8 + 3 * 8 + 4   # cached per landmark: keypoint row, map-frame 
 class MetricConfig:
     enabled: bool = True
     candidates: int = 3          # retrieval candidates tried, best first
-    local_map: int = 1           # keyframes each side of a candidate whose landmarks join its solve
+    local_map: int = 2           # keyframes each side of a candidate whose landmarks join its solve
     ratio: float = 0.8           # Lowe's ratio test for query -> anchor matches
     cache_places: int = 512      # anchors whose landmarks are kept in memory (LRU)
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)

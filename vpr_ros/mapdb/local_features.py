@@ -28,6 +28,8 @@ import numpy as np
 import yaml
 
 from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.mapdb.integrity import read_error
+from vpr_ros.textio import load_yaml_file, short_repr
 
 KINDS = {'rootsift': 128, 'orb': 32}
 ROOTSIFT_SCALE = 512.0
@@ -110,11 +112,7 @@ def camera_from_msg_fields(k: Any, d: Any, model: str, width: int, height: int) 
 
 def load_camera_info_yaml(path: str) -> CameraIntrinsics:
     """A ROS camera_info YAML (camera_calibration / camera_info_manager format)."""
-    try:
-        with open(path, encoding='utf-8') as fh:
-            data = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f'cannot read camera info {path}: {exc}') from exc
+    data = load_yaml_file(path, 'camera info')
     if not isinstance(data, dict) or 'camera_matrix' not in data:
         raise ConfigError(f'{path}: not a camera_info YAML (no camera_matrix)')
     try:
@@ -137,7 +135,8 @@ class LocalFeatureConfig:
 
     def validate(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f'local features: kind must be one of {sorted(KINDS)}, got {self.kind!r}')
+            raise ConfigError(f'local features: kind must be one of {sorted(KINDS)}, '
+                              f'got {short_repr(self.kind)}')
         if not 8 <= int(self.max_keypoints) <= 20000:
             raise ConfigError('local features: max_keypoints must be in 8..20000')
         if int(self.max_side) < 32:
@@ -265,20 +264,26 @@ class LocalFeatureStore:
             fh.write(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
 
     @classmethod
-    def read(cls, directory: str, places: int) -> 'LocalFeatureStore | None':
-        """The map's local features, None when it has none; MapError when they are inconsistent."""
+    def read(cls, directory: str, places: int, shown: str | None = None,
+             present: bool | None = None) -> 'LocalFeatureStore | None':
+        """The map's local features, None when it has none; MapError when they are inconsistent.
+
+        ``shown``: the map's name in messages (``directory`` may be a pinned snapshot's /proc path).
+        ``present``: whether the map was written with local features (None: whether the files exist).
+        """
         meta_path = os.path.join(directory, META_FILE)
-        if not os.path.isfile(meta_path):
+        if not (os.path.isfile(meta_path) if present is None else present):
             return None
 
         def corrupt(why: str) -> MapError:
-            return MapError(f'{directory} is corrupt: local features: {why}')
+            return MapError(f'{shown or directory} is corrupt: local features: {why}')
 
         try:
-            with open(meta_path, encoding='utf-8') as fh:
-                meta = yaml.safe_load(fh)
+            meta = load_yaml_file(meta_path, META_FILE, MapError)
             arrays = [np.load(os.path.join(directory, f), allow_pickle=False) for f in FILES]
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except PermissionError as exc:
+            raise read_error(shown or directory, exc) from exc
+        except (OSError, ValueError, MapError) as exc:
             raise corrupt(f'{type(exc).__name__}: {str(exc)[:200]}') from exc
         if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:
             version = meta.get('format_version') if isinstance(meta, dict) else None

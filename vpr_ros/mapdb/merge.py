@@ -47,9 +47,14 @@ def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprM
                          'index_training': merged.meta.build.get('index_training'), 'sessions': []}
     for path, name in zip(paths[1:], names[1:]):
         other = VprMap.load(path, mmap=True)
-        problems = compatibility_problems(merged.meta.encoder, other.meta.encoder)
+        first_name, other_name = merged.meta.encoder.get('name'), other.meta.encoder.get('name')
+        if first_name != other_name:
+            raise MapError(f'{path} was built with encoder {other_name!r}, {paths[0]} with {first_name!r}: '
+                           'maps of different encoders cannot be merged')
+        problems = compatibility_problems(other.meta.encoder, merged.meta.encoder)
         if problems:
-            raise MapError(f'{path} was built with another encoder than {paths[0]}: {problems[0]}')
+            raise MapError(f'{path} was built with another {first_name} configuration than {paths[0]}: '
+                           f'{problems[0]} (map: {path}, requested: {paths[0]})')
         if not _same_state(merged.encoder_state, other.encoder_state):
             raise MapError(f'{path} and {paths[0]} fitted different encoder state (vocabulary/PCA): '
                            'their descriptors are not comparable; rebuild one with the other\'s encoder')

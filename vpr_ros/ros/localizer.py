@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
@@ -45,7 +47,7 @@ from visualization_msgs.msg import MarkerArray
 
 from vpr_ros.encoders import DEFAULT_ENCODER, create_encoder
 from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
-from vpr_ros.frames import Pose, msg_to_rgb
+from vpr_ros.frames import NonFinitePose, Pose, msg_to_rgb
 from vpr_ros.geometry import metric
 from vpr_ros.geometry.pnp import PnPConfig
 from vpr_ros.geometry.transforms import CameraMount
@@ -81,6 +83,7 @@ from vpr_ros.ros.parameters import (
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
+from vpr_ros.textio import load_yaml, short_repr
 from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
 
 # Outputs: reliable depth 10. A reliable publisher also serves BEST_EFFORT subscribers such as
@@ -88,6 +91,8 @@ from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
 OUTPUT_QOS = QoSProfile(depth=10)
 LATCHED_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NO_INPUT_WARN_S = 5.0
+NO_INPUT_CHECK_S = 1.0        # steady-clock check of the input
+NO_INPUT_LOG_PERIOD_S = 30.0  # a silent input is logged this often
 LOOP_QUEUE = 10  # frames waiting for a loop-closure decision (1 s at 10 Hz); beyond it the oldest are dropped
 ODOM_BUFFER = 500
 ODOM_MAX_EXTRAPOLATION_S = 0.5
@@ -111,6 +116,9 @@ class LocalizerNode(Node):
     def __init__(self, frames_in_caller: bool = False, managed: bool = False, **kwargs: Any) -> None:
         """``managed``: only declare the parameters; :class:`vpr_ros.ros.lifecycle.LifecycleLocalizerNode`
         runs the stages below (:meth:`_configure`, :meth:`_activate`, ...) from its transitions."""
+        # Before Node.__init__: it creates the parameter services through create_service below.
+        self._callback_errors: Counter[str] = Counter()
+        self._reported_callback_errors: dict[str, int] = {}
         super().__init__(NODE_NAME, **kwargs)
         self._frames_in_caller = frames_in_caller
         self._stopping = threading.Event()
@@ -252,8 +260,16 @@ class LocalizerNode(Node):
             self.create_subscription(Odometry, self._odom_topic, self._on_odom,
                                      qos_profile_sensor_data,
                                      qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
-        self._parameter_callbacks = (self._validate_parameters, self._on_parameters_set)
+        self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics,
+                          on_error=self._publish_failure_diagnostics)
+        # steady clock: with use_sim_time and no /clock the node clock stands still, and so would this
+        self._started = time.monotonic()
+        self._last_input_warning: float | None = None
+        self.create_timer(NO_INPUT_CHECK_S, self._warn_if_no_input,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._parameter_callbacks = (
+            self._guarded('parameters (validation)', self._validate_parameters, self._refused_parameters),
+            self._guarded('parameters (apply)', self._on_parameters_set))
         self.add_on_set_parameters_callback(self._parameter_callbacks[0])
         self.add_post_set_parameters_callback(self._parameter_callbacks[1])
         after = self._entities()
@@ -307,15 +323,98 @@ class LocalizerNode(Node):
         """Undo :meth:`_configure`: drop the map, the encoder and the solvers."""
         self._localizer = self._metric = self._verifier = self._bootstrap = None  # type: ignore[assignment]
 
+    # ----- callbacks never leave the node deaf ----------------------------------------------------
+    # Every subscription, service and timer of this node (rclpy's own too: the parameter services, the
+    # /clock subscription of use_sim_time) is created through these, so a callback that raises is
+    # logged and counted (diagnostics: callback_errors.<kind>) instead of killing the executor
+    # thread, after which the node would answer nothing and publish nothing.
+    def create_subscription(self, msg_type: Any, topic: str, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        kind = f'subscription {self.resolve_topic_name(topic)}'
+        return super().create_subscription(msg_type, topic, self._guarded(kind, callback), *args, **kwargs)
+
+    def create_service(self, srv_type: Any, srv_name: str, callback: Any, **kwargs: Any) -> Any:
+        kind = f'service {self.resolve_service_name(srv_name)}'
+        return super().create_service(srv_type, srv_name, self._guarded(kind, callback, _failed_reply),
+                                      **kwargs)
+
+    def create_timer(self, timer_period_sec: float, callback: Any, *args: Any, on_error: Any = None,
+                     **kwargs: Any) -> Any:
+        name = getattr(callback, '__name__', 'timer').lstrip('_')
+        return super().create_timer(timer_period_sec, self._guarded(f'timer {name}', callback, on_error),
+                                    *args, **kwargs)
+
+    def _guarded(self, kind: str, callback: Any, on_error: Any = None) -> Any:
+        """``callback`` that never raises: a failure is counted under ``kind``, logged (the first of
+        each kind with its traceback's last frame), and answered by ``on_error(exc, *args)`` if given."""
+        @functools.wraps(callback)
+        def guarded(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as exc:
+                self.callback_failed(kind, exc)
+                return on_error(exc, *args) if on_error is not None else None
+        return guarded
+
+    def callback_failed(self, kind: str, exc: BaseException, message: str | None = None) -> None:
+        """Count a failure of a callback; log ``message`` if given, else the first failure of each kind."""
+        self._callback_errors[kind] += 1
+        if message is not None:
+            self.get_logger().error(message)
+        elif self._callback_errors[kind] == 1:
+            where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            at = f' at {os.path.basename(where[0].filename)}:{where[0].lineno}' if where else ''
+            self.get_logger().error(f'{kind} failed: {type(exc).__name__}: {_first_line(exc)}{at} (the node '
+                                    'goes on; further failures of this kind are counted in /diagnostics)')
+
+    @staticmethod
+    def _refused_parameters(exc: BaseException, params: Any) -> SetParametersResult:
+        return SetParametersResult(successful=False, reason=f'{type(exc).__name__}: {_first_line(exc)}')
+
+    def _publish_failure_diagnostics(self, exc: BaseException, *args: Any) -> None:
+        """The diagnostics callback failed: still publish a status, ERROR, saying so."""
+        values = {'frames_received': self._received, 'frames_processed': self._processed,
+                  'callback_errors': sum(self._callback_errors.values()),
+                  **{f'callback_errors.{k}': n for k, n in sorted(self._callback_errors.items())}}
+        status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=f'{self.get_name()}: localization',
+                                  message=f'diagnostics failed: {type(exc).__name__}: {_first_line(exc)}',
+                                  hardware_id='vpr_ros',
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                               status=[status]))
+
+    def _warn_if_no_input(self) -> None:
+        """Say in the log, every NO_INPUT_LOG_PERIOD_S, that no image arrives: where the node listens,
+        who publishes there, which image topics exist, and how to remap the input."""
+        now = time.monotonic()
+        age = self._input_rate.last_event_age(now)
+        silent = now - self._started if age is None else age
+        if silent < NO_INPUT_WARN_S:
+            self._last_input_warning = None
+            return
+        if self._last_input_warning is not None and now - self._last_input_warning < NO_INPUT_LOG_PERIOD_S:
+            return
+        self._last_input_warning = now
+        topic = self._image_sub.topic_name
+        if age is not None:
+            self.get_logger().warning(f'no image on {topic} for {age:.0f} s (images stopped arriving)')
+            return
+        wanted = 'sensor_msgs/msg/' + self._image_sub.msg_type.__name__
+        others = sorted(name for name, types in self.get_topic_names_and_types()
+                        if wanted in types and name != topic)
+        self.get_logger().warning(
+            f'no image received on {topic} ({wanted}) in {silent:.0f} s; {self.count_publishers(topic)} '
+            'publisher(s) on it'
+            + (f"; {wanted} topics on the graph: {', '.join(others[:5])}" if others else '')
+            + ". Remap the node's input to the camera: --ros-args -r image:=/camera/image_raw (launch: "
+            "remappings=[('image', '/camera/image_raw')])")
+
     # ----- setup ----------------------------------------------------------------------------------
     def _open_localizer(self) -> Localizer:
         v = self._values
-        try:
-            overrides = yaml.safe_load(v['encoder_config']) if v['encoder_config'] else {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f'encoder_config is not YAML: {str(exc).splitlines()[0]}') from exc
+        overrides = load_yaml(v['encoder_config'], 'encoder_config') if v['encoder_config'] else {}
         if not isinstance(overrides, dict):
-            raise ConfigError(f"encoder_config must be a mapping such as '{{threads: 2}}', got {overrides!r}")
+            raise ConfigError("encoder_config must be a mapping such as '{threads: 2}', "
+                              f'got {short_repr(overrides)}')
         if v['threads']:
             overrides['threads'] = v['threads']
         if v['map_path']:
@@ -478,11 +577,15 @@ class LocalizerNode(Node):
         if not self._odom_frame_checked and msg.header.frame_id:
             self._check_odom_frame(msg)
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        try:
+            pose = Pose.from_values((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))  # a zero quaternion: position only
+        except NonFinitePose as exc:
+            self._skips.skip('non-finite odometry pose', str(exc))
+            return
         if msg.header.frame_id:
             self._odom_frame_id = msg.header.frame_id
         with self._odom_lock:
-            self._odom.append((messages.to_sec(msg.header.stamp),
-                               Pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+            self._odom.append((messages.to_sec(msg.header.stamp), pose))
 
     def _check_odom_frame(self, msg: Odometry) -> None:
         self._odom_frame_checked = True
@@ -514,12 +617,12 @@ class LocalizerNode(Node):
     # ----- the workers --------------------------------------------------------------------------
     def process_frames(self) -> None:
         """Process camera frames until the node is destroyed or its context shuts down."""
-        self._serve(self._slot, self._process)
+        self._serve(self._slot, self._process, 'processing error')
 
     def _work_loops(self) -> None:
-        self._serve(self._loop_slot, self._close_loop)
+        self._serve(self._loop_slot, self._close_loop, 'loop-closure error')
 
-    def _serve(self, slot: LatestSlot, handle: Any) -> None:
+    def _serve(self, slot: LatestSlot, handle: Any, failure: str) -> None:
         while not self._stopping.is_set() and self.context.ok():
             item = slot.take(timeout=0.5)
             if item is None:
@@ -531,7 +634,7 @@ class LocalizerNode(Node):
             except Exception as exc:  # the node must survive any single frame
                 if self._stopping.is_set():
                     return
-                self._skips.skip(f'processing error ({type(exc).__name__})', str(exc))
+                self._skips.skip(f'{failure} ({type(exc).__name__})', str(exc))
 
     def _under_map_lock(self, fn: Any) -> Any:
         def locked(*args: Any) -> Any:
@@ -793,9 +896,10 @@ class LocalizerNode(Node):
                 self._localizer.map.save(path)
                 count = len(self._localizer.map)
             self._map_path, self._map_checksum = path, map_checksum(path)
-        except (VprError, OSError) as exc:
-            response.success, response.message = False, f'saving the map to {path} failed: {exc}'
-            self.get_logger().error(response.message)
+        except Exception as exc:  # a full disk (sqlite3.OperationalError), a refused target: a reply
+            response.success = False
+            response.message = f'saving the map to {path} failed: {type(exc).__name__}: {_first_line(exc)}'
+            self.callback_failed(f"service {self.resolve_service_name('~/save_map')}", exc, response.message)
             return response
         response.success, response.message = True, f'saved {count} places to {path}'
         self.get_logger().info(response.message)
@@ -810,9 +914,14 @@ class LocalizerNode(Node):
         period = sorted(k for k, n in skips.items() if n > self._reported_skips.get(k, 0))  # kinds seen since
         self._reported_skips = skips
         age = self._input_rate.last_event_age()
-        errors = [k for k in period if k.startswith('processing error')]
+        errors = [k for k in period if k.startswith(('processing error', 'loop-closure error'))]
+        failed = sorted(k for k, n in self._callback_errors.items()
+                        if n > self._reported_callback_errors.get(k, 0))
+        self._reported_callback_errors = dict(self._callback_errors)
         bootstrapping = self._bootstrap is not None and not self._bootstrap.done
-        if age is None:
+        if failed:  # whatever else holds: a callback that fails is an error
+            level, message = DiagnosticStatus.ERROR, f"callbacks failed: {', '.join(failed)}"
+        elif age is None:
             level, message = DiagnosticStatus.WARN, f'waiting for images on {self._image_sub.topic_name}'
         elif bootstrapping:
             level, message = DiagnosticStatus.WARN, self._bootstrap.status()
@@ -840,6 +949,8 @@ class LocalizerNode(Node):
                                             - self._loop_slot.dropped),
             'loop_closure.frames_dropped': self._loop_slot.dropped,
             'skipped_bad_frames': self._skips.total,
+            'callback_errors': sum(self._callback_errors.values()),
+            **{f'callback_errors.{kind}': n for kind, n in sorted(self._callback_errors.items())},
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
@@ -948,6 +1059,21 @@ class LocalizerNode(Node):
         super().destroy_node()
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ''
+
+
+def _failed_reply(exc: BaseException, request: Any, response: Any) -> Any:
+    """The reply of a service whose callback failed: ``success`` false and the error, where the
+    service type has those fields (std_srvs/Trigger, SetBool); otherwise the empty response."""
+    if hasattr(response, 'success'):
+        response.success = False
+    if hasattr(response, 'message'):
+        response.message = f'{type(exc).__name__}: {_first_line(exc)}'
+    return response
+
+
 def _startup_error(exc: BaseException) -> str:
     """One line for a start-up failure: rcl's own messages carry C source locations."""
     text = re.sub(r',? at /\S+:\d+', '', str(exc).strip().splitlines()[0] if str(exc).strip() else '')
@@ -956,11 +1082,17 @@ def _startup_error(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {text}'
 
 
-def _spin(executor: SingleThreadedExecutor) -> None:
-    try:
-        executor.spin()
-    except (ExternalShutdownException, KeyboardInterrupt):
-        pass
+def _spin(executor: SingleThreadedExecutor, node: LocalizerNode) -> None:
+    """Spin until shutdown. Every callback of the node is guarded; a failure inside rclpy's own
+    executor machinery is counted too and the spinning goes on, so the node never goes deaf."""
+    while node.context.ok():
+        try:
+            executor.spin()
+            return
+        except (ExternalShutdownException, KeyboardInterrupt):
+            return
+        except Exception as exc:
+            node.callback_failed('executor', exc)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -981,7 +1113,7 @@ def main(args: list[str] | None = None) -> int:
             # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
             executor = SingleThreadedExecutor(context=node.context)
             executor.add_node(node)
-            spinner = threading.Thread(target=_spin, args=(executor,), name='vpr_executor', daemon=True)
+            spinner = threading.Thread(target=_spin, args=(executor, node), name='vpr_executor', daemon=True)
             spinner.start()
             try:
                 node.process_frames()

@@ -164,10 +164,15 @@ class CovarianceModel:
         return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
 
 
+UNKNOWN_VARIANCE = 1.0e6  # covariance of a component the pose does not know (REP-145 style: huge)
+
+
 def pose_to_msg(pose: Pose) -> PoseMsg:
+    """A position-only pose (orientation None) gets the identity quaternion; its covariance says the
+    rotation is unknown (:func:`pose_msg`)."""
+    x, y, z, w = pose.orientation or (0.0, 0.0, 0.0, 1.0)
     return PoseMsg(position=Point(x=pose.position[0], y=pose.position[1], z=pose.position[2]),
-                   orientation=Quaternion(x=pose.orientation[0], y=pose.orientation[1],
-                                          z=pose.orientation[2], w=pose.orientation[3]))
+                   orientation=Quaternion(x=x, y=y, z=z, w=w))
 
 
 def transform_to_msg(T: np.ndarray, out: Any) -> Any:
@@ -197,7 +202,10 @@ def pose_msg(header: Header, match: Match, model: CovarianceModel,
         return msg
     assert match.pose is not None
     msg.pose.pose = pose_to_msg(match.pose)
-    msg.pose.covariance = model.covariance(match.score)
+    covariance = model.covariance(match.score)
+    if match.pose.orientation is None:
+        covariance[[21, 28, 35]] = UNKNOWN_VARIANCE  # roll, pitch, yaw variances
+    msg.pose.covariance = covariance
     return msg
 
 

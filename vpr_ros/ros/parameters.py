@@ -17,6 +17,7 @@ from typing import Any
 
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
+from vpr_ros.matching.sequence import SequenceConfig
 
 NODE_NAME = 'vpr_localizer'
 # Relative input names: they follow the node's namespace and remap the usual way (-r image:=...).
@@ -36,6 +37,8 @@ class ParamSpec:
     low: float | None = None   # inclusive range for int/float parameters
     high: float | None = None
 
+
+_SEQUENCE = SequenceConfig()  # the sequence.* defaults are SequenceConfig's (one place)
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- map and encoder (fixed for the node's lifetime) ---------------------------------------
@@ -144,21 +147,30 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'candidates must agree before a closure is published (with verification; 1 = the first '
               'verified candidate is published).', low=1, high=100),
     # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
-    ParamSpec('sequence.length', 0, 'Match the last N processed frames as a trajectory through the map '
+    ParamSpec('sequence.length', _SEQUENCE.length,
+              'Match the last N processed frames as a trajectory through the map '
               '(SeqSLAM uses 10); 0 = single-frame matching. Until N frames have been seen (and after '
               'query time jumps back) frames are answered single-frame. Changing any sequence.* '
               'parameter restarts the history.', low=0, high=1000),
-    ParamSpec('sequence.min_velocity', 0.8, 'Slowest trajectory searched, in map places per processed '
+    ParamSpec('sequence.min_velocity', _SEQUENCE.min_velocity,
+              'Slowest trajectory searched, in map places per processed '
               'frame (map places ordered by stamp); on a map grown while running (incremental), '
               'scaled by the keyframes added per frame.', low=0.01, high=100.0),
-    ParamSpec('sequence.max_velocity', 1.2, 'Fastest trajectory searched (map places per processed frame).',
+    ParamSpec('sequence.max_velocity', _SEQUENCE.max_velocity,
+              'Fastest trajectory searched (map places per processed frame).',
               low=0.01, high=100.0),
-    ParamSpec('sequence.velocity_step', 0.1, 'Step between the searched velocities.', low=0.001, high=100.0),
-    ParamSpec('sequence.contrast_window', 10, 'Map places of the local contrast normalisation window '
-              '(per frame, centred on each place); 0 = no normalisation.', low=0, high=100_000),
-    ParamSpec('sequence.single_frame_weight', 0.0, "Blend of the current frame's own normalised score into "
+    ParamSpec('sequence.velocity_step', _SEQUENCE.velocity_step,
+              'Step between the searched velocities.', low=0.001, high=100.0),
+    ParamSpec('sequence.contrast_window', _SEQUENCE.contrast_window,
+              'Map places of the contrast normalisation window (per frame): 0 = the whole map '
+              "(default); R = OpenSeqSLAM's local window of R places centred on each place "
+              '(docs/sequence-matching.md: it can make sequences worse than single frames where '
+              'neighbouring places look alike).', low=0, high=100_000),
+    ParamSpec('sequence.single_frame_weight', _SEQUENCE.single_frame_weight,
+              "Blend of the current frame's own normalised score into "
               'the ranking: 0 = sequence only, 1 = current frame only.', low=0.0, high=1.0),
-    ParamSpec('sequence.shortlist', 0, '0 = every frame scores every map place (exact); K = only each '
+    ParamSpec('sequence.shortlist', _SEQUENCE.shortlist,
+              '0 = every frame scores every map place (exact); K = only each '
               "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
               'indexes).',
               low=0, high=1_000_000),
@@ -200,7 +212,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(chosen by the keyframe.* gates) collected before the vocabulary is fitted on them; they '
               'then become the first places. The node answers nothing until then.', read_only=True,
               low=2, high=100_000),
-    ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path."),
+    ParamSpec('save_map_path', '', "Where ~/save_map writes the map (atomically); '' = map_path. Set at "
+              'launch only (a path settable at run time would let any peer on the graph pick where the node '
+              'writes); an existing folder is replaced only when it is a vpr_ros map.', read_only=True),
     # ----- diagnostics ----------------------------------------------------------------------
     ParamSpec('diagnostics_period', 1.0, 'Period [s, node clock] of /diagnostics.', read_only=True,
               low=0.05, high=60.0),
@@ -274,3 +288,36 @@ def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict
 
 __all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
            'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic']
+
+
+def params_file_text(node_name: str = '/**') -> str:
+    """A ROS 2 params file with every parameter at its default, described from this table
+    (``vpr-ros node-params``: a pip/venv install has no ``share/`` copy of config/localize.yaml)."""
+    lines = ['# Parameters of the vpr_ros localizer node at their defaults (vpr-ros node-params).',
+             '# "restart": read only at start-up; the others can be changed with ros2 param set.',
+             f'{node_name}:', '  ros__parameters:']
+    opened: list[str] = []
+    for spec in PARAMETERS:
+        *groups, leaf = spec.name.split('.')
+        common = 0
+        while common < min(len(groups), len(opened)) and groups[common] == opened[common]:
+            common += 1
+        opened = opened[:common]
+        for group in groups[common:]:
+            lines.append('    ' + '  ' * len(opened) + f'{group}:')
+            opened.append(group)
+        indent = '    ' + '  ' * len(opened)
+        note = ' (restart)' if spec.read_only else ''
+        lines.append(f'{indent}# {spec.description}{note}'.replace('\n', ' '))
+        lines.append(f'{indent}{leaf}: {_yaml_scalar(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_scalar(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, float):
+        return repr(value)  # keeps the decimal point: ROS 2 parameters are strictly typed
+    if isinstance(value, int):
+        return str(value)
+    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'

@@ -47,9 +47,10 @@ from vpr_ros.evaluation.metrics import (
     evaluate_retrieval,
     loop_closure_metrics,
     precision_recall_curve,
+    recall_text,
     timing_stats,
 )
-from vpr_ros.evaluation.report import query_match_pairs, write_report
+from vpr_ros.evaluation.report import plot_latency, plot_loop_closures, query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import NODE_NAME, image_subscription_topic
@@ -63,9 +64,13 @@ LOCKSTEP_TIMEOUT_S = 60.0
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from vpr_ros.cli import DIST, YAW, NumberType, add_sequence_args
+
+    TIMEOUT = NumberType(float, 0.0, 86_400.0, low_open=True)  # noqa: N806
     parser.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
     parser.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
-    parser.add_argument('--rate', type=float, default=1.0, help='playback speed, 1.0 = real time')
+    parser.add_argument('--rate', type=NumberType(float, 0.0, 1000.0, low_open=True),
+                        default=1.0, help='playback speed, 1.0 = real time')
     parser.add_argument('--lockstep', action='store_true',
                         help='publish each image only once the node answered the previous one (at most '
                              f'{LOCKSTEP_TIMEOUT_S:g} s each): no frame dropped however slow the CPU, '
@@ -81,13 +86,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "+ '/compressed' for a compressed stream not named so)")
     parser.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra parameter for the started node (repeatable)')
-    parser.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
-    parser.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')
-    parser.add_argument('--startup-timeout', type=float, default=120.0, help='seconds to wait for the node')
-    parser.add_argument('--idle-timeout', type=float, default=3.0,
+    parser.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
+    parser.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
+    parser.add_argument('--startup-timeout', type=TIMEOUT, default=120.0, help='seconds to wait for the node')
+    parser.add_argument('--idle-timeout', type=TIMEOUT, default=3.0,
                         help='after playback, stop once the node has been silent this long [s]')
-    from vpr_ros.cli import add_sequence_args
-
     add_sequence_args(parser)
 
 
@@ -103,6 +106,7 @@ def _sequence_params(args: argparse.Namespace) -> list[str]:
     cfg = sequence_config(args)
     return [f'sequence.length:={cfg.length}', f'sequence.min_velocity:={float(cfg.min_velocity)!r}',
             f'sequence.max_velocity:={float(cfg.max_velocity)!r}', f'sequence.shortlist:={cfg.shortlist}',
+            f'sequence.contrast_window:={cfg.contrast_window}',
             f'sequence.single_frame_weight:={float(cfg.single_frame_weight)!r}']
 
 
@@ -245,10 +249,12 @@ def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: floa
     ``answered``: lockstep, each image waits until the previous one is answered (or a timeout)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
+    from tqdm import tqdm
 
     store = get_typestore(Stores.LATEST)
     published: dict[float, float] = {}
-    with AnyReader([Path(bag.path)], default_typestore=store) as reader:
+    bar = tqdm(total=bag.image_count, desc='replay (images played)', unit='img')
+    with bar, AnyReader([Path(bag.path)], default_typestore=store) as reader:
         conns = [c for c in reader.connections if c.topic in (bag.image_topic, '/clock')]
         has_clock = any(c.topic == '/clock' for c in conns)
         _wait(lambda: pub_image.get_subscription_count() > 0, 30.0, f'a subscriber on {pub_image.topic_name}',
@@ -276,6 +282,7 @@ def _play(bag: BagSource, pub_image: Publisher, pub_clock: Publisher, rate: floa
                 pub_clock.publish(Clock(clock=messages.to_time(stamp)))
             pub_image.publish(bytes(raw))
             published[stamp] = time.monotonic()
+            bar.update()
     return published
 
 
@@ -410,9 +417,9 @@ def run(args: argparse.Namespace) -> int:
             'image_topic': topic,
             'frames_published': len(published), 'frames_with_output': len(processed),
             'frames_without_output': len(set(published) - processed),
-            'node': {k: diagnostics.get(k) for k in ('frames_received', 'frames_processed', 'frames_dropped',
-                                                     'frames_rate_limited', 'skipped_bad_frames',
-                                                     'latency_p50_ms', 'latency_p95_ms')},
+            'node': {k: _number(diagnostics.get(k)) for k in (
+                'frames_received', 'frames_processed', 'frames_dropped', 'frames_rate_limited',
+                'skipped_bad_frames', 'latency_p50_ms', 'latency_p95_ms')},
             'poses_published': len(recording.poses),
         },
         'loop_closure': loop_closure_metrics(loop_events, track, vmap.places, [r.stamp for r in records],
@@ -427,12 +434,30 @@ def run(args: argparse.Namespace) -> int:
     pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
     results['files'] = write_report(args.out, results, vmap.places, pairs,
                                     f"{vmap.meta.encoder['name']} (live)")
+    for name, plot in (('loop_closures.png', lambda p: plot_loop_closures(
+            vmap.places, results['loop_closure']['judged'], track, p,
+            f"Loop closures published by the node ({thresholds.dist_m:g} m)")),
+                       ('latency.png', lambda p: plot_latency(latencies, p, 'End-to-end latency (live)'))):
+        plot(os.path.join(args.out, name))
+        results['files'].append(os.path.join(args.out, name))
     _print_summary(results)
     return 0
 
 
 def _int_or_none(value: str | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _number(value: str | None) -> int | float | str | None:
+    """A diagnostics value (always a string on the wire) as the number it holds."""
+    if value is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 LOOP_PARAMS = ('loop_closure.min_score', 'loop_closure.min_time_separation',
@@ -468,8 +493,7 @@ def _closure_comparison(events: list[tuple[float, float]], outputs: list, track:
 def _print_summary(results: dict[str, Any]) -> None:
     r, rp, lc = results['retrieval'], results['live'], results['loop_closure']
     lat = r['timing_ms']['end_to_end_latency']
-    recall = '  '.join(f'{k} {v * 100:.1f}%' for k, v in r['recall'].items())
-    print(f"live replay: {recall}  ({r['answerable_queries']}/{r['queries']} answerable, "
+    print(f"live replay: {recall_text(r['recall'])}  ({r['answerable_queries']}/{r['queries']} answerable, "
           f"{r['thresholds']['dist_m']:g} m)")
     print(f"  frames: {rp['frames_published']} played, {rp['frames_with_output']} answered, "
           f"{rp['frames_without_output']} dropped; latency p50 {lat.get('p50', float('nan'))} ms, "

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.errors import ImageDecodeError, SourceError, VprError
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, Pose, msg_to_rgb
+from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, NonFinitePose, Pose, msg_to_rgb
 from vpr_ros.skips import SkipCounter
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -45,9 +45,14 @@ def stamp_of(header: Any, fallback_ns: int) -> float:
 
 
 def pose_of_msg(msg: Any, msgtype: str) -> Pose:
+    """The pose of an Odometry/PoseStamped/PoseWithCovarianceStamped (NonFinitePose for NaN or inf)."""
     pose = msg.pose if msgtype == 'geometry_msgs/msg/PoseStamped' else msg.pose.pose
     p, q = pose.position, pose.orientation
-    return Pose((float(p.x), float(p.y), float(p.z)), (float(q.x), float(q.y), float(q.z), float(q.w)))
+    return Pose.from_values((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+
+
+def _orientation(q: np.ndarray) -> tuple[float, float, float, float] | None:
+    return tuple(float(v) for v in q) if np.isfinite(q).all() else None  # type: ignore[return-value]
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
@@ -70,7 +75,9 @@ class PoseTrack:
         order = np.argsort(np.asarray(stamps, np.float64), kind='stable')
         self.stamps = np.asarray(stamps, np.float64)[order]
         self.positions = np.array([poses[i].position for i in order], np.float64).reshape(-1, 3)
-        self.orientations = np.array([poses[i].orientation for i in order], np.float64).reshape(-1, 4)
+        # NaN rows: position-only poses (orientation unknown)
+        self.orientations = np.array([poses[i].orientation or (np.nan,) * 4 for i in order],
+                                     np.float64).reshape(-1, 4)
         self.max_gap = max_gap
 
     def __len__(self) -> int:
@@ -81,16 +88,16 @@ class PoseTrack:
             return None
         i = int(np.searchsorted(self.stamps, t))
         if i < len(self.stamps) and abs(self.stamps[i] - t) < 1e-9:
-            return Pose(tuple(float(v) for v in self.positions[i]),
-                        tuple(float(v) for v in self.orientations[i]))
+            return Pose(tuple(float(v) for v in self.positions[i]), _orientation(self.orientations[i]))
         i0, i1 = max(i - 1, 0), min(i, len(self.stamps) - 1)
         t0, t1 = self.stamps[i0], self.stamps[i1]
         if t1 - t0 > self.max_gap:
             return None
         a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
         pos = (1 - a) * self.positions[i0] + a * self.positions[i1]
-        quat = _slerp(self.orientations[i0], self.orientations[i1], a)
-        return Pose(tuple(float(v) for v in pos), tuple(float(v) for v in quat))
+        q0, q1 = self.orientations[i0], self.orientations[i1]
+        quat = _slerp(q0, q1, a) if np.isfinite(q0).all() and np.isfinite(q1).all() else None
+        return Pose(tuple(float(v) for v in pos), None if quat is None else _orientation(quat))
 
 
 class BagSource:
@@ -110,9 +117,9 @@ class BagSource:
                 counts = {c.topic: c.msgcount for c in reader.connections}
         self.image_topic = self._pick(topics, image_topic, IMAGE_TYPES, 'image')
         self.pose_topic = self._pick(topics, pose_topic, POSE_TYPES, 'pose', required=False)
-        self.image_count = counts.get(self.image_topic, 0)
-        if self.image_count == 0:
-            raise SourceError(f'bag {path}: topic {self.image_topic} has no messages')
+        # metadata.yaml's count: a progress-bar estimate only, never trusted for allocation or for where to
+        # stop (it can lie: frames() reads until the data ends and says when the topic held nothing).
+        self.image_count = max(0, min(int(counts.get(self.image_topic) or 0), 1 << 40))
 
     def _reader(self):
         from pathlib import Path
@@ -158,10 +165,16 @@ class BagSource:
             conns = [c for c in reader.connections if c.topic == self.pose_topic]
             for conn, t_ns, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
+                try:
+                    pose = pose_of_msg(msg, conn.msgtype)
+                except NonFinitePose as exc:
+                    self.skips.skip('non-finite pose', f'{self.pose_topic} at {t_ns * 1e-9:.3f} s: {exc}')
+                    continue
                 stamps.append(stamp_of(msg.header, t_ns))
-                poses.append(pose_of_msg(msg, conn.msgtype))
+                poses.append(pose)
         if not poses:
-            raise SourceError(f'bag {self.path}: pose topic {self.pose_topic} has no messages')
+            raise SourceError(f'bag {self.path}: pose topic {self.pose_topic} has no messages'
+                              + (' with a finite pose' if self.skips.counts['non-finite pose'] else ''))
         return PoseTrack(stamps, poses)
 
     def pose_frames(self) -> tuple[str, str]:
@@ -181,10 +194,11 @@ class BagSource:
     def frames(self, require_pose: bool = True) -> Iterator[Frame]:
         """Decoded frames in bag order; undecodable images and uncovered stamps are counted skips."""
         track = self.pose_track() if (require_pose or self.pose_topic) else None
-        covered = 0
+        covered = read = 0
         with self._read_errors(), self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.image_topic]
             for conn, t_ns, raw in reader.messages(connections=conns):
+                read += 1
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                     stamp = stamp_of(msg.header, t_ns)
@@ -206,6 +220,8 @@ class BagSource:
                     continue
                 covered += 1
                 yield Frame(stamp, rgb, pose, source=f'{os.path.basename(self.path.rstrip("/"))}:{t_ns}')
+        if read == 0:
+            raise SourceError(f'bag {self.path}: topic {self.image_topic} has no messages')
         if require_pose and covered == 0:
             raise SourceError(f'bag {self.path}: no image of {self.image_topic} is covered by poses '
                               f'of {self.pose_topic}')
@@ -238,8 +254,7 @@ def write_bag(path: str, frames: Iterable[Frame], *, storage: str = 'sqlite3',
     def odom(t: float, pose: Pose):
         geo = T['geometry_msgs/msg/Pose'](
             position=T['geometry_msgs/msg/Point'](x=pose.position[0], y=pose.position[1], z=pose.position[2]),
-            orientation=T['geometry_msgs/msg/Quaternion'](x=pose.orientation[0], y=pose.orientation[1],
-                                                          z=pose.orientation[2], w=pose.orientation[3]))
+            orientation=T['geometry_msgs/msg/Quaternion'](*(pose.orientation or (0.0,) * 4)))
         zero3 = T['geometry_msgs/msg/Vector3'](x=0.0, y=0.0, z=0.0)
         return T['nav_msgs/msg/Odometry'](
             header=header(t, map_frame), child_frame_id='base_link',

@@ -3,21 +3,33 @@
 CSV header (comma-separated, one row per image): ``image`` (file name relative to the folder;
 ``filename``/``file`` also accepted), ``x``, ``y``; optional ``z``, ``stamp`` (seconds;
 ``timestamp``/``time`` also accepted; default: row index), and either ``yaw`` (radians) or
-``qx,qy,qz,qw``. Unreadable images are counted skips; malformed rows are errors naming the line.
+``qx,qy,qz,qw`` (all zero: a position-only pose). Unreadable images and rows with a NaN or infinite
+number are counted skips; malformed rows are errors naming the line.
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Iterator
 
 from vpr_ros.errors import ImageDecodeError, SourceError
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, Pose, read_image_file
+from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame, NonFinitePose, Pose, read_image_file
 from vpr_ros.skips import SkipCounter
+from vpr_ros.textio import read_text, short_repr
+
+MAX_CSV_BYTES = 1 << 30
 
 _IMAGE_COLS = ('image', 'filename', 'file')
 _STAMP_COLS = ('stamp', 'timestamp', 'time')
+
+
+def _records(reader: csv.DictReader, path: str) -> Iterator[dict[str, str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:  # e.g. a field beyond csv.field_size_limit
+        raise SourceError(f'{path}:{reader.line_num + 1}: not a CSV row ({str(exc)[:120]})') from exc
 
 
 class FolderSource:
@@ -37,31 +49,38 @@ class FolderSource:
         self.image_count = len(self.rows)
 
     def _read_rows(self) -> list[tuple[str, float, Pose]]:
-        with open(self.csv_path, newline='', encoding='utf-8') as fh:
-            reader = csv.DictReader(fh)
-            cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-            image_col = next((cols[c] for c in _IMAGE_COLS if c in cols), None)
-            if image_col is None or 'x' not in cols or 'y' not in cols:
-                raise SourceError(f'{self.csv_path}: header needs image, x, y columns (has {list(cols)})')
-            stamp_col = next((cols[c] for c in _STAMP_COLS if c in cols), None)
-            rows = []
-            for line, rec in enumerate(reader, start=2):
-                try:
-                    x, y = float(rec[cols['x']]), float(rec[cols['y']])
-                    z = float(rec[cols['z']]) if 'z' in cols and rec[cols['z']] not in ('', None) else 0.0
-                    stamp = float(rec[stamp_col]) if stamp_col else float(line - 2)
-                    if all(q in cols for q in ('qx', 'qy', 'qz', 'qw')):
-                        q = tuple(float(rec[cols[k]]) for k in ('qx', 'qy', 'qz', 'qw'))
-                        norm = math.sqrt(sum(v * v for v in q))
-                        if not norm:
-                            raise ValueError('zero quaternion')
-                        pose = Pose((x, y, z), tuple(v / norm for v in q))
-                    else:
-                        yaw = float(rec[cols['yaw']]) if 'yaw' in cols else 0.0
-                        pose = Pose.from_xy_yaw(x, y, yaw, z)
-                except (TypeError, ValueError) as exc:
-                    raise SourceError(f'{self.csv_path}:{line}: bad row ({exc})') from exc
-                rows.append((rec[image_col], stamp, pose))
+        text = read_text(self.csv_path, 'poses CSV', SourceError, MAX_CSV_BYTES)
+        reader = csv.DictReader(io.StringIO(text, newline=''))
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise SourceError(f'{self.csv_path}:1: not a CSV header ({str(exc)[:120]})') from exc
+        cols = {c.strip().lower(): c for c in header}
+        image_col = next((cols[c] for c in _IMAGE_COLS if c in cols), None)
+        if image_col is None or 'x' not in cols or 'y' not in cols:
+            raise SourceError(f'{self.csv_path}: header needs image, x, y columns '
+                              f'(has {short_repr(list(cols))})')
+        stamp_col = next((cols[c] for c in _STAMP_COLS if c in cols), None)
+        rows = []
+        for line, rec in enumerate(_records(reader, self.csv_path), start=2):
+            try:
+                x, y = float(rec[cols['x']]), float(rec[cols['y']])
+                z = float(rec[cols['z']]) if 'z' in cols and rec[cols['z']] not in ('', None) else 0.0
+                stamp = float(rec[stamp_col]) if stamp_col else float(line - 2)
+                if all(q in cols for q in ('qx', 'qy', 'qz', 'qw')):
+                    q = [float(rec[cols[k]]) for k in ('qx', 'qy', 'qz', 'qw')]
+                else:
+                    yaw = float(rec[cols['yaw']]) if 'yaw' in cols else 0.0
+                    q = [0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)]
+                if not math.isfinite(stamp):
+                    raise NonFinitePose(f'stamp {stamp}')
+                pose = Pose.from_values((x, y, z), q)  # a zero quaternion: position only
+            except NonFinitePose as exc:
+                self.skips.skip('non-finite pose', f'{self.csv_path}:{line}: {exc}')
+                continue
+            except (TypeError, ValueError) as exc:
+                raise SourceError(f'{self.csv_path}:{line}: bad row ({str(exc)[:160]})') from exc
+            rows.append((rec[image_col], stamp, pose))
         return rows
 
     def frames(self, require_pose: bool = True) -> Iterator[Frame]:

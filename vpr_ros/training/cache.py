@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from vpr_ros.frames import Frame
+from vpr_ros.textio import load_yaml_file
 from vpr_ros.training.places import FrameTable
 
 
@@ -79,8 +80,7 @@ class FeatureCache:
         path = os.path.join(directory, 'manifest.yaml')
         if not os.path.isfile(path):
             return None
-        with open(path, encoding='utf-8') as fh:
-            manifest = yaml.safe_load(fh) or {}
+        manifest = load_yaml_file(path, 'feature cache manifest') or {}
         if manifest.get('key') != key:
             return None
         n = int(manifest['frames'])
@@ -91,18 +91,39 @@ class FeatureCache:
         return cls(directory, arrays, table, manifest)
 
     @classmethod
-    def build(cls, directory: str, key: str, frames: Iterable[tuple[int, Frame]], capacity: int,
+    def build(cls, directory: str, key: str, frames: Iterable[tuple[int, Frame]], expected: int,
               backbone: torch.nn.Module, preprocess: Any, copies: int, seed: int, batch: int,
               extra: dict[str, Any], progress: bool = True) -> 'FeatureCache':
-        """Run ``backbone`` over every (session, frame) and ``copies`` versions of it; see the module doc."""
+        """Run ``backbone`` over every (session, frame) and ``copies`` versions of it; see the module doc.
+
+        ``expected`` (a bag's metadata count) only sizes the progress bar: the feature files grow
+        (doubling) while frames come, and every frame is cached however many the header claimed."""
         if os.path.isdir(directory):
             shutil.rmtree(directory)
         os.makedirs(directory)
         arrays: list[np.ndarray] = []
-        xyz, yaw, stamp, session = (np.zeros((capacity, 3)), np.zeros(capacity), np.zeros(capacity),
-                                    np.zeros(capacity, np.int64))
+        xyz: list[tuple[float, float, float]] = []
+        yaw: list[float] = []
+        stamp: list[float] = []
+        session: list[int] = []
         n = 0
         pending: list[tuple[int, Frame]] = []
+
+        def room_for(rows: int) -> None:
+            """Grow every feature file to hold ``rows`` rows (doubling: amortised O(1) per row)."""
+            nonlocal arrays
+            if rows <= len(arrays[0]):
+                return
+            grown = []
+            for j, a in enumerate(arrays):
+                path = os.path.join(directory, f'feat{j}.npy')
+                bigger = np.lib.format.open_memmap(path + '.grow', mode='w+', dtype=np.float16,
+                                                   shape=(max(rows, 2 * len(a)), *a.shape[1:]))
+                bigger[:n] = a[:n]
+                bigger.flush()
+                os.replace(path + '.grow', path)
+                grown.append(bigger)
+            arrays = grown
 
         def flush() -> None:
             nonlocal n, arrays
@@ -114,22 +135,21 @@ class FeatureCache:
                 if not arrays:
                     arrays = [np.lib.format.open_memmap(
                         os.path.join(directory, f'feat{j}.npy'), mode='w+', dtype=np.float16,
-                        shape=(capacity, copies, *o.shape[1:])) for j, o in enumerate(outs)]
+                        shape=(len(pending), copies, *o.shape[1:])) for j, o in enumerate(outs)]
+                room_for(n + len(pending))
                 for a, o in zip(arrays, outs):
                     a[n:n + len(pending), c] = o.astype(np.float16)
-            for i, (s, f) in enumerate(pending):
-                xyz[n + i] = f.pose.position
-                yaw[n + i] = f.pose.yaw
-                stamp[n + i] = f.stamp
-                session[n + i] = s
+            for s, f in pending:
+                xyz.append(f.pose.position)
+                yaw.append(f.pose.yaw)
+                stamp.append(f.stamp)
+                session.append(s)
             n += len(pending)
             pending.clear()
 
         backbone.eval()
-        for item in tqdm(frames, total=capacity, desc='caching backbone features', unit='frame',
+        for item in tqdm(frames, total=expected or None, desc='caching backbone features', unit='frame',
                          disable=not progress):
-            if n + len(pending) >= capacity:
-                break
             pending.append(item)
             if len(pending) == batch:
                 flush()
@@ -137,8 +157,9 @@ class FeatureCache:
             flush()
         for a in arrays:
             a.flush()
-        np.savez(os.path.join(directory, 'frames.npz'), xyz=xyz[:n], yaw=yaw[:n], stamp=stamp[:n],
-                 session=session[:n])
+        np.savez(os.path.join(directory, 'frames.npz'), xyz=np.array(xyz, np.float64).reshape(-1, 3),
+                 yaw=np.array(yaw, np.float64), stamp=np.array(stamp, np.float64),
+                 session=np.array(session, np.int64))
         manifest = {'key': key, 'frames': n, 'copies': copies, 'outputs': len(arrays),
                     'shapes': [list(a.shape[2:]) for a in arrays], 'dtype': 'float16', **extra}
         tmp = os.path.join(directory, 'manifest.yaml.tmp')

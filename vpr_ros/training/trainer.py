@@ -31,6 +31,7 @@ from vpr_ros.encoders import create_encoder
 from vpr_ros.encoders._zoo import ZooEncoder
 from vpr_ros.encoders.weights import file_fingerprint
 from vpr_ros.errors import ConfigError, NotImplementedFeature, SourceError, VprError
+from vpr_ros.textio import load_yaml_file, short_repr
 from vpr_ros.threadpools import use_torch_threads
 from vpr_ros.training.cache import FeatureCache
 from vpr_ros.training.losses import LOSSES, batch_loss
@@ -74,14 +75,14 @@ def split_settings(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         else:
             enc[key] = value
     if train['loss'] not in LOSSES:
-        raise ConfigError(f'train: loss must be one of {", ".join(LOSSES)}, got {train["loss"]!r}')
+        raise ConfigError(f'train: loss must be one of {", ".join(LOSSES)}, got {short_repr(train["loss"])}')
     if train['margin'] is None:
         train['margin'] = 0.1 if train['loss'] == 'triplet' else 0.5
     for key in ('epochs', 'places_per_batch', 'images_per_place', 'augment_copies', 'feature_batch'):
         if int(train[key]) < 1:
-            raise ConfigError(f'train: {key} must be >= 1, got {train[key]}')
+            raise ConfigError(f'train: {key} must be >= 1, got {short_repr(train[key])}')
     if int(train['train_blocks']) < 0:
-        raise ConfigError(f'train: train_blocks must be >= 0, got {train["train_blocks"]}')
+        raise ConfigError(f'train: train_blocks must be >= 0, got {short_repr(train["train_blocks"])}')
     if int(train['places_per_batch']) < 2 or int(train['images_per_place']) < 2:
         raise ConfigError('train: a batch needs >= 2 places and >= 2 images per place')
     if not 0 < float(train['pos_dist']) < float(train['neg_dist']):
@@ -104,7 +105,7 @@ def prepare_encoder_config(name: str, enc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_sessions(paths: list[str], settings: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
-    from vpr_ros.pipeline import open_source
+    from vpr_ros.sources import open_source
 
     out = []
     for path in paths:
@@ -265,8 +266,8 @@ def train(sources: list[str], encoder_name: str, out_dir: str, config: dict[str,
     cache = FeatureCache.open(cache_dir, key)
     t0 = time.perf_counter()
     if cache is None:
-        capacity = sum(int(src.image_count) for _, src, _ in sessions)
-        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), capacity, frozen,
+        expected = sum(int(src.image_count) for _, src, _ in sessions)  # progress only: counts can lie
+        cache = FeatureCache.build(cache_dir, key, _frames(sessions, settings), expected, frozen,
                                    encoder.preprocess, int(settings['augment_copies']), seed,
                                    int(settings['feature_batch']), {'sessions': names}, progress)
     cache_s = time.perf_counter() - t0
@@ -439,6 +440,5 @@ def _read_previous(out_dir: str) -> dict[str, Any]:
     if not all(os.path.isfile(p) for p in needed):
         raise ConfigError(f'train: nothing to resume in {out_dir} '
                           '(needs run.yaml, last.pth and history.json)')
-    with open(needed[0], encoding='utf-8') as fh:
-        return yaml.safe_load(fh)
+    return load_yaml_file(needed[0], 'train run settings')
 

@@ -15,10 +15,3 @@ class GeM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1))
         return F.normalize(pooled.pow(1.0 / self.p), dim=-1)
-
-
-class AvgPool(nn.Module):
-    """Global average pooling then L2 (the 'AVG' aggregator)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x.mean(dim=(-2, -1)), dim=-1)

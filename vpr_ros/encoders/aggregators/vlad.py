@@ -14,13 +14,14 @@ Two forms of cosine vocabulary (``centres``):
   at most 1e-4 (official ``tol``). One deliberate difference: a centre that loses all members keeps
   its previous position (the official update turns it into a zero vector, a dead word).
 * ``'unit'`` -- spherical k-means (faiss): centres re-normalised to unit length after every update.
-  The encoders' default, by measurement (README, "Choosing an encoder").
+  The encoders' default, by measurement (docs/encoders.md, "Choosing an encoder").
 """
 from __future__ import annotations
 
 import numpy as np
 
 from vpr_ros.errors import VprError
+from vpr_ros.textio import short_repr
 from vpr_ros.threadpools import blas_threads_for_fitting
 
 CENTRE_FORMS = ('mean', 'unit')
@@ -69,7 +70,7 @@ def fit_vocabulary(descriptors: np.ndarray, k: int, cosine: bool = True, seed: i
     import faiss
 
     if centres not in CENTRE_FORMS:
-        raise VprError(f'VLAD centres must be one of {CENTRE_FORMS}, got {centres!r}')
+        raise VprError(f'VLAD centres must be one of {CENTRE_FORMS}, got {short_repr(centres)}')
     x = np.ascontiguousarray(descriptors, dtype=np.float32)
     if x.ndim != 2 or len(x) < k:
         raise VprError(f'VLAD vocabulary of {k} words needs at least {k} local descriptors, got {len(x)}')

@@ -25,6 +25,7 @@ import numpy as np
 
 from vpr_ros.encoders.torch_encoder import IMAGENET_MEAN, IMAGENET_STD
 from vpr_ros.errors import ConfigError
+from vpr_ros.textio import short_repr
 from vpr_ros.threadpools import use_torch_threads
 
 DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vits14',
@@ -45,7 +46,7 @@ class DenseFeatures:
         self.backbone, self.threads = backbone, int(threads)
         if (not isinstance(image_size, (list, tuple)) or len(image_size) != 2
                 or min(int(s) for s in image_size) <= 0):
-            raise ConfigError(f'image_size must be [height, width], got {image_size!r}')
+            raise ConfigError(f'image_size must be [height, width], got {short_repr(image_size)}')
         self.image_size = (int(image_size[0]), int(image_size[1]))
         if backbone.startswith('efficientnet'):
             self._build_efficientnet(backbone.split('_', 1)[1], layer, weights)
@@ -69,7 +70,7 @@ class DenseFeatures:
         else:
             if not isinstance(layer, int) or not 0 <= layer < len(net._blocks):
                 raise ConfigError(f'layer for {self.backbone} must be "head" or a block index in '
-                                  f'[0, {len(net._blocks) - 1}], got {layer!r}')
+                                  f'[0, {len(net._blocks) - 1}], got {short_repr(layer)}')
             self.dim = net.block_channels(layer)
             self.stride = 2 ** (1 + sum(int(b._depthwise_conv.stride[0] == 2)
                                         for b in net._blocks[:layer + 1]))
@@ -100,7 +101,7 @@ class DenseFeatures:
         if not isinstance(layer, int) or not 0 <= layer < len(net.blocks):
             raise ConfigError(f'layer for {self.backbone} must be a block index in '
                               f'[0, {len(net.blocks) - 1}], '
-                              f'got {layer!r}')
+                              f'got {short_repr(layer)}')
         self.dim, self.stride = int(net.embed_dim), 14
         self.weights_path, self.model, self.layer = weights, net, layer
         self._forward = lambda x: net.value_facet(x, layer)
@@ -113,7 +114,8 @@ class DenseFeatures:
         weights = self._require_weights(weights, f'torchvision ImageNet {self.backbone}')
         layer = DEFAULT_LAYERS['resnet'] if layer is None else layer
         if layer not in ('layer3', 'layer4'):
-            raise ConfigError(f'layer for {self.backbone} must be "layer3" or "layer4", got {layer!r}')
+            raise ConfigError(f'layer for {self.backbone} must be "layer3" or "layer4", '
+                              f'got {short_repr(layer)}')
         net = cropped_resnet(resnet_depth(self.backbone), layer, weights)
         self.dim, self.stride = net.out_channels, net.stride
         self.weights_path, self.model, self.layer = weights, net, layer

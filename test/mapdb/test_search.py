@@ -3,8 +3,8 @@ import pytest
 
 from vpr_ros.encoders.base import l2_normalize
 from vpr_ros.frames import Pose
+from vpr_ros.mapdb.search import SEGMENT_K, vote_places
 from vpr_ros.mapdb.store import VprMap
-from vpr_ros.matching.retrieval import SEGMENT_K, vote_places
 
 IDENTITY = {'name': 'fake_multi', 'config': {}, 'weights_fingerprint': 'none', 'dim': 16,
             'multi_vector': True}
@@ -89,7 +89,7 @@ def test_ranking_with_the_row_is_the_index_search(dtype, index):
     """Sequence matching takes the single-frame ranking and the similarity row in one call; on a flat
     map the ranking comes from the row (one pass). Same places, same order, scores within float32
     rounding, exclusions honoured, for every index kind."""
-    from vpr_ros.matching.retrieval import rank_places, rank_places_with_row
+    from vpr_ros.mapdb.search import rank_places, rank_places_with_row
 
     rng = np.random.default_rng(3)
     identity = {**IDENTITY, 'dim': 64, 'multi_vector': False}

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
+from vpr_ros import sample
 from vpr_ros.errors import ConfigError, SourceError
-from vpr_ros.sources import sample
+from vpr_ros.sample import SampleInfo, generate_sample, render_traversal
 from vpr_ros.sources.bag import BagSource
-from vpr_ros.sources.sample import SampleInfo, generate_sample, render_traversal
 
 SCALE = 0.1
 SIZE = (48, 64)
