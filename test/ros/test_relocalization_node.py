@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from test.ros.conftest import RELIABLE_IMAGES, image_msg
+from test.ros.conftest import QUERY_ORDER, RELIABLE_IMAGES, image_msg
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
@@ -97,3 +97,23 @@ def test_relocalization_is_off_by_default(sample_map, in_process) -> None:
     node = in_process(map_path=sample_map[0], threads=1).node
     assert node._relocalization_state() == 'disabled' and node._pub_tf is None
     assert node._pub_initialpose.topic_name == '/initialpose'
+
+
+def test_a_failing_relocalization_step_is_counted_and_the_node_keeps_answering(world, in_process,
+                                                                              driver_factory) -> None:
+    from std_srvs.srv import Trigger
+
+    node = in_process(map_path=world.map_path, threads=1, diagnostics_period=0.2,
+                      **{RELIABLE_IMAGES: 'reliable', 'relocalization.enabled': True})
+
+    def broken(*args) -> bool:
+        raise RuntimeError('injected')
+    node.node._relocalization.offer = broken
+    driver = driver_factory()
+    driver.wait_ready(lambda: None, node=node.node)
+    for k, t in enumerate((300.0, 301.0)):
+        rows = driver.localize(image_msg(world.queries[k].rgb, t), t)
+        assert rows[0][0] == QUERY_ORDER[k]
+    driver.wait_for(lambda o: (s := driver.latest_status()) is not None
+                    and s.get('skipped.relocalization error (RuntimeError)') == '2', 30.0)
+    assert call(driver.session.node, Trigger, '/vpr_localizer/relocalize', Trigger.Request()).success
