@@ -182,6 +182,7 @@ def _print_loops(results: dict[str, Any]) -> None:
               f"(precision {r['precision']}), {r['loop_frames_closed']}/{lp['loop_frames']} loop frames "
               f"closed; min_score for 100% precision {th['min_score']} "
               f"(recall there {th['recall_at_100_precision']})")
+        print('    loop frames left: ' + ' -> '.join(f'{k} {n}' for k, n in r['funnel'].items()))
     t = lp['verification_ms_per_candidate']
     if t.get('count'):
         print(f"  verification {t['p50']:.1f} ms p50 / {t['p95']:.1f} p95 per candidate "
@@ -247,7 +248,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
     _print_loops(results)
     if args.out:
-        print(f'report: {args.out}/results.json and loop_pr.png')
+        print(f'report: {args.out}/results.json, loop_pr.png and loop_funnel.png')
     return 0
 
 

@@ -23,10 +23,18 @@ from vpr_ros.evaluation.metrics import (
     Thresholds,
     evaluate_retrieval,
     full_precision_threshold,
+    loop_frame_lost_at,
+    loop_funnel,
     precision_recall_curve,
     timing_stats,
 )
-from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
+from vpr_ros.evaluation.report import (
+    plot_loop_funnel,
+    plot_loop_pr,
+    query_match_pairs,
+    write_json,
+    write_report,
+)
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
@@ -289,32 +297,40 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
                         settings.keyframe_max_similarity)
     session: list[tuple[int, float]] = []
-    place_xy: list[tuple[float, float]] = []
-    place_t: list[float] = []
+    place_xy: list[tuple[float, float]] = []  # by place id
     events: dict[str, list[dict[str, Any]]] = {'without_verification': [], 'with_verification': []}
     statuses: dict[str, Counter[str]] = {k: Counter() for k in events}
     per_frame: dict[str, list[tuple[float, bool]]] = {k: [] for k in events}
     loop_frames: set[float] = set()
     verify_ms: list[float] = []
     frames = 0
+    keyframe_xy: list[tuple[float, float]] = []  # every keyframe so far (bootstrap ones before the fit too)
+    keyframe_t: list[float] = []
+    lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
+    loop_stamps: list[float] = []
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
+        if keyframe_t:
+            dist = np.linalg.norm(np.asarray(keyframe_xy) - xy, axis=1)
+            if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(keyframe_t) - t) >= sep)).any():
+                loop_frames.add(t)
+                loop_stamps.append(t)
         if boot is not None and not boot.done:
+            if t in loop_frames:  # nothing is answered before the vocabulary is fitted
+                for key in events:
+                    lost_at[key].append('answered')
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
+                keyframe_xy.append(tuple(xy))
+                keyframe_t.append(t)
                 for pid in boot.offer(t, frame.pose, frame.rgb, frame.source,
                                       lf.extract(frame.rgb, settings.local_features)):
                     place = vmap.place(pid)
                     session.append((pid, place.stamp))
                     place_xy.append(tuple(place.pose.position[:2]))
-                    place_t.append(place.stamp)
             continue
         loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep))
-        if place_t:
-            dist = np.linalg.norm(np.asarray(place_xy) - xy, axis=1)
-            if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(place_t) - t) >= sep)).any():
-                loop_frames.add(t)
         query_feats: list[lf.LocalFeatures] = []
 
         def features() -> lf.LocalFeatures:
@@ -340,17 +356,21 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
+            if t in loop_frames:
+                lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
+                                                       correct))
             if decision.accepted:
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
                                     'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
                 if v is not None:
-                    events[key][-1].update(inliers=v.inliers, model=v.model)
+                    events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
         if gate.accept(t, frame.pose.position, loc.vectors):
             pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
             session.append((pid, t))
             place_xy.append(tuple(xy))
-            place_t.append(t)
+            keyframe_xy.append(tuple(xy))
+            keyframe_t.append(t)
     if not frames:
         raise SourceError('no query frame could be used (see the skip counts above)')
     loops: dict[str, Any] = {
@@ -372,6 +392,9 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         scores = [s for s, _ in per_frame[key]]
         ok = [c for _, c in per_frame[key]]
         loops[key] = {**_closure_summary(events[key], loop_frames), 'statuses': dict(statuses[key]),
+                      'funnel': loop_funnel(lost_at[key]),
+                      'loop_frames_lost_at': [{'t': t, 'lost_at': at}
+                                              for t, at in zip(loop_stamps, lost_at[key])],
                       'score_threshold': full_precision_threshold(scores, ok, len(loop_frames)),
                       'events': events[key]}
     results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
@@ -380,5 +403,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, 'results.json'), results)
         plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
-        results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
+        plot_loop_funnel({k: loops[k]['funnel'] for k in events}, os.path.join(out_dir, 'loop_funnel.png'),
+                         f"{encoder.name}: loop frames left after each stage ({thresholds.dist_m:g} m)")
+        results['files'] = [os.path.join(out_dir, f)
+                            for f in ('results.json', 'loop_pr.png', 'loop_funnel.png')]
     return results

@@ -201,3 +201,25 @@ def plot_loop_pr(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_loop_funnel(funnels: Mapping[str, Mapping[str, int]], path: str, title: str = '') -> None:
+    """Loop frames left after each stage of the recall funnel, one bar group per variant."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    names = list(funnels)
+    stages = [k for k in next(iter(funnels.values()))] if funnels else []
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(stages))
+    for i, name in enumerate(names):
+        counts = [funnels[name][s] for s in stages]
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, counts, width, label=name.replace('_', ' '))
+        ax.bar_label(bars, fontsize=6)
+    ax.set_xticks(x, [s.replace('_', ' ') for s in stages], rotation=25, ha='right', fontsize=8)
+    ax.set_ylabel('loop frames')
+    ax.grid(alpha=0.3, axis='y')
+    ax.legend(fontsize=7)
+    ax.set_title(title or 'loop-closure recall funnel: loop frames left after each stage')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

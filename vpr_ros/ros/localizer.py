@@ -52,6 +52,7 @@ from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
+    FUNNEL_STAGES,
     LoopClosureConfig,
     LoopClosureFilter,
     LoopDecision,
@@ -156,6 +157,7 @@ class LocalizerNode(Node):
         self._sequence_active = False
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
+        self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_loop_status = ''
         self._input_rate = RollingStats()
@@ -486,6 +488,7 @@ class LocalizerNode(Node):
         finally:
             self._loop_frames_decided += 1
         self._loop_status[decision.status.value] += 1
+        self._loop_funnel.update(decision.stages)
         self._last_loop_status = decision.status.value
         if decision.status is LoopStatus.LOOP_DETECTED:
             self._publish_loop(t, decision)
@@ -640,6 +643,8 @@ class LocalizerNode(Node):
             'bootstrap_keyframes': self._bootstrap.collected if self._bootstrap else 0,
             'frames_bootstrapping': self._bootstrap_frames_seen,
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
+            # the recall funnel of the decided frames: how many got past each stage, in order
+            **{f'loop_funnel.{k}': self._loop_funnel[k] for k in FUNNEL_STAGES},
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,
                                   hardware_id=f'vpr_ros/{self._localizer.encoder.name}',

@@ -91,17 +91,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'set it from `vpr-ros evaluate --loops` (min_score for 100% precision).'),
     ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
               'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
-              'agree before a loop closure is published (1 = no temporal check).', low=1, high=1000),
+    ParamSpec('loop_closure.consistency_frames', 3, 'Without geometric verification: consecutive processed '
+              'frames whose candidates must agree before a loop closure is published (1 = no temporal '
+              'check). With verification, verified_frames is the temporal check.', low=1, high=1000),
     ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
               'at most this ...', low=0, high=1_000_000_000),
     ParamSpec('loop_closure.consistency_stamp_window', 3.0,
               '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
-              '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
-    ParamSpec('loop_closure.verified_frames', 2, 'Consecutive verification attempts whose verified '
-              'candidates must agree before a closure is published (with verification; 1 = the first '
-              'verified candidate is published).', low=1, high=100),
+    ParamSpec('loop_closure.max_rate_hz', 0.0, 'Cap on published loop closures per second of query time, '
+              'a token bucket with bursts of 5 (LIO-SAM queues five and consumes one per '
+              'loopClosureFrequency, dropping the oldest itself); 0 = no cap.', low=0.0, high=1000.0),
+    ParamSpec('loop_closure.verified_frames', 2, 'Agreeing verified views before a closure is published '
+              '(with verification): verified candidates of consecutive frames, or adjacent keyframes of the '
+              'same place that verify against the same frame; 1 = the first verified candidate.',
+              low=1, high=100),
     # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
     ParamSpec('sequence.length', 0, 'Match the last N processed frames as a trajectory through the map '
               '(SeqSLAM uses 10); 0 = single-frame matching. Until N frames have been seen (and after '
