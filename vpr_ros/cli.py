@@ -183,6 +183,9 @@ def _print_loops(results: dict[str, Any]) -> None:
               f"closed; min_score for 100% precision {th['min_score']} "
               f"(recall there {th['recall_at_100_precision']})")
         print('    loop frames left: ' + ' -> '.join(f'{k} {n}' for k, n in r['funnel'].items()))
+        for d, a in r['at_dist'].items():
+            print(f"    at {d} m: {a['published']} published, {a['correct']} correct "
+                  f"(precision {a['precision']}), recall {a['recall']}")
     t = lp['verification_ms_per_candidate']
     if t.get('count'):
         print(f"  verification {t['p50']:.1f} ms p50 / {t['p95']:.1f} p95 per candidate "
@@ -245,7 +248,8 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     encoder = create_encoder(args.encoder, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
-    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
+    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None),
+                             also_dists=args.also_dist)
     _print_loops(results)
     if args.out:
         print(f'report: {args.out}/results.json, loop_pr.png and loop_funnel.png')
@@ -439,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-keypoints', type=int, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
+    g.add_argument('--also-dist', type=float, nargs='*', default=[], metavar='M',
+                   help='further distance thresholds [m] the same closures are scored at')
     p.add_argument('--top-k', type=int, default=10)
     p.add_argument('--dist', type=float, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=float, default=None, help='optional heading threshold [deg]')

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -261,8 +261,8 @@ class LoopEvaluationSettings:
     bootstrap_frames: int = 40  # an encoder without vocabulary fits it on the first N keyframes (as the node)
 
 
-def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> dict[str, Any]:
-    correct = [e for e in events if e['correct']]
+def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist_m: float) -> dict[str, Any]:
+    correct = [e for e in events if e['error_m'] <= dist_m]
     closed = {e['t_query'] for e in correct} & loop_frames
     return {'published': len(events), 'correct': len(correct),
             'precision': round(len(correct) / len(events), 4) if events else None,
@@ -272,7 +272,8 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> d
 
 def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
-                   thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+                   thresholds: Thresholds = Thresholds(), progress: bool = True,
+                   also_dists: Sequence[float] = ()) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -308,13 +309,16 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     keyframe_t: list[float] = []
     lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
     loop_stamps: list[float] = []
+    nearest_revisit: dict[float, float] = {}  # frame -> distance to the nearest keyframe far enough in time
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
         if keyframe_t:
-            dist = np.linalg.norm(np.asarray(keyframe_xy) - xy, axis=1)
-            if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(keyframe_t) - t) >= sep)).any():
+            apart = np.abs(np.asarray(keyframe_t) - t) >= sep
+            dist = np.linalg.norm(np.asarray(keyframe_xy)[apart] - xy, axis=1)
+            nearest_revisit[t] = float(dist.min()) if len(dist) else math.inf
+            if nearest_revisit[t] <= thresholds.dist_m:
                 loop_frames.add(t)
                 loop_stamps.append(t)
         if boot is not None and not boot.done:
@@ -343,8 +347,11 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         def neighbours(candidate: Any) -> list[Any]:
             return localizer.time_neighbours(candidate.place_id, candidate.score)
 
+        def error_m(place_id: int) -> float:
+            return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
+
         def correct(place_id: int) -> bool:
-            return bool(np.linalg.norm(np.asarray(place_xy[place_id]) - xy) <= thresholds.dist_m)
+            return error_m(place_id) <= thresholds.dist_m
 
         eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
         if eligible:
@@ -362,7 +369,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if decision.accepted:
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
-                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
+                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id),
+                                    'error_m': round(error_m(decision.place_id), 3)})
                 if v is not None:
                     events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
         if gate.accept(t, frame.pose.position, loc.vectors):
@@ -391,7 +399,10 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     for key in events:
         scores = [s for s, _ in per_frame[key]]
         ok = [c for _, c in per_frame[key]]
-        loops[key] = {**_closure_summary(events[key], loop_frames), 'statuses': dict(statuses[key]),
+        at_dist = {f'{d:g}': _closure_summary(events[key], {t for t, n in nearest_revisit.items() if n <= d},
+                                              d) for d in also_dists}
+        loops[key] = {**_closure_summary(events[key], loop_frames, thresholds.dist_m), 'at_dist': at_dist,
+                      'statuses': dict(statuses[key]),
                       'funnel': loop_funnel(lost_at[key]),
                       'loop_frames_lost_at': [{'t': t, 'lost_at': at}
                                               for t, at in zip(loop_stamps, lost_at[key])],

@@ -78,11 +78,11 @@ def test_a_loop_frame_is_lost_at_the_first_stage_it_fails() -> None:
 
     S = LoopStatus
     cases = [(loop_frame_lost_at(False, [], None, correct), 'answered'),
-             (loop_frame_lost_at(True, [7, 8], decision(S.LOOP_DETECTED), correct), 'retrieved'),
+             (loop_frame_lost_at(True, [7, 8], decision(S.LOOP_DETECTED, place=8), correct), 'retrieved'),
              (loop_frame_lost_at(True, [3], decision(S.TOO_RECENT, candidates=()), correct), 'separated'),
              (loop_frame_lost_at(True, [3], decision(S.FAILED_GEOMETRIC_VERIFICATION, verified=None),
                                  correct), 'verified'),
-             (loop_frame_lost_at(True, [3], decision(S.LOOP_DETECTED, verified=7), correct), 'verified'),
+             (loop_frame_lost_at(True, [3], decision(S.RATE_LIMITED, verified=7), correct), 'verified'),
              (loop_frame_lost_at(True, [3], decision(S.FAILED_TEMPORAL_CONSISTENCY), correct), 'agreed'),
              (loop_frame_lost_at(True, [3], decision(S.RATE_LIMITED), correct), 'not_rate_limited'),
              (loop_frame_lost_at(True, [3], decision(S.LOOP_DETECTED, place=9), correct), 'published'),
@@ -91,5 +91,7 @@ def test_a_loop_frame_is_lost_at_the_first_stage_it_fails() -> None:
     # without verification the top candidate stands in for the verified place
     unchecked = LoopDecision(S.LOOP_DETECTED, 100.0, 1.0, 3, 0.5, candidates=(3,))
     assert loop_frame_lost_at(True, [3], unchecked, correct) is None
+    # a correct published place counts even when a neighbour keyframe, not a retrieved one, verified it
+    assert loop_frame_lost_at(True, [7], decision(S.LOOP_DETECTED, place=4, verified=7), correct) is None
     funnel = loop_funnel([got for got, _ in cases])
     assert list(funnel.values()) == [9, 8, 7, 6, 4, 3, 2, 1]

@@ -299,6 +299,8 @@ def loop_frame_lost_at(answered: bool, retrieved: Sequence[int], decision: Any,
 
     if not answered:
         return 'answered'
+    if decision is not None and decision.accepted and correct(decision.place_id):
+        return None  # the published place counts, whichever view of the place verified first
     if not any(correct(p) for p in retrieved):
         return 'retrieved'
     if decision is None or not any(correct(p) for p in decision.candidates):
