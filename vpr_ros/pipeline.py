@@ -39,6 +39,7 @@ from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS, Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching.confidence import expected_calibration_error, fit_confidence
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
@@ -178,6 +179,8 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     vmap.meta.build.update({'places': stats.places, 'seconds': round(stats.total_s, 2),
                             'fit_seconds': round(stats.fit_s, 2), 'encode_seconds': round(stats.encode_s, 2),
                             'images_per_s': round(stats.images_per_s, 2), 'skipped': stats.skipped})
+    model = fit_confidence(vmap, progress=progress)  # stored in map.yaml (vpr_ros.matching.confidence)
+    vmap.meta.confidence = model.to_dict() if model is not None else {}
     vmap.save(out_path)
     return vmap, stats
 
@@ -189,7 +192,8 @@ def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None
     sequence = localizer.sequence_config.enabled
     for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
         loc = localizer.localize(frame.rgb, frame.stamp)
-        extra: dict[str, Any] = {'matched_by': loc.matched_by}
+        confidence = None if math.isnan(loc.confidence) else round(loc.confidence, 5)
+        extra: dict[str, Any] = {'matched_by': loc.matched_by, 'confidence': confidence}
         if sequence:
             extra.update(sequence_history=loc.sequence_history, sequence_ms=round(loc.sequence_ms, 3),
                          single_frame_place_ids=[m.place_id for m in loc.single_frame],
@@ -220,10 +224,24 @@ def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: l
     return out
 
 
+def calibration_summary(localizer: Localizer, per_query: list[dict[str, Any]],
+                        thresholds: Thresholds) -> dict[str, Any]:
+    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries."""
+    model = localizer.confidence_model
+    rated = [q for q in per_query if 'correct_at_1' in q and q['place_ids']]
+    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in rated]
+    out = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
+    out.update(dist_m=thresholds.dist_m, model=model.to_dict() if model is not None else None)
+    return out
+
+
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
              progress: bool = True, label: str | None = None, pair_count: int = 6) -> dict[str, Any]:
     """Evaluate a query source against the localizer's map; writes results.json + plots to ``out_dir``."""
     t0 = time.perf_counter()
+    model = localizer.confidence_model
+    if model is None or model.dist_m != thresholds.dist_m:  # the confidence is that of being right here
+        localizer.calibrate(thresholds.dist_m, progress)
     records = run_queries(localizer, source.frames(True), source.image_count, progress)
     if not records:
         raise SourceError('no query frame could be used (see the skip counts above)')
@@ -234,6 +252,7 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
         'top_k': localizer.top_k, 'retrieval': retrieval,
         'sequence': sequence_summary(localizer, records, localizer.map.places, thresholds, ns),
         'precision_recall': precision_recall_curve(records, localizer.map.places, thresholds),
+        'calibration': calibration_summary(localizer, retrieval['per_query'], thresholds),
         'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2),
     }
     if out_dir:
