@@ -100,10 +100,10 @@ class V:
     parallax_deg: float | None = None
 
 
-def test_with_a_verifier_geometry_replaces_the_retrieval_streak() -> None:
-    """Every frame's candidates above min_score are verified (no retrieval streak needed first); the
-    one with the most inliers is the frame's verified place."""
-    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=3, min_score=0.5, verified_frames=1))
+def test_every_frame_is_verified_and_the_retrieval_streak_still_applies() -> None:
+    """Every frame's candidates above min_score are verified, before the retrieval streak is complete;
+    the one with the most inliers is the frame's verified place. A closure needs the streak too."""
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=2, min_score=0.5, verified_frames=1))
     calls = []
 
     def verify(cands):
@@ -118,6 +118,9 @@ def test_with_a_verifier_geometry_replaces_the_retrieval_streak() -> None:
     assert calls[0] == [10, 11]  # only candidates above min_score, far enough in time (not 90: too recent)
     assert (decisions[1].place_id, decisions[1].t_match, decisions[1].verification.inliers) == (11, 11.0, 40)
     assert decisions[1].candidates == (10, 11) and decisions[1].verified_place == 11 and decisions[1].checked
+    flt = LoopClosureFilter(LoopClosureConfig(consistency_frames=3, min_score=0.5, verified_frames=1))
+    statuses = [flt.update(100.0 + i, shortlist, lambda cands: [V(11, True, 40)]).status for i in range(3)]
+    assert statuses == [LoopStatus.FAILED_TEMPORAL_CONSISTENCY] * 2 + [LoopStatus.LOOP_DETECTED]
 
 
 def test_a_closure_needs_consecutive_agreeing_verifications() -> None:
@@ -185,7 +188,7 @@ def test_neighbours_too_recent_for_a_closure_are_not_verified() -> None:
 def test_a_verified_neighbour_keyframe_of_the_place_is_a_second_view() -> None:
     """The candidate and its adjacent keyframe both verifying against one frame close the loop at
     that frame; a candidate whose neighbours do not verify waits for the next frame."""
-    flt = LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0))  # verified_frames 2
+    flt = LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0, consistency_frames=1))
     answers = {20: V(20, True, 45, 2.0), 21: V(21, True, 50, 1.0), 19: V(19, False, 3)}
 
     def verify(cands, top_k=None):
@@ -203,7 +206,8 @@ def test_a_verified_neighbour_keyframe_of_the_place_is_a_second_view() -> None:
 
 def test_a_place_is_verified_by_its_best_matching_keyframe() -> None:
     """When no retrieved candidate verifies, the top candidate's adjacent keyframes are tried."""
-    flt = LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0, verified_frames=1))
+    flt = LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0, verified_frames=1,
+                                              consistency_frames=1))
     answers = {20: V(20, False, 4), 30: V(30, False, 2), 19: V(19, False, 0), 21: V(21, True, 35),
                22: V(22, False, 0)}
 

@@ -3,29 +3,29 @@
 A frame's candidate is its best-scoring match that lies at least ``min_time_separation`` seconds
 from the query (LIO-SAM drops pairs closer than its ``historyKeyframeSearchTimeDiff``, 30 s).
 The candidate must score at least ``min_score`` (-1, the default, is no score gate: scores mean
-different things per encoder, and verification decides). Without a verifier it must then agree
-with the candidates of the previous ``consistency_frames - 1`` frames (their place ids within
+different things per encoder, and verification decides). It must then agree with the
+candidates of the previous ``consistency_frames - 1`` frames (their place ids within
 ``consistency_place_window`` or their map stamps within ``consistency_stamp_window`` seconds of
 each other): the temporal check that keeps one lucky frame from closing a loop.
 
-With a verifier (the default in the node and in ``evaluate --loops``), geometry decides and the
-retrieval streak is not required: every frame's eligible candidates scoring at least
-``min_score`` (at most ``verification.top_k``) are geometrically verified
-(:mod:`vpr_ros.matching.verification`) and the one with the most inliers is the frame's verified
-candidate. When none verifies, the keyframes just before and after the top candidate in map time
-are tried: the verification of a place uses its best-matching keyframe, as retrieval often ranks
-the keyframe one further along the same street first, whose wider baseline fails RANSAC. When
-nothing verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
+With a verifier (the default in the node and in ``evaluate --loops``), every frame's eligible
+candidates scoring at least ``min_score`` (at most ``verification.top_k``) are geometrically
+verified (:mod:`vpr_ros.matching.verification`), not only those of frames that already passed the
+retrieval streak, so that the verified evidence is there when the streak completes; the one with the
+most inliers is the frame's verified candidate. When none verifies, the keyframes just before and
+after the top candidate in map time are tried: the verification of a place uses its best-matching
+keyframe, as retrieval often ranks the keyframe one further along the same street first, whose wider
+baseline fails RANSAC. When nothing verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
 
-A closure needs ``verified_frames`` agreeing verified *views* (2 by default): the geometric form of
-the temporal check. ORB-SLAM3 confirms a verified loop candidate with further keyframes before it
-closes the loop; DLoopDetector accepts an island of consecutive matches. A view is either a
-previous frame's verified, agreeing candidate (the chain restarts at a frame where nothing
-verifies) or another keyframe of the same place, just before or after it in map time, that
-verifies against this frame as well: two map images taken metres apart whose geometry both agree
-with the query are as much independent evidence as two query frames, and waiting for the next
-frame costs a revisit its first closure. A look-alike place that happens to pass RANSAC once (a
-repeated facade, the same model of car) rarely does so twice.
+A closure needs ``verified_frames`` agreeing verified *views* (2 by default) on top of the retrieval
+streak (``consistency_frames``): DLoopDetector likewise requires temporally consistent retrieval
+*and* a geometric check, and ORB-SLAM3 confirms a verified loop candidate with further keyframes
+before it closes the loop. A view is either a previous frame's verified, agreeing candidate (the
+chain restarts at a frame where nothing verifies) or another keyframe of the same place, just before
+or after it in map time, that verifies against this frame as well: two map images taken metres apart
+whose geometry both agree with the query are evidence much as two query frames are, and a frame
+whose own verification failed does not cost the revisit its closure. A look-alike place that happens
+to pass RANSAC once (a repeated facade, the same model of car) rarely does so twice.
 
 Of the verified views of this frame, the one taken nearest to the query becomes the match, as
 DLoopDetector picks the best entry of an island of consecutive matches: retrieval and inlier counts
@@ -240,7 +240,7 @@ class LoopClosureFilter:
         self._verified = place
         count = self._verified_streak - 1 + len(views)
         status = LoopStatus.LOOP_DETECTED
-        if count < cfg.verified_frames:
+        if count < cfg.verified_frames or self._streak < cfg.consistency_frames:
             status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
         elif not self._rate_allows(t_query):
             status = LoopStatus.RATE_LIMITED

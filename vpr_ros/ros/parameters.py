@@ -91,9 +91,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'set it from `vpr-ros evaluate --loops` (min_score for 100% precision).'),
     ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
               'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.consistency_frames', 3, 'Without geometric verification: consecutive processed '
-              'frames whose candidates must agree before a loop closure is published (1 = no temporal '
-              'check). With verification, verified_frames is the temporal check.', low=1, high=1000),
+    ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
+              'agree before a loop closure is published (1 = no temporal check); with verification, '
+              'verified_frames must hold as well.', low=1, high=1000),
     ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
               'at most this ...', low=0, high=1_000_000_000),
     ParamSpec('loop_closure.consistency_stamp_window', 3.0,
