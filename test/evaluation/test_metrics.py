@@ -95,3 +95,14 @@ def test_a_loop_frame_is_lost_at_the_first_stage_it_fails() -> None:
     assert loop_frame_lost_at(True, [7], decision(S.LOOP_DETECTED, place=4, verified=7), correct) is None
     funnel = loop_funnel([got for got, _ in cases])
     assert list(funnel.values()) == [9, 8, 7, 6, 4, 3, 2, 1]
+
+
+def test_reliability_diagram(tmp_path) -> None:
+    from vpr_ros.evaluation.report import plot_reliability
+    from vpr_ros.matching.confidence import expected_calibration_error
+
+    right = [True] * 19 + [False] + [True] * 3 + [False] * 7
+    cal = expected_calibration_error([0.95] * 20 + [0.3] * 10, right)
+    cal['dist_m'] = 25.0
+    plot_reliability(cal, str(tmp_path / 'r.png'), 'test')
+    assert (tmp_path / 'r.png').stat().st_size > 1000
