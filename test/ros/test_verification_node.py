@@ -35,7 +35,7 @@ def camera_info_msg(width: int, height: int):
 
 
 def offline_closures(frames: list, sequence_length: int, min_score: float, verified_frames: int,
-                     statuses: dict | None = None) -> list:
+                     statuses: dict | None = None, consistency_frames: int = 3) -> list:
     """``evaluate --loops``' verified closures for the node's settings of the test below (and, into
     ``statuses``, its per-frame decision counts)."""
     from vpr_ros.encoders import create_encoder
@@ -53,7 +53,8 @@ def offline_closures(frames: list, sequence_length: int, min_score: float, verif
     camera = CameraIntrinsics(tuple(k.k), tuple(k.d), k.distortion_model, k.width, k.height)
     settings = LoopEvaluationSettings(
         loop_closure=LoopClosureConfig(min_time_separation=SEPARATION_S, min_score=min_score,
-                                       verified_frames=verified_frames),
+                                       verified_frames=verified_frames,
+                                       consistency_frames=consistency_frames),
         camera=camera, keyframe_min_interval=0.0, top_k=5, sequence=SequenceConfig(length=sequence_length))
     result = evaluate_loops(create_encoder('raw_pixels', {'threads': 1}), source, None, settings,
                             Thresholds(DIST_M), progress=False)
@@ -137,8 +138,9 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
     assert int(status['loop_funnel.verified']) >= int(status['loop_funnel.agreed']) >= len(pairs)
     assert int(status['loop_funnel.separated']) == sum(n for k, n in offline_statuses.items() if k not in (
         'no_matches', 'too_recent', 'low_score'))
-    # the second agreeing verification matters here: with one, other frames would close
-    assert offline_closures(loop_frames, sequence_length, min_score, verified_frames=1) != expected
+    # the temporal checks matter here: with one verified view and no retrieval streak, other frames close
+    assert offline_closures(loop_frames, sequence_length, min_score, verified_frames=1,
+                            consistency_frames=1) != expected
     assert status['camera_intrinsics'] == 'known'
     assert constraints and len(constraints) <= len(pairs)
     for msg in constraints:
