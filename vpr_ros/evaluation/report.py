@@ -157,7 +157,7 @@ def plot_reliability(calibration: Mapping[str, Any], path: str, label: str = '')
     width = [b['high'] - b['low'] for b in bins]
     ax.bar(mid, [b['accuracy'] for b in bins], width, edgecolor='k', alpha=0.7, label='accuracy of the top-1')
     ax.plot([b['confidence'] for b in bins], [b['accuracy'] for b in bins], 'o', color='C3', ms=4,
-            label='mean confidence in the bin')
+            label="accuracy at the bin's mean confidence")
     ax.plot([0, 1], [0, 1], '--', color='0.4', label='perfect calibration')
     ax.set_ylabel('accuracy')
     ax.set_xlim(0, 1)
