@@ -285,7 +285,7 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist
     closed = {e['t_query'] for e in correct} & loop_frames
     return {'published': len(events), 'correct': len(correct),
             'precision': round(len(correct) / len(events), 4) if events else None,
-            'loop_frames_closed': len(closed),
+            'loop_frames_closed': len(closed), 'loop_frames': len(loop_frames),
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
