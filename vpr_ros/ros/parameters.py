@@ -73,16 +73,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
               '(raise it before remapping ~/pose to /initialpose).'),
     ParamSpec('covariance.score_low', 0.5,
-              'Score at (and below) which the pose sigmas reach their maximum.'),
+              'Without a calibrated confidence (a map of < 20 places): score at (and below) which the pose '
+              'sigmas reach their maximum.'),
     ParamSpec('covariance.score_high', 0.95,
-              'Score at (and above) which the pose sigmas reach their minimum.'),
-    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] at score_high (x, y, z).',
+              'Without a calibrated confidence: score at (and above) which the pose sigmas reach their '
+              'minimum.'),
+    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] of a right match (x, y, z); '
+              'the variance is p sigma_min^2 + (1 - p) sigma_max^2 for confidence p.',
               low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] at score_low (x, y, z).',
+    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] of a wrong match (x, y, z).',
               low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] at score_high '
+    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] of a right match '
               '(roll, pitch, yaw).', low=0.0, high=math.pi),
-    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] at score_low.',
+    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] of a wrong match.',
               low=0.0, high=math.pi),
     # ----- loop closure ---------------------------------------------------------------------
     ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
