@@ -54,6 +54,7 @@ from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
+    FUNNEL_STAGES,
     LoopClosureConfig,
     LoopClosureFilter,
     LoopDecision,
@@ -164,7 +165,9 @@ class LocalizerNode(Node):
         self._sequence_active = False
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
+        self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
+        self._last_confidence = math.nan
         self._last_loop_status = ''
         self._input_rate = RollingStats()
         self._output_rate = RollingStats()
@@ -551,7 +554,7 @@ class LocalizerNode(Node):
             self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)
-        self._publish(stamp, t, loc.matches)
+        self._publish(stamp, t, loc.matches, loc.confidence)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
             self._loop_slot.put((t, loc.matches, features))
@@ -588,6 +591,7 @@ class LocalizerNode(Node):
         finally:
             self._loop_frames_decided += 1
         self._loop_status[decision.status.value] += 1
+        self._loop_funnel.update(decision.stages)
         self._last_loop_status = decision.status.value
         if decision.status is LoopStatus.LOOP_DETECTED:
             self._publish_loop(t, decision)
@@ -636,19 +640,20 @@ class LocalizerNode(Node):
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list, confidence: float = math.nan) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if self._pub_place_candidates is not None:
-            self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches))
+            self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches, confidence))
             if matches:
-                self._pub_place_match.publish(messages.place_match_msg(header, matches[0]))
+                self._pub_place_match.publish(messages.place_match_msg(header, matches[0], confidence))
         if matches:
             best = matches[0]
             self._last = (best.place_id, best.score, t)
+            self._last_confidence = confidence
             self._pub_best.publish(messages.best_match_msg(header, best))
             if best.pose is not None and best.score >= self._values['pose.min_score']:
-                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance))
+                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, confidence))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
 
     def _publish_loop(self, t: float, decision: LoopDecision) -> None:
@@ -737,6 +742,7 @@ class LocalizerNode(Node):
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
+            'last_confidence': f'{self._last_confidence:.4f}', 'confidence': self._confidence_state(),
             'sequence.length': self._localizer.sequence_config.length,
             'sequence.frames_matched': self._by_sequence,
             'sequence.frames_single_frame_fallback': self._sequence_fallback,
@@ -750,12 +756,22 @@ class LocalizerNode(Node):
             'bootstrap_keyframes': self._bootstrap.collected if self._bootstrap else 0,
             'frames_bootstrapping': self._bootstrap_frames_seen,
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
+            # the recall funnel of the decided frames: how many got past each stage, in order
+            **{f'loop_funnel.{k}': self._loop_funnel[k] for k in FUNNEL_STAGES},
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,
                                   hardware_id=f'vpr_ros/{self._localizer.encoder.name}',
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                status=[status]))
+
+    def _confidence_state(self) -> str:
+        """What the published confidence means (vpr_ros.matching.confidence)."""
+        model = self._localizer.fitted_confidence
+        if model is None:
+            return 'uncalibrated (map too small or without poses): NaN, covariance from the score'
+        return (f'P(top-1 within {model.dist_m:g} m), calibrated on {model.examples} map places '
+                f'({model.exclude_s:g} s time neighbours excluded)')
 
     def _verification_state(self) -> str:
         if not self._values['verification.enabled']:
