@@ -195,8 +195,10 @@ def test_every_numeric_option_refuses_non_finite_and_out_of_range_values():
             else:
                 with pytest.raises(argparse.ArgumentTypeError):
                     action.type(text)
-        if action.default is not None:  # the defaults themselves are in range
-            assert action.type(str(action.default)) == action.default, name
+        defaults = action.default if isinstance(action.default, list) else [action.default]  # nargs options
+        for default in defaults:
+            if default is not None:  # the defaults themselves are in range
+                assert action.type(str(default)) == default, name
 
 
 @pytest.mark.parametrize('argv', [
