@@ -39,6 +39,10 @@ def test_build_evaluate_report(bags, built_map, tmp_path, capsys):
     for png in ('recall_at_n.png', 'trajectory.png', 'matches.png', 'pr_curve.png'):
         assert os.path.getsize(os.path.join(out, png)) > 1000
     assert 'R@1 100.0%' in capsys.readouterr().out
+    # 8 places are too few to calibrate a confidence on: every answer says so (NaN), none is rated
+    cal = results['calibration']
+    assert cal['model'] is None and cal['without_confidence'] == 8 and cal['ece'] is None
+    assert all(q['confidence'] is None for q in results['retrieval']['per_query'])
 
 
 def test_map_info(built_map, capsys):
@@ -194,8 +198,10 @@ def test_every_numeric_option_refuses_non_finite_and_out_of_range_values():
             else:
                 with pytest.raises(argparse.ArgumentTypeError):
                     action.type(text)
-        if action.default is not None:  # the defaults themselves are in range
-            assert action.type(str(action.default)) == action.default, name
+        defaults = action.default if isinstance(action.default, list) else [action.default]  # nargs options
+        for default in defaults:
+            if default is not None:  # the defaults themselves are in range
+                assert action.type(str(default)) == default, name
 
 
 @pytest.mark.parametrize('argv', [

@@ -10,7 +10,7 @@ import pytest
 from test.helpers import blob_image, textured_frames
 from vpr_ros.cli import main
 from vpr_ros.encoders import create_encoder
-from vpr_ros.evaluation.metrics import Thresholds, full_precision_threshold
+from vpr_ros.evaluation.metrics import LOOP_FUNNEL_STAGES, Thresholds, full_precision_threshold
 from vpr_ros.frames import Frame, Pose
 from vpr_ros.matching.loop_closure import LoopClosureConfig
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
@@ -61,6 +61,10 @@ def test_verification_rejects_look_alikes_and_keeps_true_revisits(loop_bag, tmp_
     saved = json.load(open(tmp_path / 'r' / 'results.json'))
     assert saved['loops']['with_verification']['published'] == 6
     assert os.path.getsize(tmp_path / 'r' / 'loop_pr.png') > 1000
+    assert os.path.getsize(tmp_path / 'r' / 'loop_funnel.png') > 1000
+    # every revisit survives every stage of the recall funnel
+    assert checked['funnel'] == {'loop_frames': 6, **{stage: 6 for stage in LOOP_FUNNEL_STAGES}}
+    assert [f['lost_at'] for f in checked['loop_frames_lost_at']] == [None] * 6
 
 
 def test_cli_prints_the_threshold_for_full_precision(loop_bag, tmp_path, capsys) -> None:
@@ -95,3 +99,5 @@ def test_vocabulary_encoder_bootstraps_from_the_first_keyframes(loop_bag) -> Non
     assert lp['vocabulary'].startswith('bootstrapped from the first 4 keyframes')
     assert lp['frames'] == 24 and lp['keyframes'] == 24 and encoder.is_fitted
     assert sum(lp['with_verification']['statuses'].values()) == 20  # every frame after the fit was answered
+    funnel = lp['with_verification']['funnel']
+    assert funnel['loop_frames'] == lp['loop_frames'] == 6 and funnel['answered'] == 6  # revisits: after it

@@ -252,6 +252,10 @@ def _print_loops(results: dict[str, Any]) -> None:
               f"(precision {r['precision']}), {r['loop_frames_closed']}/{lp['loop_frames']} loop frames "
               f"closed; min_score for 100% precision {th['min_score']} "
               f"(recall there {th['recall_at_100_precision']})")
+        print('    loop frames left: ' + ' -> '.join(f'{k} {n}' for k, n in r['funnel'].items()))
+        for d, a in r['at_dist'].items():
+            print(f"    at {d} m: {a['published']} published, {a['correct']} correct "
+                  f"(precision {a['precision']}), recall {a['recall']}")
     t = lp['verification_ms_per_candidate']
     if t.get('count'):
         print(f"  verification {t['p50']:.1f} ms p50 / {t['p95']:.1f} p95 per candidate "
@@ -337,12 +341,13 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                          max_pixels=args.max_image_pixels)
     hook = _pose_graph_hook(args) if args.pose_graph else None
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None),
-                             pose_graph=hook)
+                             pose_graph=hook, also_dists=args.also_dist)
     _print_loops(results)
     if hook is not None:
         _print_pose_graph(results['pose_graph'])
     if args.out:
-        print(f'report: {args.out}/results.json and loop_pr.png' + (', pose_graph.png' if hook else ''))
+        print(f'report: {args.out}/results.json, loop_pr.png, loop_funnel.png'
+              + (', pose_graph.png' if hook else ''))
     return 0
 
 
@@ -598,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-keypoints', type=MAX_KEYPOINTS, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
+    g.add_argument('--also-dist', type=DIST, nargs='*', default=[], metavar='M',
+                   help='further distance thresholds [m] the same closures are scored at')
     from vpr_ros.slam.graph import KERNEL_PARAMETERS, PoseGraphConfig
     from vpr_ros.slam.odometry import DriftModel
 

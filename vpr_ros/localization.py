@@ -10,6 +10,7 @@ feeds it frames in time order (the node, ``evaluate``, ``replay``) gets the same
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.search import rank_places_with_row
 from vpr_ros.mapdb.store import Match, VprMap
+from vpr_ros.matching.confidence import CONFIDENCE_K, DEFAULT_DIST_M, ConfidenceModel, fit_confidence
 from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
 
 _log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class Localization:
     sequence_used: bool = False
     sequence_history: int = 0   # frames in the sequence history, this one included (0 = off)
     sequence_ms: float = 0.0    # part of search_ms
+    # P(matches[0] is within the confidence model's dist_m of the query), calibrated on the map
+    # (vpr_ros.matching.confidence); NaN without a model, or when a sequence answer's top-1 is not
+    # the single-frame top-1 the model was calibrated for
+    confidence: float = math.nan
 
     @property
     def matched_by(self) -> str:
@@ -107,6 +113,15 @@ class Localizer:
         # previous search (the keyframe rate sequence velocities are scaled to).
         self._keyframe_flags: deque[bool] = deque(maxlen=KEYFRAME_RATE_WINDOW)
         self._added_since_search = False
+        self._confidence: ConfidenceModel | None = None
+        self._confidence_places = 0  # map size the model was fitted at (0: taken from map.yaml)
+        self._confidence_tried = 0  # map size at the last fit attempt (a failed one is retried at double)
+        self._previous_top: Match | None = None  # the previous frame's single-frame top-1 (agreement)
+        if vmap.meta.confidence:
+            try:
+                self._confidence = ConfidenceModel.from_dict(vmap.meta.confidence)
+            except MapError as exc:
+                _log.warning('%s; recalibrating on the map', exc)
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
@@ -157,6 +172,40 @@ class Localizer:
         i = int(at[0])
         return [self.map.match(int(order[j]), score) for j in (i - 1, i + 1) if 0 <= j < len(order)]
 
+    # ----- confidence -----------------------------------------------------------------------------
+    @property
+    def confidence_model(self) -> ConfidenceModel | None:
+        """The map's calibrated confidence model (vpr_ros.matching.confidence): from map.yaml, else fitted
+        on the map when first needed and refitted whenever a growing map has doubled since."""
+        n = len(self.map)
+        stale = self._confidence is None or (self._confidence_places and n >= 2 * self._confidence_places)
+        if stale and n >= 2 * self._confidence_tried:
+            dist = self._confidence.dist_m if self._confidence is not None else DEFAULT_DIST_M
+            self.calibrate(dist)
+        return self._confidence
+
+    @property
+    def fitted_confidence(self) -> ConfidenceModel | None:
+        """The current model without fitting one (for status reports from other threads)."""
+        return self._confidence
+
+    def calibrate(self, dist_m: float = DEFAULT_DIST_M, progress: bool = False) -> ConfidenceModel | None:
+        """Fit the confidence model on the map for ``dist_m`` (None: the map is too small or has no
+        poses); it is stored in the map's metadata, so a saved map keeps it."""
+        model = fit_confidence(self.map, dist_m, progress=progress)
+        self._confidence_tried = len(self.map)
+        if model is not None:
+            self._confidence, self._confidence_places = model, len(self.map)
+            self.map.meta.confidence = model.to_dict()
+        return model
+
+    def _confidence_of(self, single: list[Match], answer: list[Match]) -> float:
+        model = self.confidence_model
+        previous, self._previous_top = self._previous_top, (single[0] if single else None)
+        if model is None or not single or not answer or single[0].place_id != answer[0].place_id:
+            return math.nan
+        return model.confidence(single, previous)
+
     # ----- per frame --------------------------------------------------------------------------
     def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
@@ -171,21 +220,24 @@ class Localizer:
             self._keyframe_flags.append(self._added_since_search)
             self._added_since_search = False
         seq = self._sequence
+        k = max(self.top_k, CONFIDENCE_K)  # the confidence looks at CONFIDENCE_K candidates
         if seq is None or not len(self.map):
-            matches = self.map.search(vectors, self.top_k, exclude)
+            ranked = self.map.search(vectors, k, exclude)
+            matches = ranked[:self.top_k]
             return Localization(stamp, matches, encode_ms, (time.perf_counter() - t0) * 1e3, vectors,
-                                single_frame=matches, sequence_history=0 if seq is None else seq.history)
+                                single_frame=matches, sequence_history=0 if seq is None else seq.history,
+                                confidence=self._confidence_of(ranked, matches))
         cfg = self._sequence_config
         vectors32 = np.asarray(vectors, np.float32)
         vectors32 = vectors32[None] if vectors32.ndim == 1 else vectors32
         n_places = len(self.map)
         if cfg.shortlist:
-            ranked = self.map.search(vectors32, max(self.top_k, cfg.shortlist), exclude)
+            ranked = self.map.search(vectors32, max(k, cfg.shortlist), exclude)
             row = shortlist_row([m.place_id for m in ranked], [m.score for m in ranked], n_places)
-            single = ranked[:self.top_k]
         else:
-            pairs, row = rank_places_with_row(self.map, vectors32, self.top_k, exclude or set())
-            single = [self.map.match(pid, score) for pid, score in pairs]
+            pairs, row = rank_places_with_row(self.map, vectors32, k, exclude or set())
+            ranked = [self.map.match(pid, score) for pid, score in pairs]
+        single = ranked[:self.top_k]
         t1 = time.perf_counter()
         seq.push(stamp, row)
         stamps, order = self._stamps_and_order()
@@ -194,7 +246,8 @@ class Localizer:
         matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
         t2 = time.perf_counter()
         return Localization(stamp, matches, encode_ms, (t2 - t0) * 1e3, vectors, single_frame=single,
-                            sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3)
+                            sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3,
+                            confidence=self._confidence_of(ranked, matches))
 
     def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None) -> Localization:
         vectors, encode_ms = self.describe(rgb)

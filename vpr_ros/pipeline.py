@@ -5,6 +5,7 @@ these functions; only where frames come from and where results go differ.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import Counter
@@ -22,15 +23,24 @@ from vpr_ros.evaluation.metrics import (
     Thresholds,
     evaluate_retrieval,
     full_precision_threshold,
+    loop_frame_lost_at,
+    loop_funnel,
     precision_recall_curve,
     timing_stats,
 )
-from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_json, write_report
+from vpr_ros.evaluation.report import (
+    plot_loop_funnel,
+    plot_loop_pr,
+    query_match_pairs,
+    write_json,
+    write_report,
+)
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
+from vpr_ros.matching.confidence import expected_calibration_error, fit_confidence
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
 from vpr_ros.matching.sequence import SequenceConfig
@@ -168,6 +178,8 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     vmap.meta.build.update({'places': stats.places, 'seconds': round(stats.total_s, 2),
                             'fit_seconds': round(stats.fit_s, 2), 'encode_seconds': round(stats.encode_s, 2),
                             'images_per_s': round(stats.images_per_s, 2), 'skipped': stats.skipped})
+    model = fit_confidence(vmap, progress=progress)  # stored in map.yaml (vpr_ros.matching.confidence)
+    vmap.meta.confidence = model.to_dict() if model is not None else {}
     vmap.save(out_path)
     return vmap, stats
 
@@ -179,7 +191,8 @@ def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None
     sequence = localizer.sequence_config.enabled
     for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
         loc = localizer.localize(frame.rgb, frame.stamp)
-        extra: dict[str, Any] = {'matched_by': loc.matched_by}
+        confidence = None if math.isnan(loc.confidence) else round(loc.confidence, 5)
+        extra: dict[str, Any] = {'matched_by': loc.matched_by, 'confidence': confidence}
         if sequence:
             extra.update(sequence_history=loc.sequence_history, sequence_ms=round(loc.sequence_ms, 3),
                          single_frame_place_ids=[m.place_id for m in loc.single_frame],
@@ -210,10 +223,24 @@ def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: l
     return out
 
 
+def calibration_summary(localizer: Localizer, per_query: list[dict[str, Any]],
+                        thresholds: Thresholds) -> dict[str, Any]:
+    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries."""
+    model = localizer.confidence_model
+    rated = [q for q in per_query if 'correct_at_1' in q and q['place_ids']]
+    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in rated]
+    out = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
+    out.update(dist_m=thresholds.dist_m, model=model.to_dict() if model is not None else None)
+    return out
+
+
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
              progress: bool = True, label: str | None = None, pair_count: int = 6) -> dict[str, Any]:
     """Evaluate a query source against the localizer's map; writes results.json + plots to ``out_dir``."""
     t0 = time.perf_counter()
+    model = localizer.confidence_model
+    if model is None or model.dist_m != thresholds.dist_m:  # the confidence is that of being right here
+        localizer.calibrate(thresholds.dist_m, progress)
     records = run_queries(localizer, source.frames(True), source.image_count, progress)
     if not records:
         raise SourceError('no query frame could be used (see the skip counts above)')
@@ -224,6 +251,7 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
         'top_k': localizer.top_k, 'retrieval': retrieval,
         'sequence': sequence_summary(localizer, records, localizer.map.places, thresholds, ns),
         'precision_recall': precision_recall_curve(records, localizer.map.places, thresholds),
+        'calibration': calibration_summary(localizer, retrieval['per_query'], thresholds),
         'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2),
     }
     if out_dir:
@@ -251,12 +279,12 @@ class LoopEvaluationSettings:
     bootstrap_frames: int = 40  # an encoder without vocabulary fits it on the first N keyframes (as the node)
 
 
-def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> dict[str, Any]:
-    correct = [e for e in events if e['correct']]
+def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist_m: float) -> dict[str, Any]:
+    correct = [e for e in events if e['error_m'] <= dist_m]
     closed = {e['t_query'] for e in correct} & loop_frames
     return {'published': len(events), 'correct': len(correct),
             'precision': round(len(correct) / len(events), 4) if events else None,
-            'loop_frames_closed': len(closed),
+            'loop_frames_closed': len(closed), 'loop_frames': len(loop_frames),
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
@@ -267,7 +295,8 @@ PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], d
 def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
                    thresholds: Thresholds = Thresholds(), progress: bool = True,
-                   pose_graph: PoseGraphCallback | None = None) -> dict[str, Any]:
+                   pose_graph: PoseGraphCallback | None = None,
+                   also_dists: Sequence[float] = ()) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -294,8 +323,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
                         settings.keyframe_max_similarity)
     session: list[tuple[int, float]] = []
-    place_xy: list[tuple[float, float]] = []
-    place_t: list[float] = []
+    place_xy: list[tuple[float, float]] = []  # by place id
     events: dict[str, list[dict[str, Any]]] = {'without_verification': [], 'with_verification': []}
     statuses: dict[str, Counter[str]] = {k: Counter() for k in events}
     per_frame: dict[str, list[tuple[float, bool]]] = {k: [] for k in events}
@@ -304,25 +332,37 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     frames = 0
     trajectory: list[tuple[float, Any]] = []
     published: list[Any] = []
+    keyframe_xy: list[tuple[float, float]] = []  # every keyframe so far (bootstrap ones before the fit too)
+    keyframe_t: list[float] = []
+    lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
+    loop_stamps: list[float] = []
+    nearest_revisit: dict[float, float] = {}  # frame -> distance to the nearest keyframe far enough in time
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
         trajectory.append((frame.stamp, frame.pose))
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
+        if keyframe_t:
+            apart = np.abs(np.asarray(keyframe_t) - t) >= sep
+            dist = np.linalg.norm(np.asarray(keyframe_xy)[apart] - xy, axis=1)
+            nearest_revisit[t] = float(dist.min()) if len(dist) else math.inf
+            if nearest_revisit[t] <= thresholds.dist_m:
+                loop_frames.add(t)
+                loop_stamps.append(t)
         if boot is not None and not boot.done:
+            if t in loop_frames:  # nothing is answered before the vocabulary is fitted
+                for key in events:
+                    lost_at[key].append('answered')
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
+                keyframe_xy.append(tuple(xy))
+                keyframe_t.append(t)
                 for pid in boot.offer(t, frame.pose, frame.rgb, frame.source,
                                       lf.extract(frame.rgb, settings.local_features)):
                     place = vmap.place(pid)
                     session.append((pid, place.stamp))
                     place_xy.append(tuple(place.pose.position[:2]))
-                    place_t.append(place.stamp)
             continue
         loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep))
-        if place_t:
-            dist = np.linalg.norm(np.asarray(place_xy) - xy, axis=1)
-            if ((dist <= thresholds.dist_m) & (np.abs(np.asarray(place_t) - t) >= sep)).any():
-                loop_frames.add(t)
         query_feats: list[lf.LocalFeatures] = []
 
         def features() -> lf.LocalFeatures:
@@ -335,8 +375,11 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         def neighbours(candidate: Any) -> list[Any]:
             return localizer.time_neighbours(candidate.place_id, candidate.score)
 
+        def error_m(place_id: int) -> float:
+            return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
+
         def correct(place_id: int) -> bool:
-            return bool(np.linalg.norm(np.asarray(place_xy[place_id]) - xy) <= thresholds.dist_m)
+            return error_m(place_id) <= thresholds.dist_m
 
         eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
         if eligible:
@@ -348,19 +391,24 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
+            if t in loop_frames:
+                lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
+                                                       correct))
             if decision.accepted:
                 if fn is not None:
                     published.append(decision)
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
-                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
+                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id),
+                                    'error_m': round(error_m(decision.place_id), 3)})
                 if v is not None:
-                    events[key][-1].update(inliers=v.inliers, model=v.model)
+                    events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
         if gate.accept(t, frame.pose.position, loc.vectors):
             pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
             session.append((pid, t))
             place_xy.append(tuple(xy))
-            place_t.append(t)
+            keyframe_xy.append(tuple(xy))
+            keyframe_t.append(t)
     if not frames:
         raise SourceError('no query frame could be used (see the skip counts above)')
     loops: dict[str, Any] = {
@@ -381,7 +429,13 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     for key in events:
         scores = [s for s, _ in per_frame[key]]
         ok = [c for _, c in per_frame[key]]
-        loops[key] = {**_closure_summary(events[key], loop_frames), 'statuses': dict(statuses[key]),
+        at_dist = {f'{d:g}': _closure_summary(events[key], {t for t, n in nearest_revisit.items() if n <= d},
+                                              d) for d in also_dists}
+        loops[key] = {**_closure_summary(events[key], loop_frames, thresholds.dist_m), 'at_dist': at_dist,
+                      'statuses': dict(statuses[key]),
+                      'funnel': loop_funnel(lost_at[key]),
+                      'loop_frames_lost_at': [{'t': t, 'lost_at': at}
+                                              for t, at in zip(loop_stamps, lost_at[key])],
                       'score_threshold': full_precision_threshold(scores, ok, len(loop_frames)),
                       'events': events[key]}
     results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
@@ -392,6 +446,9 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, 'results.json'), results)
         plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
-        results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
+        plot_loop_funnel({k: loops[k]['funnel'] for k in events}, os.path.join(out_dir, 'loop_funnel.png'),
+                         f"{encoder.name}: loop frames left after each stage ({thresholds.dist_m:g} m)")
+        results['files'] = [os.path.join(out_dir, f)
+                            for f in ('results.json', 'loop_pr.png', 'loop_funnel.png')]
         results['files'] += results.get('pose_graph', {}).get('files', [])
     return results

@@ -63,3 +63,46 @@ def test_loop_closure_comparison_replays_the_unverified_filter() -> None:
                                         'loop_frames_closed': 4, 'recall': 1.0}
     assert out['without_verification']['published'] == 5 and out['without_verification']['precision'] == 0.8
     assert out['score_threshold']['min_score'] is None  # the wrong one scores highest
+
+
+def test_a_loop_frame_is_lost_at_the_first_stage_it_fails() -> None:
+    from vpr_ros.evaluation.metrics import loop_frame_lost_at, loop_funnel
+    from vpr_ros.matching.loop_closure import LoopDecision, LoopStatus
+
+    def correct(pid: int) -> bool:
+        return pid in (3, 4)
+
+    def decision(status: LoopStatus, place: int = 3, verified: int | None = 3, candidates=(7, 3)):
+        return LoopDecision(status, 100.0, 1.0, place, 0.5, candidates=candidates, verified_place=verified,
+                            checked=True)
+
+    S = LoopStatus
+    cases = [(loop_frame_lost_at(False, [], None, correct), 'answered'),
+             (loop_frame_lost_at(True, [7, 8], decision(S.LOOP_DETECTED, place=8), correct), 'retrieved'),
+             (loop_frame_lost_at(True, [3], decision(S.TOO_RECENT, candidates=()), correct), 'separated'),
+             (loop_frame_lost_at(True, [3], decision(S.FAILED_GEOMETRIC_VERIFICATION, verified=None),
+                                 correct), 'verified'),
+             (loop_frame_lost_at(True, [3], decision(S.RATE_LIMITED, verified=7), correct), 'verified'),
+             (loop_frame_lost_at(True, [3], decision(S.FAILED_TEMPORAL_CONSISTENCY), correct), 'agreed'),
+             (loop_frame_lost_at(True, [3], decision(S.RATE_LIMITED), correct), 'not_rate_limited'),
+             (loop_frame_lost_at(True, [3], decision(S.LOOP_DETECTED, place=9), correct), 'published'),
+             (loop_frame_lost_at(True, [3], decision(S.LOOP_DETECTED, place=4), correct), None)]
+    assert [got for got, _ in cases] == [want for _, want in cases]
+    # without verification the top candidate stands in for the verified place
+    unchecked = LoopDecision(S.LOOP_DETECTED, 100.0, 1.0, 3, 0.5, candidates=(3,))
+    assert loop_frame_lost_at(True, [3], unchecked, correct) is None
+    # a correct published place counts even when a neighbour keyframe, not a retrieved one, verified it
+    assert loop_frame_lost_at(True, [7], decision(S.LOOP_DETECTED, place=4, verified=7), correct) is None
+    funnel = loop_funnel([got for got, _ in cases])
+    assert list(funnel.values()) == [9, 8, 7, 6, 4, 3, 2, 1]
+
+
+def test_reliability_diagram(tmp_path) -> None:
+    from vpr_ros.evaluation.report import plot_reliability
+    from vpr_ros.matching.confidence import expected_calibration_error
+
+    right = [True] * 19 + [False] + [True] * 3 + [False] * 7
+    cal = expected_calibration_error([0.95] * 20 + [0.3] * 10, right)
+    cal['dist_m'] = 25.0
+    plot_reliability(cal, str(tmp_path / 'r.png'), 'test')
+    assert (tmp_path / 'r.png').stat().st_size > 1000

@@ -1,6 +1,8 @@
 """Output message layouts (docs/ros_interface.md) and the score -> covariance model."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,30 @@ def test_covariance_grows_as_the_score_falls() -> None:
     pose = messages.pose_msg(header, Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), model)
     assert (pose.pose.pose.position.x, pose.pose.pose.position.y) == (3.0, 4.0)
     assert len(pose.pose.covariance) == 36 and pose.pose.covariance[0] == pytest.approx(121.0)
+
+
+def test_with_a_confidence_the_covariance_is_that_of_the_mixture() -> None:
+    """Right with probability p (sigma_min), anywhere otherwise (sigma_max): variance p s_min^2 +
+    (1 - p) s_max^2, whatever the score; NaN falls back to the score range."""
+    model = messages.CovarianceModel(score_low=0.5, score_high=0.9, sigma_xy_min=1.0, sigma_xy_max=21.0,
+                                     sigma_yaw_min=0.1, sigma_yaw_max=1.1)
+    assert model.sigmas(0.1, confidence=1.0) == pytest.approx((1.0, 0.1))
+    assert model.sigmas(0.99, confidence=0.0) == pytest.approx((21.0, 1.1))
+    assert model.sigmas(0.6, confidence=0.9) == pytest.approx((math.sqrt(0.9 + 0.1 * 441), math.sqrt(
+        0.9 * 0.01 + 0.1 * 1.21)))
+    assert model.sigmas(0.7, confidence=math.nan) == pytest.approx((11.0, 0.6))
+    header = messages.Header(frame_id='map')
+    pose = messages.pose_msg(header, Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), model, 0.99)
+    assert pose.pose.covariance[0] == pytest.approx(0.99 + 0.01 * 441)
+
+
+def test_place_match_carries_the_confidence_of_the_best_candidate_only() -> None:
+    if not messages.PLACE_MATCH_HAS_CONFIDENCE:
+        pytest.skip('vpr_ros_interfaces with PlaceMatch.confidence is not built (make interfaces)')
+    header = messages.Header(frame_id='map')
+    matches = [Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), Match(2, 0.6, 1.0, None)]
+    msg = messages.place_candidates_msg(header, matches, 0.8)
+    assert msg.candidates[0].confidence == pytest.approx(0.8) and math.isnan(msg.candidates[1].confidence)
 
 
 def test_markers() -> None:

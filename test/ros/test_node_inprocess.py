@@ -197,15 +197,17 @@ def test_incremental_mode_closes_loops_within_the_run(world: World, in_process, 
         t, place = 1050.0 + 0.5 * k, QUERY_ORDER[k]
         rows = drive(place, t, query.rgb)
         assert rows[0][0] == place and rows[0][2] == 1000.0 + 2 * place  # the keyframe of the first pass
-    driver.wait_for(lambda o: len(o.loops) == 1)
-    assert list(driver.out.loops[0].data) == [1050.5, 1006.0]  # 2 agreeing frames; the 3rd is rate-limited
+    driver.wait_for(lambda o: len(o.loops) == 2)
+    # 2 agreeing frames, then every further one (no rate cap by default)
+    assert [list(m.data) for m in driver.out.loops] == [[1050.5, 1006.0], [1051.0, 1008.0]]
     def clock_reached(o: Any) -> bool:  # /clock is read BEST_EFFORT by rclpy: resend until it arrives
         pub_clock.publish(Clock(clock=to_time(1060.0)))
         return bool(o.diagnostics) and to_sec(o.diagnostics[-1].header.stamp) >= 1060.0
     driver.wait_for(clock_reached)
     status = driver.latest_status()  # stamped in sim time, so it follows /clock
     assert status['places_added'] == '8'  # keyframe.min_interval 1 s: 1050.5 was not added
-    assert status['loop_status.loop_detected'] == '1' and status['loop_status.rate_limited'] == '1'
+    assert status['loop_status.loop_detected'] == '2' and 'loop_status.rate_limited' not in status
+    assert status['loop_funnel.published'] == '2' and status['loop_funnel.separated'] == '3'
 
     client = node.create_client(Trigger, '/vpr_localizer/save_map')
     assert client.wait_for_service(timeout_sec=10)

@@ -34,8 +34,10 @@ def camera_info_msg(width: int, height: int):
                       k=[f, 0.0, (width - 1) / 2, 0.0, f, (height - 1) / 2, 0.0, 0.0, 1.0])
 
 
-def offline_closures(frames: list, sequence_length: int, min_score: float, verified_frames: int) -> list:
-    """``evaluate --loops``' verified closures for the node's settings of the test below."""
+def offline_closures(frames: list, sequence_length: int, min_score: float, verified_frames: int,
+                     statuses: dict | None = None, consistency_frames: int = 3) -> list:
+    """``evaluate --loops``' verified closures for the node's settings of the test below (and, into
+    ``statuses``, its per-frame decision counts)."""
     from vpr_ros.encoders import create_encoder
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.mapdb.local_features import CameraIntrinsics
@@ -51,10 +53,13 @@ def offline_closures(frames: list, sequence_length: int, min_score: float, verif
     camera = CameraIntrinsics(tuple(k.k), tuple(k.d), k.distortion_model, k.width, k.height)
     settings = LoopEvaluationSettings(
         loop_closure=LoopClosureConfig(min_time_separation=SEPARATION_S, min_score=min_score,
-                                       verified_frames=verified_frames),
+                                       verified_frames=verified_frames,
+                                       consistency_frames=consistency_frames),
         camera=camera, keyframe_min_interval=0.0, top_k=5, sequence=SequenceConfig(length=sequence_length))
     result = evaluate_loops(create_encoder('raw_pixels', {'threads': 1}), source, None, settings,
                             Thresholds(DIST_M), progress=False)
+    if statuses is not None:
+        statuses.update(result['loops']['with_verification']['statuses'])
     return [(to_sec(to_time(e['t_query'])), to_sec(to_time(e['t_match'])))
             for e in result['loops']['with_verification']['events']]
 
@@ -121,11 +126,21 @@ def test_incremental_loop_closures_are_verified_and_carry_a_relative_pose(loop_f
         assert abs(t_q - t_m) >= SEPARATION_S
         assert math.dist(by_stamp[t_q].pose.position[:2], by_stamp[t_m].pose.position[:2]) <= DIST_M
     assert int(status['loop_closures_published']) == len(pairs)
-    expected = offline_closures(loop_frames, sequence_length, min_score, verified_frames=2)
+    offline_statuses: dict = {}
+    expected = offline_closures(loop_frames, sequence_length, min_score, verified_frames=2,
+                                statuses=offline_statuses)
     assert len(pairs) == len(expected), (pairs, expected)
     np.testing.assert_allclose(np.asarray(pairs), np.asarray(expected), atol=1e-6)
-    # the second agreeing verification matters here: with one, other frames would close
-    assert offline_closures(loop_frames, sequence_length, min_score, verified_frames=1) != expected
+    # every frame's decision, not only the published ones: the funnel of the node is that of evaluate
+    node_statuses = {k.split('.', 1)[1]: int(v) for k, v in status.items() if k.startswith('loop_status.')}
+    assert node_statuses == offline_statuses
+    assert int(status['loop_funnel.published']) == len(pairs)
+    assert int(status['loop_funnel.verified']) >= int(status['loop_funnel.agreed']) >= len(pairs)
+    assert int(status['loop_funnel.separated']) == sum(n for k, n in offline_statuses.items() if k not in (
+        'no_matches', 'too_recent', 'low_score'))
+    # the temporal checks matter here: with one verified view and no retrieval streak, other frames close
+    assert offline_closures(loop_frames, sequence_length, min_score, verified_frames=1,
+                            consistency_frames=1) != expected
     assert status['camera_intrinsics'] == 'known'
     assert constraints and len(constraints) <= len(pairs)
     for msg in constraints:

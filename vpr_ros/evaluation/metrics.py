@@ -284,3 +284,50 @@ def loop_closure_comparison(published: Sequence[tuple[float, float]],
 
 def _without_curve(threshold: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in threshold.items() if k != 'curve'}
+
+
+# Where a loop frame's closure is lost, in the order a frame passes them; 'published' counts frames
+# whose published closure is correct.
+LOOP_FUNNEL_STAGES = ('answered', 'retrieved', 'separated', 'verified', 'agreed', 'not_rate_limited',
+                      'published')
+
+
+def loop_frame_lost_at(answered: bool, retrieved: Sequence[int], decision: Any,
+                       correct: Any) -> str | None:
+    """The first funnel stage a loop frame fails (None: a correct closure was published).
+
+    ``retrieved``: the frame's top-K place ids; ``decision``: its
+    :class:`~vpr_ros.matching.loop_closure.LoopDecision`; ``correct(place_id)``: ground truth.
+    Stages: answered (the vocabulary was fitted), retrieved (a correct place in the top-K),
+    separated (... among the candidates far enough in time and above min_score), verified (the
+    frame's verified place is correct; without verification, its top candidate), agreed (enough
+    agreeing views or frames), not_rate_limited, published (the published place is correct).
+    """
+    from vpr_ros.matching.loop_closure import LoopStatus
+
+    if not answered:
+        return 'answered'
+    if decision is not None and decision.accepted and correct(decision.place_id):
+        return None  # the published place counts, whichever view of the place verified first
+    if not any(correct(p) for p in retrieved):
+        return 'retrieved'
+    if decision is None or not any(correct(p) for p in decision.candidates):
+        return 'separated'
+    checked = decision.verified_place if decision.checked else decision.place_id
+    if checked is None or not correct(checked):
+        return 'verified'
+    if decision.status not in (LoopStatus.RATE_LIMITED, LoopStatus.LOOP_DETECTED):
+        return 'agreed'
+    if decision.status is LoopStatus.RATE_LIMITED:
+        return 'not_rate_limited'
+    return None if correct(decision.place_id) else 'published'
+
+
+def loop_funnel(lost_at: Sequence[str | None]) -> dict[str, int]:
+    """Loop frames reaching each stage of LOOP_FUNNEL_STAGES (the first entry: all loop frames)."""
+    out = {'loop_frames': len(lost_at)}
+    remaining = len(lost_at)
+    for stage in LOOP_FUNNEL_STAGES:
+        remaining -= sum(1 for s in lost_at if s == stage)
+        out[stage] = remaining
+    return out

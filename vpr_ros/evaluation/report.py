@@ -215,10 +215,38 @@ def write_report(out_dir: str, results: dict[str, Any], places: Sequence[Any],
     if 'precision_recall' in results and results['precision_recall'].get('precision'):
         plot_pr(results['precision_recall'], os.path.join(out_dir, 'pr_curve.png'))
         paths.append(os.path.join(out_dir, 'pr_curve.png'))
+    if (results.get('calibration') or {}).get('bins'):
+        plot_reliability(results['calibration'], os.path.join(out_dir, 'reliability.png'), label)
+        paths.append(os.path.join(out_dir, 'reliability.png'))
     if pairs:
         plot_pairs(pairs, os.path.join(out_dir, 'matches.png'))
         paths.append(os.path.join(out_dir, 'matches.png'))
     return paths
+
+
+def plot_reliability(calibration: Mapping[str, Any], path: str, label: str = '') -> None:
+    """Reliability diagram: accuracy of the top-1 against the stated confidence, per confidence bin."""
+    plt = _plt()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, height_ratios=[3, 1])
+    bins = calibration['bins']
+    mid = [(b['low'] + b['high']) / 2 for b in bins]
+    width = [b['high'] - b['low'] for b in bins]
+    ax.bar(mid, [b['accuracy'] for b in bins], width, edgecolor='k', alpha=0.7, label='accuracy of the top-1')
+    ax.plot([b['confidence'] for b in bins], [b['accuracy'] for b in bins], 'o', color='C3', ms=4,
+            label="accuracy at the bin's mean confidence")
+    ax.plot([0, 1], [0, 1], '--', color='0.4', label='perfect calibration')
+    ax.set_ylabel('accuracy')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc='upper left')
+    ax.set_title(f"{label} confidence: ECE {calibration['ece']} ({calibration['answers']} answers, "
+                 f"{calibration['dist_m']:g} m)", fontsize=9)
+    hist.bar(mid, [b['count'] for b in bins], width, edgecolor='k', color='0.6')
+    hist.set_xlabel('confidence (P(top-1 right), calibrated on the map)')
+    hist.set_ylabel('answers')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def query_match_pairs(per_query: Sequence[Mapping[str, Any]], frames: Any, thumbnail: Any,
@@ -274,6 +302,28 @@ def plot_loop_pr(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='lower left')
     ax.set_title('loop-closure candidates over the score threshold')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_loop_funnel(funnels: Mapping[str, Mapping[str, int]], path: str, title: str = '') -> None:
+    """Loop frames left after each stage of the recall funnel, one bar group per variant."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    names = list(funnels)
+    stages = [k for k in next(iter(funnels.values()))] if funnels else []
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(stages))
+    for i, name in enumerate(names):
+        counts = [funnels[name][s] for s in stages]
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, counts, width, label=name.replace('_', ' '))
+        ax.bar_label(bars, fontsize=6)
+    ax.set_xticks(x, [s.replace('_', ' ') for s in stages], rotation=25, ha='right', fontsize=8)
+    ax.set_ylabel('loop frames')
+    ax.grid(alpha=0.3, axis='y')
+    ax.legend(fontsize=7)
+    ax.set_title(title or 'loop-closure recall funnel: loop frames left after each stage')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -43,6 +43,9 @@ class MapMeta:
     child_frame_id: str = ''
     build: dict[str, Any] = field(default_factory=dict)  # how it was built: sources, keyframing, timings
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes} (integrity.py)
+    # the calibrated confidence model fitted on the map's own places (vpr_ros.matching.confidence);
+    # {} = none yet (maps written before it existed are calibrated when loaded)
+    confidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
@@ -141,6 +144,8 @@ def schema_problem(data: dict[str, Any]) -> str | None:
             return f'{key} must be a string, got {short_repr(data[key])}'
     if not isinstance(data.get('build', {}), dict):
         return 'build must be a mapping'
+    if not isinstance(data.get('confidence', {}), dict):
+        return 'confidence must be a mapping'
     files = data.get('files', {})
     if not isinstance(files, dict):
         return 'files must be a mapping'

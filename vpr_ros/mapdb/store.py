@@ -131,6 +131,7 @@ class VprMap:
         if self.local_features is not None:
             self.local_features.extend(other.local_features)
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
+        self.meta.confidence = {}  # calibrated on the places before: recalibrated when next loaded
         return offset
 
     @property

@@ -3,33 +3,43 @@
 A frame's candidate is its best-scoring match that lies at least ``min_time_separation`` seconds
 from the query (LIO-SAM drops pairs closer than its ``historyKeyframeSearchTimeDiff``, 30 s).
 The candidate must score at least ``min_score`` (-1, the default, is no score gate: scores mean
-different things per encoder, and verification decides); then it must agree with the candidates of the
-previous ``consistency_frames - 1`` frames (their place ids within ``consistency_place_window`` or
-their map stamps within ``consistency_stamp_window`` seconds of each other): the temporal check
-that keeps one lucky frame from closing a loop. Accepted pairs are capped at ``max_rate_hz``
-(query time), since LIO-SAM consumes one pair per second from a queue of five.
+different things per encoder, and verification decides). It must then agree with the
+candidates of the previous ``consistency_frames - 1`` frames (their place ids within
+``consistency_place_window`` or their map stamps within ``consistency_stamp_window`` seconds of
+each other): the temporal check that keeps one lucky frame from closing a loop.
 
-Finally, when a verifier is given (the default in the node and in ``evaluate --loops``), the
-eligible candidates scoring at least ``min_score`` are geometrically verified
-(:mod:`vpr_ros.matching.verification`) and the one with the most inliers is the frame's verified
-candidate; when none verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION`` (the retrieval streak
-is kept, so the next frame may try again). A closure is published only when ``verified_frames``
-consecutive verification attempts (2 by default) verified agreeing candidates, the geometric form
-of the temporal check: ORB-SLAM3 likewise confirms a verified loop candidate with further
-keyframes before it closes the loop. A look-alike place that happens to pass RANSAC once (a
-repeated facade, the same model of car) rarely does so again from the next viewpoint. Verification
-runs last, like DLoopDetector's, so it costs time only for frames that would otherwise be published
-(two per closure).
+With a verifier (the default in the node and in ``evaluate --loops``), every frame's eligible
+candidates scoring at least ``min_score`` (at most ``verification.top_k``) are geometrically
+verified (:mod:`vpr_ros.matching.verification`), not only those of frames that already passed the
+retrieval streak, so that the verified evidence is there when the streak completes; the one with the
+most inliers is the frame's verified candidate. When none verifies, the keyframes just before and
+after the top candidate in map time are tried: the verification of a place uses its best-matching
+keyframe, as retrieval often ranks the keyframe one further along the same street first, whose wider
+baseline fails RANSAC. When nothing verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
 
-Before a verified closure is published, the keyframes just before and after its place in map time
-(``neighbours``) are verified too, and of those that verify the one taken nearest to the query
-becomes the match, as DLoopDetector picks the best entry of an island of consecutive matches:
-retrieval and inlier counts alone sometimes favour the keyframe one further along the same street
-(it sees the same facades, magnified). With an essential matrix, nearest is the smallest
-rotation-compensated parallax (:mod:`vpr_ros.matching.verification`) among the views with at
-least ``PARALLAX_SUPPORT`` of the best view's inliers (a parallax measured on a handful of
-inliers is noise); without intrinsics, the most inliers. It costs at most two verifications per
-published closure.
+A closure needs ``verified_frames`` agreeing verified *views* (2 by default) on top of the retrieval
+streak (``consistency_frames``): DLoopDetector likewise requires temporally consistent retrieval
+*and* a geometric check, and ORB-SLAM3 confirms a verified loop candidate with further keyframes
+before it closes the loop. A view is either a previous frame's verified, agreeing candidate (the
+chain restarts at a frame where nothing verifies) or another keyframe of the same place, just before
+or after it in map time, that verifies against this frame as well: two map images taken metres apart
+whose geometry both agree with the query are evidence much as two query frames are, and a frame
+whose own verification failed does not cost the revisit its closure. A look-alike place that happens
+to pass RANSAC once (a repeated facade, the same model of car) rarely does so twice.
+
+Of the verified views of this frame, the one taken nearest to the query becomes the match, as
+DLoopDetector picks the best entry of an island of consecutive matches: retrieval and inlier counts
+alone sometimes favour the keyframe one further along the same street (it sees the same facades,
+magnified). With an essential matrix, nearest is the smallest rotation-compensated parallax
+(:mod:`vpr_ros.matching.verification`) among the views with at least ``PARALLAX_SUPPORT`` of the
+best view's inliers (a parallax measured on a handful of inliers is noise); without intrinsics,
+the most inliers. A frame costs at most ``verification.top_k`` + 2 verifications.
+
+``max_rate_hz`` (0, no cap, by default) is a token bucket in query time: on average at most that
+many closures per second, bursts of at most ``RATE_BURST`` (LIO-SAM keeps the newest five pairs in
+its queue and consumes one per ``loopClosureFrequency``). A cap drops detected closures before any
+back end sees them, and LIO-SAM copes with more on its own, so it is off by default; set it for a
+back end that cannot.
 
 Every frame gets a :class:`LoopStatus`, modelled on Kimera-VIO's LCD status enum, so the node can
 report why nothing was published.
@@ -48,6 +58,8 @@ if TYPE_CHECKING:
 
 
 PARALLAX_SUPPORT = 0.5  # a neighbour competes on parallax with at least this share of the best inlier count
+FUNNEL_STAGES = ('separated', 'verified', 'agreed', 'published')  # what a frame passes, in order
+RATE_BURST = 5  # closures a max_rate_hz cap lets through at once: LIO-SAM's loop queue holds five
 
 
 class LoopStatus(enum.Enum):
@@ -55,7 +67,7 @@ class LoopStatus(enum.Enum):
     NO_MATCHES = 'no_matches'                              # empty map or nothing retrieved
     TOO_RECENT = 'too_recent'                              # every match is within min_time_separation
     LOW_SCORE = 'low_score'                                # the eligible match scores below min_score
-    FAILED_TEMPORAL_CONSISTENCY = 'failed_temporal_consistency'  # not yet N agreeing frames
+    FAILED_TEMPORAL_CONSISTENCY = 'failed_temporal_consistency'  # not yet N agreeing frames / views
     RATE_LIMITED = 'rate_limited'                          # accepted, but max_rate_hz was reached
     FAILED_GEOMETRIC_VERIFICATION = 'failed_geometric_verification'  # no candidate verified
 
@@ -72,11 +84,11 @@ class Candidate(Protocol):
 class LoopClosureConfig:
     min_score: float = -1.0  # -1 = no score gate
     min_time_separation: float = 30.0
-    consistency_frames: int = 3
+    consistency_frames: int = 3  # without a verifier: consecutive agreeing retrieval candidates
     consistency_place_window: int = 3
     consistency_stamp_window: float = 3.0
-    max_rate_hz: float = 1.0
-    verified_frames: int = 2  # consecutive agreeing verifications (with a verifier)
+    max_rate_hz: float = 0.0  # 0 = no cap; otherwise a token bucket of RATE_BURST
+    verified_frames: int = 2  # agreeing verified views (with a verifier): frames or keyframes of the place
 
     def validate(self) -> None:
         if self.min_time_separation < 0:
@@ -98,14 +110,29 @@ class LoopDecision:
     t_match: float | None = None
     place_id: int | None = None
     score: float | None = None
-    streak: int = 0  # consecutive agreeing frames, this one included
+    streak: int = 0  # consecutive agreeing retrieval candidates, this one included
     verification: 'Verification | None' = None  # of the published (or best rejected) candidate
     # place_id/t_match: the published place (after neighbour refinement); score: the retrieval score
     # of the candidate it was found from
+    candidates: tuple[int, ...] = ()  # eligible (separated, score >= min_score) candidate place ids
+    verified_place: int | None = None  # the frame's verified place (None: nothing verified / no verifier)
+    views: int = 0  # agreeing verified views counted for this frame (previous frames' included)
+    checked: bool = False  # geometric verification ran for this frame
 
     @property
     def accepted(self) -> bool:
         return self.status is LoopStatus.LOOP_DETECTED
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages of the recall funnel this frame passed (no ground truth: the node's diagnostics)."""
+        if not self.candidates:
+            return ()
+        if self.status is LoopStatus.FAILED_GEOMETRIC_VERIFICATION:
+            return FUNNEL_STAGES[:1]
+        if self.status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY:
+            return FUNNEL_STAGES[:2]
+        return FUNNEL_STAGES[:3] if self.status is LoopStatus.RATE_LIMITED else FUNNEL_STAGES
 
 
 class LoopClosureFilter:
@@ -120,7 +147,8 @@ class LoopClosureFilter:
         self._previous: Candidate | None = None
         self._streak = 0
         self._last_query: float | None = None
-        self._last_published: float | None = None
+        self._tokens = float(RATE_BURST)
+        self._tokens_at: float | None = None
         self._reset_verified()
 
     def _reset_verified(self) -> None:
@@ -136,12 +164,25 @@ class LoopClosureFilter:
         return (abs(int(a.place_id) - int(b.place_id)) <= cfg.consistency_place_window
                 or abs(float(a.stamp) - float(b.stamp)) <= cfg.consistency_stamp_window)
 
+    def _rate_allows(self, t_query: float) -> bool:
+        """Token bucket in query time (no cap at max_rate_hz 0); spends a token when it allows."""
+        rate = self.config.max_rate_hz
+        if rate <= 0:
+            return True
+        if self._tokens_at is not None:
+            self._tokens = min(float(RATE_BURST), self._tokens + (t_query - self._tokens_at) * rate)
+        self._tokens_at = t_query
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
     def update(self, t_query: float, matches: Sequence[Candidate],
                verify: 'Callable[..., list[Verification]] | None' = None,
                neighbours: Callable[[Candidate], Sequence[Candidate]] | None = None) -> LoopDecision:
         """``verify(candidates, top_k=None)``: their verifications (at most top_k; None: the verifier's
         own limit), re-ranked best first; None: no verification. ``neighbours(candidate)``: the map
-        places just before and after it in time (None: no refinement)."""
+        places just before and after it in time (None: only the retrieved candidates are verified)."""
         cfg = self.config
         if self._last_query is not None and t_query < self._last_query:
             self.reset()  # time went backwards: a bag restarted or the clock was reset
@@ -157,50 +198,73 @@ class LoopClosureFilter:
         agrees = self._previous is not None and self._agrees(self._previous, eligible)
         self._streak = self._streak + 1 if agrees else 1
         self._previous = eligible
-        status = LoopStatus.LOOP_DETECTED
-        if self._streak < cfg.consistency_frames:
-            status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
-        elif (cfg.max_rate_hz > 0 and self._last_published is not None
-              and t_query - self._last_published < 1.0 / cfg.max_rate_hz):
-            status = LoopStatus.RATE_LIMITED
-        verification = None
-        if status is LoopStatus.LOOP_DETECTED and verify is not None:
-            verifications = verify([m for m in candidates if float(m.score) >= cfg.min_score])
-            verification = verifications[0] if verifications else None
-            if verification is None or not verification.verified:
-                status = LoopStatus.FAILED_GEOMETRIC_VERIFICATION
-                self._reset_verified()
-            else:
-                eligible = next(m for m in candidates if int(m.place_id) == verification.place_id)
-                agrees = self._verified is not None and self._agrees(self._verified, eligible)
-                self._verified_streak = self._verified_streak + 1 if agrees else 1
-                self._verified = eligible
-                if self._verified_streak < cfg.verified_frames:
-                    status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
-        published = eligible
-        if status is LoopStatus.LOOP_DETECTED:
-            self._last_published = t_query
-            if verify is not None and neighbours is not None and verification is not None:
-                published, verification = self._refine(t_query, eligible, verification, verify, neighbours)
-        return LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
-                            float(eligible.score), self._streak, verification)
+        scored = [m for m in candidates if float(m.score) >= cfg.min_score]
+        ids = tuple(int(m.place_id) for m in scored)
+        if verify is None:
+            status = LoopStatus.LOOP_DETECTED
+            if self._streak < cfg.consistency_frames:
+                status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
+            elif not self._rate_allows(t_query):
+                status = LoopStatus.RATE_LIMITED
+            return LoopDecision(status, t_query, float(eligible.stamp), int(eligible.place_id),
+                                float(eligible.score), self._streak, candidates=ids)
+        return self._verified_decision(t_query, eligible, scored, ids, verify, neighbours)
 
-    def _refine(self, t_query: float, candidate: Candidate, verification: 'Verification',
-                verify: 'Callable[..., list[Verification]]',
-                neighbours: Callable[[Candidate], Sequence[Candidate]]) -> 'tuple[Candidate, Verification]':
-        """The candidate or the time neighbour that verifies nearest to the query (see the module doc)."""
-        near = {int(m.place_id): m for m in self._separated(t_query, neighbours(candidate))
+    def _verified_decision(self, t_query: float, eligible: Candidate, scored: list[Candidate],
+                           ids: tuple[int, ...], verify: 'Callable[..., list[Verification]]',
+                           neighbours: Callable[[Candidate], Sequence[Candidate]] | None) -> LoopDecision:
+        cfg = self.config
+        verifications = verify(scored)
+        best = verifications[0] if verifications else None
+        by_id = {int(m.place_id): m for m in scored}
+        if (best is None or not best.verified) and neighbours is not None:
+            near = self._near(t_query, eligible, neighbours)  # the top candidate's adjacent keyframes
+            tried = [v for v in verify(list(near.values()), top_k=len(near)) if v.verified] if near else []
+            if tried:
+                best = tried[0]
+                by_id.update(near)
+        if best is None or not best.verified:
+            self._reset_verified()
+            return LoopDecision(LoopStatus.FAILED_GEOMETRIC_VERIFICATION, t_query, float(eligible.stamp),
+                                int(eligible.place_id), float(eligible.score), self._streak, best, ids,
+                                checked=True)
+        place = by_id[best.place_id]
+        views = [(place, best)]
+        if neighbours is not None:
+            near = self._near(t_query, place, neighbours)
+            if near:
+                views += [(near[v.place_id], v) for v in verify(list(near.values()), top_k=len(near))
+                          if v.verified]
+        agrees = self._verified is not None and self._agrees(self._verified, place)
+        self._verified_streak = self._verified_streak + 1 if agrees else 1
+        self._verified = place
+        count = self._verified_streak - 1 + len(views)
+        status = LoopStatus.LOOP_DETECTED
+        if count < cfg.verified_frames or self._streak < cfg.consistency_frames:
+            status = LoopStatus.FAILED_TEMPORAL_CONSISTENCY
+        elif not self._rate_allows(t_query):
+            status = LoopStatus.RATE_LIMITED
+        published, verification = self._nearest_view(views)
+        return LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
+                            float(eligible.score), self._streak, verification, ids, int(place.place_id),
+                            count, checked=True)
+
+    def _near(self, t_query: float, candidate: Candidate,
+              neighbours: Callable[[Candidate], Sequence[Candidate]]) -> dict[int, Candidate]:
+        """The candidate's time neighbours (adjacent keyframes) far enough in time from the query."""
+        return {int(m.place_id): m for m in self._separated(t_query, neighbours(candidate))
                 if int(m.place_id) != int(candidate.place_id)}
-        if not near:
-            return candidate, verification
-        options = [verification] + [v for v in verify(list(near.values()), top_k=len(near)) if v.verified]
-        # the candidate comes first, so it wins ties
+
+    @staticmethod
+    def _nearest_view(views: 'list[tuple[Candidate, Verification]]') -> 'tuple[Candidate, Verification]':
+        """Of the verified views (the candidate first: it wins ties), the one taken nearest to the query."""
+        options = [v for _, v in views]
         if all(v.parallax_deg is not None for v in options):
             support = PARALLAX_SUPPORT * max(v.inliers for v in options)
             best = min((v for v in options if v.inliers >= support), key=lambda v: v.parallax_deg)
         else:
             best = max(options, key=lambda v: v.inliers)
-        return (candidate, verification) if best is verification else (near[best.place_id], best)
+        return next(view for view in views if view[1] is best)
 
     def _fail(self, status: LoopStatus, t_query: float, match: Candidate | None = None) -> LoopDecision:
         self._previous, self._streak = None, 0
@@ -225,5 +289,5 @@ def recent_places(session_places: Sequence[tuple[int, float]], t: float, separat
     return recent
 
 
-__all__ = ['PARALLAX_SUPPORT', 'Candidate', 'LoopClosureConfig', 'LoopClosureFilter', 'LoopDecision',
-           'LoopStatus', 'recent_places']
+__all__ = ['FUNNEL_STAGES', 'PARALLAX_SUPPORT', 'RATE_BURST', 'Candidate', 'LoopClosureConfig',
+           'LoopClosureFilter', 'LoopDecision', 'LoopStatus', 'recent_places']

@@ -59,6 +59,7 @@ from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
+    FUNNEL_STAGES,
     LoopClosureConfig,
     LoopClosureFilter,
     LoopDecision,
@@ -197,7 +198,9 @@ class LocalizerNode(Node):
         self._sequence_active = False
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
+        self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
+        self._last_confidence = math.nan
         self._last_loop_status = ''
         self._input_rate = RollingStats()
         self._output_rate = RollingStats()
@@ -667,8 +670,8 @@ class LocalizerNode(Node):
         self._last_image_stamp = t
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, features, self._camera)
-        self._publish(stamp, t, loc.matches, solved)
-        self._after_solve(stamp, t, loc.matches, solved)
+        self._publish(stamp, t, loc.matches, solved, loc.confidence)
+        self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
             self._loop_slot.put((t, loc.matches, features))
@@ -679,10 +682,12 @@ class LocalizerNode(Node):
         self._processing.add((t_end - t_start) * 1e3)
         self._localize.add(loc.encode_ms + loc.search_ms)
 
-    def _after_solve(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
+    def _after_solve(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
+                     confidence: float = math.nan) -> None:
         """Relocalisation and map -> odom of one frame; a failure of either is a counted skip that leaves
         the frame's other outputs and the next frames alone."""
-        for kind, step in (('relocalization', self._relocalize_frame), ('map -> odom', self._broadcast_tf)):
+        relocalize = functools.partial(self._relocalize_frame, confidence=confidence)
+        for kind, step in (('relocalization', relocalize), ('map -> odom', self._broadcast_tf)):
             try:
                 step(stamp, t, matches, solved)
             except Exception as exc:
@@ -694,8 +699,9 @@ class LocalizerNode(Node):
             odom = list(self._odom)
         return odometry_at([s for s, _ in odom], [p for _, p in odom], t, self._values['tf.odom_tolerance'])
 
-    def _relocalize_frame(self, stamp: Any, t: float, matches: list,
-                          solved: metric.MetricPose | None) -> None:
+    def _relocalize_frame(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
+                          confidence: float = math.nan) -> None:
+        """``confidence``: the frame's calibrated confidence; NaN (uncalibrated map) = from the score."""
         gate = self._relocalization
         if not self._values['relocalization.enabled'] or not gate.armed:
             return
@@ -703,7 +709,8 @@ class LocalizerNode(Node):
         if T is not None and self._odom_topic:  # with odometry the robot may move: map -> odom must agree
             T_odom_body = self._odometry_at(t)
             T = map_to_odom(T, T_odom_body) if T_odom_body is not None else None
-        confidence = self._covariance.confidence(matches[0].score) if matches else 0.0
+        if not math.isfinite(confidence):
+            confidence = self._covariance.confidence(matches[0].score) if matches else 0.0
         if not gate.offer(T, confidence):
             return
         header = Header(stamp=stamp, frame_id=self._frame)
@@ -794,6 +801,7 @@ class LocalizerNode(Node):
         finally:
             self._loop_frames_decided += 1
         self._loop_status[decision.status.value] += 1
+        self._loop_funnel.update(decision.stages)
         self._last_loop_status = decision.status.value
         if decision.status is LoopStatus.LOOP_DETECTED:
             self._publish_loop(t, decision, features)
@@ -842,20 +850,23 @@ class LocalizerNode(Node):
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
+                 confidence: float = math.nan) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if self._pub_place_candidates is not None:
-            self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches))
+            self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches, confidence))
             if matches:
-                self._pub_place_match.publish(messages.place_match_msg(header, matches[0], solved))
+                self._pub_place_match.publish(
+                    messages.place_match_msg(header, matches[0], solved, confidence))
         if matches:
             best = matches[0]
             self._last = (best.place_id, best.score, t)
+            self._last_confidence = confidence
             self._pub_best.publish(messages.best_match_msg(header, best))
             has_pose = best.pose is not None or (solved is not None and solved.good)
             if has_pose and best.score >= self._values['pose.min_score']:
-                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, solved))
+                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, solved, confidence))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
 
     def _publish_loop(self, t: float, decision: LoopDecision, features: Any) -> None:
@@ -954,6 +965,7 @@ class LocalizerNode(Node):
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
+            'last_confidence': f'{self._last_confidence:.4f}', 'confidence': self._confidence_state(),
             'sequence.length': self._localizer.sequence_config.length,
             'sequence.frames_matched': self._by_sequence,
             'sequence.frames_single_frame_fallback': self._sequence_fallback,
@@ -977,6 +989,8 @@ class LocalizerNode(Node):
             'bootstrap_keyframes': self._bootstrap.collected if self._bootstrap else 0,
             'frames_bootstrapping': self._bootstrap_frames_seen,
             **{f'loop_status.{k}': n for k, n in sorted(self._loop_status.items())},
+            # the recall funnel of the decided frames: how many got past each stage, in order
+            **{f'loop_funnel.{k}': self._loop_funnel[k] for k in FUNNEL_STAGES},
         }
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: localization', message=message,
                                   hardware_id=f'vpr_ros/{self._localizer.encoder.name}',
@@ -1046,6 +1060,14 @@ class LocalizerNode(Node):
         response.success = True
         response.message = (f'place {best.place_id}, ' + ('metric pose' if response.metric else
                                                            f'place pose ({response.status})'))
+
+    def _confidence_state(self) -> str:
+        """What the published confidence means (vpr_ros.matching.confidence)."""
+        model = self._localizer.fitted_confidence
+        if model is None:
+            return 'uncalibrated (map too small or without poses): NaN, covariance from the score'
+        return (f'P(top-1 within {model.dist_m:g} m), calibrated on {model.examples} map places '
+                f'({model.exclude_s:g} s time neighbours excluded)')
 
     def _verification_state(self) -> str:
         if not self._values['verification.enabled']:

@@ -15,6 +15,7 @@ Only standard message types; the exact layouts are in ``docs/ros_interface.md``:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,9 @@ try:  # an interfaces build from before the service existed has only the message
     from vpr_ros_interfaces.srv import Localize
 except ImportError:
     Localize = None
+# interfaces built before PlaceMatch had a confidence field still work (without it)
+PLACE_MATCH_HAS_CONFIDENCE = (PlaceMatch is not None
+                              and 'confidence' in PlaceMatch.get_fields_and_field_types())
 
 CANDIDATE_FIELDS = ('place_id', 'score', 'map_stamp')
 
@@ -76,11 +80,14 @@ def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
     return msg
 
 
-def place_match_msg(header: Header, match: Match, metric: MetricPose | None = None):
+def place_match_msg(header: Header, match: Match, metric: MetricPose | None = None,
+                    confidence: float = math.nan):
     """vpr_ros_interfaces/PlaceMatch of one match (``has_pose`` false and an identity pose without one);
     with a good ``metric`` solve, its pose and ``pose_source`` POSE_METRIC."""
     msg = PlaceMatch(header=header, place_id=int(match.place_id), score=float(match.score),
                      map_stamp=to_time(match.stamp), has_pose=match.pose is not None)
+    if PLACE_MATCH_HAS_CONFIDENCE:
+        msg.confidence = float(confidence)
     if metric is not None and metric.good and hasattr(msg, 'pose_source'):
         msg.pose, msg.has_pose, msg.pose_source = pose_to_msg(metric.pose), True, PlaceMatch.POSE_METRIC
     elif match.pose is not None:
@@ -88,8 +95,10 @@ def place_match_msg(header: Header, match: Match, metric: MetricPose | None = No
     return msg
 
 
-def place_candidates_msg(header: Header, matches: Sequence[Match]):
-    return PlaceCandidates(header=header, candidates=[place_match_msg(header, m) for m in matches])
+def place_candidates_msg(header: Header, matches: Sequence[Match], confidence: float = math.nan):
+    """The candidates, best first; ``confidence`` (of the best one) goes to the first only."""
+    return PlaceCandidates(header=header, candidates=[
+        place_match_msg(header, m, confidence if i == 0 else math.nan) for i, m in enumerate(matches)])
 
 
 def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
@@ -139,7 +148,14 @@ def parse_loop_constraint(msg: Float64MultiArray) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CovarianceModel:
-    """Standard deviations that grow linearly as the score falls from ``score_high`` to ``score_low``."""
+    """Standard deviations of the matched pose.
+
+    With a calibrated confidence p (the probability that the place is right,
+    vpr_ros.matching.confidence) the pose is a mixture: right with probability p (``sigma_*_min``)
+    or anywhere (``sigma_*_max``); its variance is ``p sigma_min^2 + (1 - p) sigma_max^2``. Without
+    one (NaN: a map too small to calibrate) the standard deviations grow linearly as the score
+    falls from ``score_high`` to ``score_low``.
+    """
 
     score_low: float = 0.5
     score_high: float = 0.95
@@ -152,15 +168,19 @@ class CovarianceModel:
         """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
         return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
 
-    def sigmas(self, score: float) -> tuple[float, float]:
-        """(position sigma [m], rotation sigma [rad]) for a match score."""
+    def sigmas(self, score: float, confidence: float = math.nan) -> tuple[float, float]:
+        """(position sigma [m], rotation sigma [rad]) for a match's confidence, or else its score."""
+        if math.isfinite(confidence):
+            p = float(np.clip(confidence, 0.0, 1.0))
+            return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
+                    math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
         a = self.confidence(score)
         return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
                 self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
 
-    def covariance(self, score: float) -> np.ndarray:
+    def covariance(self, score: float, confidence: float = math.nan) -> np.ndarray:
         """Row-major 6x6 (x, y, z, roll, pitch, yaw) diagonal covariance as 36 float64."""
-        s_xy, s_rot = self.sigmas(score)
+        s_xy, s_rot = self.sigmas(score, confidence)
         return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
 
 
@@ -191,10 +211,10 @@ def later(stamp: Time, seconds: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def pose_msg(header: Header, match: Match, model: CovarianceModel,
-             metric: MetricPose | None = None) -> PoseWithCovarianceStamped:
+def pose_msg(header: Header, match: Match, model: CovarianceModel, metric: MetricPose | None = None,
+             confidence: float = math.nan) -> PoseWithCovarianceStamped:
     """The metric pose with its solve's covariance when ``metric`` is good, else the place pose with the
-    score model's covariance (the place must have a pose)."""
+    covariance of its confidence (else of its score; the place must have a pose)."""
     msg = PoseWithCovarianceStamped(header=header)
     if metric is not None and metric.good:
         msg.pose.pose = pose_to_msg(metric.pose)
@@ -202,7 +222,7 @@ def pose_msg(header: Header, match: Match, model: CovarianceModel,
         return msg
     assert match.pose is not None
     msg.pose.pose = pose_to_msg(match.pose)
-    covariance = model.covariance(match.score)
+    covariance = model.covariance(match.score, confidence)
     if match.pose.orientation is None:
         covariance[[21, 28, 35]] = UNKNOWN_VARIANCE  # roll, pitch, yaw variances
     msg.pose.covariance = covariance

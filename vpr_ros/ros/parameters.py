@@ -77,16 +77,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
               '(raise it before remapping ~/pose to /initialpose).'),
     ParamSpec('covariance.score_low', 0.5,
-              'Score at (and below) which the pose sigmas reach their maximum.'),
+              'Without a calibrated confidence (a map of < 20 places): score at (and below) which the pose '
+              'sigmas reach their maximum.'),
     ParamSpec('covariance.score_high', 0.95,
-              'Score at (and above) which the pose sigmas reach their minimum.'),
-    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] at score_high (x, y, z).',
+              'Without a calibrated confidence: score at (and above) which the pose sigmas reach their '
+              'minimum.'),
+    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] of a right match (x, y, z); '
+              'the variance is p sigma_min^2 + (1 - p) sigma_max^2 for confidence p.',
               low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] at score_low (x, y, z).',
+    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] of a wrong match (x, y, z).',
               low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] at score_high '
+    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] of a right match '
               '(roll, pitch, yaw).', low=0.0, high=math.pi),
-    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] at score_low.',
+    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] of a wrong match.',
               low=0.0, high=math.pi),
     # ----- metric pose (vpr_ros.geometry; docs/localization.md) -----------------------------------
     ParamSpec('metric.enabled', True, 'Solve the metric 6-DoF pose of each frame (and of ~/localize and loop '
@@ -117,9 +120,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "newest (0.5 m: AMCL's default initial-pose sigma).", low=0.0, high=1.0e4),
     ParamSpec('relocalization.max_angle', math.pi / 12, 'Largest rotation [rad] of each agreeing transform '
               "from the newest (pi/12: AMCL's default initial yaw sigma).", low=0.0, high=math.pi),
-    ParamSpec('relocalization.min_confidence', 0.0, "Minimum confidence (as ~/localize reports it: the "
-              'score mapped by covariance.score_low/high to [0, 1]) of an agreeing frame; 0 = the metric '
-              'solve\'s own gates only.', low=0.0, high=1.0),
+    ParamSpec('relocalization.min_confidence', 0.0, "Minimum confidence of an agreeing frame: the "
+              'calibrated confidence (P(top-1 right)); without a confidence model the score mapped by '
+              "covariance.score_low/high to [0, 1]. 0 = the metric solve's own gates only.", low=0.0, high=1.0),
     ParamSpec('tf.publish_map_to_odom', False, 'Broadcast map -> odom on /tf (tf2_msgs/TFMessage) from each '
               "good metric pose and the odometry ('odom' input, needs use_odom) at the image stamp. Needs "
               'the tf2_msgs Python package.', read_only=True),
@@ -136,16 +139,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
               'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
     ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
-              'agree before a loop closure is published (1 = no temporal check).', low=1, high=1000),
+              'agree before a loop closure is published (1 = no temporal check); with verification, '
+              'verified_frames must hold as well.', low=1, high=1000),
     ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
               'at most this ...', low=0, high=1_000_000_000),
     ParamSpec('loop_closure.consistency_stamp_window', 3.0,
               '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.max_rate_hz', 1.0, 'Cap on published loop closures per second of query time '
-              '(LIO-SAM consumes one per second); 0 = no cap.', low=0.0, high=1000.0),
-    ParamSpec('loop_closure.verified_frames', 2, 'Consecutive verification attempts whose verified '
-              'candidates must agree before a closure is published (with verification; 1 = the first '
-              'verified candidate is published).', low=1, high=100),
+    ParamSpec('loop_closure.max_rate_hz', 0.0, 'Cap on published loop closures per second of query time, '
+              'a token bucket with bursts of 5 (LIO-SAM queues five and consumes one per '
+              'loopClosureFrequency, dropping the oldest itself); 0 = no cap.', low=0.0, high=1000.0),
+    ParamSpec('loop_closure.verified_frames', 2, 'Agreeing verified views before a closure is published '
+              '(with verification): verified candidates of consecutive frames, or adjacent keyframes of the '
+              'same place that verify against the same frame; 1 = the first verified candidate.',
+              low=1, high=100),
     # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
     ParamSpec('sequence.length', _SEQUENCE.length,
               'Match the last N processed frames as a trajectory through the map '

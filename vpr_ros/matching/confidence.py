@@ -1,0 +1,253 @@
+"""A calibrated confidence: the probability that an answer's top-1 place is right, estimated on the map.
+
+Scores mean different things per encoder (a cosine of another space, a vote sum), so no fixed
+score threshold or score-to-covariance range can say how far to trust an answer. Instead each map
+carries a small model fitted on its own places, in the spirit of Platt scaling (Platt 1999) and of
+per-query uncertainty for VPR ("To Match or Not to Match", CVPRW 2025, decides from the retrieval's
+uncertainty whether to verify):
+
+* features of one answer (its top-K matches, best first), both invariant to the scale of the
+  scores, which shrinks under a change of light or season: the *margin* between the first and the
+  second candidate over the spread of the top-K scores, ``(s1 - s2) / (s1 - sK)`` (Lowe's ratio test
+  for global descriptors), and whether the top-1 *agrees* with the previous answer's top-1 (within
+  ``2 dist_m``; without poses within ``2 other_place_s`` of map time), the temporal consistency
+  every VPR loop-closure filter relies on: a right answer is followed by a right answer nearby, a
+  wrong one by another wrong one anywhere. The first answer of a run has no previous one; its
+  agreement is the training mean;
+* training examples: self-retrieval of the map's own places, in map time order, against the map
+  with the query's *time neighbours excluded* (places within ``exclude_s`` seconds of it, by
+  default LIO-SAM's 30 s loop-closure separation), so that every example is a revisit from another
+  pass, as a query from another run is. Only places that *have* such a revisit within ``dist_m``
+  are examples: the confidence is the probability that the top-1 is right for a query of a mapped
+  place (an unmapped place has no right answer; telling the two apart is another question). An
+  example is correct when its top-1 lies within ``dist_m`` of the query place's pose. A map that
+  is a single pass without revisits has (almost) no correct example at 30 s; the window is then halved until
+  ``MIN_EXAMPLES`` examples are right (at 0 only the place itself is left out), and the window
+  used is stored (wrong examples may be few: the prior below keeps the fit finite);
+* the model: logistic regression on the standardised features with a weak Gaussian prior (L2,
+  ``PRIOR_PRECISION``), which keeps it finite when one outcome is rare.
+
+The model is stored in ``map.yaml`` (``confidence``) by ``build-map`` and ``~/save_map``; a map
+written before it existed is calibrated when it is loaded. ``evaluate`` reports the calibration on
+the queries (expected calibration error, reliability diagram).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from vpr_ros.errors import MapError
+
+if TYPE_CHECKING:
+    from vpr_ros.mapdb.store import Match, VprMap
+
+CONFIDENCE_K = 10          # candidates the features look at (the Localizer retrieves at least this many)
+DEFAULT_DIST_M = 25.0      # what "right" means: the top-1 within this distance (the package's default)
+DEFAULT_EXCLUDE_S = 30.0   # time neighbours left out of self-retrieval (LIO-SAM's loop separation)
+MIN_EXAMPLES = 10          # right self-retrievals needed before a model is fitted
+PRIOR_PRECISION = 1.0      # L2 on the standardised coefficients (a unit Gaussian prior)
+MODEL_FORMAT = 2
+FEATURES = ('margin_over_spread', 'agrees_with_previous')
+
+
+def _near(a: 'Match', b: 'Match', dist_m: float, other_place_s: float) -> bool:
+    if a.pose is not None and b.pose is not None:
+        return math.dist(a.pose.position[:2], b.pose.position[:2]) <= dist_m
+    return abs(float(a.stamp) - float(b.stamp)) <= other_place_s
+
+
+def features(matches: 'Sequence[Match]', dist_m: float, other_place_s: float,
+             previous: 'Match | None' = None) -> np.ndarray | None:
+    """(margin over spread, agreement with the previous top-1: 1, 0, or NaN without one) of one
+    answer; None without a match."""
+    if not matches:
+        return None
+    scores = [float(m.score) for m in matches]
+    spread = scores[0] - scores[-1]
+    margin = (scores[0] - scores[1]) / spread if len(scores) > 1 and spread > 0 else 1.0
+    agrees = (math.nan if previous is None
+              else float(_near(matches[0], previous, 2 * dist_m, 2 * other_place_s)))
+    return np.array([margin, agrees], np.float64)
+
+
+@dataclass(frozen=True)
+class ConfidenceModel:
+    """P(top-1 right) = sigmoid(bias + coef . (features - mean) / scale)."""
+
+    dist_m: float
+    exclude_s: float        # the self-retrieval window the examples were drawn with
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    bias: float
+    examples: int
+    correct: int
+    other_place_s: float = 10.0
+    format: int = MODEL_FORMAT
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """P(right) of feature rows; a missing feature (NaN) takes the training mean (no evidence)."""
+        z = (np.atleast_2d(x) - np.asarray(self.mean)) / np.asarray(self.scale)
+        z = np.where(np.isnan(z), 0.0, z)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.bias)))
+
+    def confidence(self, matches: 'Sequence[Match]', previous: 'Match | None' = None) -> float:
+        """The probability that ``matches[0]`` is within ``dist_m`` of the query (NaN without a match);
+        ``previous``: the previous answer's top-1 in this run."""
+        x = features(matches, self.dist_m, self.other_place_s, previous)
+        return math.nan if x is None else float(self.probability(x)[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(features=list(FEATURES), mean=list(self.mean), scale=list(self.scale), coef=list(self.coef))
+        return d
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> 'ConfidenceModel':
+        """Parse map.yaml's ``confidence`` section; a MapError names what is wrong."""
+        try:
+            if data.get('format') != MODEL_FORMAT or list(data.get('features', [])) != list(FEATURES):
+                raise ValueError(f"format {data.get('format')!r} / features {data.get('features')!r}")
+            model = ConfidenceModel(
+                float(data['dist_m']), float(data['exclude_s']), tuple(map(float, data['mean'])),
+                tuple(map(float, data['scale'])), tuple(map(float, data['coef'])), float(data['bias']),
+                int(data['examples']), int(data['correct']), float(data.get('other_place_s', 10.0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MapError(f'map.yaml confidence section is not a model this vpr_ros reads ({exc})') from exc
+        n = len(FEATURES)
+        if not (len(model.mean) == len(model.scale) == len(model.coef) == n) or min(model.scale) <= 0:
+            raise MapError('map.yaml confidence section: mean, scale and coef need one positive-scale entry '
+                           f'per feature {FEATURES}')
+        return model
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, prior_precision: float = PRIOR_PRECISION,
+                 iterations: int = 50) -> tuple[np.ndarray, float]:
+    """MAP logistic regression (Newton's method; the bias has no prior). Returns (coef, bias)."""
+    n, d = x.shape
+    a = np.column_stack([x, np.ones(n)])
+    w = np.zeros(d + 1)
+    reg = np.full(d + 1, prior_precision)
+    reg[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(a @ w)))
+        grad = a.T @ (p - y) + reg * w
+        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def self_retrieval(vmap: 'VprMap', exclude_s: float, dist_m: float, max_queries: int,
+                   other_place_s: float, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features and correctness (top-1 within dist_m) of the map places, in map time order, that have a
+    revisit: another place more than ``exclude_s`` away in time and within ``dist_m``, retrieved
+    against the map without their time neighbours. A long map is sampled in runs of consecutive
+    places (the agreement feature needs the previous one)."""
+    places = vmap.places
+    n = len(places)
+    stamps = places.stamps
+    poses = places.poses
+    order = np.argsort(stamps, kind='stable')
+    run = 10  # consecutive places per sampled run
+    runs = max(1, min(n, max_queries) // run)
+    starts = np.unique(np.linspace(0, max(n - run, 0), runs).round().astype(int))
+    picked = np.unique(np.concatenate([np.arange(s, min(s + run, n)) for s in starts]))
+    xs, ys = [], []
+    previous, previous_at = None, -2
+    for k in tqdm(picked, desc='calibrating confidence', disable=not progress, unit='place'):
+        i = int(order[k])
+        if np.isnan(poses[i, 0]):
+            continue
+        far_in_time = np.abs(stamps - stamps[i]) > exclude_s
+        exclude = set(np.flatnonzero(~far_in_time).tolist()) | {i}
+        vectors = vmap.descriptors[vmap.owners == i] if vmap.meta.multi_vector else vmap.descriptors[i:i + 1]
+        matches = vmap.search(np.asarray(vectors, np.float32), CONFIDENCE_K, exclude)
+        if not matches or matches[0].pose is None:
+            continue
+        x = features(matches, dist_m, other_place_s, previous if previous_at == k - 1 else None)
+        previous, previous_at = matches[0], k
+        revisits = np.linalg.norm(poses[far_in_time, :2] - poses[i, :2], axis=1) <= dist_m
+        if not revisits.any():
+            continue
+        xs.append(x)
+        ys.append(math.dist(poses[i, :2], matches[0].pose.position[:2]) <= dist_m)
+    return np.asarray(xs, np.float64).reshape(-1, len(FEATURES)), np.asarray(ys, np.float64)
+
+
+def fit_confidence(vmap: 'VprMap', dist_m: float = DEFAULT_DIST_M, exclude_s: float = DEFAULT_EXCLUDE_S,
+                   max_queries: int = 1000, progress: bool = False) -> ConfidenceModel | None:
+    """The map's confidence model (module doc); None when the map gives fewer than MIN_EXAMPLES right
+    self-retrievals at any window (too few places or poses)."""
+    if len(vmap) < 2 * MIN_EXAMPLES:
+        return None
+    other_place_s = _other_place_s(vmap, dist_m)
+    window = exclude_s
+    while True:  # narrow the window only while right answers are too rare to fit (a map without revisits)
+        x, y = self_retrieval(vmap, window, dist_m, max_queries, other_place_s, progress)
+        right = int(y.sum())
+        if right >= MIN_EXAMPLES:
+            break
+        if window == 0.0:
+            return None
+        window = window / 2 if window > 1.0 else 0.0
+    mean = np.nanmean(x, axis=0)
+    scale = np.maximum(np.nan_to_num(np.nanstd(x, axis=0)), 1e-6)
+    coef, bias = fit_logistic(np.nan_to_num((x - mean) / scale), y)
+    return ConfidenceModel(float(dist_m), float(window), tuple(map(float, mean)), tuple(map(float, scale)),
+                           tuple(map(float, coef)), bias, len(y), right, other_place_s)
+
+
+def _other_place_s(vmap: 'VprMap', dist_m: float) -> float:
+    """Map time in which the camera typically covers ``dist_m`` (the 'another place' test without poses)."""
+    places = vmap.places
+    poses, stamps = places.poses, places.stamps
+    ok = ~np.isnan(poses[:, 0])
+    if ok.sum() < 2:
+        return 10.0
+    order = np.argsort(stamps[ok])
+    xy, t = poses[ok][order, :2], stamps[ok][order]
+    step = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+    dt = np.diff(t)
+    moving = (step > 0) & (dt > 0)
+    if not moving.any():
+        return 10.0
+    speed = float(np.median(step[moving] / dt[moving]))
+    return float(dist_m / speed) if speed > 0 else 10.0
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
+                               bins: int = 10) -> dict[str, Any]:
+    """ECE over ``bins`` equal-width confidence bins (Naeini et al. 2015; Guo et al. 2017) and the
+    reliability diagram's bins; answers without a confidence (NaN) are left out and counted."""
+    c = np.asarray(confidence, np.float64)
+    y = np.asarray(correct, np.float64)
+    known = np.isfinite(c)
+    c, y = c[known], y[known]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(c, edges[1:-1]), 0, bins - 1)
+    rows = []
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        conf, acc = float(c[sel].mean()), float(y[sel].mean())
+        ece += sel.sum() / len(c) * abs(acc - conf)
+        rows.append({'low': round(float(edges[b]), 3), 'high': round(float(edges[b + 1]), 3),
+                     'count': int(sel.sum()), 'confidence': round(conf, 4), 'accuracy': round(acc, 4)})
+    return {'ece': round(float(ece), 4) if len(c) else None, 'answers': int(len(c)),
+            'without_confidence': int((~known).sum()), 'mean_confidence': round(float(c.mean()), 4) if len(c)
+            else None, 'accuracy': round(float(y.mean()), 4) if len(c) else None,
+            'brier': round(float(np.mean((c - y) ** 2)), 4) if len(c) else None, 'bins': rows}
+
+
+__all__ = ['CONFIDENCE_K', 'DEFAULT_DIST_M', 'FEATURES', 'ConfidenceModel', 'expected_calibration_error',
+           'features', 'fit_confidence', 'fit_logistic', 'self_retrieval']
