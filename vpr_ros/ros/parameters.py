@@ -122,7 +122,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "from the newest (pi/12: AMCL's default initial yaw sigma).", low=0.0, high=math.pi),
     ParamSpec('relocalization.min_confidence', 0.0, "Minimum confidence of an agreeing frame: the "
               'calibrated confidence (P(top-1 right)); without a confidence model the score mapped by '
-              "covariance.score_low/high to [0, 1]. 0 = the metric solve's own gates only.", low=0.0, high=1.0),
+              "covariance.score_low/high to [0, 1]. 0 = the metric solve's own gates only.",
+              low=0.0, high=1.0),
     ParamSpec('tf.publish_map_to_odom', False, 'Broadcast map -> odom on /tf (tf2_msgs/TFMessage) from each '
               "good metric pose and the odometry ('odom' input, needs use_odom) at the image stamp. Needs "
               'the tf2_msgs Python package.', read_only=True),
