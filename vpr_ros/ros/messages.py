@@ -98,7 +98,8 @@ def place_match_msg(header: Header, match: Match, metric: MetricPose | None = No
 def place_candidates_msg(header: Header, matches: Sequence[Match], confidence: float = math.nan):
     """The candidates, best first; ``confidence`` (of the best one) goes to the first only."""
     return PlaceCandidates(header=header, candidates=[
-        place_match_msg(header, m, confidence if i == 0 else math.nan) for i, m in enumerate(matches)])
+        place_match_msg(header, m, confidence=confidence if i == 0 else math.nan)
+        for i, m in enumerate(matches)])
 
 
 def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
