@@ -78,10 +78,10 @@ def child_env() -> dict[str, str]:
 class NodeProcess:
     """``python -m vpr_ros.localizer --ros-args ...`` with its log captured to a file."""
 
-    def __init__(self, ros_args: list[str], log_path: str) -> None:
+    def __init__(self, ros_args: list[str], log_path: str, module: str = 'vpr_ros.localizer') -> None:
         self.log_path = log_path
         with open(log_path, 'wb') as log:
-            self.proc = subprocess.Popen([sys.executable, '-m', 'vpr_ros.localizer', '--ros-args', *ros_args],
+            self.proc = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
                                          stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
     def log(self) -> str:

@@ -2,20 +2,20 @@
 ~/change_state and ~/get_state services (lifecycle_msgs)."""
 from __future__ import annotations
 
-import threading
 import time
+from typing import Any
 
 import pytest
 
-from test.ros.conftest import QUERY_ORDER, RELIABLE_IMAGES, World, image_msg
+from test.ros.conftest import QUERY_ORDER, RELIABLE_IMAGES, NodeProcess, World, image_msg
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
 lifecycle_srv = pytest.importorskip('lifecycle_msgs.srv')
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 
+from test.ros.test_node_inprocess import InProcess  # noqa: E402
 from test.ros.test_relocalization_node import call  # noqa: E402
 
 
@@ -36,30 +36,14 @@ def wait_for_lifecycle_services(client_node, clients: dict, timeout: float = 30.
             assert time.monotonic() < deadline, 'the lifecycle services never answered'
 
 
-class ManagedInProcess:
-    def __init__(self, **overrides) -> None:
-        from rclpy.executors import SingleThreadedExecutor
+def managed_in_process(**overrides: Any) -> InProcess:
+    from vpr_ros.ros.lifecycle import LifecycleLocalizerNode
 
-        from vpr_ros.ros.lifecycle import LifecycleLocalizerNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, args=[])
-        self.node = LifecycleLocalizerNode(
-            context=self.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(timeout=2.0)
+    return InProcess(node_class=LifecycleLocalizerNode, **overrides)
 
 
 def test_lifecycle_transitions_over_dds(world: World, driver_factory) -> None:
-    managed = ManagedInProcess(map_path=world.map_path, threads=1, diagnostics_period=0.2,
+    managed = managed_in_process(map_path=world.map_path, threads=1, diagnostics_period=0.2,
                                **{RELIABLE_IMAGES: 'reliable'})
     try:
         driver = driver_factory()
@@ -113,7 +97,7 @@ def test_lifecycle_transitions_over_dds(world: World, driver_factory) -> None:
 
 
 def test_configure_with_a_missing_map_fails_and_stays_unconfigured(tmp_path, driver_factory) -> None:
-    managed = ManagedInProcess(map_path=str(tmp_path / 'nowhere'), threads=1)
+    managed = managed_in_process(map_path=str(tmp_path / 'nowhere'), threads=1)
     try:
         client_node = driver_factory().session.node
         clients: dict = {}
@@ -127,3 +111,26 @@ def test_configure_with_a_missing_map_fails_and_stays_unconfigured(tmp_path, dri
         assert got.current_state.label == 'unconfigured'
     finally:
         managed.close()
+
+
+def test_lifecycle_entry_point_starts_unconfigured_and_activates(world: World, driver_factory,
+                                                                 tmp_path) -> None:
+    """`python -m vpr_ros.lifecycle_localizer` as `ros2 run` starts it: unconfigured until told."""
+    node = NodeProcess(['-p', f'map_path:={world.map_path}', '-p', 'threads:=1',
+                        '-p', f'{RELIABLE_IMAGES}:=reliable'],
+                       str(tmp_path / 'node.log'), module='vpr_ros.lifecycle_localizer')
+    try:
+        driver = driver_factory()
+        client_node = driver.session.node
+        clients: dict = {}
+        wait_for_lifecycle_services(client_node, clients, timeout=90.0)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert call(client_node, lifecycle_srv.ChangeState, '/vpr_localizer/change_state',
+                        lifecycle_srv.ChangeState.Request(transition=Transition(id=transition)),
+                        timeout=90.0, clients=clients).success, node.log()
+        driver.wait_ready(node.check_alive)
+        frame = world.queries[1]
+        assert driver.localize(image_msg(frame.rgb, 700.0), 700.0)[0][0] == QUERY_ORDER[1]
+    finally:
+        code = node.stop()
+    assert code == 0, node.log()

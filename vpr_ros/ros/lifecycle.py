@@ -18,13 +18,9 @@ import sys
 import threading
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
-from vpr_ros.ros.localizer import LocalizerNode, _spin, _startup_error
-from vpr_ros.ros.parameters import NODE_NAME
+from vpr_ros.ros.localizer import LocalizerNode, _startup_error, run
 
 
 class LifecycleLocalizerNode(LifecycleNodeMixin, LocalizerNode):
@@ -79,29 +75,7 @@ class LifecycleLocalizerNode(LifecycleNodeMixin, LocalizerNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    logger = rclpy.logging.get_logger(NODE_NAME)
-    try:
-        init = rclpy.init(args=args)
-    except rclpy_implementation.RCLError as exc:
-        logger.fatal(f'cannot start: {_startup_error(exc)}')
-        return 1
-    try:
-        with init:
-            try:
-                node = LifecycleLocalizerNode()
-            except Exception as exc:
-                logger.fatal(f'cannot start: {_startup_error(exc)}')
-                return 1
-            executor = SingleThreadedExecutor(context=node.context)
-            executor.add_node(node)
-            try:
-                _spin(executor)
-            finally:
-                executor.shutdown(timeout_sec=1.0)
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run(LifecycleLocalizerNode, args, frames_in_main_thread=False)
 
 
 if __name__ == '__main__':

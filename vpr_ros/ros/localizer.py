@@ -1118,6 +1118,11 @@ def _spin(executor: SingleThreadedExecutor, node: LocalizerNode) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    return run(lambda: LocalizerNode(frames_in_caller=True), args, frames_in_main_thread=True)
+
+
+def run(make_node: Any, args: list[str] | None, frames_in_main_thread: bool) -> int:
+    """Start rclpy, build the node, spin until shutdown; a start-up failure is one FATAL line, exit 1."""
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
         init = rclpy.init(args=args)  # parses --ros-args: a broken params file or -p value fails here
@@ -1127,14 +1132,21 @@ def main(args: list[str] | None = None) -> int:
     try:
         with init:
             try:
-                node = LocalizerNode(frames_in_caller=True)
+                node = make_node()
             except Exception as exc:  # start-up has nothing to keep alive: one line, never a traceback
                 logger.fatal(f'cannot start: {_startup_error(exc)}')
                 return 1
-            # Frames are processed on the main thread and the executor spins on another: torch's
-            # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
             executor = SingleThreadedExecutor(context=node.context)
             executor.add_node(node)
+            if not frames_in_main_thread:
+                try:
+                    _spin(executor, node)
+                finally:
+                    executor.shutdown(timeout_sec=1.0)
+                    node.destroy_node()
+                return 0
+            # Frames are processed on the main thread and the executor spins on another: torch's
+            # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
             spinner = threading.Thread(target=_spin, args=(executor, node), name='vpr_executor', daemon=True)
             spinner.start()
             try:
