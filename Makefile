@@ -25,7 +25,7 @@ IFACE_SRC := interfaces/vpr_ros_interfaces
 IFACE_STAMP := $(VENV)/.interfaces
 interfaces: $(IFACE_STAMP)
 
-$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt interfaces/tf2_msgs/msg/TFMessage.msg $(IFACE_SRC)/CMakeLists.txt $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg) $(wildcard $(IFACE_SRC)/srv/*.srv)
+$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt interfaces/tf2_msgs/msg/TFMessage.msg $(IFACE_SRC)/CMakeLists.txt interfaces/cmake/pypi_wheel_includes.cmake $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg) $(wildcard $(IFACE_SRC)/srv/*.srv)
 	@command -v cmake >/dev/null 2>&1 || { echo "make interfaces needs cmake and a C/C++ compiler"; exit 2; }
 	$(BIN)/python -m pip install --quiet -r interfaces/requirements-build.txt
 	rm -rf build/vpr_ros_interfaces && mkdir -p build
