@@ -9,6 +9,8 @@ import yaml
 
 from vpr_ros.errors import MapError
 
+LEGACY_PRECISION = 'f32'  # the precision of maps whose encoder config does not record one
+
 SCHEMA_VERSION = 1
 
 
@@ -108,7 +110,9 @@ def compatibility_problems(stored: dict[str, Any], wanted: dict[str, Any]) -> li
     if stored.get('name') != wanted.get('name'):
         problems.append(f"map built with encoder {stored.get('name')!r}, requested {wanted.get('name')!r}")
         return problems
-    s_cfg, w_cfg = stored.get('config', {}), wanted.get('config', {})
+    # A map written before the precision key existed was built in f32.
+    s_cfg = {'precision': LEGACY_PRECISION, **stored.get('config', {})}
+    w_cfg = {'precision': LEGACY_PRECISION, **wanted.get('config', {})}
     for key in sorted(set(s_cfg) | set(w_cfg)):
         if s_cfg.get(key) != w_cfg.get(key):
             problems.append(f'config {key}: map {s_cfg.get(key)!r} vs requested {w_cfg.get(key)!r}')
