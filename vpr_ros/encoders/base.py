@@ -126,8 +126,8 @@ class Encoder(ABC):
         return found
 
     def runtimes(self) -> dict[str, str]:
-        """Network label -> the runtime it runs on (resolved, exported and checked on first call)."""
-        return {n.label: n.runtime for n in self.networks()}
+        """Network label -> the runtime it runs on ('' until its first use chose one)."""
+        return {n.label: n.resolved for n in self.networks()}
 
     def calibrate(self, images: Sequence[np.ndarray]) -> None:
         """int8 only: activation ranges of every network over (up to CALIBRATION_IMAGES of) ``images``."""

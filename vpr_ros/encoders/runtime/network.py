@@ -120,6 +120,12 @@ class Network:
         """The runtime in use (resolves it on first access)."""
         return self.backend().name
 
+    @property
+    def resolved(self) -> str:
+        """The runtime in use, '' before the first call chose one."""
+        backend = self._backend
+        return backend.name if backend is not None else ''
+
     def backend(self) -> Any:
         with self._lock:
             if self._backend is None:
@@ -269,7 +275,12 @@ class Network:
         want = self._torch_output(x)
         for attempt in range(2):
             backend = self._load(name, path, 'f32', lambda: self._export(path))
-            got = backend.run(x, 1)
+            try:
+                got = backend.run(x, 1)
+            except Exception as exc:  # e.g. a graph of another input shape under this name
+                log.warning('%s: %s failed on the probe: %s', self.label, name,
+                            str(exc).splitlines()[0][:200])
+                got = np.zeros(0, np.float32)
             diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float('inf')
             if diff <= settings.F32_TOLERANCE:
                 self.probe_diff = diff
