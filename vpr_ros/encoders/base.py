@@ -53,7 +53,7 @@ class Encoder(ABC):
     legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        merged = {**COMMON_DEFAULTS, **self.default_config}
+        merged = {**COMMON_DEFAULTS, 'runtime': runtime_settings.default_runtime(), **self.default_config}
         unknown = set(config or {}) - set(merged)
         if unknown:
             raise ConfigError(f'encoder {self.name!r}: unknown config keys {sorted(unknown)}; '
@@ -284,7 +284,7 @@ class VocabularyState:
 # ----- registry ----------------------------------------------------------------------------
 # Modules of this package that are building blocks, not encoders.
 _NOT_ENCODERS = frozenset({'base', 'weights', 'torch_encoder', 'backbones', 'aggregators', 'local_features',
-                           'catalog', 'segments', 'supersegments'})
+                           'catalog', 'segments', 'supersegments', 'runtime'})
 
 
 def available_encoders() -> list[str]:

@@ -158,6 +158,24 @@ def test_auto_skips_a_runtime_that_disagrees_with_torch(cache: str, images, monk
     assert 'openvino not used' in caplog.text and 'differs from torch' in caplog.text
 
 
+def test_a_graph_openvino_cannot_convert_falls_back_under_auto(images, tmp_path, caplog) -> None:
+    """OpenVINO 2026.4 does not convert SALAD's optimal-transport head (an Unsqueeze of its ONNX
+    export); auto then runs the same intact graph on onnxruntime instead of re-exporting it."""
+    config = {'backbone': 'efficientnet_lite0', 'image_size': [64, 64], 'threads': 1,
+              'runtime_cache': str(tmp_path)}
+    reference = create_encoder('salad', {**config, 'runtime': 'torch'})
+    with caplog.at_level(logging.WARNING, logger='vpr_ros.encoders.runtime'):
+        encoder = create_encoder('salad', {**config, 'runtime': 'auto'})
+        got = encoder.encode(images[:2])
+    if encoder.runtimes() == {'salad': 'openvino'}:
+        pytest.skip('this OpenVINO converts the SALAD head')
+    assert encoder.runtimes() == {'salad': 'onnxruntime'}
+    assert 'openvino not used' in caplog.text and 'rebuilding' not in caplog.text
+    np.testing.assert_allclose(got, reference.encode(images[:2]), atol=F32_ATOL, rtol=0)
+    with pytest.raises(settings.RuntimeUnavailable, match='OpenVINO cannot read'):
+        create_encoder('salad', {**config, 'runtime': 'openvino'}).encode(images[:1])
+
+
 def test_a_missing_requested_runtime_is_one_clear_error(cache: str, images, monkeypatch) -> None:
     monkeypatch.setattr(settings, 'installed', lambda r: r != 'openvino')
     encoder = make('effnet_gem', cache, 'openvino')

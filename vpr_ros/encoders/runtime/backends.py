@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.encoders.runtime.settings import RuntimeUnavailable, require_installed
-from vpr_ros.errors import VprError
 
 ORT_GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
 
 
-class GraphLoadError(VprError):
-    """A cached graph file cannot be read by the runtime (truncated, corrupt)."""
+class GraphLoadError(RuntimeUnavailable):
+    """A runtime cannot load a graph file: the file is damaged, or the runtime lacks one of its operators."""
 
 
 class OrtBackend:
@@ -60,6 +59,9 @@ class OrtBackend:
                 raise GraphLoadError(f'onnxruntime cannot load {self.path}: {first}') from exc
             self._sessions[threads] = (session, session.get_inputs()[0].name)
         return self._sessions[threads]
+
+    def prepare(self, threads: int) -> None:
+        self.session(1 if self.device == 'cuda' else threads)
 
     def run(self, x: np.ndarray, threads: int) -> np.ndarray:
         session, name = self.session(1 if self.device == 'cuda' else threads)
@@ -102,6 +104,10 @@ class OpenVinoBackend:
                                      f'{str(exc).splitlines()[0][:200]}') from exc
             self._compiled[threads] = (compiled, compiled.create_infer_request())
         return self._compiled[threads]
+
+    def prepare(self, threads: int) -> None:
+        with self._lock:
+            self.compiled(threads)
 
     def run(self, x: np.ndarray, threads: int) -> np.ndarray:
         with self._lock:  # an infer request serves one call at a time

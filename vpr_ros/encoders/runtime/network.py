@@ -29,7 +29,7 @@ from vpr_ros.encoders.runtime import settings
 from vpr_ros.encoders.runtime.backends import GraphLoadError, OpenVinoBackend, OrtBackend
 from vpr_ros.encoders.runtime.settings import RuntimeUnavailable
 from vpr_ros.errors import VprError
-from vpr_ros.threadpools import limit_blas_pools, pool_threads, use_torch_threads
+from vpr_ros.threadpools import limit_blas_pools, max_torch_threads, pool_threads, use_torch_threads
 
 log = logging.getLogger('vpr_ros.encoders.runtime')
 
@@ -212,6 +212,9 @@ class Network:
             chosen = self._load(name, int8_path, 'int8', lambda: self._quantise(path, int8_path))
         if chosen is not backend:
             self._check_output(chosen)
+        if int(self.config['threads']) == 0:  # an adapted count: ready before the first busy frame needs it
+            for threads in {1, max_torch_threads()}:
+                chosen.prepare(threads)
         log.info('%s: runtime %s, precision %s, graph %s (f32 graph vs torch on the probe: max |diff| %.1e)',
                  self.label, name, precision, os.path.basename(path), self.probe_diff)
         return chosen
@@ -252,9 +255,13 @@ class Network:
         return OpenVinoBackend(path, precision)
 
     def _load(self, name: str, path: str, precision: str, rebuild: Callable[[], None]) -> Any:
+        """The backend of ``path``; a damaged file is rebuilt once, a graph the runtime cannot convert
+        (an intact file: e.g. OpenVINO and SALAD's optimal-transport head) is RuntimeUnavailable."""
         try:
             return self._make(name, path, precision)
         except GraphLoadError as exc:
+            if _intact(path):
+                raise
             log.warning('%s: %s; rebuilding the cached graph', self.label, exc)
             rebuild()
             return self._make(name, path, precision)
@@ -340,6 +347,17 @@ class Network:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
+
+
+def _intact(path: str) -> bool:
+    """True when ``path`` parses as an ONNX model (then a runtime's load failure is the runtime's)."""
+    try:
+        import onnx
+
+        onnx.load(path, load_external_data=False)
+        return True
+    except Exception:  # ImportError, or onnx's DecodeError on a damaged file
+        return False
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The encoder config keys that choose how an exported network runs, and their checks.
 
-``runtime``: ``auto`` (default) | ``torch`` | ``onnxruntime`` | ``openvino``. ``auto`` takes the first
+``runtime``: ``auto`` (default; the environment variable ``VPR_ROS_RUNTIME`` changes the default
+of configs that do not name one) | ``torch`` | ``onnxruntime`` | ``openvino``. ``auto`` takes the first
 runtime of ``AUTO_ORDER`` that is installed, supports the precision and device, and passes the
 start-up probe against torch (network.py); ``torch`` is always there. The order is the measured
 speed order (docs/runtimes.md).
@@ -38,11 +39,18 @@ class RuntimeUnavailable(VprError):
     """A requested runtime, precision or device cannot be used on this machine or with this encoder."""
 
 
+def default_runtime() -> str:
+    """The runtime of a config that names none: ``$VPR_ROS_RUNTIME``, else auto."""
+    return os.environ.get('VPR_ROS_RUNTIME') or 'auto'
+
+
 def validate(encoder: str, config: dict[str, Any]) -> None:
     for key, allowed in (('runtime', RUNTIMES), ('precision', PRECISIONS), ('device', DEVICES)):
         if config[key] not in allowed:
+            from_env = key == 'runtime' and config[key] == default_runtime()
+            source = ' (from VPR_ROS_RUNTIME)' if from_env else ''
             raise ConfigError(f'encoder {encoder!r}: {key} must be one of {", ".join(allowed)}; '
-                              f'got {config[key]!r}')
+                              f'got {config[key]!r}{source}')
     if not isinstance(config['runtime_cache'], str):
         raise ConfigError(f"encoder {encoder!r}: runtime_cache must be a directory path or '', "
                           f"got {config['runtime_cache']!r}")
