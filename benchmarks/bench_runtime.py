@@ -83,16 +83,26 @@ def make(name: str, runtime: str, precision: str, fit_images: list[np.ndarray],
     return encoder
 
 
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def latency(encoders: dict[tuple[str, str], Encoder], frame: np.ndarray, frames: int) -> dict:
+    """Per configuration: (wall p50, wall p95, this process's CPU ms per frame p50: all its threads,
+    so a pool that spin-waits shows as CPU beyond the work)."""
     times: dict[tuple[str, str], list[float]] = {k: [] for k in encoders}
+    cpu: dict[tuple[str, str], list[float]] = {k: [] for k in encoders}
     for enc in encoders.values():
         enc.encode([frame])
     for _ in range(frames):
         for key, enc in encoders.items():
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             enc.encode([frame])
             times[key].append((time.perf_counter() - t0) * 1e3)
-    return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 95))) for k, v in times.items()}
+            cpu[key].append((cpu_seconds() - c0) * 1e3)
+    return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 95)), float(np.percentile(cpu[k], 50)))
+            for k, v in times.items()}
 
 
 def recall(encoder: Encoder, map_frames, query_frames) -> dict[str, float]:
@@ -176,16 +186,19 @@ def main() -> int:
         print(f'  measured {condition} (load average after: {load})', flush=True)
     conds = list(results)
     print(f'\n1. encode latency, batch 1, ms p50/p95 ({args.frames} frames each, alternating); '
-          'x torch = p50 speed-up over torch eager in the same condition; busy/quiet = p50 ratio')
+          'x torch = p50 speed-up over torch eager in the same condition; busy/quiet = p50 ratio; '
+          'CPU ms = CPU time of this process per frame, p50 (above the work when a pool spin-waits)')
     print('encoder | runtime | ' + ' | '.join(f'{c} p50/p95' for c in conds) + ' | '
-          + ' | '.join(f'x torch {c}' for c in conds) + ' | 1 busy/quiet')
-    print('--- | --- | ' + ' | '.join('---' for _ in conds * 2) + ' | ---')
+          + ' | '.join(f'x torch {c}' for c in conds) + ' | 1 busy/quiet | '
+          + ' | '.join(f'CPU ms {c}' for c in conds))
+    print('--- | --- | ' + ' | '.join('---' for _ in conds * 3) + ' | ---')
     for (name, label) in encoders:
         cells = [f'{results[c][(name, label)][0]:.1f}/{results[c][(name, label)][1]:.1f}' for c in conds]
         speed = [f'{results[c][(name, "torch")][0] / results[c][(name, label)][0]:.2f}' for c in conds]
         ratio = (f"{results['1 busy'][(name, label)][0] / results['quiet'][(name, label)][0]:.2f}"
                  if {'1 busy', 'quiet'} <= set(results) else '-')
-        print(f'{name} | {label} | ' + ' | '.join(cells + speed) + f' | {ratio}')
+        cpu = [f'{results[c][(name, label)][2]:.1f}' for c in conds]
+        print(f'{name} | {label} | ' + ' | '.join(cells + speed) + f' | {ratio} | ' + ' | '.join(cpu))
 
     if not args.skip_recall:
         print(f'\n2. recall on the sample world (scale {args.scale}: {len(map_frames)} map, '

@@ -315,7 +315,9 @@ class Network:
 
     def calibrate(self, batches: Iterable[Any]) -> None:
         """Activation ranges of the f32 graph over ``batches`` (preprocessed map images) for int8."""
-        settings.require_installed('onnxruntime')
+        if not settings.installed('onnxruntime'):
+            raise RuntimeUnavailable('precision int8 is calibrated by onnxruntime, which is not installed: '
+                                     'pip install onnxruntime')
         from onnxruntime.quantization import CalibrationDataReader
 
         if not self.exportable:
@@ -374,6 +376,9 @@ def _quiet_logging() -> Iterator[None]:
 def _quantize(f32_path: str, out_path: str, reader: Any, ranges_path: str) -> None:
     """onnxruntime static QDQ quantisation (u8 activations, per-channel s8 weights, MinMax ranges);
     with ``reader`` the ranges are calibrated and written to ``ranges_path``, else read from it."""
+    if not settings.installed('onnxruntime'):
+        raise RuntimeUnavailable('precision int8 is quantised by onnxruntime, which is not installed: '
+                                 'pip install onnxruntime')
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with _quiet_logging():
