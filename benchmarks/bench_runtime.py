@@ -83,11 +83,6 @@ def make(name: str, runtime: str, precision: str, fit_images: list[np.ndarray],
     return encoder
 
 
-def cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def latency(encoders: dict[tuple[str, str], Encoder], frame: np.ndarray, frames: int) -> dict:
     """Per configuration: (wall p50, wall p95, this process's CPU ms per frame p50: all its threads,
     so a pool that spin-waits shows as CPU beyond the work)."""
@@ -97,10 +92,10 @@ def latency(encoders: dict[tuple[str, str], Encoder], frame: np.ndarray, frames:
         enc.encode([frame])
     for _ in range(frames):
         for key, enc in encoders.items():
-            c0, t0 = cpu_seconds(), time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             enc.encode([frame])
             times[key].append((time.perf_counter() - t0) * 1e3)
-            cpu[key].append((cpu_seconds() - c0) * 1e3)
+            cpu[key].append((time.process_time() - c0) * 1e3)
     return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 95)), float(np.percentile(cpu[k], 50)))
             for k, v in times.items()}
 
