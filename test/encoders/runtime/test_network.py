@@ -161,7 +161,7 @@ def test_auto_skips_a_runtime_that_disagrees_with_torch(cache: str, images, monk
 def test_a_graph_openvino_cannot_convert_falls_back_under_auto(images, tmp_path, caplog) -> None:
     """OpenVINO 2026.4 does not convert SALAD's optimal-transport head (an Unsqueeze of its ONNX
     export); auto then runs the same intact graph on onnxruntime instead of re-exporting it."""
-    config = {'backbone': 'efficientnet_lite0', 'image_size': [64, 64], 'threads': 1,
+    config = {'backbone': 'efficientnet_lite0', 'image_size': [160, 160], 'threads': 1,  # > 64 patches
               'runtime_cache': str(tmp_path)}
     reference = create_encoder('salad', {**config, 'runtime': 'torch'})
     with caplog.at_level(logging.WARNING, logger='vpr_ros.encoders.runtime'):
@@ -197,11 +197,11 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 def test_a_network_without_fixed_input_runs_on_torch_under_auto(images, tmp_path) -> None:
-    encoder = create_encoder('raw_pixels', {'runtime_cache': str(tmp_path)})
+    encoder = create_encoder('raw_pixels', {'runtime': 'auto', 'runtime_cache': str(tmp_path)})
     encoder.encode(images[:1])
     assert encoder.networks() == [] and encoder.runtimes() == {}
     with pytest.raises(ConfigError, match='precision int8 does not apply'):
-        create_encoder('raw_pixels', {'precision': 'int8'}).fit(images)
+        create_encoder('raw_pixels', {'runtime': 'auto', 'precision': 'int8'}).fit(images)
 
 
 def test_precision_is_map_identity_and_old_maps_were_f32(cache: str) -> None:
