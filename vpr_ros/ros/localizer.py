@@ -152,6 +152,9 @@ class LocalizerNode(Node):
                         'published: set it from `vpr-ros evaluate --loops`')
             self.get_logger().warning(f'geometric verification {self._verification_note}{gate}')
         self._warm_up()
+        runtimes = [f'{net} on {name}' for net, name in self._localizer.encoder.runtimes().items() if name]
+        if runtimes:
+            self.get_logger().info('encoder runtime: ' + ', '.join(runtimes))
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
         self._bootstrap_frames_seen = 0
         self._map_dirty = False
@@ -327,8 +330,9 @@ class LocalizerNode(Node):
         if not isinstance(overrides, dict):
             raise ConfigError("encoder_config must be a mapping such as '{threads: 2}', "
                               f'got {short_repr(overrides)}')
-        if v['threads']:
-            overrides['threads'] = v['threads']
+        for key in ('threads', 'runtime', 'device'):
+            if v[key]:
+                overrides[key] = v[key]
         if v['map_path']:
             if v['vocabulary.path']:
                 raise ConfigError("vocabulary.path is for an empty incremental map (map_path ''); the map at "
@@ -741,6 +745,7 @@ class LocalizerNode(Node):
             **{f'callback_errors.{kind}': n for kind, n in sorted(self._callback_errors.items())},
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
+            **{f'runtime.{k}': v for k, v in self._localizer.encoder.runtimes().items()},
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
             'last_confidence': f'{self._last_confidence:.4f}', 'confidence': self._confidence_state(),
             'sequence.length': self._localizer.sequence_config.length,

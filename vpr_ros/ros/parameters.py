@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vpr_ros.encoders.runtime.settings import DEVICES, RUNTIMES
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
 from vpr_ros.matching.sequence import SequenceConfig
@@ -55,6 +56,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = adapt to the cores other '
               'processes leave free (1 up to all, re-checked every 0.3 s; vpr_ros/threadpools.py).',
               low=0, high=256),
+    ParamSpec('runtime', '', "How the encoder's network runs: 'auto' (the fastest installed runtime that "
+              "matches torch on a probe at start-up), 'torch', 'onnxruntime' or 'openvino'; '' = the "
+              "encoder config's (auto unless set). Not part of the map's identity (docs/runtimes.md).",
+              read_only=True),
+    ParamSpec('device', '', "'cpu' or 'cuda' (torch, or onnxruntime's CUDA/TensorRT providers; an error "
+              "where there is no GPU); '' = the encoder config's (cpu unless set).", read_only=True),
     # ----- input ------------------------------------------------------------------------------
     ParamSpec('image_topic', '', "Deprecated. '' (default): the node subscribes to the relative input "
               "'image' (follows the namespace; remap with -r image:=/camera/image_raw). A non-empty name "
@@ -210,6 +217,9 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
         return f"map_verify must be one of {MAP_VERIFY_MODES}, got {values['map_verify']!r}"
     if values['sequence.min_velocity'] > values['sequence.max_velocity']:
         return 'sequence.min_velocity must not exceed sequence.max_velocity'
+    for name, allowed in (('runtime', RUNTIMES), ('device', DEVICES)):
+        if values[name] and values[name] not in allowed:
+            return f"{name} must be '' or one of {', '.join(allowed)}; got {values[name]!r}"
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None
