@@ -36,7 +36,7 @@ from vpr_ros.geometry.transforms import pose_to_matrix, rotation_angle_deg  # no
 from vpr_ros.localization import Localizer  # noqa: E402
 from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
-from vpr_ros.sources.sample import camera_intrinsics, render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal, sample_camera  # noqa: E402
 
 TARGET_POSITION_M, TARGET_ROTATION_DEG, TARGET_MS = 0.5, 2.0, 150.0
 GROSS_M = 5.0
@@ -65,7 +65,7 @@ def main() -> int:
                         help='keyframes each side of a candidate whose landmarks join its solve')
     args = parser.parse_args()
     size = (480, 640)
-    camera = camera_intrinsics(size)
+    camera = sample_camera(size)
     t0 = time.perf_counter()
     mapping, _ = render_traversal('mapping', scale=args.scale, image_size=size)
     query, _ = render_traversal('query', scale=args.scale, image_size=size)

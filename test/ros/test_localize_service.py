@@ -30,12 +30,12 @@ def sample_map(tmp_path_factory):
     from vpr_ros.geometry import metric
     from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
     from vpr_ros.mapdb.store import VprMap
-    from vpr_ros.sources.sample import camera_intrinsics, render_traversal
+    from vpr_ros.sample import render_traversal, sample_camera
 
     frames, _ = render_traversal('mapping', scale=0.15, image_size=SIZE)
     mapping, query = frames[::2], frames[1::2]
     encoder = create_encoder('raw_pixels', {'threads': 1})
-    camera = camera_intrinsics(SIZE)
+    camera = sample_camera(SIZE)
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
     vmap.local_features = LocalFeatureStore(LocalFeatureConfig(), camera)
     for frame in mapping:
@@ -65,7 +65,7 @@ def test_localize_answers_a_metric_pose_and_survives_bad_requests(sample_map, tm
     from sensor_msgs.msg import CameraInfo
 
     from vpr_ros.mapdb.integrity import map_checksum
-    from vpr_ros.sources.sample import camera_intrinsics
+    from vpr_ros.sample import sample_camera
 
     path, frame, offline = sample_map
     params = {'/**': {'ros__parameters': {'map_path': path, 'threads': 1}}}
@@ -88,7 +88,7 @@ def test_localize_answers_a_metric_pose_and_survives_bad_requests(sample_map, tm
         short = _call(client, srv.Localize.Request(image=truncated))
         # the caller's own intrinsics (here the true ones, explicitly)
         info = CameraInfo(width=SIZE[1], height=SIZE[0], distortion_model='plumb_bob', d=[0.0] * 5,
-                          k=list(camera_intrinsics(SIZE).K))
+                          k=list(sample_camera(SIZE).K))
         again = _call(client, srv.Localize.Request(image=image_msg(frame.rgb, 14.0), camera_info=info))
         # the topic stream still answers after the failed requests
         candidates = driver.localize(image_msg(frame.rgb, 15.0), 15.0, timeout=60.0)
@@ -129,7 +129,7 @@ def test_loop_closures_carry_a_metric_constraint(sample_map, tmp_path) -> None:
     from vpr_ros.geometry.transforms import CameraMount, invert, pose_to_matrix
     from vpr_ros.mapdb.store import VprMap
     from vpr_ros.ros.messages import parse_loop_constraint
-    from vpr_ros.sources.sample import render_traversal
+    from vpr_ros.sample import render_traversal
 
     path, _, _ = sample_map
     frames, _ = render_traversal('mapping', scale=0.15, image_size=SIZE)
