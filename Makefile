@@ -25,7 +25,7 @@ IFACE_SRC := interfaces/vpr_ros_interfaces
 IFACE_STAMP := $(VENV)/.interfaces
 interfaces: $(IFACE_STAMP)
 
-$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLists.txt $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg)
+$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLists.txt $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg) $(wildcard $(IFACE_SRC)/srv/*.srv)
 	@command -v cmake >/dev/null 2>&1 || { echo "make interfaces needs cmake and a C/C++ compiler"; exit 2; }
 	$(BIN)/python -m pip install --quiet -r interfaces/requirements-build.txt
 	rm -rf build/vpr_ros_interfaces && mkdir -p build
@@ -36,7 +36,7 @@ $(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLis
 	AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake --build build/vpr_ros_interfaces -j2 >> build/vpr_ros_interfaces.log 2>&1 \
 	    || { tail -20 build/vpr_ros_interfaces.log; exit 2; }
 	cmake --install build/vpr_ros_interfaces >> build/vpr_ros_interfaces.log 2>&1
-	$(BIN)/python -c "from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch"
+	$(BIN)/python -c "from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch; from vpr_ros_interfaces.srv import Localize"
 	touch $(IFACE_STAMP)
 
 demo: $(STAMP)

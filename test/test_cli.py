@@ -49,6 +49,9 @@ def test_map_info(built_map, capsys):
     assert main(['map-info', built_map, '--json']) == 0
     info = json.loads(capsys.readouterr().out)
     assert info['places'] == 8 and info['encoder']['name'] == 'raw_pixels' and info['thumbnails'] == 8
+    metric = info['metric_pose']  # nothing stored: landmarks come from the local features on demand
+    assert metric['stored_bytes_per_place'] == 0 and metric['places_with_pose'] == 8
+    assert metric['landmark_cache_bytes_per_place_max'] == info['local_features']['max_keypoints'] * 36
 
 
 def test_every_n_keyframes(bags, tmp_path):

@@ -299,6 +299,22 @@ def _local_feature_info(vmap: Any) -> dict[str, Any] | str:
             'camera': store.camera.to_dict() if store.camera else None}
 
 
+def _metric_pose_info(vmap: Any) -> dict[str, Any] | str:
+    """What the metric pose (vpr_ros.geometry) finds in the map: it stores nothing of its own; landmarks
+    are triangulated on demand from the local features and poses and cached in memory."""
+    from vpr_ros.geometry.metric import LANDMARK_BYTES
+
+    store = vmap.local_features
+    if store is None:
+        return 'unavailable: no local features (rebuild with vpr-ros build-map)'
+    posed = int(vmap.places.has_pose.sum())
+    return {'stored_bytes_per_place': 0, 'source': 'landmarks triangulated on demand from local_features and '
+            'place poses, cached in memory',
+            'landmark_cache_bytes_per_place_max': store.config.max_keypoints * LANDMARK_BYTES,
+            'places_with_pose': posed,
+            'intrinsics': 'stored' if store.camera is not None else 'none stored: give the node camera_info'}
+
+
 def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.evaluation.metrics import Thresholds
@@ -392,7 +408,8 @@ def cmd_map_info(args: argparse.Namespace) -> int:
         'descriptor_bytes': int(vmap.descriptors.nbytes),
         'bytes_per_place': round(vmap.descriptors.nbytes / max(meta.count, 1), 1),
         'encoder_state': {k: list(v.shape) for k, v in vmap.encoder_state.items()},
-        'thumbnails': len(vmap.thumbnails), 'local_features': _local_feature_info(vmap), 'build': meta.build,
+        'thumbnails': len(vmap.thumbnails), 'local_features': _local_feature_info(vmap),
+        'metric_pose': _metric_pose_info(vmap), 'build': meta.build,
     }
     stamps = vmap.places.stamps
     if len(stamps):

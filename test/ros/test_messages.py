@@ -90,6 +90,48 @@ def test_markers() -> None:
     assert not messages.match_markers(header, matches[1:2], messages.CovarianceModel()).markers
 
 
+def _solved_pose() -> 'messages.MetricPose':
+    from vpr_ros.geometry.metric import METRIC, MetricPose
+    from vpr_ros.geometry.transforms import CameraMount, pose_to_matrix
+
+    mount = CameraMount()
+    T_body = pose_to_matrix(Pose.from_xy_yaw(10.0, 2.0, 0.3))
+    cov = np.diag([0.04, 0.09, 0.01, 1e-4, 2e-4, 3e-4])
+    anchor = mount.camera_in_map(pose_to_matrix(Pose.from_xy_yaw(8.0, 0.0, 0.0)))
+    return MetricPose(METRIC, 4, T_body, cov, mount.camera_in_map(T_body), cov, anchor, 300, 120, 80, 0.9)
+
+
+def test_pose_is_metric_with_the_solve_covariance_when_the_solve_is_good() -> None:
+    model = messages.CovarianceModel()
+    header = messages.Header(frame_id='map')
+    match = Match(4, 0.7, 0.0, Pose.from_xy_yaw(8.0, 0.0, 0.0))
+    solved = _solved_pose()
+    msg = messages.pose_msg(header, match, model, solved)
+    assert (msg.pose.pose.position.x, msg.pose.pose.position.y) == pytest.approx((10.0, 2.0))
+    np.testing.assert_allclose(np.reshape(msg.pose.covariance, (6, 6)), solved.covariance)
+    from vpr_ros.geometry.metric import MetricPose
+    fallback = messages.pose_msg(header, match, model, MetricPose('few_matches', 4))
+    assert fallback.pose.pose.position.x == 8.0 and fallback.pose.covariance[0] == model.covariance(0.7)[0]
+    assert model.confidence(0.95) == 1.0 and model.confidence(0.5) == 0.0
+
+
+def test_metric_loop_constraint_has_a_scale_and_old_constraints_still_parse() -> None:
+    solved = _solved_pose()
+    R, t, cov = solved.constraint()
+    # query camera 2 m left of and 2 m ahead of the place camera: optical x right, z forward
+    np.testing.assert_allclose(t, [-2.0, 0.0, 2.0], atol=1e-9)
+    msg = messages.loop_constraint_msg(100.0, 10.0, 4, R, t, 80, 0.66, cov)
+    c = messages.parse_loop_constraint(msg)
+    assert c['metric'] == 1.0 and np.linalg.norm([c['tx'], c['ty'], c['tz']]) == pytest.approx(np.sqrt(8))
+    np.testing.assert_allclose(c['covariance'], cov)
+    direction = messages.loop_constraint_msg(100.0, 10.0, 4, R, t / np.linalg.norm(t), 80, 0.66)
+    assert messages.parse_loop_constraint(direction)['metric'] == 0.0
+    old = list(direction.data)
+    del old[len(messages.CONSTRAINT_FIELDS) - 1]  # a recording from before the metric field
+    parsed = messages.parse_loop_constraint(type(direction)(data=old))
+    assert parsed['metric'] == 0.0 and parsed['covariance'][0, 0] > 1e5
+
+
 def test_a_position_only_pose_is_published_with_an_unknown_rotation() -> None:
     from std_msgs.msg import Header
 

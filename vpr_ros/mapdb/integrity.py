@@ -50,6 +50,13 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def map_checksum(directory: str) -> str:
+    """The map's identity: the SHA-256 of its map.yaml, which records every file's SHA-256 (maps saved
+    before checksums existed: of their metadata only). '' when there is no map.yaml."""
+    path = os.path.join(directory, META_FILE)
+    return sha256_file(path) if os.path.isfile(path) else ''
+
+
 def digest_files(directory: str) -> dict[str, dict[str, Any]]:
     """{file name: {'sha256': hex, 'bytes': size}} for every file of a map directory but map.yaml."""
     out = {}

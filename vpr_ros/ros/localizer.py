@@ -48,10 +48,16 @@ from visualization_msgs.msg import MarkerArray
 from vpr_ros.encoders import DEFAULT_ENCODER, create_encoder
 from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
 from vpr_ros.frames import NonFinitePose, Pose, msg_to_rgb
+from vpr_ros.geometry import metric
+from vpr_ros.geometry.pnp import PnPConfig
+from vpr_ros.geometry.transforms import CameraMount
+from vpr_ros.geometry.triangulation import TriangulationConfig
 from vpr_ros.localization import Localizer, encoder_for_map
 from vpr_ros.mapdb import local_features as lf
+from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
+from vpr_ros.matching.confidence import CONFIDENCE_K
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
@@ -151,6 +157,14 @@ class LocalizerNode(Node):
                 gate = ('; loop_closure.min_score is -1 (no score gate), so unverified closures are '
                         'published: set it from `vpr-ros evaluate --loops`')
             self.get_logger().warning(f'geometric verification {self._verification_note}{gate}')
+        self._camera_mount = CameraMount.parse(self._values['metric.camera_to_body'])
+        self._metric = metric.for_map(self._localizer.map, self._metric_config(self._values),
+                                      self._under_map_lock)
+        self._map_path = self._values['map_path']
+        self._map_checksum = map_checksum(self._map_path) if self._map_path else ''
+        self._metric_status: Counter[str] = Counter()
+        self._metric_ms = RollingStats()
+        self._localize_service_ms = RollingStats()
         self._warm_up()
         runtimes = [f'{net} on {name}' for net, name in self._localizer.encoder.runtimes().items() if name]
         if runtimes:
@@ -180,6 +194,8 @@ class LocalizerNode(Node):
         self._reported_skips: dict[str, int] = {}  # skip counts at the last diagnostics message
         self._verify_ms = RollingStats()
         self._constraints_published = 0
+        self._metric_constraints = 0
+        self._localize_requests = self._localize_failures = 0
         self._last_image_stamp: float | None = None
 
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
@@ -200,6 +216,11 @@ class LocalizerNode(Node):
             self.get_logger().info('vpr_ros_interfaces is not installed: ~/place_candidates and '
                                    '~/place_match are not published (make interfaces)')
         self.create_service(Trigger, '~/save_map', self._on_save_map)
+        if messages.Localize is not None:
+            self.create_service(messages.Localize, '~/localize', self._on_localize)
+        else:
+            self.get_logger().info('vpr_ros_interfaces has no Localize service: ~/localize is not offered '
+                                   '(make interfaces)')
         self._publish_map_markers()
 
         topic, msg_type = self._image_topic()
@@ -400,6 +421,7 @@ class LocalizerNode(Node):
                 self._loop_config(values).validate()
                 self._sequence_config(values).validate()
                 self._verification_config(values).validate()
+                self._metric_config(values).validate()
             except ConfigError as exc:
                 problem = str(exc)
         return SetParametersResult(successful=problem is None, reason=problem or '')
@@ -436,6 +458,15 @@ class LocalizerNode(Node):
             min_inliers=v['verification.min_inliers'], min_inlier_ratio=v['verification.min_inlier_ratio'],
             ratio=v['verification.ratio'], threshold_px=v['verification.threshold_px'])
 
+    def _metric_config(self, v: dict[str, Any]) -> metric.MetricConfig:
+        threshold = v['metric.threshold_px']
+        return metric.MetricConfig(
+            enabled=v['metric.enabled'], candidates=v['metric.candidates'],
+            triangulation=TriangulationConfig(max_reprojection_px=threshold),
+            pnp=PnPConfig(threshold_px=threshold, min_inliers=v['metric.min_inliers'],
+                          max_position_sigma_m=v['metric.max_position_sigma']),
+            mount=getattr(self, '_camera_mount', None) or CameraMount.parse(v['metric.camera_to_body']))
+
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
@@ -445,6 +476,8 @@ class LocalizerNode(Node):
         self._loop_filter.config = self._loop_config(v)
         if getattr(self, '_verifier', None) is not None:
             self._verifier.config = self._verification_config(v)
+        if getattr(self, '_metric', None) is not None:
+            self._metric.reconfigure(self._metric_config(v))
         self._keyframes.min_interval = v['keyframe.min_interval']
         self._keyframes.min_distance = v['keyframe.min_distance']
         self._keyframes.max_similarity = v['keyframe.max_similarity']
@@ -558,7 +591,8 @@ class LocalizerNode(Node):
             self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)
-        self._publish(stamp, t, loc.matches, loc.confidence)
+        solved = self._metric_pose(loc.matches, features, self._camera)
+        self._publish(stamp, t, loc.matches, loc.confidence, solved)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
             self._loop_slot.put((t, loc.matches, features))
@@ -584,6 +618,23 @@ class LocalizerNode(Node):
                 f'sequence matching active ({length} frames of history)' if loc.sequence_used else
                 f'sequence history restarted: single-frame answers until {length} frames are seen')
 
+    def _metric_pose(self, matches: list, features: Any, camera: lf.CameraIntrinsics | None,
+                     count: bool = True) -> metric.MetricPose | None:
+        """The metric solve over the frame's candidates; None when it is off or impossible (no features)."""
+        if self._metric is None or not self._values['metric.enabled'] or not matches:
+            return None
+        if camera is None and self._metric.map_camera is None:
+            solved = metric.MetricPose('no_intrinsics')  # known before extracting the frame's features
+        else:
+            query = features()
+            if query is None:
+                return None
+            solved = self._metric.localize(query, [m.place_id for m in matches], camera)
+        if count:
+            self._metric_status[solved.status] += 1
+            self._metric_ms.add(solved.ms)
+        return solved
+
     def _recent_places(self, t: float) -> set[int]:
         """Places this run added within min_time_separation of t: never loop-closure candidates."""
         return recent_places(self._session_places, t, self._loop_filter.config.min_time_separation)
@@ -598,7 +649,7 @@ class LocalizerNode(Node):
         self._loop_funnel.update(decision.stages)
         self._last_loop_status = decision.status.value
         if decision.status is LoopStatus.LOOP_DETECTED:
-            self._publish_loop(t, decision)
+            self._publish_loop(t, decision, features)
 
     def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
         verifier = self._verifier if self._values['verification.enabled'] else None
@@ -644,27 +695,39 @@ class LocalizerNode(Node):
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list, confidence: float = math.nan) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list, confidence: float = math.nan,
+                 solved: metric.MetricPose | None = None) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if self._pub_place_candidates is not None:
             self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches, confidence))
             if matches:
-                self._pub_place_match.publish(messages.place_match_msg(header, matches[0], confidence))
+                self._pub_place_match.publish(
+                    messages.place_match_msg(header, matches[0], confidence, solved))
         if matches:
             best = matches[0]
             self._last = (best.place_id, best.score, t)
             self._last_confidence = confidence
             self._pub_best.publish(messages.best_match_msg(header, best))
-            if best.pose is not None and best.score >= self._values['pose.min_score']:
-                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, confidence))
+            has_pose = best.pose is not None or (solved is not None and solved.good)
+            if has_pose and best.score >= self._values['pose.min_score']:
+                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, confidence, solved))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
 
-    def _publish_loop(self, t: float, decision: LoopDecision) -> None:
+    def _publish_loop(self, t: float, decision: LoopDecision, features: Any) -> None:
         self._pub_loop.publish(messages.loop_closure_msg(t, decision.t_match))
         self._loops_published += 1
         v = decision.verification
-        if v is not None and v.rotation is not None:
+        with self._map_lock:
+            match = self._localizer.map.match(decision.place_id, decision.score)
+        solved = self._metric_pose([match], features, self._camera, count=False)
+        if solved is not None and solved.good:  # metric: translation in metres, the solve's covariance
+            R, t_rel, cov = solved.constraint()
+            self._pub_constraint.publish(messages.loop_constraint_msg(
+                t, decision.t_match, decision.place_id, R, t_rel, solved.inliers, solved.inlier_ratio, cov))
+            self._constraints_published += 1
+            self._metric_constraints += 1
+        elif v is not None and v.rotation is not None:
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers, v.inlier_ratio))
             self._constraints_published += 1
@@ -688,6 +751,7 @@ class LocalizerNode(Node):
             with self._map_lock:
                 self._localizer.map.save(path)
                 count = len(self._localizer.map)
+            self._map_path, self._map_checksum = path, map_checksum(path)
         except Exception as exc:  # a full disk (sqlite3.OperationalError), a refused target: a reply
             response.success = False
             response.message = f'saving the map to {path} failed: {type(exc).__name__}: {_first_line(exc)}'
@@ -754,6 +818,12 @@ class LocalizerNode(Node):
             'sequence_p50_ms': f'{self._sequence_ms.percentile(50):.2f}',
             'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
             'loop_constraints_published': self._constraints_published,
+            'loop_constraints_metric': self._metric_constraints,
+            'metric': self._metric_state(),
+            'metric_p50_ms': f'{self._metric_ms.percentile(50):.1f}',
+            **{f'metric_status.{k}': n for k, n in sorted(self._metric_status.items())},
+            'localize_requests': self._localize_requests, 'localize_failures': self._localize_failures,
+            'localize_service_p50_ms': f'{self._localize_service_ms.percentile(50):.1f}',
             'verification': self._verification_state(),
             'verification_p50_ms': f'{self._verify_ms.percentile(50):.1f}',
             'camera_intrinsics': 'known' if self._camera is not None else 'unknown',
@@ -777,6 +847,66 @@ class LocalizerNode(Node):
             return 'uncalibrated (map too small or without poses): NaN, covariance from the score'
         return (f'P(top-1 within {model.dist_m:g} m), calibrated on {model.examples} map places '
                 f'({model.exclude_s:g} s time neighbours excluded)')
+
+    def _metric_state(self) -> str:
+        if not self._values['metric.enabled']:
+            return 'disabled'
+        if self._metric is None:
+            return 'unavailable: the map has no local features'
+        if self._camera is None and self._metric.map_camera is None:
+            return 'waiting for camera_info (the map stores no intrinsics)'
+        return 'on'
+
+    # ----- ~/localize -----------------------------------------------------------------------------
+    def _on_localize(self, request: Any, response: Any) -> Any:
+        """One image -> place, metric pose, confidence, map identity. Never raises: a failure is an error
+        reply (success false) and a counted skip; the frame stream is not affected."""
+        t0 = time.perf_counter()
+        self._localize_requests += 1
+        response.map_path, response.map_checksum = self._map_path, self._map_checksum
+        response.place_id = -1
+        try:
+            self._answer_localize(request, response)
+        except Exception as exc:  # a bad request must never take the service or the node down
+            kind = exc.kind if isinstance(exc, ImageDecodeError) else type(exc).__name__
+            response.success, response.message = False, f'localize failed: {kind}: {str(exc)[:300]}'
+            self._localize_failures += 1
+            self._skips.skip(f'localize request ({kind})', str(exc))
+        self._localize_service_ms.add((time.perf_counter() - t0) * 1e3)
+        return response
+
+    def _answer_localize(self, request: Any, response: Any) -> None:
+        rgb = msg_to_rgb(request.image, self._values['max_image_pixels'])
+        info = request.camera_info
+        camera = lf.camera_from_msg_fields(info.k, info.d, info.distortion_model, info.width, info.height)
+        if camera is None:
+            camera = self._camera
+        with self._map_lock:  # single-frame: the topic stream's sequence history is not touched
+            vectors, _ = self._localizer.describe(rgb)
+            matches = self._localizer.map.search(vectors, max(self._localizer.top_k, CONFIDENCE_K))
+            model = self._localizer.confidence_model
+        confidence = model.confidence(matches) if model is not None and matches else math.nan
+        matches = matches[:self._localizer.top_k]
+        if not matches:
+            response.success, response.message = False, 'the map has no places'
+            return
+        best = matches[0]
+        solved = self._metric_pose(matches, functools.cache(lambda: self._local_features_of(rgb)), camera,
+                                   count=False)
+        if not (best.pose is not None or (solved is not None and solved.good)):
+            response.success = False
+            response.message = f'place {best.place_id} has no pose and no metric solve'
+            return
+        header = Header(stamp=request.image.header.stamp, frame_id=self._frame)
+        response.pose = messages.pose_msg(header, best, self._covariance, confidence, solved)
+        response.place_id, response.score = int(best.place_id), float(best.score)
+        response.metric = bool(solved is not None and solved.good)
+        response.status = solved.status if solved is not None else self._metric_state()
+        response.inliers = int(solved.inliers) if solved is not None and solved.good else 0
+        response.confidence = confidence  # calibrated P(place right); NaN without a model
+        response.success = True
+        response.message = (f'place {best.place_id}, ' + ('metric pose' if response.metric else
+                                                           f'place pose ({response.status})'))
 
     def _verification_state(self) -> str:
         if not self._values['verification.enabled']:

@@ -6,7 +6,9 @@ Only standard message types; the exact layouts are in ``docs/ros_interface.md``:
   [s]; then a row-major K x 3 matrix, dims ``[{label: 'candidates', size: K, stride: 3K},
   {label: 'place_id,score,map_stamp', size: 3, stride: 3}]``, best first. K may be 0.
 * ``~/best_match`` geometry_msgs/Vector3Stamped: x = place id, y = score, z = map stamp [s].
-* ``~/pose`` geometry_msgs/PoseWithCovarianceStamped of the best place, covariance from the score.
+* ``~/pose`` geometry_msgs/PoseWithCovarianceStamped: the metric pose of the query with the solve's
+  covariance when the metric solve is good (vpr_ros.geometry), else the best place's with the
+  score model's covariance.
 * ``~/loop_closure`` std_msgs/Float64MultiArray: ``data = [t_query, t_match]`` (LIO-SAM), empty layout.
 * ``~/place_candidates`` / ``~/place_match``: vpr_ros_interfaces/PlaceCandidates / PlaceMatch, the same
   content with named fields, when that package is installed (``make interfaces``).
@@ -26,6 +28,7 @@ from std_msgs.msg import ColorRGBA, Float64MultiArray, Header, MultiArrayDimensi
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vpr_ros.frames import Pose
+from vpr_ros.geometry.metric import MetricPose
 from vpr_ros.mapdb.store import Match, Place
 
 try:  # optional: built by `make interfaces` (or colcon); without it those two topics are not published
@@ -35,6 +38,10 @@ except ImportError:
 # interfaces built before PlaceMatch had a confidence field still work (without it)
 PLACE_MATCH_HAS_CONFIDENCE = (PlaceMatch is not None
                               and 'confidence' in PlaceMatch.get_fields_and_field_types())
+try:  # an interfaces build from before the service existed has only the messages: no ~/localize
+    from vpr_ros_interfaces.srv import Localize
+except ImportError:
+    Localize = None
 
 CANDIDATE_FIELDS = ('place_id', 'score', 'map_stamp')
 
@@ -73,13 +80,17 @@ def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
     return msg
 
 
-def place_match_msg(header: Header, match: Match, confidence: float = math.nan):
-    """vpr_ros_interfaces/PlaceMatch of one match (``has_pose`` false and an identity pose without one)."""
+def place_match_msg(header: Header, match: Match, confidence: float = math.nan,
+                    metric: MetricPose | None = None):
+    """vpr_ros_interfaces/PlaceMatch of one match (``has_pose`` false and an identity pose without one);
+    with a good ``metric`` solve, its pose and ``pose_source`` POSE_METRIC."""
     msg = PlaceMatch(header=header, place_id=int(match.place_id), score=float(match.score),
                      map_stamp=to_time(match.stamp), has_pose=match.pose is not None)
     if PLACE_MATCH_HAS_CONFIDENCE:
         msg.confidence = float(confidence)
-    if match.pose is not None:
+    if metric is not None and metric.good and hasattr(msg, 'pose_source'):
+        msg.pose, msg.has_pose, msg.pose_source = pose_to_msg(metric.pose), True, PlaceMatch.POSE_METRIC
+    elif match.pose is not None:
         msg.pose = pose_to_msg(match.pose)
     return msg
 
@@ -95,29 +106,41 @@ def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
 
 
 CONSTRAINT_FIELDS = ('t_query', 't_match', 'place_id', 'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw', 'inliers',
-                     'inlier_ratio')
+                     'inlier_ratio', 'metric')
 CONSTRAINT_POSITION_SIGMA_M = 1.0e3    # the translation is a direction only: its scale is unknown
 CONSTRAINT_ROTATION_SIGMA_RAD = 0.05   # ~3 degrees, a conservative fixed value for a verified pair
 
 
 def loop_constraint_msg(t_query: float, t_match: float, place_id: int, rotation: np.ndarray,
-                        translation: np.ndarray, inliers: int, inlier_ratio: float) -> Float64MultiArray:
-    """``~/loop_closure_constraint``: the relative pose of a verified closure (docs/ros_interface.md)."""
+                        translation: np.ndarray, inliers: int, inlier_ratio: float,
+                        covariance: np.ndarray | None = None) -> Float64MultiArray:
+    """``~/loop_closure_constraint``: the relative pose of a verified closure (docs/ros_interface.md).
+
+    ``covariance`` given: a metric constraint (translation in metres, the PnP solve's 6x6 covariance,
+    ``metric`` = 1); without it the translation is a unit direction with a 10^6 m^2 variance
+    (``metric`` = 0)."""
     from scipy.spatial.transform import Rotation
 
     q = Rotation.from_matrix(np.asarray(rotation, np.float64)).as_quat()  # x, y, z, w
-    cov = np.diag([CONSTRAINT_POSITION_SIGMA_M ** 2] * 3 + [CONSTRAINT_ROTATION_SIGMA_RAD ** 2] * 3)
+    metric = covariance is not None
+    cov = (np.asarray(covariance, np.float64) if metric else
+           np.diag([CONSTRAINT_POSITION_SIGMA_M ** 2] * 3 + [CONSTRAINT_ROTATION_SIGMA_RAD ** 2] * 3))
     data = [float(t_query), float(t_match), float(place_id), *map(float, np.asarray(translation).reshape(3)),
-            *map(float, q), float(inliers), float(inlier_ratio), *map(float, cov.reshape(-1))]
+            *map(float, q), float(inliers), float(inlier_ratio), float(metric), *map(float, cov.reshape(-1))]
     layout = MultiArrayLayout(dim=[MultiArrayDimension(label=','.join(CONSTRAINT_FIELDS) + ',covariance[36]',
                                                        size=len(data), stride=len(data))], data_offset=0)
     return Float64MultiArray(layout=layout, data=data)
 
 
 def parse_loop_constraint(msg: Float64MultiArray) -> dict[str, Any]:
+    """The fields of a constraint; one recorded before the ``metric`` field existed (48 values) reads as
+    ``metric`` = 0."""
     d = list(msg.data)
-    if len(d) != len(CONSTRAINT_FIELDS) + 36:
-        raise ValueError(f'a loop-closure constraint has {len(CONSTRAINT_FIELDS) + 36} values, got {len(d)}')
+    n = len(CONSTRAINT_FIELDS)
+    if len(d) == n - 1 + 36:
+        d = d[:n - 1] + [0.0] + d[n - 1:]
+    if len(d) != n + 36:
+        raise ValueError(f'a loop-closure constraint has {n + 36} values, got {len(d)}')
     out: dict[str, Any] = dict(zip(CONSTRAINT_FIELDS, d))
     out['covariance'] = np.asarray(d[len(CONSTRAINT_FIELDS):]).reshape(6, 6)
     return out
@@ -141,13 +164,17 @@ class CovarianceModel:
     sigma_yaw_min: float = 0.2
     sigma_yaw_max: float = np.pi
 
+    def score_level(self, score: float) -> float:
+        """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
+        return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
+
     def sigmas(self, score: float, confidence: float = math.nan) -> tuple[float, float]:
         """(position sigma [m], rotation sigma [rad]) for a match's confidence, or else its score."""
         if math.isfinite(confidence):
             p = float(np.clip(confidence, 0.0, 1.0))
             return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
                     math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
-        a = float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
+        a = self.score_level(score)
         return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
                 self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
 
@@ -169,9 +196,15 @@ def pose_to_msg(pose: Pose) -> PoseMsg:
 
 
 def pose_msg(header: Header, match: Match, model: CovarianceModel,
-             confidence: float = math.nan) -> PoseWithCovarianceStamped:
-    assert match.pose is not None
+             confidence: float = math.nan, metric: MetricPose | None = None) -> PoseWithCovarianceStamped:
+    """The metric pose with its solve's covariance when ``metric`` is good, else the place pose with the
+    covariance from the calibrated ``confidence`` (or the score without one; the place must have a pose)."""
     msg = PoseWithCovarianceStamped(header=header)
+    if metric is not None and metric.good:
+        msg.pose.pose = pose_to_msg(metric.pose)
+        msg.pose.covariance = np.asarray(metric.covariance, np.float64).reshape(36)
+        return msg
+    assert match.pose is not None
     msg.pose.pose = pose_to_msg(match.pose)
     covariance = model.covariance(match.score, confidence)
     if match.pose.orientation is None:
@@ -181,7 +214,7 @@ def pose_msg(header: Header, match: Match, model: CovarianceModel,
 
 
 def _score_color(score: float, model: CovarianceModel) -> ColorRGBA:
-    a = float(np.clip((score - model.score_low) / (model.score_high - model.score_low), 0.0, 1.0))
+    a = model.score_level(score)
     return ColorRGBA(r=1.0 - a, g=a, b=0.0, a=1.0)
 
 

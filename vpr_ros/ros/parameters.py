@@ -97,7 +97,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(roll, pitch, yaw).', low=0.0, high=math.pi),
     ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] of a wrong match.',
               low=0.0, high=math.pi),
-    # ----- loop closure ---------------------------------------------------------------------
+    # ----- metric pose (vpr_ros.geometry; docs/localization.md) -----------------------------------
+    ParamSpec('metric.enabled', True, 'Solve the metric 6-DoF pose of each frame (and of ~/localize and loop '
+              "closures) against the map's geometry: PnP on landmarks triangulated from the matched place "
+              'and its neighbouring keyframes. Needs local features in the map and intrinsics (camera_info '
+              'or the map\'s); otherwise, and when a solve is not good, ~/pose is the place pose.'),
+    ParamSpec('metric.candidates', 3, 'Retrieval candidates tried (best first) until a solve is good.',
+              low=1, high=50),
+    ParamSpec('metric.min_inliers', 20, "PnP inliers of a good solve (RTAB-Map's Vis/MinInliers).",
+              low=6, high=100000),
+    ParamSpec('metric.threshold_px', 2.45, 'PnP (MAGSAC++) and triangulation reprojection threshold [px]; '
+              '2.45 = the 95% chi-square gate of 1 px keypoint noise (ORB-SLAM).', low=0.1, high=100.0),
+    ParamSpec('metric.max_position_sigma', 1.0, "A solve whose position standard deviation (largest axis "
+              "of its covariance) exceeds this [m] is not used.", low=0.001, high=1.0e4),
+    ParamSpec('metric.camera_to_body', '', "Pose of the camera optical frame in the body frame of the map's "
+              "poses, 'x y z qx qy qz qw' (as tf2_echo <body> <camera_optical> prints it); '' = the camera "
+              'is the body, with the REP-103 optical rotation (maps of camera poses, the sample world).',
+              read_only=True),
     ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
     ParamSpec('loop_closure.min_score', -1.0, 'Minimum score of the loop-closure candidate; -1 = no score '
               'gate (geometric verification decides). Scores are encoder dependent: without verification '
