@@ -44,6 +44,7 @@ class Localization:
     sequence_used: bool = False
     sequence_history: int = 0   # frames in the sequence history, this one included (0 = off)
     sequence_ms: float = 0.0    # part of search_ms
+    sequence_spacing: str = ''  # 'frames' / 'distance' (odometry) when sequence_used
 
     @property
     def matched_by(self) -> str:
@@ -164,8 +165,10 @@ class Localizer:
         return vectors, (time.perf_counter() - t0) * 1e3
 
     def search(self, stamp: float, vectors: np.ndarray, encode_ms: float = 0.0,
-               exclude: set[int] | None = None) -> Localization:
-        """Top-K places for one frame. With sequence matching on, frames must come in time order."""
+               exclude: set[int] | None = None, odometry: Pose | None = None) -> Localization:
+        """Top-K places for one frame. With sequence matching on, frames must come in time order;
+        ``odometry``: the frame's odometry pose (any frame: only its travelled distance is used),
+        which makes the sequence distance-spaced on a map whose places all have poses."""
         t0 = time.perf_counter()
         if self._added:
             self._keyframe_flags.append(self._added_since_search)
@@ -187,18 +190,21 @@ class Localizer:
             pairs, row = rank_places_with_row(self.map, vectors32, self.top_k, exclude or set())
             single = [self.map.match(pid, score) for pid, score in pairs]
         t1 = time.perf_counter()
-        seq.push(stamp, row)
+        seq.push(stamp, row, None if odometry is None else odometry.position)
         stamps, order = self._stamps_and_order()
-        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale)
+        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale,
+                              self.map.places.poses[:, :3])
         used = ranked_seq is not None
         matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
         t2 = time.perf_counter()
         return Localization(stamp, matches, encode_ms, (t2 - t0) * 1e3, vectors, single_frame=single,
-                            sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3)
+                            sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3,
+                            sequence_spacing=seq.last_spacing if used else '')
 
-    def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None) -> Localization:
+    def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None,
+                 odometry: Pose | None = None) -> Localization:
         vectors, encode_ms = self.describe(rgb)
-        return self.search(stamp, vectors, encode_ms, exclude)
+        return self.search(stamp, vectors, encode_ms, exclude, odometry)
 
     def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
                   thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> int:
