@@ -61,8 +61,8 @@ def test_with_poses_the_localizer_spaces_sequences_by_distance_and_beats_single_
     assert 0 < first < 2 * LENGTH and set(by[first:]) == {'sequence'}
     assert {r.extra['sequence_spacing'] for r in seq[first:]} == {'distance'}
     assert _recall_at_1(seq, vmap) >= _recall_at_1(single, vmap) + 0.05
-    frames = run_queries(Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH, spacing='frames')),
-                         query, progress=False)
+    by_frames = SequenceConfig(length=LENGTH, spacing='frames')
+    frames = run_queries(Localizer(vmap, encoder, top_k=3, sequence=by_frames), query, progress=False)
     assert _recall_at_1(seq, vmap) >= _recall_at_1(frames, vmap) - 0.02
     qvec = np.stack([encoder.describe([f.rgb])[0][0] for f in query])
     sims = qvec.astype(np.float64) @ np.asarray(vmap.descriptors, np.float64).T

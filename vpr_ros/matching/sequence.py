@@ -31,7 +31,9 @@ the same way), so it keeps the units of the single-frame score and ``min_score``
 **Distance spacing** (``spacing: distance``, the default; SMART, Pepperell et al., ICRA 2014): when
 every query frame carries an odometry position and every map place a pose, the sequence is not
 the last ``length`` frames but ``length`` recent frames picked at ``distance_step_m`` intervals of
-travelled distance (odometry path length; 0 = the map's median place spacing), and a trajectory
+travelled distance (odometry path length; 0 = the map's median place spacing, or the distance per
+frame over the last ``length`` frames when that is longer, so a fast camera still gets ``length``
+distinct frames), and a trajectory
 places the frame ``d`` odometry metres back at the map place ``v * d`` metres before the end place
 along the map's own path (places in stamp order, path length of their positions). A robot that
 stops, or drives at twice the mapping speed, then still draws the same line through the map.
@@ -80,7 +82,7 @@ class SequenceConfig:
     single_frame_weight: float = 0.0  # 0 = sequence only, 1 = the current frame only
     shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
     spacing: str = 'distance'        # 'distance': frames spaced by odometry distance when there is odometry
-    distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = map's median place spacing
+    distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = automatic (see above)
 
     @property
     def enabled(self) -> bool:
@@ -466,6 +468,7 @@ class SequenceMatcher:
         self._by_distance: list[tuple[float, _Row]] = []
         self._position: np.ndarray | None = None
         self._travelled = 0.0
+        self._recent: deque[float] = deque(maxlen=config.length)  # path length of the last frames
         self._step_m: float | None = None  # the step of the last distance-spaced rank
         self._path: tuple[Any, MapPath | None] = (None, None)
         self.last_spacing = ''  # 'frames' / 'distance': how the last sequence answer was spaced
@@ -479,6 +482,7 @@ class SequenceMatcher:
         self._by_distance.clear()
         self._position = None
         self._travelled = 0.0
+        self._recent.clear()
 
     @property
     def history(self) -> int:
@@ -497,13 +501,15 @@ class SequenceMatcher:
         if self._position is not None:
             self._travelled += float(np.linalg.norm(pos - self._position))
         self._position = pos
+        self._recent.append(self._travelled)
         kept = self._by_distance
         step = self._step_m
         if step and len(kept) >= 2 and kept[-1][0] - kept[-2][0] < step / 2:
             kept.pop()
         kept.append((self._travelled, row))
         span = (self.config.length - 1) * step + step if step else np.inf
-        while len(kept) > 2 and (self._travelled - kept[1][0] >= span or len(kept) > 4 * self.config.length + 4):
+        cap = 4 * self.config.length + 4  # before the first rank knows the step
+        while len(kept) > 2 and (self._travelled - kept[1][0] >= span or len(kept) > cap):
             kept.pop(0)
 
     def rank(self, place_stamps: np.ndarray, k: int, exclude: set[int] | None = None,
@@ -531,7 +537,7 @@ class SequenceMatcher:
             lines = None
         else:
             self.last_spacing = 'distance'
-            self._step_m = self.config.distance_step_m or path.spacing
+            self._step_m = self.config.distance_step_m or self._auto_step(path)
             picked = select_by_distance([t for t, _ in self._by_distance], self._step_m, self.config.length)
             if picked is None:
                 return None
@@ -546,6 +552,13 @@ class SequenceMatcher:
             excluded = np.isin(order, ids)
         return self._ranker.rank([r.ordered for r in rows], [r.norm for r in rows], order, k, excluded,
                                  [r.prepared for r in rows], velocity_scale, lines)
+
+    def _auto_step(self, path: MapPath) -> float:
+        """One map place spacing, or the distance per frame over the last ``length`` frames when the
+        camera moves faster than one place per frame (a sequence keeps ``length`` distinct frames)."""
+        recent = self._recent
+        per_frame = (recent[-1] - recent[0]) / (len(recent) - 1) if len(recent) > 1 else 0.0
+        return max(path.spacing, per_frame)
 
     def _map_path(self, key: Any, place_positions: np.ndarray | None, order: np.ndarray) -> MapPath | None:
         if place_positions is None:
