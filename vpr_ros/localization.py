@@ -101,6 +101,7 @@ class Localizer:
         self.top_k = int(top_k)
         self._sequence: SequenceMatcher | None = None
         self._order_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.zeros(0), np.zeros(0, np.int64))
+        self._posed_cache: tuple[int, bool] = (-1, False)
         self.configure_sequence(sequence or SequenceConfig())
         self._added = 0
         self._advised: str | None = None
@@ -148,6 +149,12 @@ class Localizer:
             self._order_cache = (n, stamps, stamp_order(stamps))
         return self._order_cache[1], self._order_cache[2]
 
+    def _map_posed(self) -> bool:
+        n = len(self.map.places)
+        if self._posed_cache[0] != n:  # places are only ever appended
+            self._posed_cache = (n, bool(np.isfinite(self.map.places.poses[:, :3]).all()))
+        return self._posed_cache[1]
+
     def time_neighbours(self, place_id: int, score: float) -> list[Match]:
         """The places just before and after ``place_id`` in map time (its adjacent keyframes), as
         matches carrying ``score``."""
@@ -174,6 +181,10 @@ class Localizer:
             self._keyframe_flags.append(self._added_since_search)
             self._added_since_search = False
         seq = self._sequence
+        needs_odometry = self._sequence_config.needs_odometry
+        if seq is not None and needs_odometry and (odometry is None or not self._map_posed()):
+            seq.reset()  # exactly the single-frame answer, at its cost; the distance history restarts
+            seq = None
         if seq is None or not len(self.map):
             matches = self.map.search(vectors, self.top_k, exclude)
             return Localization(stamp, matches, encode_ms, (time.perf_counter() - t0) * 1e3, vectors,

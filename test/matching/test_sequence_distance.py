@@ -182,3 +182,17 @@ def test_spacing_is_validated() -> None:
         SequenceConfig(length=3, spacing='time').validate()
     with pytest.raises(ConfigError, match='distance_step_m'):
         SequenceConfig(length=3, distance_step_m=-1.0).validate()
+
+
+def test_without_odometry_single_frame_answers_nothing_but_distance_spaced_sequences() -> None:
+    cfg = SequenceConfig(length=3, without_odometry='single_frame')
+    assert cfg.needs_odometry and not SequenceConfig(length=3).needs_odometry
+    sims, _ = queries(route(4), replay('2x'), noise=3.0, seed=4)
+    stamps = np.arange(PLACES, dtype=float)
+    assert sequence_match(sims, stamps, cfg, query_positions=np.full((len(sims), 3), np.nan),
+                          place_positions=map_positions()) == [None] * len(sims)
+    with_odometry = sequence_match(sims, stamps, cfg, query_positions=odometry(replay('2x'), 0.0, 4),
+                                   place_positions=map_positions())
+    assert sum(r is not None for r in with_odometry) > len(sims) // 2
+    with pytest.raises(ConfigError, match='without_odometry'):
+        SequenceConfig(length=3, without_odometry='never').validate()

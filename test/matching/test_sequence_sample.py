@@ -75,6 +75,19 @@ def test_with_poses_the_localizer_spaces_sequences_by_distance_and_beats_single_
                             atol=1e-4)
 
 
+def test_needing_odometry_without_it_is_exactly_single_frame_matching(world) -> None:
+    vmap, encoder, query = world
+    cfg = SequenceConfig(length=LENGTH, without_odometry='single_frame')
+    single = Localizer(vmap, encoder, top_k=3)
+    seq = Localizer(vmap, encoder, top_k=3, sequence=cfg)
+    for frame in query[:2 * LENGTH]:
+        want, got = single.localize(frame.rgb, frame.stamp), seq.localize(frame.rgb, frame.stamp)
+        assert [(m.place_id, m.score) for m in got.matches] == [(m.place_id, m.score) for m in want.matches]
+        assert not got.sequence_used and got.sequence_history == 0
+    answered = [seq.localize(f.rgb, f.stamp + 1e3, odometry=f.pose) for f in query[:2 * LENGTH]]
+    assert answered[-1].sequence_used and answered[-1].sequence_spacing == 'distance'
+
+
 def test_localizer_answers_as_the_offline_function_over_the_full_matrix(world) -> None:
     vmap, encoder, query = world
     cfg = SequenceConfig(length=LENGTH)

@@ -42,7 +42,9 @@ an odometry scale error of up to 20 %. Only differences of odometry positions ar
 odometry frame need not be the map's. A step whose map point is more than one place spacing from
 any place (before the map's start, across a gap) is missing, as off-map steps are in frame spacing.
 Without odometry for the frame (or a map place without a pose) the frame-spaced sequence is used,
-exactly as with ``spacing: frames``.
+exactly as with ``spacing: frames``; ``without_odometry: single_frame`` answers such frames
+single-frame instead (the node's default: frame spacing breaks when the speed differs from the
+mapping run's, docs/sequence-matching.md).
 
 Defaults are OpenSeqSLAM's (``ds`` 10, ``vmin`` 0.8, ``vmax`` 1.2, ``vskip`` 0.1) except the
 contrast window (whole map instead of ``R`` 10, above). Where this differs from OpenSeqSLAM
@@ -68,6 +70,7 @@ from vpr_ros.mapdb.search import pick_best
 
 MAX_LENGTH = 1000
 SPACINGS = ('frames', 'distance')
+WITHOUT_ODOMETRY = ('frames', 'single_frame')
 DISTINCT_WINDOW = 10  # map places around a candidate that no other candidate may take (OpenSeqSLAM Rwindow)
 _STD_FLOOR = 1e-9
 
@@ -83,10 +86,16 @@ class SequenceConfig:
     shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
     spacing: str = 'distance'        # 'distance': frames spaced by odometry distance when there is odometry
     distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = automatic (see above)
+    without_odometry: str = 'frames'  # distance spacing without odometry: 'frames' or 'single_frame'
 
     @property
     def enabled(self) -> bool:
         return self.length > 0
+
+    @property
+    def needs_odometry(self) -> bool:
+        """Frames without odometry (or on a map with unposed places) are answered single-frame."""
+        return self.spacing == 'distance' and self.without_odometry == 'single_frame'
 
     def validate(self) -> None:
         if not 0 <= self.length <= MAX_LENGTH:
@@ -103,6 +112,9 @@ class SequenceConfig:
             raise ConfigError('sequence: shortlist must be >= 0 (0 = full similarity rows)')
         if self.spacing not in SPACINGS:
             raise ConfigError(f'sequence: spacing must be one of {", ".join(SPACINGS)}, got {self.spacing!r}')
+        if self.without_odometry not in WITHOUT_ODOMETRY:
+            raise ConfigError(f'sequence: without_odometry must be one of {", ".join(WITHOUT_ODOMETRY)}, '
+                              f'got {self.without_odometry!r}')
         if not (np.isfinite(self.distance_step_m) and self.distance_step_m >= 0):
             raise ConfigError('sequence: distance_step_m must be >= 0 (0 = the map\'s median place spacing)')
 
@@ -531,7 +543,7 @@ class SequenceMatcher:
         path = self._map_path(key, place_positions, order) if self._by_distance else None
         if path is None:
             self.last_spacing = 'frames'
-            if len(self._rows) < self.config.length:
+            if len(self._rows) < self.config.length or self.config.needs_odometry:
                 return None
             rows = list(self._rows)
             lines = None
@@ -568,7 +580,7 @@ class SequenceMatcher:
         return self._path[1]
 
 
-__all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SPACINGS', 'DistanceLines', 'MapPath', 'SequenceConfig',
-           'SequenceMatch', 'SequenceMatcher', 'contrast_normalise', 'distance_trajectory_costs', 'min_steps',
-           'path_length', 'select_by_distance', 'sequence_match', 'shortlist_row', 'stamp_order',
-           'trajectory_costs']
+__all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SPACINGS', 'WITHOUT_ODOMETRY', 'DistanceLines', 'MapPath',
+           'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
+           'distance_trajectory_costs', 'min_steps', 'path_length', 'select_by_distance', 'sequence_match',
+           'shortlist_row', 'stamp_order', 'trajectory_costs']

@@ -419,7 +419,8 @@ class LocalizerNode(Node):
             max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
             contrast_window=v['sequence.contrast_window'],
             single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
-            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'])
+            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
+            without_odometry=v['sequence.without_odometry'])
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
