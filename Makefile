@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	# torch first and pinned: it must take the CPU build, never a CUDA one.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[ros,onnx,ray,test]'
+	$(BIN)/python -m pip install --quiet -e '.[ros,onnx,ray,test,slam]'
 	touch $(STAMP)
 
 # vpr_ros_interfaces (PlaceMatch, PlaceCandidates) built with the PyPI rosidl/ament_cmake wheels and

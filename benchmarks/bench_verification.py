@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatureConfig, extract  # noqa: E402
+from vpr_ros.mapdb.local_features import LocalFeatureConfig, extract  # noqa: E402
 from vpr_ros.matching.verification import verify_pair  # noqa: E402
-from vpr_ros.sample import render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal, sample_camera  # noqa: E402
 
 TARGET_MS = 30.0
 
@@ -38,9 +38,7 @@ def main() -> int:
     h, w = 480, 640
     mapping, _ = render_traversal('mapping', scale=args.scale, image_size=(h, w))
     query, _ = render_traversal('query', scale=args.scale, image_size=(h, w))
-    f = w / 2  # 90 degree horizontal field of view
-    camera = CameraIntrinsics((f, 0.0, (w - 1) / 2, 0.0, f, (h - 1) / 2, 0.0, 0.0, 1.0), (), 'plumb_bob',
-                              w, h)
+    camera = sample_camera((h, w))  # the renderer's pinhole (its pitch is a principal-point shift)
     pos = np.array([f.pose.position[:2] for f in mapping])
     print(f'{len(mapping)} map and {len(query)} query frames at {w}x{h}; load {os.getloadavg()[0]:.1f}')
     print('| features | keypoints/img | extract ms p50 (CPU mean) | model | '

@@ -32,10 +32,37 @@ one line or a counted skip, not noise per frame.
   a skip, a "processing error" skip, resident memory growing by more than 1 MB/min after the first
   minute, a traceback or Python warning in its log, or SIGINT taking more than 5 s or exiting non-zero.
 
+Issue-23 families of inputs and callbacks (each seeded, and time-bounded by ``--part-seconds``, 300 s):
+
+* ``yaml``: alias/merge bombs, recursive aliases, deep nesting, >1 MiB documents, python tags and broken
+  syntax through ``--set``, ``--config``, map.yaml and the node's ``encoder_config``. Finding: not refused
+  with exit 2 and one error line (the node: not refused at start-up), > 5 s or > 200 MB for a case, an error
+  longer than 400 characters.
+* ``cli_ranges``: every numeric option of every subcommand x {nan, inf, -inf, -1, 0, 1e30, 10^30}; values
+  in range run for real (build-map, evaluate) or are parsed. Finding: a bare int/float option, a refused
+  value without exit 2 and one error line naming the option, a non-finite value accepted, a traceback.
+* ``metadata``: sqlite3 and mcap bags whose metadata.yaml counts are 0, 1, half, one less, 10^12, 2^63-1,
+  through build-map, evaluate and train's feature cache. Finding: places, Recall@1 or cached frames
+  different from the true-count run, > 500 MB for a case.
+* ``poses``: NaN/inf/1e300 in random odometry fields of a bag and rows of a poses.csv, zero and denormal
+  quaternions; the incremental node fed bad odometry. Finding: build-map not exit 0, places missing or
+  a NaN position in the map, a Python warning, a node processing error.
+* ``callbacks``: every callback the node registered (subscriptions incl. rclpy's /clock, services incl.
+  the parameter services, both parameter callbacks, timers) and its loop-closure thread made to fail with
+  a random exception, called as the executor calls them. Finding: an exception reaching the caller, a
+  failure not counted, a frame not answered or no diagnostics published afterwards.
+* ``readers``, ``diskfull``, ``foreign``, ``specs``, ``fitmem`` (issue 23, each bounded by
+  ``--map-seconds``): see benchmarks/hostile_maps.py: loads racing saves (a mixed or refused load),
+  saves onto a full tmpfs (anything but one line naming the cause with the old map intact),
+  build-map/save onto folders that are not maps (a changed file, or a refusal after the encoder
+  was created), random edge index specs in child processes (a crash, a traceback, an accepted spec
+  that cannot search), and the memory build-map's vocabulary fit holds for 4K frames.
+
 Work files (sample bags, maps) go to ``--work`` (default ``$TMPDIR/vpr_campaign``) and are reused;
 nothing is downloaded. Run ROS parts with an isolated ``ROS_DOMAIN_ID``.
 
-    .venv/bin/python benchmarks/campaign_hostile.py [--parts decoder node params bags maps kills soak]
+    .venv/bin/python benchmarks/campaign_hostile.py [--parts decoder node params bags maps kills soak
+        yaml cli_ranges metadata poses callbacks]
         [--seed 0]
 """
 from __future__ import annotations
@@ -478,26 +505,8 @@ def part_maps(seed: int, rounds: int, work: str) -> dict[str, Any]:
 
 def _start_node(map_path: str) -> str:
     """'started', 'refused' (a VprError: the node's one FATAL line) or the unexpected exception."""
-    import rclpy
-    from rclpy.parameter import Parameter
-
-    from vpr_ros.errors import VprError
-    from vpr_ros.ros.localizer import LocalizerNode
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, args=[])
-    try:
-        node = LocalizerNode(context=ctx, parameter_overrides=[Parameter('map_path', value=map_path),
-                                                               Parameter('threads', value=1)])
-    except VprError:
-        return 'refused'
-    except Exception as exc:  # noqa: BLE001 - that is the finding
-        return f'{type(exc).__name__}: {str(exc)[:100]}'
-    else:
-        node.destroy_node()
-        return 'started'
-    finally:
-        ctx.try_shutdown()
+    outcome = _node_with({'map_path': map_path, 'threads': 1})
+    return 'refused' if outcome.startswith('refused: ') else outcome
 
 
 def _parameter_values(spec: Any, start_up: bool) -> list[Any]:
@@ -785,9 +794,660 @@ def _accounted(diag: dict[str, str]) -> int:
                                              'skipped_bad_frames'))
 
 
+# ----- issue 23 families: YAML bounds, CLI ranges, lying bag metadata, non-finite poses, failing callbacks
+class Budget:
+    """A part's time bound: ``left()`` until ``seconds`` have passed (cases beyond are not run, and the
+    report says how many ran)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> bool:
+        return time.monotonic() < self.deadline
+
+
+def hostile_yaml(rng: random.Random) -> tuple[str, str]:
+    """(kind, text) of one YAML document that must be refused in bounded time and memory."""
+    kind = rng.choice(['alias bomb', 'merge bomb', 'recursive alias', 'deep nesting', 'huge', 'bad syntax',
+                       'python tag', 'wide flow bomb'])
+    width = rng.randint(4, 12)
+    levels = math.ceil(math.log(1e6) / math.log(width)) + rng.randint(0, 3)  # > 10^6 values expanded
+    if kind == 'alias bomb':
+        lines = [f'a0: &a0 [{", ".join(["x"] * width)}]']
+        lines += [f'a{i}: &a{i} [{", ".join([f"*a{i - 1}"] * width)}]' for i in range(1, levels)]
+        return kind, '\n'.join(lines) + '\n'
+    if kind == 'merge bomb':
+        lines = ['m0: &m0 {k: v}']
+        lines += [f'm{i}: &m{i} {{{", ".join(f"k{j}: *m{i - 1}" for j in range(width))}}}'
+                  for i in range(1, levels)]
+        return kind, '\n'.join(lines) + '\n'
+    if kind == 'wide flow bomb':
+        parts = ['a: &a [x,x,x,x,x,x,x,x,x]'] + [f'{n}: &{n} [{",".join([f"*{p}"] * width)}]'
+                                                 for p, n in zip('abcdefghijk', 'bcdefghijkl')][:levels]
+        return kind, '{' + ', '.join(parts) + '}'
+    if kind == 'recursive alias':
+        return kind, rng.choice(['&a [*a]', 'a: &a {b: *a}', '&x [1, [2, *x]]'])
+    if kind == 'deep nesting':
+        depth = rng.randint(150, 50_000)
+        return kind, rng.choice(['[' * depth + ']' * depth, '{a: ' * depth + '1' + '}' * depth])
+    if kind == 'huge':
+        return kind, 'k: ' + 'x' * rng.randint(1 << 20, 3 << 20)
+    if kind == 'python tag':
+        return kind, rng.choice(['!!python/object/apply:os.system ["true"]', '!!python/name:os.system',
+                                 'k: !!python/tuple [1, 2]'])
+    return kind, rng.choice(['{a: [1, 2', 'a: b: c', '- [\n', '"unterminated', '\t- tab'])
+
+
+def _timed_cli(argv: list[str]) -> tuple[int | str, str, float, float]:
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    rc, err = cli(argv)
+    return rc, err, time.perf_counter() - t0, _rss_mb() - before
+
+
+def part_yaml(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any]:
+    """Hostile YAML through every door: ``--set``, ``--config``, map.yaml, the node's encoder_config.
+    Finding: not refused with exit 2 and one error line, more than 5 s or 200 MB for one case, an error
+    line longer than 400 characters (a formatted expanded value), or the node accepting the document."""
+    from vpr_ros.ros.localizer import LocalizerNode  # noqa: F401 - fails early without ROS
+
+    rng = random.Random(seed)
+    budget = Budget(seconds)
+    mapping = os.path.join(_sample(work), 'mapping')
+    clean = _clean_map(work)
+    findings: Counter[str] = Counter()
+    exits: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    node_params = {'map_path': '', 'incremental': True, 'encoder': 'raw_pixels', 'threads': 1}
+    t0 = time.perf_counter()
+    _node_with({**node_params, 'encoder_config': '{threads: 1}'})
+    node_start_s = time.perf_counter() - t0  # a node's start-up on this (possibly busy) machine
+    done = 0
+    for i in range(cases):
+        if not budget.left():
+            break
+        kind, text = hostile_yaml(rng)
+        door = ['--set', '--config', 'map.yaml', 'encoder_config'][i % 4]
+        kinds[f'{door} {kind}'] += 1
+        t0, before = time.perf_counter(), _rss_mb()
+        if door == 'encoder_config':
+            outcome = _node_with({**node_params, 'encoder_config': text})
+            took, grew = time.perf_counter() - t0 - node_start_s, _rss_mb() - before
+            if not outcome.startswith('refused'):
+                findings[f'encoder_config {kind}: {outcome}'] += 1
+            elif len(outcome) > 400:
+                findings[f'encoder_config {kind}: a {len(outcome)}-character error'] += 1
+        else:
+            build = ['build-map', '--source', mapping, '--out', os.path.join(work, 'yaml_map'), *ENCODER[:2]]
+            if door == '--set':
+                argv = [*build, '--set', f'pca_dim={text}']
+            elif door == '--config':
+                path = os.path.join(work, 'hostile.yaml')
+                with open(path, 'w', encoding='utf-8') as f:
+                    f.write(text)
+                argv = [*build, '--config', path]
+            else:
+                broken = os.path.join(work, 'yaml_bad_map')
+                shutil.rmtree(broken, ignore_errors=True)
+                shutil.copytree(clean, broken)
+                if kind == 'huge':  # beyond the map.yaml cap (16 MiB): below it a long value is valid
+                    text = 'k: ' + 'x' * (17 << 20)
+                with open(os.path.join(broken, 'map.yaml'), 'a', encoding='utf-8') as f:
+                    f.write('\n' + text)
+                argv = ['map-info', broken]
+            rc, err, took, grew = _timed_cli(argv)
+            judge_cli(f'{door} {kind}', rc, err, exits, errors, findings)
+            if rc != 2:
+                findings[f'{door} {kind}: exit {rc}'] += 1
+            if len(err) > 400:
+                findings[f'{door} {kind}: {len(err)} characters on stderr'] += 1
+        if took > 5.0:
+            findings[f'{door} {kind}: {took:.1f} s'] += 1
+        if grew > 200:
+            findings[f'{door} {kind}: +{grew:.0f} MB'] += 1
+        done += 1
+    return {'cases': done, 'node_start_s': round(node_start_s, 2), 'kinds': dict(kinds), 'exits': dict(exits),
+            'errors': dict(errors.most_common()),
+            'findings': dict(findings)}
+
+
+def _node_with(params: dict[str, Any]) -> str:
+    """'refused: <message>' (a VprError at start-up), 'started', or the unexpected exception."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vpr_ros.errors import VprError
+    from vpr_ros.ros.localizer import LocalizerNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=[])
+    try:
+        node = LocalizerNode(context=ctx,
+                             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    except VprError as exc:
+        return f'refused: {exc}'
+    except Exception as exc:  # noqa: BLE001 - that is the finding
+        return f'{type(exc).__name__}: {str(exc)[:100]}'
+    else:
+        node.destroy_node()
+        return 'started'
+    finally:
+        ctx.try_shutdown()
+
+
+CLI_VALUES = ('nan', 'inf', '-inf', '-1', '0', '1e30', str(10 ** 30))
+
+
+def part_cli_ranges(seed: int, seconds: float, work: str) -> dict[str, Any]:
+    """Every numeric option of every subcommand x {nan, inf, -inf, -1, 0, 1e30, 10^30}. A value outside
+    the option's range must exit 2 with one ``error:`` line naming the option; a value inside it is
+    parsed, and for build-map and evaluate run for real on the sample (in random order, time-bounded).
+    Finding: a traceback, an exit other than 0/2, a refused value without one error line, a non-finite
+    value accepted, or evaluate printing a recall over no answerable query as a number."""
+    import argparse
+
+    from vpr_ros.cli import NumberType, build_parser
+
+    rng = random.Random(seed)
+    budget = Budget(seconds)
+    data = _sample(work)
+    clean = _clean_map(work)
+    required = {
+        'sample': [os.path.join(work, 'cli_sample')],
+        'build-map': ['--source', os.path.join(data, 'mapping'), '--out', os.path.join(work, 'cli_map'),
+                      *ENCODER],
+        'evaluate': ['--map', clean, '--queries', os.path.join(data, 'query')],
+        'export-onnx': ['raw_pixels', os.path.join(work, 'cli.onnx')],
+        'train': ['--source', os.path.join(data, 'mapping'), '--encoder', 'gem',
+                  '--out', os.path.join(work, 't')],
+        'replay': ['--bag', os.path.join(data, 'query'), '--map', clean],
+        'demo': [],
+    }
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    findings: Counter[str] = Counter()
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if action.type in (int, float):
+                findings[f'{command} {action.option_strings}: bare {action.type.__name__} type'] += 1
+            if isinstance(action.type, NumberType):
+                cases += [(command, action, value) for value in CLI_VALUES]
+    rng.shuffle(cases)
+    exits: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    refused = accepted = ran = 0
+    for command, action, value in cases:
+        if not budget.left():
+            break
+        option = action.option_strings[0] if action.option_strings else None
+        argv = [command, *required[command], *([option, value] if option else [])]
+        try:
+            action.type(value)
+            ok = True
+        except argparse.ArgumentTypeError:
+            ok = False
+        what = f'{command} {option} {value}'
+        if not ok:
+            refused += 1
+            rc, err = cli(argv)
+            judge_cli(what, rc, err, exits, errors, findings)
+            if rc != 2 or option not in err:
+                findings[f'{what}: refused value gave exit {rc}'] += 1
+            continue
+        accepted += 1
+        if not math.isfinite(float(value)):
+            findings[f'{what}: non-finite value accepted'] += 1
+        if command in ('build-map', 'evaluate') and '--loops' not in argv and not _loops_only(action):
+            rc, err = cli(argv)
+            ran += 1
+            judge_cli(what, rc, err, exits, errors, findings)
+        else:
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    parser.parse_args(argv)
+            except SystemExit as exc:
+                findings[f'{what}: accepted by the type, refused by the parser ({exc.code})'] += 1
+    return {'cases': refused + accepted, 'of': len(cases), 'refused': refused, 'accepted': accepted,
+            'accepted_and_run': ran, 'exits': dict(exits), 'errors': dict(errors.most_common(12)),
+            'findings': dict(findings)}
+
+
+def _loops_only(action: Any) -> bool:
+    return action.dest in ('min_score', 'min_time_separation', 'consistency_frames', 'verified_frames',
+                           'keyframe_interval', 'verify_top_k', 'max_keypoints')
+
+
+METADATA_LIES = ('0', '1', 'half', 'minus one', '10^12', '2^63-1')
+
+
+def _lie_about_counts(bag: str, lie: str) -> int:
+    """Set every topic's (and the total) message count in metadata.yaml to the lie; the true image count."""
+    import yaml
+
+    path = os.path.join(bag, 'metadata.yaml')
+    with open(path, encoding='utf-8') as f:
+        meta = yaml.safe_load(f)
+    info = meta['rosbag2_bagfile_information']
+    true_images = 0
+    for entry in info['topics_with_message_count']:
+        n = int(entry['message_count'])
+        if 'image' in entry['topic_metadata']['name']:
+            true_images = n
+        entry['message_count'] = {'0': 0, '1': 1, 'half': n // 2, 'minus one': max(n - 1, 0),
+                                  '10^12': 10 ** 12, '2^63-1': 2 ** 63 - 1}[lie]
+    info['message_count'] = sum(e['message_count'] for e in info['topics_with_message_count'])
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(meta, f)
+    return true_images
+
+
+def part_metadata(seed: int, seconds: float, work: str) -> dict[str, Any]:
+    """Bags (sqlite3 and mcap) whose metadata.yaml counts lie, through build-map, evaluate and train's
+    feature cache. Finding: a different number of places, Recall@1 or cached frames than with the true
+    counts, an exit other than 0, or more than 500 MB of memory for a case."""
+    from vpr_ros.pipeline import open_source
+    from vpr_ros.training.cache import FeatureCache
+
+    rng = random.Random(seed)
+    budget = Budget(seconds)
+    sources = [os.path.join(_sample(work), 'query'), os.path.join(work, 'sample_mcap', 'query')]
+    clean = _clean_map(work)
+    findings: Counter[str] = Counter()
+    truth: dict[str, tuple[int, float | None]] = {}
+
+    def run(bag: str, tag: str) -> tuple[int, float | None] | None:
+        from vpr_ros.mapdb.store import VprMap
+
+        out = os.path.join(work, 'meta_map')
+        rc, err = cli(['build-map', '--source', bag, '--out', out, *ENCODER])
+        if rc != 0:
+            findings[f'{tag}: build-map exit {rc}: {err.strip()[-100:]}'] += 1
+            return None
+        report = os.path.join(work, 'meta_eval')
+        rc, err = cli(['evaluate', '--map', clean, '--queries', bag, '--out', report])
+        if rc != 0:
+            findings[f'{tag}: evaluate exit {rc}: {err.strip()[-100:]}'] += 1
+            return None
+        return len(VprMap.load(out)), _r_at_1(report)
+
+    cases = [(s, lie) for s in sources for lie in METADATA_LIES]
+    rng.shuffle(cases)
+    done = 0
+    for src, lie in [(s, None) for s in sources] + cases:
+        if lie is not None and not budget.left():
+            break
+        bag = os.path.join(work, 'lying_bag')
+        shutil.rmtree(bag, ignore_errors=True)
+        shutil.copytree(src, bag)
+        true_images = _lie_about_counts(bag, lie) if lie else 0
+        tag = f'{os.path.basename(os.path.dirname(src))} count {lie}'
+        before = _rss_mb()
+        got = run(bag, tag)
+        source = open_source(bag)
+        cache = FeatureCache.build(os.path.join(work, 'meta_cache'), 'k', ((0, f) for f in source.frames()),
+                                   source.image_count, _MeanPixel(), _mean_pixels, copies=1, seed=0, batch=16,
+                                   extra={}, progress=False)
+        if _rss_mb() - before > 500:
+            findings[f'{tag}: +{_rss_mb() - before:.0f} MB'] += 1
+        if lie is None:
+            truth[src] = (got, len(cache.table))  # type: ignore[assignment]
+            continue
+        done += 1
+        want_run, want_cached = truth[src]  # type: ignore[misc]
+        if got is not None and got != want_run:
+            findings[f'{tag}: places/R@1 {got} instead of {want_run}'] += 1
+        if len(cache.table) != want_cached:
+            findings[f'{tag}: {len(cache.table)} frames cached instead of {want_cached} (true count '
+                     f'{true_images})'] += 1
+    return {'cases': done, 'of': len(cases), 'findings': dict(findings)}
+
+
+class _MeanPixel:
+    """A stand-in backbone for the feature cache (the cache, not the network, is under test)."""
+
+    def eval(self) -> '_MeanPixel':
+        return self
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+
+def _mean_pixels(imgs: list[np.ndarray]) -> Any:
+    import torch
+
+    return torch.from_numpy(np.stack([i.reshape(-1, 3).mean(axis=0) for i in imgs]).astype(np.float32))
+
+
+def _bad_number(rng: random.Random) -> float:
+    return rng.choice([math.nan, math.inf, -math.inf, 1e300, -1e300, 2e9])
+
+
+def part_poses(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any]:
+    """Non-finite and degenerate poses: a few odometry messages of a bag, rows of a poses.csv and the
+    node's /odom with NaN/inf/1e300 in random fields, all-zero and tiny quaternions. Finding: build-map
+    not exiting 0, fewer places than images covered by good poses, a bad pose not counted as a skip,
+    a NaN in the map, a Python warning, or the node failing a frame (a processing error)."""
+    import cv2
+
+    from vpr_ros.frames import Frame, Pose
+    from vpr_ros.mapdb.store import VprMap
+    from vpr_ros.sources.bag import write_bag
+
+    rng = random.Random(seed)
+    budget = Budget(seconds)
+    findings: Counter[str] = Counter()
+    done = 0
+    base = np.random.default_rng(seed)
+    images = [base.integers(0, 255, (32, 40, 3), np.uint8) for _ in range(8)]
+    for case in range(cases):
+        if not budget.left():
+            break
+        n_bad = rng.randint(1, 3)
+        stamps = [100.0 + i for i in range(8)]
+        odom = [(t + dt, Pose((3.0 * (t - 100) + 3 * dt, 0.0, 0.0)))
+                for t in stamps for dt in (-0.2, 0.0, 0.2)]
+        bad_at = rng.sample(range(len(odom)), n_bad)
+        for k in bad_at:
+            t, p = odom[k]
+            how = rng.choice(['position', 'orientation', 'zero quaternion', 'tiny quaternion'])
+            if how == 'position':
+                pos = list(p.position)
+                pos[rng.randrange(3)] = _bad_number(rng)
+                odom[k] = (t, Pose(tuple(pos), p.orientation))  # type: ignore[arg-type]
+            elif how == 'orientation':
+                q = [0.0, 0.0, 0.0, 1.0]
+                q[rng.randrange(4)] = _bad_number(rng)
+                odom[k] = (t, Pose(p.position, tuple(q)))  # type: ignore[arg-type]
+            else:  # a zero or denormal quaternion: a position-only pose, not a bad one
+                quat = (0.0,) * 4 if how == 'zero quaternion' else (1e-310, 0.0, 0.0, 0.0)
+                odom[k] = (t, Pose(p.position, quat))
+        bag = os.path.join(work, 'pose_bag')
+        shutil.rmtree(bag, ignore_errors=True)
+        with recorded_warnings() as caught:
+            write_bag(bag, [Frame(t, img) for t, img in zip(stamps, images)], poses=odom)
+            out = os.path.join(work, 'pose_map')
+            rc, err = cli(['build-map', '--source', bag, '--out', out, '--encoder', 'raw_pixels'])
+            tag = f'bag case {case}'
+            if rc != 0:
+                findings[f'{tag}: build-map exit {rc}: {err.strip()[-100:]}'] += 1
+            else:
+                vmap = VprMap.load(out)
+                poses = vmap.places.poses
+                if len(vmap) != 8:
+                    findings[f'{tag}: {len(vmap)} places of 8 images'] += 1
+                if np.isnan(poses[:, :3]).any():
+                    findings[f'{tag}: a NaN position in the map'] += 1
+            # the same through an image folder + poses.csv, one bad number per bad row
+            folder = os.path.join(work, 'pose_folder')
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            rows = ['image,x,y,z,stamp,qx,qy,qz,qw']
+            bad_rows = 0
+            for i, (t, img) in enumerate(zip(stamps, images)):
+                cv2.imwrite(os.path.join(folder, f'{i}.png'), img)
+                values = [3.0 * i, 0.0, 0.0, t, 0.0, 0.0, 0.0, 1.0]
+                if i in bad_at[:2]:
+                    values[rng.randrange(len(values))] = _bad_number(rng)
+                    # bad: a non-finite number anywhere, a position beyond 1e9 m (a stamp may be large)
+                    bad_rows += not all(math.isfinite(v) for v in values) or max(map(abs, values[:3])) > 1e9
+                rows.append(f'{i}.png,' + ','.join(repr(v) for v in values))
+            with open(os.path.join(folder, 'poses.csv'), 'w', encoding='utf-8') as f:
+                f.write('\n'.join(rows) + '\n')
+            rc, err = cli(['build-map', '--source', folder, '--out', out, '--encoder', 'raw_pixels'])
+            if rc != 0:
+                findings[f'csv case {case}: build-map exit {rc}: {err.strip()[-100:]}'] += 1
+            elif len(VprMap.load(out)) != 8 - bad_rows:
+                findings[f'csv case {case}: {len(VprMap.load(out))} places, expected {8 - bad_rows}'] += 1
+        for w in caught:
+            findings[f'{w.category.__name__}: {str(w.message)[:80]}'] += 1
+        done += 1
+    node_findings = _node_odometry(rng, budget)
+    findings.update(node_findings)
+    return {'cases': done, 'findings': dict(findings)}
+
+
+def _node_odometry(rng: random.Random, budget: Budget) -> Counter[str]:
+    """The incremental node fed bad odometry between frames (callbacks called as the executor would)."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.parameter import Parameter
+
+    from vpr_ros.ros.localizer import LocalizerNode
+    from vpr_ros.ros.messages import to_time
+
+    findings: Counter[str] = Counter()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=[])
+    node = LocalizerNode(context=ctx, parameter_overrides=[
+        Parameter('map_path', value=''), Parameter('incremental', value=True),
+        Parameter('use_odom', value=True), Parameter('encoder', value='raw_pixels'),
+        Parameter('threads', value=1),
+        Parameter('keyframe.min_interval', value=0.0)])
+    odom_cb = next(s.callback for s in node.subscriptions if s.topic_name == '/odom')
+    frames = np.random.default_rng(0)
+    try:
+        with recorded_warnings() as caught:
+            for k in range(60):
+                if not budget.left():
+                    break
+                t = 10.0 + k
+                for dt in (-0.1, 0.0):
+                    msg = Odometry()
+                    msg.header.stamp = to_time(t + dt)
+                    msg.header.frame_id = 'odom'
+                    msg.pose.pose.position.x = 2.0 * t
+                    msg.pose.pose.orientation.w = 1.0
+                    if rng.random() < 0.5:
+                        field = rng.choice(['x', 'y', 'qx', 'qw', 'zero'])
+                        if field == 'zero':
+                            msg.pose.pose.orientation.w = 0.0
+                        elif field in ('x', 'y'):
+                            setattr(msg.pose.pose.position, field, _bad_number(rng))
+                        else:
+                            setattr(msg.pose.pose.orientation, field[1], _bad_number(rng))
+                    odom_cb(msg)
+                rgb = frames.integers(0, 255, (32, 40, 3), np.uint8)
+                before = node._processed + node._skips.total
+                node._on_image(_as_ros(Msg(height=32, width=40, encoding='rgb8', step=120, is_bigendian=False,
+                                           data=rgb.tobytes()), t))
+                deadline = time.monotonic() + 30
+                while node._processed + node._skips.total == before and time.monotonic() < deadline:
+                    time.sleep(0.002)
+        for w in caught:
+            findings[f'node: {w.category.__name__}: {str(w.message)[:80]}'] += 1
+        for kind, n in node._skips.as_dict().items():
+            if 'error' in kind:
+                findings[f'node: {kind}'] += n
+        findings.update({f'node: callback error {k}': n for k, n in node._callback_errors.items()})
+        poses = node._localizer.map.places.poses
+        if np.isnan(poses[:, :3][node._localizer.map.places.has_pose]).any():
+            findings['node: a NaN keyframe position'] += 1
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+    return findings
+
+
+INJECTED = (RuntimeError, ValueError, KeyError, TypeError, MemoryError, OSError, ZeroDivisionError)
+
+
+def part_callbacks(seed: int, rounds: int, seconds: float, work: str) -> dict[str, Any]:
+    """Every callback the node registered (subscriptions, rclpy's /clock subscription and parameter
+    services, ~/save_map, both parameter callbacks, timers) and its loop-closure thread, each made to
+    fail with a random exception (seeded) at a random internal call, then called as the executor calls
+    it; after each round a real frame must be answered and diagnostics published. Finding: a callback
+    that raised to its caller, a failure not counted, a frame not answered, no diagnostics."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo
+
+    from vpr_ros.mapdb import local_features as lf
+    from vpr_ros.ros.localizer import LocalizerNode
+
+    rng = random.Random(seed)
+    budget = Budget(seconds)
+    real = _real_messages(os.path.join(_sample(work), 'query'), 3)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=[])
+    node = LocalizerNode(context=ctx, parameter_overrides=[
+        Parameter('map_path', value=_clean_map(work)), Parameter('threads', value=1),
+        Parameter('use_odom', value=True), Parameter('use_sim_time', value=True),
+        Parameter('save_map_path', value=os.path.join(work, 'callbacks_saved_map')),
+        Parameter('loop_closure.min_time_separation', value=0.0)])
+    diagnostics: list[Any] = []
+    node._pub_diag.publish = diagnostics.append
+    findings: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    subs = {s.topic_name: s.callback for s in node.subscriptions}
+    services = {s.srv_name.rsplit('/', 1)[-1]: s for s in node.services}
+    timers = list(node.timers)
+
+    def inject(obj: Any, name: str, exc: BaseException) -> Any:
+        original = getattr(obj, name)
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise exc
+        setattr(obj, name, fail)
+        return lambda: setattr(obj, name, original)
+
+    from nav_msgs.msg import Odometry
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from std_srvs.srv import Trigger
+
+    def kinds() -> dict[str, Any]:
+        def odom() -> None:
+            undo = inject(node, '_check_odom_frame', exc)
+            node._odom_frame_checked = False
+            msg = Odometry()
+            msg.header.frame_id = 'odom'
+            subs['/odom'](msg)
+            undo()
+
+        def camera_info() -> None:
+            undo = inject(lf, 'camera_from_msg_fields', exc)
+            subs['/camera_info'](CameraInfo())
+            undo()
+
+        def image() -> None:
+            undo = inject(node._slot, 'put', exc)
+            subs['/image'](_as_ros(real[0], 1.0))
+            undo()
+
+        def clock() -> None:
+            bad = Clock()
+            bad.clock.sec = -rng.randint(1, 2 ** 31 - 1)  # rclpy's TimeSource raises ValueError itself
+            subs['/clock'](bad)
+
+        def save_map() -> None:
+            undo = inject(node._localizer.map, 'save', exc)
+            reply = services['save_map'].callback(Trigger.Request(), Trigger.Response())
+            undo()
+            if reply is None or reply.success:
+                findings['save_map: no failure reply'] += 1
+
+        def set_parameters() -> None:
+            undo = inject(node, rng.choice(['_loop_config', '_sequence_config', '_apply_settings']), exc)
+            request = SetParameters.Request(parameters=[
+                rclpy.parameter.Parameter('top_k', value=rng.randint(1, 10)).to_parameter_msg()])
+            services['set_parameters'].callback(request, SetParameters.Response())
+            undo()
+
+        def get_parameters() -> None:
+            undo = inject(node, 'get_parameter', exc)
+            services['get_parameters'].callback(GetParameters.Request(names=['top_k']),
+                                                                GetParameters.Response())
+            undo()
+
+        def timer() -> None:
+            undo = inject(node._skips, 'as_dict', exc) if rng.random() < 0.5 else inject(
+                node._input_rate, 'last_event_age', exc)
+            for t in timers:
+                t.callback()
+            undo()
+
+        def loop_thread() -> None:
+            undo = inject(node._loop_filter, 'update', exc)
+            skipped = node._skips.total
+            _answer(node, real[1], findings, 'loop thread')
+            deadline = time.monotonic() + 30
+            while node._skips.total == skipped and time.monotonic() < deadline:
+                time.sleep(0.002)
+            undo()
+
+        return {'odom': odom, 'camera_info': camera_info, 'image': image, 'clock': clock,
+                'save_map': save_map, 'set_parameters': set_parameters, 'get_parameters': get_parameters,
+                'timer': timer, 'loop_thread': loop_thread}
+
+    done = 0
+    try:
+        with recorded_warnings() as caught:
+            for r in range(rounds):
+                if not budget.left():
+                    break
+                for name, run in sorted(kinds().items(), key=lambda _: rng.random()):
+                    exc = rng.choice(INJECTED)(f'injected {name} failure {r}')
+                    before = sum(node._callback_errors.values()) + node._skips.total
+                    try:
+                        run()
+                    except BaseException as raised:  # noqa: BLE001 - that is the finding
+                        findings[f'{name}: {type(raised).__name__} reached the executor'] += 1
+                    calls[name] += 1
+                    if sum(node._callback_errors.values()) + node._skips.total == before:
+                        findings[f'{name}: failure not counted'] += 1
+                    _answer(node, real[2], findings, f'after {name}')
+                    sent = len(diagnostics)
+                    for t in timers:
+                        t.callback()
+                    if len(diagnostics) == sent:
+                        findings[f'after {name}: no diagnostics published'] += 1
+                done += 1
+        for w in caught:
+            findings[f'{w.category.__name__}: {str(w.message)[:80]}'] += 1
+        return {'rounds': done, 'calls': dict(calls), 'callback_errors': dict(node._callback_errors),
+                'skips': {k: v for k, v in node._skips.as_dict().items() if 'error' in k},
+                'findings': dict(findings)}
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
+def _answer(node: Any, real: Msg, findings: Counter[str], what: str) -> None:
+    """A real frame through the image callback: it must be processed within 30 s."""
+    sub = next(s.callback for s in node.subscriptions if s.topic_name == '/image')
+    before = node._processed
+    node._last_image_stamp = None
+    sub(_as_ros(real, 5000.0 + before))
+    deadline = time.monotonic() + 30
+    while node._processed == before and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if node._processed == before:
+        findings[f'{what}: real frame not answered in 30 s'] += 1
+
+
+MAP_PARTS = ['readers', 'diskfull', 'foreign', 'specs', 'fitmem']
+
+
+def map_parts(seed: int, seconds: float, work: str) -> dict[str, Any]:
+    """The issue-23 parts (benchmarks/hostile_maps.py), as runs of main()."""
+    import hostile_maps as hm
+
+    def build_argv() -> list[str]:
+        return ['build-map', '--source', os.path.join(_sample(work), 'mapping'), *ENCODER]
+
+    return {'readers': lambda: hm.race_loads(os.path.join(work, 'race_map'), seconds, seed),
+            'diskfull': lambda: hm.part_diskfull(seed, seconds, work, build_argv(), cli),
+            'foreign': lambda: hm.part_foreign(seed, seconds, work, cli, build_argv()),
+            'specs': lambda: hm.part_specs(seed, seconds, os.path.join(work, 'specs')),
+            'fitmem': lambda: hm.part_fitmem()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parts = ['decoder', 'node', 'params', 'bags', 'maps', 'kills', 'soak']
+    parts = ['decoder', 'node', 'params', 'bags', 'maps', 'kills', 'soak', *MAP_PARTS, 'yaml', 'cli_ranges',
+             'metadata', 'poses', 'callbacks']
     ap.add_argument('--parts', nargs='+', default=parts, choices=parts)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--decoder-cases', type=int, default=15000)
@@ -796,6 +1456,14 @@ def main() -> int:
     ap.add_argument('--map-rounds', type=int, default=3, help='rounds of the random map corruptions')
     ap.add_argument('--kills', type=int, default=42)
     ap.add_argument('--soak-seconds', type=float, default=600.0)
+    ap.add_argument('--yaml-cases', type=int, default=200)
+    ap.add_argument('--pose-cases', type=int, default=30)
+    ap.add_argument('--callback-rounds', type=int, default=20)
+    ap.add_argument('--part-seconds', type=float, default=300.0,
+                    help='time bound of each of the yaml, cli_ranges, metadata, poses and callbacks parts')
+
+
+    ap.add_argument('--map-seconds', type=float, default=60.0, help='time bound of each issue-23 map part')
     ap.add_argument('--work', default=os.path.join(tempfile.gettempdir(), 'vpr_campaign'))
     ap.add_argument('--json')
     args = ap.parse_args()
@@ -806,7 +1474,14 @@ def main() -> int:
             'bags': lambda: part_bags(args.seed, args.bag_cases, args.work),
             'maps': lambda: part_maps(args.seed, args.map_rounds, args.work),
             'kills': lambda: part_kills(args.seed, args.kills, args.work),
-            'soak': lambda: part_soak(args.seed, args.soak_seconds, args.work)}
+            'soak': lambda: part_soak(args.seed, args.soak_seconds, args.work),
+            'yaml': lambda: part_yaml(args.seed, args.yaml_cases, args.part_seconds, args.work),
+            'cli_ranges': lambda: part_cli_ranges(args.seed, args.part_seconds, args.work),
+            'metadata': lambda: part_metadata(args.seed, args.part_seconds, args.work),
+            'poses': lambda: part_poses(args.seed, args.pose_cases, args.part_seconds, args.work),
+            'callbacks': lambda: part_callbacks(args.seed, args.callback_rounds, args.part_seconds,
+                                                args.work),
+            **map_parts(args.seed, args.map_seconds, args.work)}
     report = {}
     for part in args.parts:
         t0 = time.perf_counter()

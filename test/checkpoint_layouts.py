@@ -45,12 +45,17 @@ def torchvision_resnet(depth: int, upto: int = 4, names: dict[str, str] | None =
     return out
 
 
-def dinov2_hub(dim: int, depth: int = 12, prefix: str = '') -> Layout:
-    """Keys of the register-free hub ``dinov2_vit?14_pretrain.pth`` (518 px, patch 14, MLP ffn)."""
+def dinov2_hub(dim: int, depth: int = 12, prefix: str = '', mask_token: bool = True) -> Layout:
+    """Keys of the register-free hub ``dinov2_vit?14_pretrain.pth`` (518 px, patch 14, MLP ffn).
+
+    ``mask_token=False``: the DINOv2 copy of MegaLoc's Hugging Face release, the same names without
+    the masked-image-modelling token."""
     out: Layout = {
-        'cls_token': (1, 1, dim), 'pos_embed': (1, 1 + 37 * 37, dim), 'mask_token': (1, dim),
+        'cls_token': (1, 1, dim), 'pos_embed': (1, 1 + 37 * 37, dim),
         'patch_embed.proj.weight': (dim, 3, 14, 14), 'patch_embed.proj.bias': (dim,),
         'norm.weight': (dim,), 'norm.bias': (dim,)}
+    if mask_token:
+        out['mask_token'] = (1, dim)
     for i in range(depth):
         p = f'blocks.{i}'
         out |= {f'{p}.norm1.weight': (dim,), f'{p}.norm1.bias': (dim,),

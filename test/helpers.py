@@ -1,6 +1,11 @@
 """Small synthetic data shared by tests: textured frames with poses, and tiny bags/maps."""
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+
 import numpy as np
 
 from vpr_ros.frames import Frame, Pose
@@ -60,3 +65,26 @@ def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, 
             tied = scores.get(gid, expected[-1][1])
             assert abs(tied - es) <= 2 * (atol + rtol * abs(es)), \
                 f'rank {rank}: {gid} vs {eid}, no near tie: {got} / {expected}'
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: str, size: str = '1m') -> Iterator[str]:
+    """A real small file system at ``directory`` (a tmpfs; needs root and mount rights, else the test
+    is skipped: tests that must run everywhere inject the OSError instead)."""
+    import pytest
+
+    os.makedirs(directory, exist_ok=True)
+    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', directory],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f'cannot mount a tmpfs here ({done.stderr.strip()[:100]})')
+    try:
+        yield directory
+    finally:
+        subprocess.run(['umount', '-l', directory], capture_output=True)
+
+
+def siblings_left(path: str) -> list[str]:
+    """Hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` directories a save left beside ``path``."""
+    base = os.path.basename(path)
+    return [n for n in os.listdir(os.path.dirname(path)) if n.startswith((f'.{base}.tmp-', f'.{base}.old-'))]

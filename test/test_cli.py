@@ -1,6 +1,8 @@
 """The CLI end to end on tiny synthetic bags: build-map, evaluate, map-info, and exit code 2 errors."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -289,3 +291,60 @@ def test_build_map_skips_and_counts_non_finite_odometry(tmp_path, capsys):
     assert len(vmap) == 6
     # frame 3 lies between the zero quaternion and a known one: position only
     assert [p.pose.orientation is None for p in vmap.places] == [False] * 3 + [True] + [False] * 2
+
+
+@pytest.mark.parametrize('spec', ['hnsw0', 'hnsw1', 'ivf0', 'flat@3'])
+def test_build_map_refuses_a_bad_index_spec_before_encoding(bags, tmp_path, spec):
+    # In a child: faiss aborts (hnsw0) or crashes (hnsw1) the process the spec reaches.
+    out = tmp_path / 'm'
+    code = 'import sys\nfrom vpr_ros.cli import main\nsys.exit(main(sys.argv[1:]))'
+    done = subprocess.run([sys.executable, '-c', code, 'build-map', '--source', str(bags / 'map'),
+                           '--out', str(out), '--encoder', 'raw_pixels', '--index', spec],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert len(done.stderr.strip().splitlines()) == 1 and 'index' in done.stderr
+    assert not out.exists()
+
+
+def test_build_map_onto_a_full_disk_is_one_line_and_keeps_the_old_map(bags, tmp_path, capsys):
+    from test.helpers import siblings_left, small_tmpfs
+
+    with small_tmpfs(str(tmp_path / 'disk'), '2m') as disk:
+        out = os.path.join(disk, 'm')
+        build = ['build-map', '--source', str(bags / 'map'), '--out', out, '--encoder', 'raw_pixels']
+        assert main(build) == 0
+        before = {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)}
+        fd = os.open(os.path.join(disk, 'filler'), os.O_WRONLY | os.O_CREAT)  # another file fills the disk
+        try:
+            while os.write(fd, b'\0' * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        capsys.readouterr()
+        assert main(build) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if 'error:' in line]
+        assert len(errors) == 1 and 'no space left on device' in errors[0] and 'Traceback' not in err, err
+        assert {n: open(os.path.join(out, n), 'rb').read() for n in os.listdir(out)} == before
+        assert siblings_left(out) == []
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['evaluate', '--map', 'MAP', '--queries', 'BAGS/query', '--out', 'FILE'], 'exists and is not a folder'),
+    (['sample', 'FILE', '--scale', '0.05'], 'exists and is not a folder'),
+    (['train', '--source', 'BAGS/map', '--encoder', 'gem', '--out', 'FILE/run'], 'is not a folder'),
+    (['explain', 'FILE', '--out', 'DIR'], 'is a directory'),
+    (['export-onnx', 'effnet_gem', 'DIR'], 'is a directory'),
+])
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(bags, built_map, tmp_path, capsys, argv,
+                                                                message):
+    """evaluate --out FILE and sample FILE gave a FileExistsError traceback (evaluate after the whole run)."""
+    (tmp_path / 'file').write_text('mine')
+    (tmp_path / 'dir').mkdir()
+    argv = [a.replace('BAGS', str(bags)).replace('MAP', built_map).replace('FILE', str(tmp_path / 'file'))
+            .replace('DIR', str(tmp_path / 'dir')) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert (tmp_path / 'file').read_text() == 'mine' and not os.listdir(tmp_path / 'dir')

@@ -329,11 +329,59 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     encoder = create_encoder(args.encoder or DEFAULT_ENCODER, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
-    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None))
+    hook = _pose_graph_hook(args) if args.pose_graph else None
+    results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None),
+                             pose_graph=hook)
     _print_loops(results)
+    if hook is not None:
+        _print_pose_graph(results['pose_graph'])
     if args.out:
-        print(f'report: {args.out}/results.json and loop_pr.png')
+        print(f'report: {args.out}/results.json and loop_pr.png' + (', pose_graph.png' if hook else ''))
     return 0
+
+
+def _pose_graph_hook(args: argparse.Namespace) -> Any:
+    """The pose-graph stage of `evaluate --loops --pose-graph`; checks its needs before any frame is read."""
+    absent = deps.missing(deps.SLAM)
+    if absent:
+        raise ConfigError(f"--pose-graph needs {', '.join(absent)} (the [slam] extra, pinned in "
+                          f"requirements.txt): {sys.executable} -m pip install "
+                          + ' '.join(deps.SLAM[m] for m in absent))
+    if not args.camera_info:
+        raise ConfigError('--pose-graph needs --camera-info: closures carry a relative pose only with the '
+                          'essential matrix')
+    from vpr_ros.slam.evaluation import PoseGraphHook, PoseGraphSettings
+    from vpr_ros.slam.graph import PoseGraphConfig
+    from vpr_ros.slam.odometry import DriftModel
+
+    odometry = None
+    if args.odometry_topic:
+        from vpr_ros.sources.bag import BagSource
+
+        odometry = BagSource(args.queries, args.image_topic, args.odometry_topic).pose_track()
+    settings = PoseGraphSettings(DriftModel(args.drift_translation, args.drift_yaw, args.drift_seed),
+                                 PoseGraphConfig(args.robust_kernel),
+                                 min_time_separation=args.min_time_separation)
+    return PoseGraphHook(settings, odometry)
+
+
+def _print_pose_graph(pg: dict[str, Any]) -> None:
+    cl = pg['closures']
+    print(f"pose graph: {pg['nodes']} nodes, odometry {pg['odometry']}, {cl['used']} closures "
+          f"({cl['direction_only']} direction-only), kernel {pg['graph']['robust_kernel']}")
+    if 'after' not in pg:
+        print(f"  no closure to add: ATE {pg['before']['ate_m']['rmse']:.2f} m (odometry only)")
+    else:
+        print(f"  ATE (SE(3)-aligned RMSE) before {pg['before']['ate_m']['rmse']:.2f} m, after "
+              f"{pg['after']['ate_m']['rmse']:.2f} m (ratio {pg['ate_ratio']}); without the kernel "
+              f"{pg['after_without_kernel']['ate_m']['rmse']:.2f} m")
+    fc = pg.get('false_closure')
+    if fc:
+        for variant in ('direction_only', 'metric'):
+            v = fc[variant]
+            print(f"  + one false closure ({variant.replace('_', '-')}, {fc['distance_m']:.0f} m apart): ATE "
+                  f"{v['with_kernel']['ate_m']['rmse']:.2f} m with the kernel, "
+                  f"{v['without_kernel']['ate_m']['rmse']:.2f} m without")
 
 
 def cmd_map_info(args: argparse.Namespace) -> int:
@@ -543,6 +591,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--max-keypoints', type=MAX_KEYPOINTS, default=500)
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
+    from vpr_ros.slam.graph import KERNEL_PARAMETERS, PoseGraphConfig
+    from vpr_ros.slam.odometry import DriftModel
+
+    g = p.add_argument_group('pose graph (--loops --pose-graph: odometry + the published closures optimised '
+                             'with GTSAM, ATE/RPE before and after with evo; docs/pose-graph.md)')
+    g.add_argument('--pose-graph', action='store_true',
+                   help='run the pose-graph experiment (needs --camera-info)')
+    g.add_argument('--odometry-topic', help='use this odometry topic of the bag (instead of drifting the '
+                                            'ground truth); the --pose-topic stays the ground truth')
+    g.add_argument('--drift-translation', type=NumberType(float, 0.0, 10.0, low_open=True),
+                   default=DriftModel.translation_sigma, metavar='S',
+                   help='forward/lateral error per step, std = S*sqrt(step metres) '
+                        f'(default {DriftModel.translation_sigma})')
+    g.add_argument('--drift-yaw', type=NumberType(float, 0.0, 90.0, low_open=True),
+                   default=DriftModel.yaw_sigma_deg, metavar='DEG',
+                   help='heading error per step, std = DEG*sqrt(step metres) '
+                        f'(default {DriftModel.yaw_sigma_deg})')
+    g.add_argument('--drift-seed', type=SEED, default=DriftModel.seed,
+                   help='seed of the drift and of the injected false closure')
+    g.add_argument('--robust-kernel', choices=list(KERNEL_PARAMETERS), default=PoseGraphConfig.robust_kernel,
+                   help='kernel on the loop-closure factors (default %(default)s)')
     p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10,
                    help='candidates retrieved per query')
     p.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
@@ -642,6 +711,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where each subcommand writes (maps: check_save_target; vocabularies: export_vocabulary's own check).
+OUTPUTS: dict[str, tuple[str, str]] = {'sample': ('out', 'folder'), 'evaluate': ('out', 'folder'),
+                                       'train': ('out', 'folder'), 'replay': ('out', 'folder'),
+                                       'demo': ('out', 'folder'), 'export-onnx': ('out', 'file'),
+                                       'explain': ('out', 'file')}
+
+
+def check_output(path: str | None, kind: str) -> None:
+    """Before any work: a ``folder`` output must not be an existing file, a ``file`` output not an existing
+    directory, and the nearest existing ancestor must be a directory we may write in (one line, exit 2,
+    instead of a traceback after the work)."""
+    if not path:
+        return
+    if kind == 'folder' and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f'{path} exists and is not a folder: name a folder for the output')
+    if kind == 'file' and os.path.isdir(path):
+        raise ConfigError(f'{path} is a directory: name the file to write')
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f'cannot write {path}: {parent} is not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f'cannot write {path}: permission denied in {parent}')
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything imports numpy/torch/faiss: a missing package is one line, not a traceback.
     if deps.require('vpr-ros'):
@@ -658,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
                         format='[%(levelname)s] %(name)s: %(message)s')
     logging.getLogger('faiss').setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     try:
+        if args.command in OUTPUTS:
+            attr, kind = OUTPUTS[args.command]
+            check_output(getattr(args, attr, None), kind)
         return int(args.func(args) or 0)
     except VprError as exc:
         print(f'vpr-ros {args.command}: error: {exc}', file=sys.stderr)

@@ -25,6 +25,7 @@ CORE: dict[str, str] = {
     'torch': 'torch',
     'faiss': 'faiss-cpu',
     'rosbags': 'rosbags',
+    'safetensors': 'safetensors',
 }
 # ROS 2 Python packages of the node and `vpr-ros replay`: from a sourced ROS 2 installation, or the
 # PyPI wheels of setup.py's [ros] extra.
@@ -40,6 +41,8 @@ ROS: dict[str, str] = {
     'diagnostic_msgs': 'ros-diagnostic-msgs',
     'rosgraph_msgs': 'ros-rosgraph-msgs',
 }
+# The pose-graph experiment (`evaluate --loops --pose-graph`, vpr_ros.slam): setup.py's [slam] extra.
+SLAM: dict[str, str] = {'gtsam': 'gtsam', 'evo': 'evo'}
 EXIT_MISSING = 2
 
 

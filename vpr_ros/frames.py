@@ -15,6 +15,10 @@ import numpy as np
 
 from vpr_ros.errors import ImageDecodeError
 
+# Beyond this a coordinate is garbage, not a place (ECEF and UTM coordinates stay below 1e7 m); squared
+# distances of such values overflow float64.
+MAX_POSE_COORDINATE = 1.0e9
+
 
 class NonFinitePose(ValueError):
     """A pose with a NaN or infinite number: bad input, skipped and counted like an undecodable image."""
@@ -45,12 +49,16 @@ class Pose:
         quat = None if orientation is None else tuple(float(v) for v in orientation)
         if not all(math.isfinite(v) for v in pos + (quat or ())):
             raise NonFinitePose(f'position {pos}, orientation {quat}')
+        if max(abs(v) for v in pos) > MAX_POSE_COORDINATE:
+            raise NonFinitePose(f'position {pos} beyond {MAX_POSE_COORDINATE:g} m')
         if quat is not None:
-            norm = math.sqrt(sum(v * v for v in quat))
-            if norm == 0.0:
+            scale = max(abs(v) for v in quat)  # scaled first: 1e300 components would overflow the norm
+            if scale == 0.0:
                 quat = None
-            elif abs(norm - 1.0) > 1e-9:
-                quat = tuple(v / norm for v in quat)
+            else:
+                norm = math.sqrt(sum((v / scale) ** 2 for v in quat)) * scale
+                if abs(norm - 1.0) > 1e-9:
+                    quat = tuple((v / scale) / (norm / scale) for v in quat)
         return Pose(pos, quat)  # type: ignore[arg-type]
 
     @staticmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -29,6 +29,7 @@ from vpr_ros.evaluation.report import plot_loop_pr, query_match_pairs, write_jso
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
+from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
 from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
@@ -39,17 +40,17 @@ from vpr_ros.sources import Source
 T = TypeVar('T')
 
 
-def spread_sample(items: Iterable[T], limit: int) -> list[T]:
+def spread_sample(items: Iterable[Any], limit: int, keep: Callable[[Any], T] | None = None) -> list[T]:
     """Up to ``limit`` items spread evenly over a stream of unknown length (a bag's message count can
     lie): items are kept at a stride that doubles, dropping every other kept one, whenever more than
     ``limit`` are held; ends with between limit/2 and limit items of a long stream, every item of a
-    short one."""
+    short one. ``keep`` turns an item into what is held (only for the items kept)."""
     kept: list[T] = []
     stride = 1
     for i, item in enumerate(items):
         if i % stride:
             continue
-        kept.append(item)
+        kept.append(keep(item) if keep is not None else item)
         if len(kept) > limit:
             kept, stride = kept[::2], stride * 2
     return kept
@@ -125,13 +126,16 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     ``out_path`` is checked before any work (:func:`check_save_target`; ``protect``: the sources).
     """
     check_save_target(out_path, protect)
+    plan_index(index, encoder.dim)  # a bad spec is refused before the encode (its vector count later)
     stats = BuildStats()
     t_start = time.perf_counter()
     if encoder.requires_fit and not encoder.is_fitted:
         t0 = time.perf_counter()
-        fit_images = [f.rgb for f in spread_sample(tqdm(keyframes.select(source.frames(require_pose)),
-                                                        desc=f'reading {encoder.name} fit images',
-                                                        disable=not progress, unit='img'), fit_max_images)]
+        read = tqdm(keyframes.select(source.frames(require_pose)), desc=f'reading {encoder.name} fit images',
+                    disable=not progress, unit='img')
+        # each kept as the fit reads it (the encoder's input size): 100 4K frames held 2.9 GB
+        fit_images = spread_sample(read, fit_max_images, keep=lambda f: encoder.fit_image(f.rgb))
+        read.close()
         if not fit_images:
             raise SourceError('no usable image to fit the encoder on')
         encoder.fit(fit_images)
@@ -258,9 +262,14 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float]) -> d
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
+# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
+
+
 def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
-                   thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+                   thresholds: Thresholds = Thresholds(), progress: bool = True,
+                   pose_graph: PoseGraphCallback | None = None) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -268,6 +277,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     with geometric verification. Ground truth comes from the traversal's own poses: a closure is
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
+    ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
+    closures at the end; its results go to ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -293,9 +304,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     loop_frames: set[float] = set()
     verify_ms: list[float] = []
     frames = 0
+    trajectory: list[tuple[float, Any]] = []
+    published: list[Any] = []
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
+        trajectory.append((frame.stamp, frame.pose))
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
         if boot is not None and not boot.done:
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
@@ -337,6 +351,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
             if decision.accepted:
+                if fn is not None:
+                    published.append(decision)
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
                                     'score': round(decision.score, 5), 'correct': correct(decision.place_id)})
@@ -372,9 +388,12 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                       'events': events[key]}
     results = {'encoder': encoder.identity(), 'mode': 'loops', 'loops': loops,
                'skipped': source.skips.as_dict(), 'wall_time_s': round(time.perf_counter() - t0, 2)}
+    if pose_graph is not None:
+        results['pose_graph'] = pose_graph(trajectory, published, out_dir)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_json(os.path.join(out_dir, 'results.json'), results)
         plot_loop_pr({k: loops[k]['score_threshold'] for k in events}, os.path.join(out_dir, 'loop_pr.png'))
         results['files'] = [os.path.join(out_dir, 'results.json'), os.path.join(out_dir, 'loop_pr.png')]
+        results['files'] += results.get('pose_graph', {}).get('files', [])
     return results

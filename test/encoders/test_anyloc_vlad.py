@@ -154,3 +154,28 @@ def test_backbone_errors(resnet18_weights):
         create_encoder('anyloc_vlad', {'backbone': 'vgg16'})
     with pytest.raises(ConfigError, match='block index'):
         create_encoder('anyloc_vlad', {'layer': 99})
+
+
+def big_texture(seed, size=(480, 640)):
+    import cv2
+
+    return cv2.resize(texture(seed), size[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.mark.parametrize('pca_dim', [0, 2])
+def test_the_fit_on_fit_images_is_the_fit_on_the_full_frames(pca_dim):
+    # build-map keeps its up to 400 fit frames as fit_image() returns them (the input size): the
+    # vocabulary and PCA must be exactly those of the full frames
+    full = [big_texture(i) for i in range(3)]
+    on_full, on_small = (create_encoder('anyloc_vlad', {**SMALL, 'pca_dim': pca_dim}) for _ in range(2))
+    small = [on_small.fit_image(im) for im in full]
+    assert {im.shape for im in small} == {(96, 128, 3)}
+    on_full.fit(full)
+    on_small.fit(small)
+    a, b = on_full.get_state(), on_small.get_state()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_fit_image_is_never_enlarged(fitted):
+    im = texture(0)[:60, :80]
+    assert fitted.fit_image(im) is im

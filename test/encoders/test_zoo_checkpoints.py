@@ -140,6 +140,14 @@ RELEASES = {
         321, {'backbone.7.0.downsample.0.weight': (2048, 1024, 1, 1), 'aggregation.1.p': (1,),
               'aggregation.3.weight': (2048, 2048)},
         2048, [64, 64]),
+    # EigenPlaces (ICCV 2023) ships CosPlace's GeoLocalizationNet layout: ``encoder cosplace`` loads it.
+    'eigenplaces_resnet101_2048': (
+        'cosplace', {'backbone': 'resnet101', 'out_dim': 2048},
+        lambda: prefixed(torchvision_resnet(101, 4, SEQ_NAMES), 'backbone.')
+        | {'aggregation.1.p': (1,), 'aggregation.3.weight': (2048, 2048), 'aggregation.3.bias': (2048,)},
+        627, {'backbone.6.22.conv3.weight': (1024, 256, 1, 1), 'backbone.7.2.conv3.weight': (2048, 512, 1, 1),
+              'aggregation.3.bias': (2048,)},
+        2048, [64, 64]),
     'cosplace_resnet18_512': (
         'cosplace', {'backbone': 'resnet18', 'out_dim': 512},
         lambda: prefixed(torchvision_resnet(18, 4, SEQ_NAMES), 'backbone.')
@@ -271,3 +279,89 @@ def test_random_init_warns_and_is_reproducible(caplog, images):
     b = create_encoder('gem', {'image_size': [64, 64], 'threads': 2})
     np.testing.assert_array_equal(a.encode(images), b.encode(images))
     assert a.weights_fingerprint() == b.weights_fingerprint()
+
+
+# ----- MegaLoc: both official layouts -------------------------------------------------------------
+def megaloc_v1() -> dict:
+    """``megaloc.torch`` (GitHub release v1.0): the DINOv2 hub model under ``backbone.model``."""
+    return dinov2_hub(768, prefix='backbone.model.') | megaloc_aggregator()
+
+
+def megaloc_hf() -> dict:
+    """``model.safetensors`` (Hugging Face gberton/MegaLoc, 2026-01): the release's own DINOv2 copy
+    directly under ``backbone`` (``backbone.blocks.<i>...``), no ``mask_token``; same aggregator."""
+    return dinov2_hub(768, prefix='backbone.', mask_token=False) | megaloc_aggregator()
+
+
+def test_megaloc_layouts_are_the_releases():
+    v1, hf = megaloc_v1(), megaloc_hf()
+    assert (len(v1), len(hf)) == (190, 189)
+    assert hf['backbone.blocks.11.mlp.fc2.weight'] == (768, 3072)
+    assert hf['backbone.pos_embed'] == (1, 1370, 768)
+    assert hf['backbone.patch_embed.proj.weight'] == (768, 3, 14, 14)
+    assert 'backbone.mask_token' not in hf and v1['backbone.model.mask_token'] == (1, 768)
+    assert {k for k in hf if k.startswith('aggregator.')} == {k for k in v1 if k.startswith('aggregator.')}
+
+
+@pytest.fixture(scope='module')
+def megaloc_images():
+    rng = np.random.default_rng(3)  # 126x126 after rounding: 81 patches, more than SALAD's 64 clusters
+    return [rng.integers(0, 256, (120, 130, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_megaloc_hf_safetensors_and_v1_torch_give_one_model(tmp_path, megaloc_images):
+    from safetensors.torch import save_file
+
+    v1_state = fill(megaloc_v1(), seed=5)
+    hf_state = {k: v1_state['backbone.model.' + k[len('backbone.'):] if k.startswith('backbone.') else k]
+                for k in megaloc_hf()}
+    torch.save(v1_state, tmp_path / 'megaloc.torch')
+    save_file(hf_state, str(tmp_path / 'model.safetensors'))
+    cfg = {'threads': 2}
+    v1 = create_encoder('megaloc', {**cfg, 'weights': str(tmp_path / 'megaloc.torch')})
+    hf = create_encoder('megaloc', {**cfg, 'weights': str(tmp_path / 'model.safetensors')})
+    own = hf.model.state_dict()
+    assert torch.equal(own['backbone.model.blocks.4.attn.qkv.weight'],
+                       hf_state['backbone.blocks.4.attn.qkv.weight'])
+    assert torch.equal(own['aggregator.linear.weight'], hf_state['aggregator.linear.weight'])
+    assert not own['backbone.model.mask_token'].any()  # absent from the HF file; unused at inference
+    d_v1, d_hf = v1.encode(megaloc_images), hf.encode(megaloc_images)
+    assert not np.allclose(d_v1[0], d_v1[1])
+    np.testing.assert_allclose(d_hf, d_v1, rtol=0, atol=1e-6)  # one computation, one thread count
+
+
+def test_megaloc_hf_file_missing_a_key_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    state = fill(megaloc_hf())
+    del state['backbone.blocks.3.ls1.gamma']
+    save_file(state, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(WeightsError, match=r'missing keys \[backbone\.model\.blocks\.3\.ls1\.gamma\]'):
+        create_encoder('megaloc', {'weights': str(tmp_path / 'model.safetensors')})
+
+
+def test_megaloc_hf_layout_with_a_mask_token_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    state = fill(megaloc_hf() | {'backbone.mask_token': (1, 768)})
+    save_file(state, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(WeightsError, match='not an official MegaLoc'):
+        create_encoder('megaloc', {'weights': str(tmp_path / 'model.safetensors')})
+
+
+def test_safetensors_is_read_for_any_encoder_by_name_or_content(tmp_path, images):
+    from safetensors.torch import save_file
+
+    layout = prefixed(torchvision_resnet(18, 4, SEQ_NAMES), 'backbone.') | {
+        'aggregation.1.p': (1,), 'aggregation.3.weight': (512, 512), 'aggregation.3.bias': (512,)}
+    state = fill(layout)
+    cfg = {'backbone': 'resnet18', 'out_dim': 512, 'image_size': [64, 64], 'threads': 2}
+    torch.save(state, tmp_path / 'r18.pth')
+    want = create_encoder('cosplace', {**cfg, 'weights': str(tmp_path / 'r18.pth')}).encode(images)
+    for name in ('r18.safetensors', 'r18_renamed.pth'):  # found by the suffix, then by the header
+        save_file(state, str(tmp_path / name))
+        got = create_encoder('cosplace', {**cfg, 'weights': str(tmp_path / name)}).encode(images)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    (tmp_path / 'cut.safetensors').write_bytes((tmp_path / 'r18.safetensors').read_bytes()[:5000])
+    with pytest.raises(WeightsError, match='cannot read weights'):
+        create_encoder('cosplace', {**cfg, 'weights': str(tmp_path / 'cut.safetensors')})

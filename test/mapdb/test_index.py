@@ -97,3 +97,47 @@ def test_retrain_advice_on_growth_and_imbalance():
     advice = faiss_index.retrain_advice(index, 400, trained)
     assert advice and 'trained with' in advice and 'imbalance' in advice
     assert faiss_index.retrain_advice(faiss_index.build_index(x, 'flat'), 400, None) is None
+
+
+# ----- every number of a spec is range-checked before faiss sees it (issue 23) ----------------------
+@pytest.mark.parametrize('spec', [
+    'hnsw0', 'hnsw1', 'hnsw513', 'hnsw99999999999', 'ivf0', 'ivf99999999999', 'ivf' + '9' * 5000,
+    'ivf4@0', 'hnsw8@0', 'hnsw8@65537', 'ivf4@' + '9' * 5000, 'hnsw8@1@2', 'hnsw8@', 'flat@5', 'sq8@2',
+    'pq0', 'pq33', 'opq0,pq4', 'opq4_0,pq4', 'opq4_33,pq4', 'pca0,flat', 'pca8_2,flat', 'pca16',
+    'hnsw\u0663', 'ivf\u00b2', 'lsh', 'LSH', 'nsg32,flat', 'hnsw8_2', 'IVF0,Flat', '', ',', ' @4',
+    'ivf4,pq0', 'flat,flat,flat', 5, None])
+def test_out_of_range_and_unknown_specs_are_refused_in_one_line(spec):
+    with pytest.raises(ConfigError) as err:
+        faiss_index.plan_index(spec, 32)
+    assert '\n' not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize('spec, low, high', [
+    ('hnsw2', 'hnsw1', 'hnsw512'), ('ivf1', 'ivf0', f'ivf{1 << 20}'), ('ivf4@1', 'ivf4@0', 'ivf4@65536'),
+    ('pq1', 'pq0', 'pq32'), ('pca1,flat', 'pca0,flat', 'pca32,flat')])
+def test_range_ends_are_accepted_and_one_past_them_refused(spec, low, high):
+    faiss_index.plan_index(spec, 32)
+    faiss_index.plan_index(high, 32)
+    with pytest.raises(ConfigError):
+        faiss_index.plan_index(low, 32)
+
+
+@pytest.mark.parametrize('spec, count', [('ivf64', 63), ('pq8', 255), ('ivf4,pq8', 100),
+                                         ('opq8,ivf4,pq8', 100), ('pca24,flat', 23)])
+def test_specs_that_need_more_vectors_than_the_map_has_are_refused(spec, count):
+    faiss_index.plan_index(spec, 32)  # unknown count (before encoding): only the grammar
+    with pytest.raises(ConfigError, match='map'):
+        faiss_index.plan_index(spec, 32, count)
+
+
+@pytest.mark.parametrize('spec', ['hnsw2', 'ivf1', 'ivf4@1', 'hnsw2@1'])
+def test_the_smallest_accepted_numbers_build_a_searchable_index(spec):
+    x = clustered(300)
+    index = faiss_index.build_index(x, spec)
+    _, rows = faiss_index.search(index, x[:5], 3)
+    assert (rows[:, 0] >= 0).all()
+
+
+def test_a_training_failure_is_a_config_error_not_a_faiss_traceback():
+    with pytest.raises(ConfigError, match='needs at least 256'):
+        faiss_index.build_index(clustered(100), 'pq4')

@@ -34,8 +34,10 @@ def saved(tmp_path):
 
 
 def _edit_yaml(path, edit):
+    """Edit map.yaml as a map written before its manifest digest (edits of a digested one are refused)."""
     with open(os.path.join(path, 'map.yaml'), encoding='utf-8') as fh:
         data = yaml.safe_load(fh)
+    del data['manifest_sha256']
     edit(data)
     with open(os.path.join(path, 'map.yaml'), 'w', encoding='utf-8') as fh:
         yaml.safe_dump(data, fh)
@@ -315,3 +317,56 @@ def test_recovery_works_for_a_relative_path(tmp_path, monkeypatch):
     make_map(3)[0].save('m')
     os.rename('m', '.m.old-999999999-x')  # what a kill between the fallback's renames leaves (dead pid)
     assert len(VprMap.load('m')) == 3 and sorted(os.listdir('.')) == ['m']
+
+
+# ----- the manifest (map.yaml) is covered too -------------------------------------------------------
+def _load_in_subprocess(path):
+    """Load in a child: a faiss abort must fail the test, not kill the test run."""
+    code = ('import sys\nfrom vpr_ros.errors import MapError\nfrom vpr_ros.mapdb.store import VprMap\n'
+            'try:\n    VprMap.load(sys.argv[1])\nexcept MapError as exc:\n    print("refused:", exc)\n'
+            'else:\n    print("loaded")\n')
+    return subprocess.run([sys.executable, '-c', code, path], capture_output=True, text=True, timeout=120)
+
+
+def test_an_edited_index_spec_in_map_yaml_is_refused_not_acted_on(saved):
+    path, _ = saved
+    meta = os.path.join(path, 'map.yaml')
+    text = open(meta, encoding='utf-8').read()
+    open(meta, 'w', encoding='utf-8').write(text.replace('index: flat', 'index: hnsw0'))
+    os.remove(os.path.join(path, 'index.faiss'))
+    done = _load_in_subprocess(path)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert 'refused:' in done.stdout and 'map.yaml was changed after the map was written' in done.stdout
+
+
+@pytest.mark.parametrize('edit', [lambda t: t.replace('count: 6', 'count: 5'),
+                                  lambda t: t.replace('dtype: float32', 'dtype: float16'),
+                                  lambda t: t + 'extra: 1\n',
+                                  lambda t: t.replace('manifest_sha256: ', 'manifest_sha256: 0'),
+                                  lambda t: t.rstrip('\n') + '0\n'])
+def test_any_change_to_a_digested_manifest_is_refused(saved, edit):
+    path, _ = saved
+    meta = os.path.join(path, 'map.yaml')
+    text = open(meta, encoding='utf-8').read()
+    open(meta, 'w', encoding='utf-8').write(edit(text))
+    with pytest.raises(MapError, match='map.yaml (was changed after|has a damaged manifest)'):
+        VprMap.load(path, verify='none')
+
+
+def test_a_manifest_written_before_the_digest_loads_unverified(saved):
+    path, vecs = saved
+    meta = os.path.join(path, 'map.yaml')
+    text = open(meta, encoding='utf-8').read()
+    open(meta, 'w', encoding='utf-8').write(text[:text.index('manifest_sha256:')])
+    assert VprMap.load(path).search(vecs[2], 1)[0].place_id == 2
+
+
+@pytest.mark.parametrize('spec', ['hnsw0', 'hnsw1', 'ivf0', 'ivf64'])
+def test_an_older_map_yaml_naming_a_bad_index_spec_is_refused_in_one_line(saved, spec):
+    path, _ = saved  # 6 vectors: ivf64 has more lists than the map has vectors
+    _edit_yaml(path, lambda data: data.update(index=spec))
+    os.remove(os.path.join(path, 'index.faiss'))
+    done = _load_in_subprocess(path)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith('refused:') and 'names an index this vpr_ros refuses' in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1

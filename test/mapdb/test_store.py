@@ -1,3 +1,4 @@
+import errno
 import os
 import sqlite3
 
@@ -141,7 +142,7 @@ def test_pose_frames_round_trip_and_old_maps_load_with_frames_unknown(tmp_path):
     meta_path = os.path.join(path, 'map.yaml')
     with open(meta_path, encoding='utf-8') as fh:
         data = yaml.safe_load(fh)
-    del data['frame_id'], data['child_frame_id']  # as written before frames were recorded
+    del data['frame_id'], data['child_frame_id'], data['manifest_sha256']  # as written before frames
     with open(meta_path, 'w', encoding='utf-8') as fh:
         yaml.safe_dump(data, fh)
     assert (VprMap.load(path).meta.frame_id, VprMap.load(path).meta.child_frame_id) == ('', '')
@@ -193,7 +194,7 @@ def test_maps_carry_the_format_marker_and_maps_without_it_are_still_replaced(tmp
     make_map(3)[0].save(str(path))
     meta = yaml.safe_load((path / 'map.yaml').read_text())
     assert meta['format'] == 'vpr_ros.map'
-    del meta['format']  # a map written before the marker: schema version + encoder section
+    del meta['format'], meta['manifest_sha256']  # a map written before the marker: schema + encoder
     (path / 'map.yaml').write_text(yaml.safe_dump(meta))
     make_map(5)[0].save(str(path))
     assert len(VprMap.load(str(path))) == 5
@@ -203,6 +204,7 @@ def test_a_foreign_format_marker_is_refused_on_load(tmp_path):
     path = tmp_path / 'm'
     make_map(3)[0].save(str(path))
     text = (path / 'map.yaml').read_text().replace('format: vpr_ros.map', 'format: other.tool')
+    text = text[:text.index('manifest_sha256:')]  # no digest: the marker itself must refuse it
     (path / 'map.yaml').write_text(text)
     with pytest.raises(MapError, match='not a vpr_ros map'):
         VprMap.load(str(path), verify='none')
@@ -244,9 +246,179 @@ def test_a_map_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path):
     vmap, _ = make_map()
     path = str(tmp_path / 'm')
     vmap.save(path)
-    with open(os.path.join(path, 'map.yaml'), 'a', encoding='utf-8') as fh:
-        fh.write('bomb:\n' + ''.join('  ' + line + '\n' for line in alias_bomb().splitlines()))
+    manifest = os.path.join(path, 'map.yaml')
+    text = open(manifest, encoding='utf-8').read()
+    bomb = 'bomb:\n' + ''.join('  ' + line + '\n' for line in alias_bomb().splitlines())
+    with open(manifest, 'a', encoding='utf-8') as fh:
+        fh.write(bomb)
+    with pytest.raises(MapError, match='manifest_sha256 line'):  # the digest line is no longer last
+        VprMap.load(path)
+    # a map written before the manifest digest: the YAML itself must be bounded
+    body = text[:text.rindex('manifest_sha256:')]
+    with open(manifest, 'w', encoding='utf-8') as fh:
+        fh.write(body + bomb)
     t0 = time.perf_counter()
     with pytest.raises(MapError, match='expands to more than'):
-        VprMap.load(path)
+        VprMap.load(path, verify='none')
     assert time.perf_counter() - t0 < 10
+
+
+# ----- a failing write is one line, the old map intact, nothing left behind (issue 23) ---------------
+def _map_bytes(path):
+    return {name: open(os.path.join(path, name), 'rb').read() for name in sorted(os.listdir(path))}
+
+
+def _big_map(n=3000, dim=64):
+    vmap = VprMap.empty({**IDENTITY, 'dim': dim})
+    vecs = l2_normalize(np.random.default_rng(1).normal(size=(n, dim)))
+    for i in range(n):
+        vmap.add(float(i), None, vecs[i])
+    return vmap
+
+
+def test_a_save_onto_a_full_disk_is_one_line_and_keeps_the_old_map(tmp_path):
+    from test.helpers import siblings_left, small_tmpfs
+
+    with small_tmpfs(str(tmp_path / 'disk'), '1m') as disk:
+        path = os.path.join(disk, 'm')
+        make_map(5)[0].save(path)
+        before = _map_bytes(path)
+        with pytest.raises(MapError) as err:
+            _big_map().save(path)  # 3000 x 64 float32: 768 kB of descriptors alone
+        assert 'no space left on device' in str(err.value) and 'unchanged' in str(err.value)
+        assert '\n' not in str(err.value)
+        assert _map_bytes(path) == before and len(VprMap.load(path)) == 5
+        assert siblings_left(path) == []
+
+
+def _fail_with(code):
+    def fail(*_a, **_k):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+@pytest.mark.parametrize('code, cause', [(errno.ENOSPC, 'no space left on device'),
+                                         (errno.EDQUOT, 'disk quota exceeded'),
+                                         (errno.EROFS, 'read-only file system'),
+                                         (errno.EACCES, 'permission denied')])
+@pytest.mark.parametrize('stage', ['descriptors', 'places', 'index', 'manifest', 'swap'])
+def test_every_write_failure_names_its_cause_and_keeps_the_old_map(tmp_path, monkeypatch, stage, code,
+                                                                   cause):
+    """Injected where a real disk fills or refuses (no root needed): each file's writer and the swap."""
+    import faiss
+
+    from test.helpers import siblings_left
+    from vpr_ros.mapdb import integrity
+
+    path = str(tmp_path / 'm')
+    make_map(5)[0].save(path)
+    before = _map_bytes(path)
+    if stage == 'descriptors':
+        monkeypatch.setattr(np, 'save', _fail_with(code))
+    elif stage == 'places':
+        def full(*_a, **_k):
+            raise sqlite3.OperationalError('database or disk is full')
+        monkeypatch.setattr(sqlite3, 'connect', full)
+        cause = 'database or disk is full'
+    elif stage == 'index':
+        def short_write(index, name):
+            raise RuntimeError(f"Error in write_index: 'ret == (size * 4)' failed: write error in {name}: "
+                               f'1 != 9 ({os.strerror(code)})')
+        monkeypatch.setattr(faiss, 'write_index', short_write)
+    elif stage == 'manifest':
+        monkeypatch.setattr(integrity, 'digest_files', _fail_with(code))
+    else:
+        monkeypatch.setattr(integrity, 'exchange', _fail_with(code))
+    with pytest.raises(MapError) as err:
+        make_map(7)[0].save(path)
+    message = str(err.value)
+    assert '\n' not in message and cause in message and 'unchanged' in message, message
+    monkeypatch.undo()
+    assert _map_bytes(path) == before and siblings_left(path) == []
+
+
+def test_a_short_write_without_an_errno_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    # numpy reports a short write as OSError('768000 requested and 247776 written'), errno None
+    from vpr_ros.mapdb import integrity
+
+    def short(*_a, **_k):
+        raise OSError('768000 requested and 247776 written')
+
+    monkeypatch.setattr(np, 'save', short)
+    monkeypatch.setattr(integrity, '_NEARLY_FULL_BYTES', 1 << 62)  # the disk "is" full
+    with pytest.raises(MapError, match='no space left on device; nothing was left behind'):
+        make_map(3)[0].save(str(tmp_path / 'm'))
+
+
+# ----- maps are readable by the accounts the umask allows; a refused read says why -----------------
+@pytest.mark.parametrize('umask, dir_mode, file_mode', [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640),
+                                                        (0o002, 0o775, 0o664)])
+def test_a_map_gets_the_modes_the_umask_allows(tmp_path, umask, dir_mode, file_mode):
+    old = os.umask(umask)
+    try:
+        path = str(tmp_path / 'm')
+        make_map(3)[0].save(path)
+        make_map(4)[0].save(path)  # a replacing save too
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == dir_mode  # mkdtemp made it 0700: no other account could read it
+    assert {os.stat(os.path.join(path, n)).st_mode & 0o777 for n in os.listdir(path)} == {file_mode}
+
+
+_LOAD_AS_OTHER_USER = '''
+import os, sys
+import faiss  # noqa: F401  (imported before the account changes)
+from vpr_ros.errors import MapError
+from vpr_ros.mapdb.store import VprMap
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    VprMap.load(sys.argv[1])
+except MapError as exc:
+    print('refused:', exc)
+else:
+    print('loaded')
+'''
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every account can enter (pytest's tmp_path is 0700)."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix='vpr_shared_')
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _load_as_other_user(path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, '-c', _LOAD_AS_OTHER_USER, path], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-800:]
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to load as a second account')
+def test_a_second_account_can_load_a_map(shared_dir):
+    old = os.umask(0o022)
+    try:
+        make_map(3)[0].save(os.path.join(shared_dir, 'm'))
+    finally:
+        os.umask(old)
+    assert _load_as_other_user(os.path.join(shared_dir, 'm')) == 'loaded'
+
+
+@pytest.mark.parametrize('target', ['', 'descriptors.npy', 'map.yaml', 'places.sqlite'])
+def test_a_load_refused_by_permissions_says_permission_denied(shared_dir, target):
+    path = os.path.join(shared_dir, 'm')
+    make_map(3)[0].save(path)
+    os.chmod(os.path.join(path, target) if target else path, 0o700 if not target else 0o000)
+    out = _load_as_other_user(path)
+    assert out.startswith('refused: permission denied'), out
+    assert len(out.splitlines()) == 1

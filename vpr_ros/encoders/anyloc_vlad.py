@@ -23,6 +23,7 @@ import numpy as np
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
 from vpr_ros.encoders.base import Encoder, VocabularyState
+from vpr_ros.encoders.torch_encoder import shrunk_for_fit
 from vpr_ros.errors import ConfigError
 from vpr_ros.textio import short_repr
 
@@ -81,6 +82,11 @@ class AnyLocVlad(DenseVladEncoder):
     description = ('AnyLoc-style hard VLAD (K=32, cosine) over dense backbone features, '
                    'vocabulary from the map')
     default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
+
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        # the fit (vocabulary and PCA) reads only the dense features, which resize every image to
+        # image_size with resize_rgb (a no-op at that size). SegVLAD also segments the full image.
+        return shrunk_for_fit(rgb, self.dense.image_size, self.dense.interpolation)
 
     def _fit(self, images: Sequence[np.ndarray]) -> None:
         self._fit_vocabulary(self._features(images))

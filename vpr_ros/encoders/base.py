@@ -96,6 +96,12 @@ class Encoder(ABC):
         """(height, width) the images are resized to, or None if any size is used as is."""
         return None
 
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` reduced to what :meth:`fit` reads of it, to hold hundreds of fit images at once
+        (a 4K frame is 25 MB). An encoder that resizes every image to one size returns it resized
+        the same way, so the fit sees the very same pixels; the default keeps the image as is."""
+        return rgb
+
     # ----- the shared machinery -------------------------------------------------------------
     @property
     def dim(self) -> int:

@@ -3,7 +3,7 @@
 ``backbone: resnet50`` - ResNet-50 cropped after layer3 (1024 ch, stride 16), 384x384 input,
 16384-d descriptor; ``backbone: dinov2_vitb14`` - DINOv2 ViT-B/14 patch tokens without the final
 LayerNorm (768 ch, 23x23 patches at 322x322), 12288-d. Preprocessing as released: bicubic
-(anti-aliased) resize, ImageNet mean/std.
+(anti-aliased) resize of the float image (``resize_uint8``, see _zoo.py), ImageNet mean/std.
 
 ``weights: PATH`` loads ``resnet50_16384.pth`` / ``dinov2_12288.pth`` from the BoQ v1.0 release
 strictly: keys ``backbone.net.{0,1,4,5,6}.*`` (ResNet: Sequential(conv1, bn1, relu, maxpool,
@@ -24,6 +24,8 @@ from torch import nn
 from vpr_ros.encoders._zoo import (
     EFFICIENTNET_BACKBONES,
     EFFICIENTNET_SIZE,
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
     ZOO_DEFAULTS,
     ZooEncoder,
     check_patch_multiple,
@@ -91,7 +93,8 @@ class BoQModel(nn.Module):
 class BoQEncoder(ZooEncoder):
     name = 'boq'
     description = 'BoQ (CVPR 2024): ResNet-50 16384-d at 384x384 or DINOv2 ViT-B/14 12288-d at 322x322'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50'}
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50'}
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
     default_interpolation = 'bicubic'
 
     def _release(self) -> tuple[BoQConfig, tuple[int, int]]:

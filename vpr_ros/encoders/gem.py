@@ -2,7 +2,8 @@
 
 ``backbone`` resnet18/50/101/152, ``crop`` layer4 (full, 2048-d for ResNet-50) or layer3 (1024-d),
 ``p`` the GeM exponent (3), ``l2_before_pool`` (L2-normalise each local feature before pooling, the
-deep-visual-geo-localization-benchmark default). 480x640 input, ImageNet mean/std.
+deep-visual-geo-localization-benchmark default). 480x640 input, resized in float as the benchmark
+does (``resize_uint8``, see _zoo.py), ImageNet mean/std.
 
 ``weights: PATH`` loads a benchmark (DVGL) ResNet-GeM checkpoint strictly (its ``model_state_dict``,
 ``module.`` prefix dropped): ``backbone.{0,1,4,5,6[,7]}.*`` and ``aggregation.<i>.p`` (i = 1 with
@@ -19,6 +20,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from vpr_ros.encoders._zoo import (
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
     ZOO_DEFAULTS,
     SequentialBackboneModel,
     ZooEncoder,
@@ -76,7 +79,9 @@ def cnn_channels(encoder: ZooEncoder) -> int:
 class GeMEncoder(ZooEncoder):
     name = 'gem'
     description = 'ResNet (ImageNet or fine-tuned) + GeM pooling, 2048-d (ResNet-50 full) at 480x640'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'crop': 'layer4',
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
+                                                'crop': 'layer4',
                                                 'p': 3.0, 'l2_before_pool': False}
 
     def native_size(self) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 ``backbone`` resnet18/50/101 cropped at ``crop`` layer3 ("conv4", the benchmark's choice: 256 /
 1024 / 1024 channels) or layer4, ``clusters`` K = 64 -> K x C dims (65536 for ResNet-50 conv4).
-480x640 input (the benchmark's), ImageNet mean/std.
+480x640 input (the benchmark's), resized in float as the benchmark does (``resize_uint8``, see
+_zoo.py), ImageNet mean/std.
 
 * ``weights: PATH`` - a benchmark NetVLAD checkpoint (``best_model.pth`` of ``resnet{18,50,101}conv4
   -netvlad``; its ``model_state_dict``, ``module.`` prefix dropped) loaded strictly:
@@ -28,7 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
+from vpr_ros.encoders._zoo import (
+    FLOAT_RESIZE,
+    LEGACY_RESIZE,
+    ZOO_DEFAULTS,
+    SequentialBackboneModel,
+    ZooEncoder,
+)
 from vpr_ros.encoders.aggregators.netvlad import NetVLAD
 from vpr_ros.encoders.gem import cnn_channels, cnn_trunk
 from vpr_ros.errors import ConfigError, VprError
@@ -39,7 +46,9 @@ _STATE_KEYS = ('netvlad.centroids', 'netvlad.conv_weight')
 class NetVLADEncoder(ZooEncoder):
     name = 'netvlad'
     description = 'ResNet conv4 + NetVLAD (64 clusters; benchmark checkpoints, or k-means init on the map)'
-    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'crop': 'layer3',
+    legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
+    default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
+                                                'crop': 'layer3',
                                                 'clusters': 64, 'fit_descriptors': 50_000}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:

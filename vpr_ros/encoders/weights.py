@@ -12,14 +12,39 @@ from vpr_ros.errors import WeightsError
 _NESTING_KEYS = ('state_dict', 'model_state_dict', 'model')
 
 
+def is_safetensors(path: str) -> bool:
+    """A ``.safetensors`` file (by name, or by its header: 8-byte little-endian length, then JSON)."""
+    if path.endswith('.safetensors'):
+        return True
+    with open(path, 'rb') as fh:
+        head = fh.read(9)
+    return (len(head) == 9 and head[8:9] == b'{'
+            and 2 <= int.from_bytes(head[:8], 'little') <= os.path.getsize(path) - 8)
+
+
+def _read_safetensors(path: str) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise WeightsError(f'{path} is a .safetensors file: install the safetensors package '
+                           '(pip install safetensors; it is in requirements.txt)') from exc
+    try:
+        return load_file(path, device='cpu')
+    except Exception as exc:  # truncated file, bad header
+        raise WeightsError(f'cannot read weights {path}: {type(exc).__name__}: {str(exc)[:200]}') from exc
+
+
 def read_state_dict(path: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with clear errors; unwraps Lightning-style nesting."""
+    """A checkpoint's state dict with clear errors: ``.safetensors`` files (read without pickle) or
+    ``torch.load(path, weights_only=True)``, Lightning-style nesting unwrapped."""
     import torch
 
     if not path:
         raise WeightsError('no weights file given')
     if not os.path.isfile(path):
         raise WeightsError(f'weights file not found: {path}')
+    if is_safetensors(path):
+        return _read_safetensors(path)
     import numpy as np
 
     core = np._core.multiarray

@@ -11,7 +11,8 @@ Spec grammar (``build-map --index``), comma separated: ``[transform,] kind [,cod
 * ``@P``: search effort, nprobe of an IVF (default 16) or efSearch of an HNSW (default 64).
 
 Examples: ``ivf1024,pq64`` (64 bytes per place), ``opq64_256,ivf1024,pq64``, ``pca256,hnsw32``,
-``ivf4096@32``. Any other string is passed to ``faiss.index_factory`` as is.
+``ivf4096@32``. Any other string is refused, and so is every number out of its range (see
+``plan_index``; faiss aborts the process on some, e.g. ``hnsw0``), before any encoding.
 
 Trained kinds are trained on a seeded random sample of the map (``train_sample_size``): k-means
 and PQ need tens of points per centroid, not millions. With a PCA transform the index compares
@@ -21,6 +22,8 @@ The index is derived data: it can always be rebuilt from descriptors.npy.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 
@@ -45,78 +48,119 @@ class IndexPlan:
     ef_search: int | None  # HNSW search effort
 
 
+# Ranges every spec number is checked against before faiss sees it: outside them faiss aborts the
+# process (hnsw0: SIGABRT, hnsw1: SIGSEGV), overflows a C int (ivf99999999999) or builds an index
+# that cannot be searched (ivf0).
+HNSW_M_RANGE = (2, 512)
+NLIST_RANGE = (1, 1 << 20)
+EFFORT_RANGE = (1, 1 << 16)
+PQ_TRAIN_MIN = 256  # 8-bit codes: k-means of 256 centroids per sub-quantiser needs as many vectors
+
+
 def _default_nlist(count: int) -> int:
-    return max(1, min(65536, int(4 * np.sqrt(max(count, 1)))))
+    return max(1, min(65536, count, int(4 * np.sqrt(max(count, 1)))))
 
 
-def _pq_m(value: str, dim: int, what: str) -> int:
-    msub = int(value) if value else next(s for s in (64, 32, 16, 8, 4, 2, 1) if dim % s == 0)
-    if msub < 1 or dim % msub:
-        raise ConfigError(f'index {what}: dim {dim} is not divisible by {msub}')
+def _shown(spec: str, limit: int = 60) -> str:
+    return repr(spec if len(spec) <= limit else spec[:limit] + '...')
+
+
+def _number(text: str, what: str, bounds: tuple[int, int], spec: str) -> int:
+    """An ASCII decimal inside ``bounds`` (inclusive), else ConfigError naming ``what``."""
+    lo, hi = bounds
+    if not re.fullmatch(r'[0-9]+', text):
+        raise ConfigError(f'index {_shown(spec)}: {what} must be a number {lo}..{hi}')
+    if len(text) > 9 or not lo <= int(text) <= hi:
+        raise ConfigError(f'index {_shown(spec)}: {what} must be {lo}..{hi}, got {text[:12]}')
+    return int(text)
+
+
+def _pq_m(value: str, dim: int, spec: str) -> int:
+    msub = (_number(value, 'the pq/opq sub-quantiser count', (1, dim), spec) if value
+            else next(s for s in (64, 32, 16, 8, 4, 2, 1) if dim % s == 0))
+    if dim % msub:
+        raise ConfigError(f'index {_shown(spec)}: dim {dim} is not divisible by {msub}')
     return msub
 
 
-def plan_index(spec: str, dim: int, count: int) -> IndexPlan:
-    """Parse a spec (see the module docstring) into a faiss factory string and search settings."""
-    spec = spec.strip()
-    head, _, effort = spec.partition('@')
-    if effort and not effort.isdigit():
-        raise ConfigError(f'index {spec!r}: the part after @ must be a number (nprobe / efSearch)')
+def _check_trainable(spec: str, kind: str, need: int, count: int | None) -> None:
+    if count is not None and count < need:
+        raise ConfigError(f'index {_shown(spec)}: {kind} needs at least {need} map vectors to train, the map '
+                          f'has {count}')
+
+
+def plan_index(spec: str, dim: int, count: int | None = None) -> IndexPlan:
+    """Parse and validate a spec (see the module docstring) into a faiss factory string and search
+    settings. Every number is range-checked; ``count`` (map vectors; None when not known yet, e.g.
+    before encoding) adds the checks that depend on it (IVF lists, PQ and PCA training)."""
+    if not isinstance(spec, str):
+        raise ConfigError(f'index spec must be a string, got {type(spec).__name__}')
+    head, at, effort_text = spec.strip().partition('@')
     parts = [p.strip().lower() for p in head.split(',') if p.strip()]
     if not parts:
         raise ConfigError('empty index spec')
+    effort = _number(effort_text, 'the search effort after @ (nprobe / efSearch)', EFFORT_RANGE,
+                     spec) if at else None
     factory: list[str] = []
     metric = 'ip'
     cur_dim = dim
-    m = re.fullmatch(r'(pca|opq)(\d*)(?:_(\d+))?', parts[0])
+    m = re.fullmatch(r'(pca|opq)([0-9]*)(?:_([0-9]+))?', parts[0])
     if m and len(parts) > 1:
         kind, a, b = m.groups()
         if kind == 'pca':
-            out = int(a or max(1, dim // 4))
-            if b or not 1 <= out <= dim:
-                raise ConfigError(f'index {spec!r}: pca takes one output dimension 1..{dim}')
+            if b:
+                raise ConfigError(f'index {_shown(spec)}: pca takes one output dimension 1..{dim}')
+            out = _number(a, 'the pca output dimension', (1, dim), spec) if a else max(1, dim // 4)
+            _check_trainable(spec, f'pca{out}', out, count)
             factory.append(f'PCA{out}')
             metric, cur_dim = 'l2', out
         else:
-            out = int(b) if b else dim
-            if not 1 <= out <= dim:
-                raise ConfigError(f'index {spec!r}: opq output dimension must be 1..{dim}')
+            out = _number(b, 'the opq output dimension', (1, dim), spec) if b else dim
             msub = _pq_m(a, out, spec)
+            _check_trainable(spec, 'opq', PQ_TRAIN_MIN, count)
             factory.append(f'OPQ{msub}_{out}' if b else f'OPQ{msub}')
             cur_dim = out
         parts = parts[1:]
     kind, codes = parts[0], parts[1:]
     if len(codes) > 1:
-        raise ConfigError(f'index {spec!r}: expected [transform,] kind [,codes]')
+        raise ConfigError(f'index {_shown(spec)}: expected [transform,] kind [,codes]')
     code = codes[0] if codes else 'flat'
     nprobe = ef = None
-    if kind == 'flat' and not codes:
-        factory.append('Flat')
-    elif kind in ('sq8', 'fp16') and not codes:
-        factory.append('SQ8' if kind == 'sq8' else 'SQfp16')
-    elif (mk := re.fullmatch(r'pq(\d*)', kind)) and not codes:
+    if kind in ('flat', 'sq8', 'fp16') and not codes:
+        factory.append({'flat': 'Flat', 'sq8': 'SQ8', 'fp16': 'SQfp16'}[kind])
+    elif (mk := re.fullmatch(r'pq([0-9]*)', kind)) and not codes:
         factory.append(f'PQ{_pq_m(mk.group(1), cur_dim, spec)}x8')
-    elif mk := re.fullmatch(r'hnsw(\d*)', kind):
+        _check_trainable(spec, 'pq', PQ_TRAIN_MIN, count)
+    elif mk := re.fullmatch(r'hnsw([0-9]*)', kind):
         codes_f = {'flat': 'Flat', 'fp16': 'SQfp16', 'sq8': 'SQ8'}.get(code)
         if codes_f is None:
-            raise ConfigError(f'index {spec!r}: hnsw stores flat, fp16 or sq8 codes')
-        factory.append(f'HNSW{mk.group(1) or 32},{codes_f}')
-        ef = int(effort) if effort else DEFAULT_EF_SEARCH
-    elif mk := re.fullmatch(r'ivf(\d*)', kind):
-        nlist = int(mk.group(1)) if mk.group(1) else _default_nlist(count)
-        mc = re.fullmatch(r'pq(\d*)', code)
+            raise ConfigError(f'index {_shown(spec)}: hnsw stores flat, fp16 or sq8 codes')
+        links = _number(mk.group(1), 'the hnsw link count M', HNSW_M_RANGE, spec) if mk.group(1) else 32
+        factory.append(f'HNSW{links},{codes_f}')
+        ef = effort or DEFAULT_EF_SEARCH
+    elif mk := re.fullmatch(r'ivf([0-9]*)', kind):
+        if mk.group(1):
+            nlist = _number(mk.group(1), 'the ivf list count', NLIST_RANGE, spec)
+            if count is not None and nlist > count:
+                raise ConfigError(f'index {_shown(spec)} has more lists ({nlist}) than map vectors ({count})')
+        else:
+            nlist = _default_nlist(count or 1)
+        mc = re.fullmatch(r'pq([0-9]*)', code)
         if mc:
             codes_f = f'PQ{_pq_m(mc.group(1), cur_dim, spec)}x8'
+            _check_trainable(spec, 'pq', PQ_TRAIN_MIN, count)
         else:
             codes_f = {'flat': 'Flat', 'fp16': 'SQfp16', 'sq8': 'SQ8'}.get(code)
             if codes_f is None:
-                raise ConfigError(f'index {spec!r}: ivf stores flat, fp16, sq8 or pq[M] codes')
+                raise ConfigError(f'index {_shown(spec)}: ivf stores flat, fp16, sq8 or pq[M] codes')
         factory.append(f'IVF{nlist},{codes_f}')
-        nprobe = max(1, min(nlist, int(effort) if effort else DEFAULT_NPROBE))
-    elif re.fullmatch(r'[a-z]+\d*(?:_\d+)?', kind) and not effort:
-        return IndexPlan(spec, 'ip', None, None)  # unknown word: let faiss.index_factory judge it
+        nprobe = min(nlist, effort or DEFAULT_NPROBE)
     else:
-        raise ConfigError(f'bad index spec {spec!r} (see vpr_ros.mapdb.index)')
+        raise ConfigError(f'bad index spec {_shown(spec)}: expected [pca[D]|opq[M][_D],] flat|sq8|fp16|pq[M]|'
+                          'hnsw[M][,flat|fp16|sq8]|ivf[N][,flat|fp16|sq8|pq[M]] [@effort] '
+                          '(see vpr_ros.mapdb.index)')
+    if effort is not None and nprobe is None and ef is None:
+        raise ConfigError(f'index {_shown(spec)}: @effort applies to ivf and hnsw indexes only')
     return IndexPlan(','.join(factory), metric, nprobe, ef)
 
 
@@ -155,18 +199,19 @@ def build_index(vectors: np.ndarray, spec: str = 'flat', seed: int = 0, add_batc
     try:
         index = faiss.index_factory(dim, plan.factory, metric)
     except RuntimeError as exc:
-        raise ConfigError(f'bad index spec {spec!r}: {str(exc).splitlines()[0][:200]}') from exc
+        raise ConfigError(f'bad index spec {_shown(spec)}: {str(exc).splitlines()[0][:200]}') from exc
     _no_polysemous_training(index)
     if not index.is_trained:
         if count < 2:
-            raise ConfigError(f'index {spec!r} must be trained but the map has {count} vectors')
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None and ivf.nlist > count:
-            raise ConfigError(f'index {spec!r} has more lists ({ivf.nlist}) than map vectors ({count})')
+            raise ConfigError(f'index {_shown(spec)} must be trained but the map has {count} vectors')
         need = train_sample_size(index)
         rows = (np.arange(count) if count <= need
                 else np.sort(np.random.default_rng(seed).choice(count, need, replace=False)))
-        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        try:
+            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        except RuntimeError as exc:
+            raise ConfigError(f'index {_shown(spec)} cannot be trained on this map: '
+                              f'{str(exc).splitlines()[-1][:200]}') from exc
     set_search_effort(index, plan.nprobe, plan.ef_search)
     for start in range(0, count, add_batch):
         index.add(np.ascontiguousarray(vectors[start:start + add_batch], dtype=np.float32))
@@ -208,9 +253,17 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_index(index, path: str) -> None:
+    """Write ``index``; a failed write (faiss: RuntimeError naming strerror) raises OSError."""
     import faiss
 
-    faiss.write_index(index, path)
+    try:
+        faiss.write_index(index, path)
+    except RuntimeError as exc:
+        text = str(exc)
+        code = next((c for c, name in ((errno.ENOSPC, 'No space left'), (errno.EDQUOT, 'quota'),
+                                       (errno.EROFS, 'Read-only'), (errno.EACCES, 'Permission denied'))
+                     if name in text), errno.EIO)
+        raise OSError(code, f'{os.strerror(code)} writing {os.path.basename(path)}') from exc
 
 
 def read_index(path: str, mmap: bool = False, ivf: bool = False):
@@ -229,7 +282,7 @@ def read_index(path: str, mmap: bool = False, ivf: bool = False):
 
 def is_ivf_spec(spec: str, dim: int) -> bool:
     try:
-        return 'IVF' in plan_index(spec, dim, 1).factory.upper()
+        return 'IVF' in plan_index(spec, dim).factory.upper()
     except ConfigError:
         return False
 

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,8 +60,12 @@ def digest_files(directory: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, verify: str) -> set[str]:
-    """Names of files that differ from what map.yaml recorded; raises for a missing recorded file."""
+def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, verify: str,
+                 shown: str | None = None) -> set[str]:
+    """Names of files that differ from what map.yaml recorded; raises for a missing recorded file.
+
+    ``shown``: the map's name in messages (``directory`` may be a pinned snapshot's /proc path).
+    """
     if verify not in VERIFY_MODES:
         raise MapError(f'map verification must be one of {VERIFY_MODES}, got {verify!r}')
     if not files or verify == 'none':
@@ -71,12 +76,77 @@ def verify_files(directory: str, files: Mapping[str, Mapping[str, Any]] | None, 
         if not os.path.isfile(path):
             if name == INDEX_FILE:
                 continue  # derived data: rebuilt
-            raise MapError(f'{directory} is corrupt: {name} is missing')
+            raise MapError(f'{shown or directory} is corrupt: {name} is missing')
         if os.path.getsize(path) != want['bytes']:
             bad.add(name)
         elif verify == 'full' and sha256_file(path) != want['sha256']:
             bad.add(name)
     return bad
+
+
+# ----- consistent reads ------------------------------------------------------------------------
+class Snapshot:
+    """One version of a map directory, pinned by a directory handle for the length of a load.
+
+    A save swaps whole directories (renameat2 exchange), so every file opened through the handle
+    (``root``: ``/proc/self/fd/N`` on Linux) belongs to the version that was at ``path`` when the
+    snapshot was taken, however many saves land meanwhile; opening each file by ``path`` mixed one
+    save's descriptors with another's map.yaml. A save that lands during the load removes the old
+    version's files: :meth:`replaced` then says so and the caller loads again.
+    Without /proc (not Linux) files are opened by path, as before.
+    """
+
+    def __init__(self, path: str, shown: str | None = None) -> None:
+        self.path, self.shown = path, shown or path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError as exc:
+            raise MapError(f'map not found: {self.shown}') from exc
+        except NotADirectoryError as exc:
+            raise MapError(f'map not found: {self.shown} is not a directory') from exc
+        except PermissionError as exc:
+            raise MapError(f'permission denied: this user cannot read the map {self.shown}') from exc
+        except OSError as exc:
+            raise MapError(f'cannot open the map {self.shown}: {exc.strerror}') from exc
+        st = os.fstat(self.fd)
+        self._identity = (st.st_dev, st.st_ino)
+        proc = f'/proc/self/fd/{self.fd}'
+        self.root = proc if os.path.isdir(proc) else path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def open_fd(self, name: str) -> int:
+        """A read-only descriptor of one file of this version (the caller closes it)."""
+        return os.open(name, os.O_RDONLY, dir_fd=self.fd)
+
+    def replaced(self) -> bool:
+        """Whether ``path`` names another directory now (a save landed since the snapshot)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._identity
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> 'Snapshot':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_error(shown: str, exc: BaseException) -> MapError:
+    """The one-line MapError for a file of a map that could not be read."""
+    if isinstance(exc, PermissionError):
+        name = os.path.basename(str(exc.filename)) if exc.filename else 'a map file'
+        return MapError(f'permission denied: this user cannot read {name} of {shown}')
+    text = str(exc).strip().splitlines()
+    return MapError(f'{shown} is corrupt: {type(exc).__name__}: {text[0][:200] if text else ""}')
 
 
 # ----- content ---------------------------------------------------------------------------------
@@ -176,9 +246,26 @@ def exchange(a: str, b: str) -> bool:
 
 
 def _sibling(path: str, kind: str) -> str:
-    """A new hidden sibling directory name ``.NAME.KIND-PID-random`` (kind: tmp or old)."""
+    """A new hidden sibling directory ``.NAME.KIND-PID-random`` (kind: tmp or old), with the mode
+    a plain mkdir gives (0777 & ~umask): mkdtemp's 0700 kept the map from every other account."""
     prefix = f'.{os.path.basename(path)}.{kind}-{os.getpid()}-'
-    return tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(path))
+    created = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(path))
+    os.chmod(created, 0o777 & ~current_umask())
+    return created
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask sets it: racy with other threads)."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as fh:
+            for line in fh:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (or a kernel before 4.7): read it the only other way
+    os.umask(mask)
+    return mask
 
 
 def _siblings(path: str) -> list[tuple[str, str, int | None]]:
@@ -265,19 +352,58 @@ def check_target(path: str, replace_problem: Callable[[str], str | None],
         raise MapError(problem)
 
 
+# Causes a write fails with that a user can act on, as the one-line reason of the MapError.
+_WRITE_CAUSES = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
+                 errno.EROFS: 'read-only file system', errno.EACCES: 'permission denied',
+                 errno.EPERM: 'permission denied (operation not permitted)',
+                 errno.EBUSY: 'device or resource busy (a mount point?)', errno.EIO: 'input/output error',
+                 errno.EFBIG: 'file too large for the file system'}
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def write_failure(path: str, exc: BaseException, had_map: bool) -> MapError:
+    """The one-line MapError for a save that failed with ``exc`` (an OSError, or a library's error
+    carrying an errno). Some writers lose the errno of a short write (numpy: "N requested and M
+    written"): a file system left nearly full is then named as the cause."""
+    code = getattr(exc, 'errno', None)
+    cause = _WRITE_CAUSES.get(code) if isinstance(code, int) else None
+    if cause is None:
+        try:
+            st = os.statvfs(os.path.dirname(path))
+            full = st.f_bavail * st.f_frsize < _NEARLY_FULL_BYTES
+        except OSError:
+            full = False
+        lines = str(exc).strip().splitlines()
+        if full:
+            cause = 'no space left on device'
+        elif re.search(r'\d+ requested and \d+ written', str(exc)):  # numpy's short write, errno lost
+            cause = f'a write was cut short ({lines[0][:80]}): the file system is full or over its quota'
+        else:
+            cause = lines[0][:200] if lines else type(exc).__name__
+    kept = 'the map that was there is unchanged' if had_map else 'nothing was left behind'
+    return MapError(f'cannot write the map {path}: {cause}; {kept}')
+
+
 def replace_directory(path: str, write_into: Callable[[str], None],
-                      replace_problem: Callable[[str], str | None]) -> None:
+                      replace_problem: Callable[[str], str | None],
+                      write_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
     """Write a new directory with ``write_into(tmp)`` and swap it in for ``path`` atomically.
 
     ``replace_problem(path)`` is asked before anything is written and again just before the swap:
-    a directory that is not one this package wrote is never replaced.
+    a directory that is not one this package wrote is never replaced. A write that fails
+    (``write_errors``: disk full, quota, read-only, permission) is a one-line MapError naming the
+    cause; the temporary sibling is removed and whatever was at ``path`` stays as it was.
     """
     path = os.path.abspath(path)
     check_target(path, replace_problem)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.lexists(path):  # free the disk first; without a map at path a sibling may be the only copy
-        remove_stale(path)
-    tmp = _sibling(path, 'tmp')
+    had_map = os.path.lexists(path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if had_map:  # free the disk first; without a map at path a sibling may be the only copy
+            remove_stale(path)
+        tmp = _sibling(path, 'tmp')
+    except write_errors as exc:
+        raise write_failure(path, exc, had_map) from exc
     try:
         write_into(tmp)
         _fsync_dir(tmp)
@@ -295,9 +421,13 @@ def replace_directory(path: str, write_into: Callable[[str], None],
         else:
             os.rename(tmp, path)
             _fsync_dir(os.path.dirname(path))
-    except BaseException:
+    except BaseException as exc:
+        # the cause first: removing the sibling frees the space a short write's cause is read from
+        failure = write_failure(path, exc, had_map) if isinstance(exc, write_errors) else None
         if os.path.isdir(tmp) and os.path.abspath(tmp) != path:
             shutil.rmtree(tmp, ignore_errors=True)
+        if failure is not None:
+            raise failure from exc
         raise
     remove_stale(path)
 

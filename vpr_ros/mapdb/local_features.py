@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.mapdb.integrity import read_error
 from vpr_ros.textio import load_yaml_file, short_repr
 
 KINDS = {'rootsift': 128, 'orb': 32}
@@ -263,18 +264,25 @@ class LocalFeatureStore:
             fh.write(yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
 
     @classmethod
-    def read(cls, directory: str, places: int) -> 'LocalFeatureStore | None':
-        """The map's local features, None when it has none; MapError when they are inconsistent."""
+    def read(cls, directory: str, places: int, shown: str | None = None,
+             present: bool | None = None) -> 'LocalFeatureStore | None':
+        """The map's local features, None when it has none; MapError when they are inconsistent.
+
+        ``shown``: the map's name in messages (``directory`` may be a pinned snapshot's /proc path).
+        ``present``: whether the map was written with local features (None: whether the files exist).
+        """
         meta_path = os.path.join(directory, META_FILE)
-        if not os.path.isfile(meta_path):
+        if not (os.path.isfile(meta_path) if present is None else present):
             return None
 
         def corrupt(why: str) -> MapError:
-            return MapError(f'{directory} is corrupt: local features: {why}')
+            return MapError(f'{shown or directory} is corrupt: local features: {why}')
 
         try:
             meta = load_yaml_file(meta_path, META_FILE, MapError)
             arrays = [np.load(os.path.join(directory, f), allow_pickle=False) for f in FILES]
+        except PermissionError as exc:
+            raise read_error(shown or directory, exc) from exc
         except (OSError, ValueError, MapError) as exc:
             raise corrupt(f'{type(exc).__name__}: {str(exc)[:200]}') from exc
         if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +18,11 @@ SCHEMA_VERSION = 1
 # Written into every map.yaml: the marker that says a folder is a vpr_ros map (a nav2 map_server folder
 # also holds a map.yaml). Maps written before the marker are recognised by their schema and encoder.
 MAP_FORMAT = 'vpr_ros.map'
+# The last line of every map.yaml: the SHA-256 of the text above it. files: covers every other file,
+# this covers map.yaml itself (an edited index spec or count is refused, not acted on). Maps written
+# before it load with their manifest unverified, as they always did.
+MANIFEST_DIGEST = 'manifest_sha256'
+_DIGEST_LINE = re.compile(rf'{MANIFEST_DIGEST}: ([0-9a-f]{{64}})\n?')
 
 
 @dataclass
@@ -46,10 +53,14 @@ class MapMeta:
         return bool(self.encoder.get('multi_vector', False))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(asdict(self), sort_keys=False)
+        body = yaml.safe_dump(asdict(self), sort_keys=False)
+        return f'{body}{MANIFEST_DIGEST}: {_sha256(body)}\n'
 
     @staticmethod
     def from_yaml(text: str, source: str) -> 'MapMeta':
+        problem = manifest_problem(text)
+        if problem:
+            raise MapError(f'{source}: {problem}')
         data = load_yaml(text, f'{source}: map.yaml', MapError, MANIFEST_MAX_BYTES)
         if not isinstance(data, dict) or 'encoder' not in data:
             raise MapError(f'{source}: map.yaml lacks the encoder section')
@@ -65,6 +76,25 @@ class MapMeta:
             raise MapError(f'{source}: map.yaml is malformed ({problem})')
         known = set(MapMeta.__dataclass_fields__)
         return MapMeta(**{k: v for k, v in data.items() if k in known})
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def manifest_problem(text: str) -> str | None:
+    """Why map.yaml's text is not what was written (None: it is, or it predates the digest)."""
+    body_end = text.rfind(f'\n{MANIFEST_DIGEST}:') + 1
+    if body_end == 0:
+        return ('map.yaml has a damaged manifest digest line' if text.startswith(f'{MANIFEST_DIGEST}:')
+                else None)
+    found = _DIGEST_LINE.fullmatch(text, body_end)
+    if found is None:
+        return f'map.yaml has a damaged {MANIFEST_DIGEST} line (it must be the last line, 64 hex digits)'
+    if found.group(1) != _sha256(text[:body_end]):
+        return ('map.yaml was changed after the map was written (its text does not match its '
+                f'{MANIFEST_DIGEST}); restore it or rebuild the map')
+    return None
 
 
 def _is_int(value: Any) -> bool:

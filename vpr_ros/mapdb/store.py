@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import urllib.parse
+import weakref
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +27,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from vpr_ros.errors import MapError
+from vpr_ros.errors import ConfigError, MapError
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
 from vpr_ros.mapdb import integrity
@@ -70,7 +72,7 @@ class VprMap:
         self._owners = _Growable(np.zeros(0, np.int64) if owners is None else np.asarray(owners, np.int64))
         self.encoder_state = dict(encoder_state or {})
         self._index = index
-        self._index_file: str | None = None  # set while the index is memory-mapped from this file
+        self._index_file: _IndexFile | None = None  # set while the index is memory-mapped from this file
         self._pending: list[np.ndarray] = []  # rows added since the index was built
         self.thumbnails: dict[int, bytes] = {}  # place id -> JPEG bytes
         self.local_features: LocalFeatureStore | None = None  # None: the map has none
@@ -82,6 +84,7 @@ class VprMap:
               build: dict[str, Any] | None = None) -> 'VprMap':
         if dtype not in ('float32', 'float16'):
             raise MapError(f'descriptor dtype must be float32 or float16, got {dtype!r}')
+        faiss_index.plan_index(index, int(encoder_identity['dim']))  # ConfigError for a bad spec
         meta = MapMeta(encoder=dict(encoder_identity), index=index, dtype=dtype, build=dict(build or {}))
         return cls(meta, encoder_state=encoder_state)
 
@@ -165,12 +168,15 @@ class VprMap:
     def index(self):
         if self._index is None:
             self._index = faiss_index.build_index(self.descriptors, self.meta.index)
+            if self._index_file is not None:
+                self._index_file.close()
             self._index_file = None
             self._pending = []
             self._record_index_training()
         elif self._pending:
             if self._index_file is not None:  # mapped read-only: bring it into memory to grow it
-                self._index = faiss_index.read_index(self._index_file)
+                self._index = faiss_index.read_index(self._index_file.path)
+                self._index_file.close()
                 self._index_file = None
             self._index.add(np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32))
             self._pending = []
@@ -234,7 +240,7 @@ class VprMap:
         An existing ``path`` is replaced only when it is a vpr_ros map holding nothing but the files
         a map is made of, or an empty directory (:func:`replace_problem`); otherwise MapError.
         """
-        integrity.replace_directory(path, self._write_into, replace_problem)
+        integrity.replace_directory(path, self._write_into, replace_problem, _WRITE_ERRORS)
 
     def _write_into(self, directory: str) -> None:
         self.meta.count, self.meta.vectors = len(self.places), len(self.owners)
@@ -255,8 +261,10 @@ class VprMap:
         self.meta.files = integrity.digest_files(directory)
         with open(os.path.join(directory, 'map.yaml'), 'w', encoding='utf-8') as fh:
             fh.write(self.meta.to_yaml())
+        mode = 0o666 & ~integrity.current_umask()  # what open() gives; sqlite creates 0644 whatever the umask
         for name in os.listdir(directory):
             with open(os.path.join(directory, name), 'rb') as fh:
+                os.fchmod(fh.fileno(), mode)
                 os.fsync(fh.fileno())
 
     @classmethod
@@ -266,15 +274,36 @@ class VprMap:
 
         ``verify``: 'full' checks every file against its checksum in map.yaml and every descriptor;
         'size' only file sizes and a sample of descriptors (huge maps); 'none' no file checks.
+        Every file is read from one version of the directory (integrity.Snapshot), so a save that
+        replaces the map meanwhile is never mixed into the load: the load starts again on the new map.
         """
         path = integrity.recover(path, _is_complete) or path
-        if not os.path.isdir(path):
-            raise MapError(f'map not found: {path}')
-        missing = [f for f in _FILES if not os.path.isfile(os.path.join(path, f))]
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            with integrity.Snapshot(path) as snapshot:
+                try:
+                    return cls._load_snapshot(snapshot, encoder_identity, mmap, verify)
+                except MapError:
+                    if attempt == LOAD_ATTEMPTS or not snapshot.replaced():
+                        raise
+                    logger.debug(f'{path} was replaced while it was loaded; loading the new map')
+        raise AssertionError('unreachable')
+
+    @classmethod
+    def _load_snapshot(cls, snapshot: integrity.Snapshot, encoder_identity: dict[str, Any] | None,
+                       mmap: bool, verify: str) -> 'VprMap':
+        path, file = snapshot.shown, snapshot.file
+        missing = [f for f in _FILES if not os.path.isfile(file(f))]
         if missing:
             raise MapError(f'{path} is not a complete vpr_ros map (missing {", ".join(missing)})')
-        meta = _read_meta(path)
-        differ = integrity.verify_files(path, meta.files, verify)
+        meta = _read_meta(snapshot.root, path)
+        try:  # before faiss sees it: an edited or old map.yaml may name a spec faiss aborts on
+            faiss_index.plan_index(meta.index, meta.dim, meta.vectors or None)
+        except ConfigError as exc:
+            raise MapError(f'{path}: map.yaml names an index this vpr_ros refuses ({exc})') from exc
+        try:
+            differ = integrity.verify_files(snapshot.root, meta.files, verify, path)
+        except OSError as exc:
+            raise integrity.read_error(path, exc) from exc
         if differ - {integrity.INDEX_FILE}:
             raise MapError(f'{path} is corrupt: {", ".join(sorted(differ - {integrity.INDEX_FILE}))} '
                            'differ from the checksums in map.yaml')
@@ -282,19 +311,25 @@ class VprMap:
             problems = compatibility_problems(meta.encoder, encoder_identity)
             if problems:
                 raise MapError(f'{path}: ' + '; '.join(problems))
+
+        def has(name: str) -> bool:
+            """Whether the save wrote an optional file: map.yaml's record says so (a file of a version a
+            new save is deleting must not read as 'this map has none'); older maps: the file is there."""
+            return name in meta.files if meta.files else os.path.isfile(file(name))
+
         try:
-            descriptors = np.load(os.path.join(path, 'descriptors.npy'), mmap_mode='r' if mmap else None,
+            descriptors = np.load(file('descriptors.npy'), mmap_mode='r' if mmap else None,
                                   allow_pickle=False)
-            owners = np.load(os.path.join(path, 'owners.npy'), allow_pickle=False)
-            state_path = os.path.join(path, 'encoder_state.npz')
+            owners = np.load(file('owners.npy'), allow_pickle=False)
             state = {}
-            if os.path.isfile(state_path):
-                with np.load(state_path, allow_pickle=False) as npz:
+            if has('encoder_state.npz'):
+                with np.load(file('encoder_state.npz'), allow_pickle=False) as npz:
                     state = {k: npz[k] for k in npz.files}
-            places, thumbnails = _read_places(os.path.join(path, 'places.sqlite'))
-            local_features = LocalFeatureStore.read(path, len(places))
+            places, thumbnails = _read_places(file('places.sqlite'))
+            local_features = LocalFeatureStore.read(snapshot.root, len(places), path,
+                                                    has(LOCAL_FEATURES_META))
         except _READ_ERRORS as exc:
-            raise MapError(f'{path} is corrupt: {type(exc).__name__}: {_first_line(exc)}') from exc
+            raise integrity.read_error(path, exc) from exc
         if descriptors.ndim != 2 or descriptors.shape[1] != meta.dim:
             raise MapError(f'{path} is corrupt: descriptors {descriptors.shape} vs dim {meta.dim}')
         if owners.ndim != 1 or owners.dtype.kind not in 'iu':
@@ -309,13 +344,18 @@ class VprMap:
         if integrity.INDEX_FILE in differ:
             logger.warning(f'{path}: index.faiss differs from its checksum in map.yaml; rebuilding it from '
                            'the descriptors')
-        index = None
-        index_path = os.path.join(path, 'index.faiss')
-        if os.path.isfile(index_path) and integrity.INDEX_FILE not in differ:
+        index, index_file = None, None
+        if os.path.isfile(file(integrity.INDEX_FILE)) and integrity.INDEX_FILE not in differ:
             try:
-                index = faiss_index.read_index(index_path, mmap,
-                                               faiss_index.is_ivf_spec(meta.index, meta.dim))
-            except RuntimeError:
+                index_file = _IndexFile(snapshot) if mmap else None
+            except OSError as exc:
+                raise integrity.read_error(path, exc) from exc
+            try:
+                index = faiss_index.read_index(index_file.path if index_file else file(integrity.INDEX_FILE),
+                                               mmap, faiss_index.is_ivf_spec(meta.index, meta.dim))
+            except RuntimeError as exc:
+                if snapshot.replaced():  # its files are being removed: read the new map instead
+                    raise MapError(f'{path} was replaced while it was read') from exc
                 index = None  # derived data: rebuilt from the descriptors below
             if index is not None and (index.ntotal != len(descriptors) or index.d != meta.dim):
                 index = None
@@ -326,10 +366,34 @@ class VprMap:
         vmap = cls(meta, places, descriptors, owners, state, index)
         vmap.thumbnails = thumbnails
         vmap.local_features = local_features
-        if mmap and index is not None:
-            vmap._index_file = index_path
+        if index is not None and index_file is not None:
+            vmap._index_file = index_file  # a mapped index is read again from this very file to grow it
+        elif index_file is not None:
+            index_file.close()
         return vmap
 
+
+LOAD_ATTEMPTS = 8  # loads started again when saves keep replacing the map while it is read
+
+
+class _IndexFile:
+    """The index file of one map version, held open: a mapped index is read again from the same
+    file (not whatever a later save put at the path) when places are added to it."""
+
+    def __init__(self, snapshot: integrity.Snapshot) -> None:
+        self.fd = snapshot.open_fd(integrity.INDEX_FILE)
+        proc = f'/proc/self/fd/{self.fd}'
+        self.path = proc if os.path.exists(proc) else snapshot.file(integrity.INDEX_FILE)
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+# What writing a map's files raises when the disk is full, read-only or not ours: OSError (numpy, open),
+# sqlite3.Error ("database or disk is full") and faiss's RuntimeError of write_index (index.write_index
+# turns that into an OSError).
+_WRITE_ERRORS = (OSError, sqlite3.Error)
 
 # Everything numpy, zipfile, sqlite and the decoders raise for damaged files (empty .npy: EOFError,
 # broken .npz: BadZipFile / zlib.error, text in a REAL column: TypeError in _read_places).
@@ -342,9 +406,16 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else ''
 
 
-def _read_meta(path: str) -> MapMeta:
-    text = read_text(os.path.join(path, 'map.yaml'), 'map.yaml', MapError, MANIFEST_MAX_BYTES)
-    return MapMeta.from_yaml(text, path)
+def _read_meta(directory: str, shown: str | None = None) -> MapMeta:
+    shown = shown or directory
+    path = os.path.join(directory, 'map.yaml')
+    try:
+        text = read_text(path, 'map.yaml', MapError, MANIFEST_MAX_BYTES)
+    except MapError as exc:  # read through a snapshot's directory handle: name the map, not the handle
+        if isinstance(exc.__cause__, PermissionError):
+            raise integrity.read_error(shown, exc.__cause__) from exc
+        raise MapError(str(exc).replace(path, os.path.join(shown, 'map.yaml'))) from exc
+    return MapMeta.from_yaml(text, shown)
 
 
 # Every name a save writes into a map directory: anything else in it is someone else's file.
@@ -545,7 +616,7 @@ def _read_places(path: str, chunk: int = 65536) -> tuple[PlaceTable, dict[int, b
     # immutable: a map is never modified in place (saves replace the directory), so a stray
     # places.sqlite-journal is ignored instead of rolled back (which a read-only open refuses with
     # 'attempt to write a readonly database'); the checksum in map.yaml vouches for the file.
-    db = sqlite3.connect(f'file:{path}?mode=ro&immutable=1', uri=True)
+    db = sqlite3.connect(f'file:{urllib.parse.quote(path)}?mode=ro&immutable=1', uri=True)
     try:
         cursor = db.execute('SELECT id, stamp, x, y, z, qx, qy, qz, qw, has_pose, source FROM places '
                             'ORDER BY id')

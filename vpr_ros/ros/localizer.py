@@ -264,10 +264,12 @@ class LocalizerNode(Node):
                 return on_error(exc, *args) if on_error is not None else None
         return guarded
 
-    def callback_failed(self, kind: str, exc: BaseException) -> None:
-        """Count (and log the first of each kind of) a failure of a callback or worker stage."""
+    def callback_failed(self, kind: str, exc: BaseException, message: str | None = None) -> None:
+        """Count a failure of a callback; log ``message`` if given, else the first failure of each kind."""
         self._callback_errors[kind] += 1
-        if self._callback_errors[kind] == 1:
+        if message is not None:
+            self.get_logger().error(message)
+        elif self._callback_errors[kind] == 1:
             where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
             at = f' at {os.path.basename(where[0].filename)}:{where[0].lineno}' if where else ''
             self.get_logger().error(f'{kind} failed: {type(exc).__name__}: {_first_line(exc)}{at} (the node '
@@ -680,10 +682,10 @@ class LocalizerNode(Node):
             with self._map_lock:
                 self._localizer.map.save(path)
                 count = len(self._localizer.map)
-        except Exception as exc:  # a full disk (sqlite3.OperationalError) must not kill the executor
+        except Exception as exc:  # a full disk (sqlite3.OperationalError), a refused target: a reply
             response.success = False
-            response.message = f'saving the map to {path} failed: {type(exc).__name__}: {exc}'[:500]
-            self.get_logger().error(response.message)
+            response.message = f'saving the map to {path} failed: {type(exc).__name__}: {_first_line(exc)}'
+            self.callback_failed(f"service {self.resolve_service_name('~/save_map')}", exc, response.message)
             return response
         response.success, response.message = True, f'saved {count} places to {path}'
         self.get_logger().info(response.message)

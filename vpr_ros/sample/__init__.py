@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from vpr_ros.errors import ConfigError, SourceError
 from vpr_ros.frames import Frame, Pose
 from vpr_ros.sample.constants import LOOP_M, MIN_LOOP_M, STORAGES, TRAVERSALS
-from vpr_ros.sample.render import _render_frames
+from vpr_ros.sample.render import _render_frames, sample_camera
 from vpr_ros.sample.traversals import _plan
 from vpr_ros.sample.world import _world
 
-__all__ = ['LOOP_M', 'MIN_LOOP_M', 'TRAVERSALS', 'SampleInfo', 'generate_sample', 'render_traversal']
+__all__ = ['LOOP_M', 'MIN_LOOP_M', 'TRAVERSALS', 'SampleInfo', 'generate_sample', 'render_traversal',
+           'sample_camera']
 
 
 @dataclass

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.frames import Frame, Pose
+from vpr_ros.mapdb.local_features import CameraIntrinsics
 from vpr_ros.sample.constants import (
     CAMERA_HEIGHT_M,
     GROUND_LEVELS,
@@ -16,12 +17,24 @@ from vpr_ros.sample.constants import (
     LAYERS,
     MAX_RANGE_M,
     MIP_LEVELS,
+    PITCH_DEG,
     PPM,
     TRAVERSALS,
 )
 from vpr_ros.sample.textures import _noise, _smooth
 from vpr_ros.sample.traversals import Condition, _Plan
 from vpr_ros.sample.world import _world_rng
+
+
+def sample_camera(image_size: tuple[int, int] = (240, 320)) -> CameraIntrinsics:
+    """The pinhole the renderer projects with (``image_size`` = (height, width)): HFOV_DEG horizontal field
+    of view, square pixels, the optical axis level with the ground. The renderer draws the camera's pitch as
+    a shift of the horizon row, i.e. of the principal point: cy = (h - 1) / 2 + f tan(PITCH_DEG). A
+    traversal's pitch wobble (0.3-1 deg) is not in it."""
+    h, w = int(image_size[0]), int(image_size[1])
+    f = (w / 2) / math.tan(math.radians(HFOV_DEG) / 2)
+    cy = (h - 1) / 2 + f * math.tan(math.radians(PITCH_DEG))
+    return CameraIntrinsics((f, 0.0, (w - 1) / 2, 0.0, f, cy, 0.0, 0.0, 1.0), (), 'plumb_bob', w, h)
 
 
 class _Renderer:
