@@ -449,7 +449,9 @@ class LocalizerNode(Node):
             length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
             max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
             contrast_window=v['sequence.contrast_window'],
-            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'])
+            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
+            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
+            without_odometry=v['sequence.without_odometry'])
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
@@ -586,8 +588,9 @@ class LocalizerNode(Node):
         # Extracted at most once per frame, and only if verification or a new keyframe needs them.
         features = functools.cache(lambda: self._local_features_of(rgb))
 
+        odom = self._odom_pose(t) if self._odom_topic else None  # distance-spaced sequences
         with self._map_lock:
-            loc = self._localizer.localize(rgb, t, self._recent_places(t))
+            loc = self._localizer.localize(rgb, t, self._recent_places(t), odom)
             self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)

@@ -18,7 +18,7 @@ from typing import Any
 from vpr_ros.encoders.runtime.settings import DEVICES, RUNTIMES
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
-from vpr_ros.matching.sequence import SequenceConfig
+from vpr_ros.matching.sequence import SPACINGS, WITHOUT_ODOMETRY, SequenceConfig
 
 NODE_NAME = 'vpr_localizer'
 # Relative input names: they follow the node's namespace and remap the usual way (-r image:=...).
@@ -162,6 +162,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
               'indexes).',
               low=0, high=1_000_000),
+    ParamSpec('sequence.spacing', _SEQUENCE.spacing,
+              "'distance' (SMART): with odometry (use_odom) and a map whose places all have poses, the "
+              'sequence is frames spaced by travelled distance, matched along the map path, so stops '
+              "and speed changes do not break it (velocities: map metres per odometry metre); without "
+              "odometry, as 'frames'. 'frames': the last N processed frames (SeqSLAM)."),
+    ParamSpec('sequence.distance_step_m', _SEQUENCE.distance_step_m,
+              "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median "
+              'place spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6),
+    ParamSpec('sequence.without_odometry', _SEQUENCE.without_odometry,
+              "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
+              "frame-spaced sequence; 'single_frame' = exactly the single-frame answer."),
     # ----- geometric verification of loop closures ---------------------------------------------
     ParamSpec('verification.enabled', True, 'Verify loop-closure candidates geometrically (local features '
               'stored in the map, MAGSAC++ fundamental/essential matrix) before publishing them. A map '
@@ -236,6 +247,11 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
     for name, allowed in (('runtime', RUNTIMES), ('device', DEVICES)):
         if values[name] and values[name] not in allowed:
             return f"{name} must be '' or one of {', '.join(allowed)}; got {values[name]!r}"
+    if values['sequence.spacing'] not in SPACINGS:
+        return f"sequence.spacing must be one of {SPACINGS}, got {values['sequence.spacing']!r}"
+    if values['sequence.without_odometry'] not in WITHOUT_ODOMETRY:
+        return (f"sequence.without_odometry must be one of {WITHOUT_ODOMETRY}, "
+                f"got {values['sequence.without_odometry']!r}")
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None
