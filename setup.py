@@ -39,7 +39,9 @@ setup(
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
             'ros-lifecycle-msgs',
         ],
-        'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
+        # ONNX export and the encoder runtimes (docs/runtimes.md); onnxruntime 1.32 for the int8 quantiser's
+        # calibration cache. Without them every encoder runs on torch.
+        'onnx': ['onnx>=1.15', 'onnxruntime>=1.32', 'openvino>=2025.0'],
         # map building on a Ray cluster (vpr-ros build-map --ray); pure-Python deps, no torch pull
         'ray': ['ray>=2.40,<3'],
         'test': ['pytest>=7', 'ruff==0.17.6', 'hypothesis>=6.80'],

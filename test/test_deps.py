@@ -112,10 +112,12 @@ def test_requirements_pin_every_install_requirement() -> None:
     tree = ast.parse((ROOT / 'setup.py').read_text())
     install = next(ast.literal_eval(k.value) for k in ast.walk(tree)
                    if isinstance(k, ast.keyword) and k.arg == 'install_requires')
-    slam = next(ast.literal_eval(k.value) for k in ast.walk(tree)
-                if isinstance(k, ast.keyword) and k.arg == 'extras_require')['slam']
-    assert _names(pinned) == (_names(install) | _names(slam)) - {'setuptools'}
-    assert set(deps.SLAM.values()) == _names(slam)
+    extras = next(ast.literal_eval(k.value) for k in ast.walk(tree)
+                  if isinstance(k, ast.keyword) and k.arg == 'extras_require')
+    # the encoder runtimes (extra 'onnx', the default encoder path) and the [slam] feature are pinned too
+    wanted = _names(install) | _names(extras['onnx']) | _names(extras['slam'])
+    assert _names(pinned) == wanted - {'setuptools'}
+    assert set(deps.SLAM.values()) == _names(extras['slam'])
     assert {d.lower() for d in deps.CORE.values()} <= _names(pinned)
 
 
@@ -128,5 +130,5 @@ def test_requirements_test_pins_the_test_onnx_and_ray_extras() -> None:
     tree = ast.parse((ROOT / 'setup.py').read_text())
     extras = next(ast.literal_eval(k.value) for k in ast.walk(tree)
                   if isinstance(k, ast.keyword) and k.arg == 'extras_require')
-    wanted = set().union(*(_names(v) for k, v in extras.items() if k not in ('ros', 'slam')))
-    assert _names(pinned) == wanted  # [slam] is a feature's, pinned in requirements.txt
+    wanted = set().union(*(_names(v) for k, v in extras.items() if k not in ('ros', 'slam', 'onnx')))
+    assert _names(pinned) == wanted  # [slam] and [onnx] are pinned in requirements.txt

@@ -104,7 +104,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 def add_sequence_args(p: argparse.ArgumentParser) -> None:
     """Sequence-matching options shared by `evaluate` and `replay` (defaults: OpenSeqSLAM's)."""
-    from vpr_ros.matching.sequence import SequenceConfig
+    from vpr_ros.matching.sequence import SPACINGS, WITHOUT_ODOMETRY, SequenceConfig
 
     d = SequenceConfig()
     g = p.add_argument_group('sequence matching (SeqSLAM)')
@@ -129,6 +129,14 @@ def add_sequence_args(p: argparse.ArgumentParser) -> None:
                    type=NumberType.param('sequence.single_frame_weight'), default=d.single_frame_weight,
                    metavar='W',
                    help='blend of the current frame\'s own score into the ranking, 0..1 (default 0)')
+    g.add_argument('--sequence-spacing', choices=SPACINGS, default=d.spacing,
+                   help='distance (default): with a pose (odometry) per query frame and a posed map, '
+                        'frames spaced by travelled distance (SMART); frames: the last N frames')
+    g.add_argument('--sequence-distance-step', type=NumberType.param('sequence.distance_step_m'),
+                   default=d.distance_step_m, metavar='M',
+                   help='metres between distance-spaced frames; 0 = the map\'s median place spacing')
+    g.add_argument('--sequence-without-odometry', choices=WITHOUT_ODOMETRY, default=d.without_odometry,
+                   help='distance spacing, a frame without a pose: frames (default) or single_frame')
 
 
 def sequence_config(args: argparse.Namespace):
@@ -137,7 +145,9 @@ def sequence_config(args: argparse.Namespace):
     cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
                          max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
                          contrast_window=args.sequence_contrast_window,
-                         single_frame_weight=args.sequence_single_frame_weight)
+                         single_frame_weight=args.sequence_single_frame_weight,
+                         spacing=args.sequence_spacing, distance_step_m=args.sequence_distance_step,
+                         without_odometry=args.sequence_without_odometry)
     cfg.validate()
     return cfg
 

@@ -8,15 +8,12 @@ optional map PCA stay outside the graph. The batch axis is dynamic; H and W are 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import numpy as np
 
+from vpr_ros.encoders.runtime.network import INPUT_NAME, OPSET, OUTPUT_NAME, export_graph
 from vpr_ros.errors import VprError
-
-OPSET = 17
-INPUT_NAME, OUTPUT_NAME = 'image', 'descriptor'
 
 
 def export_onnx(name: str, out_path: str, config: dict | None = None, batch: int = 1,
@@ -52,14 +49,7 @@ def export_onnx(name: str, out_path: str, config: dict | None = None, batch: int
     model = encoder.model.eval()
     shape = (int(batch), 3, int(size[0]), int(size[1]))
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    # Traced with autograd on: under no_grad PyTorch swaps nn.TransformerEncoderLayer (BoQ) for a
-    # fused kernel that has no ONNX mapping.
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(model, (example,), out_path, dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
+    export_graph(model, example, out_path)
     diff, dim = _verify(model, out_path, shape)
     return {'path': os.path.abspath(out_path), 'max_abs_diff': diff, 'opset': OPSET,
             'input_shape': list(shape),

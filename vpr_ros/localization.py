@@ -50,6 +50,7 @@ class Localization:
     # (vpr_ros.matching.confidence); NaN without a model, or when a sequence answer's top-1 is not
     # the single-frame top-1 the model was calibrated for
     confidence: float = math.nan
+    sequence_spacing: str = ''  # 'frames' / 'distance' (odometry) when sequence_used
 
     @property
     def matched_by(self) -> str:
@@ -106,6 +107,7 @@ class Localizer:
         self.top_k = int(top_k)
         self._sequence: SequenceMatcher | None = None
         self._order_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.zeros(0), np.zeros(0, np.int64))
+        self._posed_cache: tuple[int, bool] = (-1, False)
         self.configure_sequence(sequence or SequenceConfig())
         self._added = 0
         self._advised: str | None = None
@@ -162,6 +164,12 @@ class Localizer:
             self._order_cache = (n, stamps, stamp_order(stamps))
         return self._order_cache[1], self._order_cache[2]
 
+    def _map_posed(self) -> bool:
+        n = len(self.map.places)
+        if self._posed_cache[0] != n:  # places are only ever appended
+            self._posed_cache = (n, bool(np.isfinite(self.map.places.poses[:, :3]).all()))
+        return self._posed_cache[1]
+
     def time_neighbours(self, place_id: int, score: float) -> list[Match]:
         """The places just before and after ``place_id`` in map time (its adjacent keyframes), as
         matches carrying ``score``."""
@@ -213,14 +221,20 @@ class Localizer:
         return vectors, (time.perf_counter() - t0) * 1e3
 
     def search(self, stamp: float, vectors: np.ndarray, encode_ms: float = 0.0,
-               exclude: set[int] | None = None) -> Localization:
-        """Top-K places for one frame. With sequence matching on, frames must come in time order."""
+               exclude: set[int] | None = None, odometry: Pose | None = None) -> Localization:
+        """Top-K places for one frame. With sequence matching on, frames must come in time order;
+        ``odometry``: the frame's odometry pose (any frame: only its travelled distance is used),
+        which makes the sequence distance-spaced on a map whose places all have poses."""
         t0 = time.perf_counter()
         if self._added:
             self._keyframe_flags.append(self._added_since_search)
             self._added_since_search = False
         seq = self._sequence
         k = max(self.top_k, CONFIDENCE_K)  # the confidence looks at CONFIDENCE_K candidates
+        needs_odometry = self._sequence_config.needs_odometry
+        if seq is not None and needs_odometry and (odometry is None or not self._map_posed()):
+            seq.reset()  # exactly the single-frame answer, at its cost; the distance history restarts
+            seq = None
         if seq is None or not len(self.map):
             ranked = self.map.search(vectors, k, exclude)
             matches = ranked[:self.top_k]
@@ -239,19 +253,22 @@ class Localizer:
             ranked = [self.map.match(pid, score) for pid, score in pairs]
         single = ranked[:self.top_k]
         t1 = time.perf_counter()
-        seq.push(stamp, row)
+        seq.push(stamp, row, None if odometry is None else odometry.position)
         stamps, order = self._stamps_and_order()
-        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale)
+        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale,
+                              self.map.places.poses[:, :3])
         used = ranked_seq is not None
         matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
         t2 = time.perf_counter()
         return Localization(stamp, matches, encode_ms, (t2 - t0) * 1e3, vectors, single_frame=single,
                             sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3,
-                            confidence=self._confidence_of(ranked, matches))
+                            confidence=self._confidence_of(ranked, matches),
+                            sequence_spacing=seq.last_spacing if used else '')
 
-    def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None) -> Localization:
+    def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None,
+                 odometry: Pose | None = None) -> Localization:
         vectors, encode_ms = self.describe(rgb)
-        return self.search(stamp, vectors, encode_ms, exclude)
+        return self.search(stamp, vectors, encode_ms, exclude, odometry)
 
     def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
                   thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> int:

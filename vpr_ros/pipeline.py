@@ -186,15 +186,17 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
 
 def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None = None,
                 progress: bool = True) -> list[QueryRecord]:
-    """Localise every frame (in source order: the sequence history follows it)."""
+    """Localise every frame (in source order: the sequence history follows it). A frame's pose is
+    its odometry for distance-spaced sequences (docs/sequence-matching.md)."""
     records: list[QueryRecord] = []
     sequence = localizer.sequence_config.enabled
     for frame in tqdm(frames, total=total, desc='localising queries', disable=not progress, unit='img'):
-        loc = localizer.localize(frame.rgb, frame.stamp)
+        loc = localizer.localize(frame.rgb, frame.stamp, odometry=frame.pose)
         confidence = None if math.isnan(loc.confidence) else round(loc.confidence, 5)
         extra: dict[str, Any] = {'matched_by': loc.matched_by, 'confidence': confidence}
         if sequence:
             extra.update(sequence_history=loc.sequence_history, sequence_ms=round(loc.sequence_ms, 3),
+                         sequence_spacing=loc.sequence_spacing,
                          single_frame_place_ids=[m.place_id for m in loc.single_frame],
                          single_frame_scores=[round(m.score, 6) for m in loc.single_frame])
         records.append(QueryRecord(frame.stamp, frame.pose, [m.place_id for m in loc.matches],
@@ -362,7 +364,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                     session.append((pid, place.stamp))
                     place_xy.append(tuple(place.pose.position[:2]))
             continue
-        loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep))
+        loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep), frame.pose)
         query_feats: list[lf.LocalFeatures] = []
 
         def features() -> lf.LocalFeatures:

@@ -160,13 +160,18 @@ def limit_blas_pools() -> None:
     _blas_limited = True
 
 
+def pool_threads(threads: int) -> int:
+    """The intra-op thread count to run now: ``threads`` when positive, else the free cores."""
+    return threads if threads > 0 else _free_cores.threads()
+
+
 def use_torch_threads(threads: int) -> None:
     """Run torch on ``threads`` intra-op threads (0: as many as there are free cores) with the BLAS
     pools at one."""
     import torch
 
     limit_blas_pools()
-    wanted = threads if threads > 0 else _free_cores.threads()
+    wanted = pool_threads(threads)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
 

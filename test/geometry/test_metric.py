@@ -100,3 +100,31 @@ def test_landmarks_are_recomputed_when_a_grown_map_gives_the_place_a_new_neighbo
     loc._stamps = lambda: grown
     after = loc.landmarks(3, CAMERA)
     assert after is not before and len(after) > len(before)
+
+
+def test_a_position_only_place_pose_is_no_pose_for_the_solve():
+    from vpr_ros.frames import Pose
+
+    rng = np.random.default_rng(5)
+    points, desc, poses, feats, stamps = _map(rng)
+    poses[4] = Pose(poses[4].position, None)
+    query, _ = observe(points, desc, pose_at(16.5, 1.0), rng)
+    assert _localizer(poses, feats, stamps).localize(query, [4], CAMERA).status == 'no_place_pose'
+
+
+def test_body_constraint_is_the_query_body_in_the_place_body_with_a_body_frame_covariance():
+    rng = np.random.default_rng(6)
+    points, desc, poses, feats, stamps = _map(rng)
+    truth = pose_at(21.3, 1.8, 6.0)
+    query, _ = observe(points, desc, truth, rng, noise_px=1.0)
+    result = _localizer(poses, feats, stamps).localize(query, [5], CAMERA)
+    assert result.good
+    T_place = pose_to_matrix(poses[result.place_id])
+    R, t, cov = result.body_constraint(T_place)
+    T_true = invert(T_place) @ pose_to_matrix(truth)
+    assert np.linalg.norm(t - T_true[:3, 3]) < 0.3 and rotation_angle_deg(R, T_true[:3, :3]) < 1.0
+    # rotating the covariance into the query body keeps its eigenvalues (a change of axes)
+    np.testing.assert_allclose(np.linalg.eigvalsh(cov), np.linalg.eigvalsh(result.covariance), rtol=1e-9)
+    # the yawed query's forward axis: the body-frame x variance is the map-frame variance along it
+    fwd = result.T_map_body[:3, 0]
+    assert cov[0, 0] == pytest.approx(fwd @ result.covariance[:3, :3] @ fwd, rel=1e-9)

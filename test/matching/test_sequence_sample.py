@@ -36,7 +36,7 @@ def _recall_at_1(records, vmap) -> float:
 def test_localizer_sequences_beat_single_frames_and_say_which_answered(world) -> None:
     vmap, encoder, query = world
     single = run_queries(Localizer(vmap, encoder, top_k=3), query, progress=False)
-    seq_loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH))
+    seq_loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=LENGTH, spacing='frames'))
     seq = run_queries(seq_loc, query, progress=False)
     by = [r.extra['matched_by'] for r in seq]
     assert by[:LENGTH - 1] == ['single_frame'] * (LENGTH - 1) and set(by[LENGTH - 1:]) == {'sequence'}
@@ -46,6 +46,46 @@ def test_localizer_sequences_beat_single_frames_and_say_which_answered(world) ->
     assert [r.extra['single_frame_place_ids'] for r in seq] == [s.place_ids for s in single]
     r_single, r_seq = _recall_at_1(single, vmap), _recall_at_1(seq, vmap)
     assert r_seq >= r_single + 0.05, (r_single, r_seq)
+
+
+def test_with_poses_the_localizer_spaces_sequences_by_distance_and_beats_single_frames(world) -> None:
+    """Query frames with poses (their odometry) on a posed map: distance-spaced sequences, answered
+    single-frame only until the travelled distance covers the sequence; as good as frame spacing at
+    the mapping speed, and the same answers as the offline function."""
+    vmap, encoder, query = world
+    single = run_queries(Localizer(vmap, encoder, top_k=3), query, progress=False)
+    cfg = SequenceConfig(length=LENGTH)
+    seq = run_queries(Localizer(vmap, encoder, top_k=3, sequence=cfg), query, progress=False)
+    by = [r.extra['matched_by'] for r in seq]
+    first = by.index('sequence')
+    assert 0 < first < 2 * LENGTH and set(by[first:]) == {'sequence'}
+    assert {r.extra['sequence_spacing'] for r in seq[first:]} == {'distance'}
+    assert _recall_at_1(seq, vmap) >= _recall_at_1(single, vmap) + 0.05
+    by_frames = SequenceConfig(length=LENGTH, spacing='frames')
+    frames = run_queries(Localizer(vmap, encoder, top_k=3, sequence=by_frames), query, progress=False)
+    assert _recall_at_1(seq, vmap) >= _recall_at_1(frames, vmap) - 0.02
+    qvec = np.stack([encoder.describe([f.rgb])[0][0] for f in query])
+    sims = qvec.astype(np.float64) @ np.asarray(vmap.descriptors, np.float64).T
+    offline = sequence_match(sims, vmap.places.stamps, cfg, k=3,
+                             query_positions=np.array([f.pose.position for f in query]),
+                             place_positions=vmap.places.poses[:, :3])
+    assert [o is not None for o in offline] == [b == 'sequence' for b in by]
+    for got, want in zip(seq[first:], offline[first:]):
+        assert_same_ranking(list(zip(got.place_ids, got.scores)), [(m.place_id, m.score) for m in want],
+                            atol=1e-4)
+
+
+def test_needing_odometry_without_it_is_exactly_single_frame_matching(world) -> None:
+    vmap, encoder, query = world
+    cfg = SequenceConfig(length=LENGTH, without_odometry='single_frame')
+    single = Localizer(vmap, encoder, top_k=3)
+    seq = Localizer(vmap, encoder, top_k=3, sequence=cfg)
+    for frame in query[:2 * LENGTH]:
+        want, got = single.localize(frame.rgb, frame.stamp), seq.localize(frame.rgb, frame.stamp)
+        assert [(m.place_id, m.score) for m in got.matches] == [(m.place_id, m.score) for m in want.matches]
+        assert not got.sequence_used and got.sequence_history == 0
+    answered = [seq.localize(f.rgb, f.stamp + 1e3, odometry=f.pose) for f in query[:2 * LENGTH]]
+    assert answered[-1].sequence_used and answered[-1].sequence_spacing == 'distance'
 
 
 def test_localizer_answers_as_the_offline_function_over_the_full_matrix(world) -> None:

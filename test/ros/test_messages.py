@@ -107,13 +107,13 @@ def test_pose_is_metric_with_the_solve_covariance_when_the_solve_is_good() -> No
     header = messages.Header(frame_id='map')
     match = Match(4, 0.7, 0.0, Pose.from_xy_yaw(8.0, 0.0, 0.0))
     solved = _solved_pose()
-    msg = messages.pose_msg(header, match, model, solved)
+    msg = messages.pose_msg(header, match, model, metric=solved)
     assert (msg.pose.pose.position.x, msg.pose.pose.position.y) == pytest.approx((10.0, 2.0))
     np.testing.assert_allclose(np.reshape(msg.pose.covariance, (6, 6)), solved.covariance)
     from vpr_ros.geometry.metric import MetricPose
-    fallback = messages.pose_msg(header, match, model, MetricPose('few_matches', 4))
+    fallback = messages.pose_msg(header, match, model, metric=MetricPose('few_matches', 4))
     assert fallback.pose.pose.position.x == 8.0 and fallback.pose.covariance[0] == model.covariance(0.7)[0]
-    assert model.confidence(0.95) == 1.0 and model.confidence(0.5) == 0.0
+    assert model.score_level(0.95) == 1.0 and model.score_level(0.5) == 0.0
 
 
 def test_metric_loop_constraint_has_a_scale_and_old_constraints_still_parse() -> None:

@@ -55,7 +55,9 @@ def offline_closures(frames: list, sequence_length: int, min_score: float, verif
         loop_closure=LoopClosureConfig(min_time_separation=SEPARATION_S, min_score=min_score,
                                        verified_frames=verified_frames,
                                        consistency_frames=consistency_frames),
-        camera=camera, keyframe_min_interval=0.0, top_k=5, sequence=SequenceConfig(length=sequence_length))
+        camera=camera, keyframe_min_interval=0.0, top_k=5,
+        # the node below has no odometry: frame-spaced sequences, as evaluate --loops without poses
+        sequence=SequenceConfig(length=sequence_length, spacing='frames'))
     result = evaluate_loops(create_encoder('raw_pixels', {'threads': 1}), source, None, settings,
                             Thresholds(DIST_M), progress=False)
     if statuses is not None:

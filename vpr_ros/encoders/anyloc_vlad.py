@@ -47,7 +47,7 @@ class DenseVladEncoder(VocabularyState, Encoder):
             raise ConfigError(f"encoder {self.name!r}: centres must be one of {vlad.CENTRE_FORMS}, "
                               f"got {short_repr(self.config['centres'])}")
         self.dense = DenseFeatures(self.config['backbone'], self.config['layer'], self.config['image_size'],
-                                   self.config['backbone_weights'], int(self.config['threads']))
+                                   self.config['backbone_weights'], config=self.config)
 
     @property
     def raw_dim(self) -> int:

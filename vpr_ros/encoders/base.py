@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vpr_ros import DEFAULT_ENCODER  # noqa: F401 - re-exported by vpr_ros.encoders
+from vpr_ros.encoders.runtime import RUNTIME_DEFAULTS, SPEED_KEYS, Network
+from vpr_ros.encoders.runtime import settings as runtime_settings
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.frames import validate_rgb
 from vpr_ros.textio import short_repr
@@ -28,8 +30,10 @@ from vpr_ros.threadpools import blas_threads_for_fitting
 
 # Keys that change how fast an encoder runs, never what it outputs: a map built with other
 # values of these is still compatible.
-RUNTIME_KEYS = frozenset({'threads', 'batch_size'})
-COMMON_DEFAULTS: dict[str, Any] = {'threads': 0, 'batch_size': 8, 'pca_dim': 0, 'pca_whiten': False}
+RUNTIME_KEYS = frozenset({'threads', 'batch_size'}) | SPEED_KEYS
+COMMON_DEFAULTS: dict[str, Any] = {'threads': 0, 'batch_size': 8, 'pca_dim': 0, 'pca_whiten': False,
+                                   **RUNTIME_DEFAULTS}
+CALIBRATION_IMAGES = 64  # map images int8 calibration looks at (spread evenly over the map)
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -50,7 +54,7 @@ class Encoder(ABC):
     legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        merged = {**COMMON_DEFAULTS, **self.default_config}
+        merged = {**COMMON_DEFAULTS, 'runtime': runtime_settings.default_runtime(), **self.default_config}
         unknown = set(config or {}) - set(merged)
         if unknown:
             raise ConfigError(f'encoder {self.name!r}: unknown config keys {sorted(unknown)}; '
@@ -64,6 +68,7 @@ class Encoder(ABC):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f'encoder {self.name!r}: {key} must be an integer >= {low}, '
                                   f'got {short_repr(value)}')
+        runtime_settings.validate(self.name, self.config)
 
     # ----- what subclasses implement ---------------------------------------------------------
     @property
@@ -110,20 +115,51 @@ class Encoder(ABC):
 
     @property
     def requires_fit(self) -> bool:
-        return self.trainable_fit or int(self.config['pca_dim']) > 0
+        return self.trainable_fit or int(self.config['pca_dim']) > 0 or self.config['precision'] == 'int8'
 
     @property
     def is_fitted(self) -> bool:
         pca_ok = not int(self.config['pca_dim']) or self._pca_proj is not None
-        return self._is_fitted() and pca_ok
+        int8_ok = self.config['precision'] != 'int8' or all(n.int8_ranges for n in self.networks())
+        return self._is_fitted() and pca_ok and int8_ok
+
+    # ----- the runtime of the exported networks (vpr_ros/encoders/runtime) ---------------------
+    def networks(self) -> list[Network]:
+        """The exportable networks this encoder runs (attributes, or an attribute's ``network``)."""
+        found: list[Network] = []
+        for value in vars(self).values():
+            for candidate in (value, getattr(value, 'network', None)):
+                if isinstance(candidate, Network) and all(candidate is not n for n in found):
+                    found.append(candidate)
+        return found
+
+    def runtimes(self) -> dict[str, str]:
+        """Network label -> the runtime it runs on ('' until its first use chose one)."""
+        return {n.label: n.resolved for n in self.networks()}
+
+    def calibrate(self, images: Sequence[np.ndarray]) -> None:
+        """int8 only: activation ranges of every network over (up to CALIBRATION_IMAGES of) ``images``."""
+        if self.config['precision'] != 'int8':
+            return
+        networks = self.networks()
+        if not networks:
+            raise ConfigError(f'encoder {self.name!r} has no exported network: precision int8 does not apply')
+        step = max(1, len(images) // CALIBRATION_IMAGES)
+        sample = [validate_rgb(im) for im in images[::step][:CALIBRATION_IMAGES]]
+        size = max(1, int(self.config['batch_size']))
+        for net in networks:
+            net.calibrate(net.preprocess(sample[i:i + size]) for i in range(0, len(sample), size))
 
     def fit(self, images: Sequence[np.ndarray]) -> None:
         """Fit everything the encoder learns from the map images (vocabulary, then PCA)."""
         images = [validate_rgb(im) for im in images]
         if not images:
             raise VprError(f'encoder {self.name!r}: no images to fit on')
+        self.calibrate(images)  # first: the vocabulary and PCA are fitted on what the int8 graph gives
         if self.trainable_fit:
             self._fit(images)
+            for net in self.networks():  # a network fitted on the map (netvlad) has another graph
+                net.refresh()
         pca_dim = int(self.config['pca_dim'])
         if pca_dim:
             # Fitted on what _apply_pca projects: the L2-normalised raw descriptors.
@@ -159,13 +195,21 @@ class Encoder(ABC):
         state = dict(self._get_state())
         if self._pca_proj is not None:
             state['pca.mean'], state['pca.proj'] = self._pca_mean, self._pca_proj
+        for net in self.networks():
+            if net.int8_ranges is not None:
+                state[f'int8.{net.label}'] = np.array(net.int8_ranges)
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        own = {k: v for k, v in state.items() if not k.startswith('pca.')}
+        own = {k: v for k, v in state.items() if not k.startswith(('pca.', 'int8.'))}
         self._set_state(own)
         if 'pca.proj' in state:
             self._pca_mean, self._pca_proj = state['pca.mean'], state['pca.proj']
+        for net in self.networks():  # the fitted state is part of a network's cache key
+            if f'int8.{net.label}' in state:
+                net.int8_ranges = str(state[f'int8.{net.label}'])
+                net.reset()
+            net.refresh()
 
     def _check_ready(self) -> None:
         if not self.is_fitted:
@@ -248,7 +292,7 @@ class VocabularyState:
 # ----- registry ----------------------------------------------------------------------------
 # Modules of this package that are building blocks, not encoders.
 _NOT_ENCODERS = frozenset({'base', 'weights', 'torch_encoder', 'backbones', 'aggregators', 'local_features',
-                           'catalog', 'segments', 'supersegments'})
+                           'catalog', 'segments', 'supersegments', 'runtime'})
 
 
 def available_encoders() -> list[str]:

@@ -121,6 +121,7 @@ class SegVlad(DenseVladEncoder):
         images = [validate_rgb(im) for im in images]
         if not images:
             raise VprError(f'encoder {self.name!r}: no images to fit on')
+        self.calibrate(images)  # int8 only; before the features the vocabulary is fitted on
         feats, members = self.supersegments(images)
         self._fit_vocabulary(feats)
         pca_dim = int(self.config['pca_dim'])

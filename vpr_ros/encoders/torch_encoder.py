@@ -2,7 +2,7 @@
 
 Preprocessing (resize, ImageNet normalisation) happens here once; the module's forward takes
 a normalised (N, 3, H, W) float tensor and returns (N, D) descriptors. That module is what
-ONNX export and the benchmarks' "bare forward" use.
+ONNX export and the benchmarks' "bare forward" use, and what ``runtime`` runs (``self.network``).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from vpr_ros.encoders.base import Encoder
+from vpr_ros.encoders.runtime import Network, state_digest
 from vpr_ros.errors import ConfigError, VprError
-from vpr_ros.threadpools import use_torch_threads
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -79,6 +79,14 @@ class TorchEncoder(Encoder):
                               f"got {self.config['resize_uint8']!r}")
         self.model = self.build_model()
         self.model.eval()
+        self.network = Network(self.name, self.model, self.input_size, self.config, self._network_identity,
+                               self.preprocess)
+
+    def _network_identity(self) -> dict[str, Any]:
+        """What the exported graph depends on: the config that changes descriptors, weights, fitted state."""
+        config = {k: v for k, v in self.identity()['config'].items() if k != 'precision'}
+        return {'encoder': self.name, 'config': config, 'weights': self.weights_fingerprint(),
+                'state': state_digest(self._get_state())}
 
     def build_model(self):
         """Return the torch module (weights loaded)."""
@@ -116,12 +124,8 @@ class TorchEncoder(Encoder):
                                self.float_resize)
 
     def forward(self, batch) -> np.ndarray:
-        import torch
-
-        use_torch_threads(int(self.config['threads']))
-        with torch.inference_mode():
-            out = self.model(batch)
-        return out.float().numpy()
+        """The network on a preprocessed batch, on the runtime the config chose (runtime/network.py)."""
+        return self.network.run(batch)
 
     def _encode(self, images: list[np.ndarray]) -> np.ndarray:
         """One forward per input size: a batch never resizes an image to another image's size."""

@@ -29,6 +29,7 @@ from vpr_ros.frames import Pose
 from vpr_ros.geometry.pnp import PnPConfig, propagate, solve_pnp
 from vpr_ros.geometry.transforms import (
     CameraMount,
+    covariance_in_body,
     invert,
     matrix_to_pose,
     pose_to_matrix,
@@ -98,6 +99,17 @@ class MetricPose:
     def inlier_ratio(self) -> float:
         return self.inliers / self.correspondences if self.correspondences else 0.0
 
+    def body_constraint(self, T_map_place_body: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(R, t, covariance)`` of the query body in the place body (the map poses' frames), for a
+        between-factor from the place to the query: ``T_place_query``, ``t`` in metres, covariance of the
+        right perturbation in the query body's axes, ``(x, y, z, rot_x, rot_y, rot_z)`` (the convention
+        of ``vpr_ros.slam.constraints.LoopConstraint``; the place pose is taken as exact)."""
+        if not self.good:
+            raise ValueError(f'no metric constraint: {self.status}')
+        assert self.T_map_body is not None and self.covariance is not None
+        T = invert(T_map_place_body) @ self.T_map_body
+        return T[:3, :3], T[:3, 3], covariance_in_body(self.covariance, self.T_map_body[:3, :3])
+
     def constraint(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(R, t, covariance)`` of the query camera in the anchor place's camera, both optical frames:
         ``X_place = R X_query + t``, ``t`` in metres, covariance (6, 6) in the place camera's axes."""
@@ -122,7 +134,9 @@ class MetricLocalizer:
                  config: MetricConfig | None = None) -> None:
         self.config = config or MetricConfig()
         self.config.validate()
-        self._features, self._pose, self._stamps = features, pose, stamps
+        self._features, self._stamps = features, stamps
+        # a position-only place pose (orientation unknown) cannot place a camera: treated as no pose
+        self._pose = lambda pid: p if (p := pose(pid)) is not None and p.orientation is not None else None
         self.map_camera = map_camera
         self.binary = binary
         self._cache: OrderedDict[tuple[int, CameraIntrinsics, tuple[int, ...]], Landmarks] = OrderedDict()

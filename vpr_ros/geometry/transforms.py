@@ -3,7 +3,7 @@
 * Map poses (``vpr_ros.frames.Pose``, ``places.sqlite``) are poses of a **body-style** frame in the
   map frame (REP-103: x forward, y left, z up). For the sample world and for maps built from
   camera poses the body frame sits at the camera with x along the optical axis
-  (``sources/sample.py``: "yaw = optical axis heading"); for maps built from a robot's odometry
+  (``vpr_ros/sample``: "yaw = optical axis heading"); for maps built from a robot's odometry
   it is the odometry's child frame (``base_link``) and ``camera_to_body`` gives the camera mount.
 * Cameras use the **optical** frame (REP-103 ``*_optical``: x right, y down, z forward), the
   frame OpenCV projects in.
@@ -102,14 +102,21 @@ def pose_error(T_est: np.ndarray, T_true: np.ndarray) -> np.ndarray:
     return np.concatenate([dp, dtheta])
 
 
+def covariance_in_body(cov: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """A ``(x, y, z, rot_x, rot_y, rot_z)`` parent-frame covariance of a pose with rotation ``R`` -> the
+    same order in the pose's own axes, i.e. of the right perturbation ``T = T_hat * (Exp(omega), v)``
+    (first order: ``v = R^T dp``, ``omega = R^T dtheta``); the convention of
+    ``vpr_ros.slam.constraints.LoopConstraint``."""
+    B = np.zeros((6, 6))
+    B[:3, :3] = B[3:, 3:] = R.T
+    return B @ cov @ B.T
+
+
 def covariance_to_local(cov: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """A ``(x, y, z, rot_x, rot_y, rot_z)`` parent-frame covariance of a pose with rotation ``R`` ->
-    the covariance of GTSAM's local coordinates ``(omega, v)`` (``T = T_hat * Exp(xi)``, body axes;
-    first order: ``v = R^T dp``, ``omega = R^T dtheta``)."""
-    A = np.zeros((6, 6))
-    A[:3, 3:] = R.T   # omega from dtheta
-    A[3:, :3] = R.T   # v from dp
-    return A @ cov @ A.T
+    """As :func:`covariance_in_body`, reordered to GTSAM's local coordinates ``(omega, v)``."""
+    body = covariance_in_body(cov, R)
+    order = [3, 4, 5, 0, 1, 2]
+    return body[np.ix_(order, order)]
 
 
 def relative_covariance(cov_query: np.ndarray, R_reference: np.ndarray) -> np.ndarray:
@@ -120,5 +127,6 @@ def relative_covariance(cov_query: np.ndarray, R_reference: np.ndarray) -> np.nd
     return B @ cov_query @ B.T
 
 
-__all__ = ['CameraMount', 'R_BODY_OPTICAL', 'covariance_to_local', 'invert', 'make_transform',
-           'matrix_to_pose', 'pose_error', 'pose_to_matrix', 'relative_covariance', 'rotation_angle_deg']
+__all__ = ['CameraMount', 'R_BODY_OPTICAL', 'covariance_in_body', 'covariance_to_local', 'invert',
+           'make_transform', 'matrix_to_pose', 'pose_error', 'pose_to_matrix', 'relative_covariance',
+           'rotation_angle_deg']

@@ -14,6 +14,8 @@ from vpr_ros.textio import load_yaml, short_repr
 
 MANIFEST_MAX_BYTES = 16 << 20  # map.yaml: checksums, build info, sessions; far below this
 
+LEGACY_PRECISION = 'f32'  # the precision of maps whose encoder config does not record one
+
 SCHEMA_VERSION = 1
 # Written into every map.yaml: the marker that says a folder is a vpr_ros map (a nav2 map_server folder
 # also holds a map.yaml). Maps written before the marker are recognised by their schema and encoder.
@@ -163,7 +165,9 @@ def compatibility_problems(stored: dict[str, Any], wanted: dict[str, Any]) -> li
         problems.append(f"map built with encoder {short_repr(stored.get('name'))}, "
                         f"requested {short_repr(wanted.get('name'))}")
         return problems
-    s_cfg, w_cfg = stored.get('config', {}), wanted.get('config', {})
+    # A map written before the precision key existed was built in f32.
+    s_cfg = {'precision': LEGACY_PRECISION, **stored.get('config', {})}
+    w_cfg = {'precision': LEGACY_PRECISION, **wanted.get('config', {})}
     for key in sorted(set(s_cfg) | set(w_cfg)):
         if s_cfg.get(key) != w_cfg.get(key):
             problems.append(f'config {key}: map {short_repr(s_cfg.get(key))} '

@@ -28,6 +28,24 @@ as a trajectory through the map instead of one frame at a time.
 The score reported with a candidate is the mean raw similarity along its best trajectory (blended
 the same way), so it keeps the units of the single-frame score and ``min_score`` thresholds.
 
+**Distance spacing** (``spacing: distance``, the default; SMART, Pepperell et al., ICRA 2014): when
+every query frame carries an odometry position and every map place a pose, the sequence is not
+the last ``length`` frames but ``length`` recent frames picked at ``distance_step_m`` intervals of
+travelled distance (odometry path length; 0 = the map's median place spacing, or the distance per
+frame over the last ``length`` frames when that is longer, so a fast camera still gets ``length``
+distinct frames), and a trajectory
+places the frame ``d`` odometry metres back at the map place ``v * d`` metres before the end place
+along the map's own path (places in stamp order, path length of their positions). A robot that
+stops, or drives at twice the mapping speed, then still draws the same line through the map.
+``min_velocity..max_velocity`` become map metres per odometry metre: the 0.8-1.2 default absorbs
+an odometry scale error of up to 20 %. Only differences of odometry positions are used, so the
+odometry frame need not be the map's. A step whose map point is more than one place spacing from
+any place (before the map's start, across a gap) is missing, as off-map steps are in frame spacing.
+Without odometry for the frame (or a map place without a pose) the frame-spaced sequence is used,
+exactly as with ``spacing: frames``; ``without_odometry: single_frame`` answers such frames
+single-frame instead (the node's default: frame spacing breaks when the speed differs from the
+mapping run's, docs/sequence-matching.md).
+
 Defaults are OpenSeqSLAM's (``ds`` 10, ``vmin`` 0.8, ``vmax`` 1.2, ``vskip`` 0.1) except the
 contrast window (whole map instead of ``R`` 10, above). Where this differs from OpenSeqSLAM
 otherwise, and why: trajectories end at the newest frame (online use), where SeqSLAM centres them
@@ -51,6 +69,8 @@ from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.search import pick_best
 
 MAX_LENGTH = 1000
+SPACINGS = ('frames', 'distance')
+WITHOUT_ODOMETRY = ('frames', 'single_frame')
 DISTINCT_WINDOW = 10  # map places around a candidate that no other candidate may take (OpenSeqSLAM Rwindow)
 _STD_FLOOR = 1e-9
 
@@ -64,10 +84,18 @@ class SequenceConfig:
     contrast_window: int = 0         # map places of the normalisation window; 0 = the whole map
     single_frame_weight: float = 0.0  # 0 = sequence only, 1 = the current frame only
     shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
+    spacing: str = 'distance'        # 'distance': frames spaced by odometry distance when there is odometry
+    distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = automatic (see above)
+    without_odometry: str = 'frames'  # distance spacing without odometry: 'frames' or 'single_frame'
 
     @property
     def enabled(self) -> bool:
         return self.length > 0
+
+    @property
+    def needs_odometry(self) -> bool:
+        """Frames without odometry (or on a map with unposed places) are answered single-frame."""
+        return self.spacing == 'distance' and self.without_odometry == 'single_frame'
 
     def validate(self) -> None:
         if not 0 <= self.length <= MAX_LENGTH:
@@ -82,6 +110,13 @@ class SequenceConfig:
             raise ConfigError('sequence: single_frame_weight must be in [0, 1]')
         if self.shortlist < 0:
             raise ConfigError('sequence: shortlist must be >= 0 (0 = full similarity rows)')
+        if self.spacing not in SPACINGS:
+            raise ConfigError(f'sequence: spacing must be one of {", ".join(SPACINGS)}, got {self.spacing!r}')
+        if self.without_odometry not in WITHOUT_ODOMETRY:
+            raise ConfigError(f'sequence: without_odometry must be one of {", ".join(WITHOUT_ODOMETRY)}, '
+                              f'got {self.without_odometry!r}')
+        if not (np.isfinite(self.distance_step_m) and self.distance_step_m >= 0):
+            raise ConfigError('sequence: distance_step_m must be >= 0 (0 = the map\'s median place spacing)')
 
     def velocities(self) -> np.ndarray:
         n = int(np.floor((self.max_velocity - self.min_velocity) / self.velocity_step + 1e-9)) + 1
@@ -96,7 +131,7 @@ class SequenceMatch:
     place_id: int
     score: float      # mean similarity along the trajectory (blended with the frame's own)
     cost: float       # the ranking value: mean contrast-normalised difference (lower is better)
-    velocity: float   # map places per query frame of the best trajectory
+    velocity: float   # map places per query frame (distance spacing: map metres per odometry metre)
 
 
 def contrast_normalise(diff: np.ndarray, window: int) -> np.ndarray:
@@ -195,6 +230,81 @@ def trajectory_costs(norm: np.ndarray | Sequence[np.ndarray], velocities: np.nda
     return best, best_v
 
 
+def path_length(positions: np.ndarray) -> np.ndarray:
+    """Cumulative path length [m] along (N, 3) positions, 0 at the first."""
+    pos = np.asarray(positions, np.float64)
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1) if len(pos) > 1 else np.zeros(0)
+    return np.concatenate([[0.0], np.cumsum(steps)])
+
+
+@dataclass(frozen=True)
+class MapPath:
+    """The map's own trajectory, for distance-spaced sequences: each place's path length along
+    the places in stamp order, and the median spacing of consecutive places."""
+
+    along: np.ndarray  # (P,) metres, non-decreasing, in stamp order
+    spacing: float     # median of the positive steps between consecutive places
+
+    @classmethod
+    def of(cls, ordered_positions: np.ndarray) -> 'MapPath | None':
+        """None when a place has no position or the places do not move (no path to measure along)."""
+        pos = np.asarray(ordered_positions, np.float64)
+        if len(pos) < 2 or not np.isfinite(pos).all():
+            return None
+        along = path_length(pos)
+        steps = np.diff(along)
+        steps = steps[steps > 1e-6]
+        return cls(along, float(np.median(steps))) if len(steps) else None
+
+    def places_at(self, targets: np.ndarray) -> np.ndarray:
+        """Nearest place (position in stamp order) to each path length of ``targets``; -1 where no
+        place is within one place spacing (before the map's start, past its end, across a gap)."""
+        a = self.along
+        j = np.searchsorted(a, targets)
+        lo, hi = np.clip(j - 1, 0, len(a) - 1), np.clip(j, 0, len(a) - 1)
+        pick = np.where(np.abs(a[hi] - targets) < np.abs(a[lo] - targets), hi, lo)
+        return np.where(np.abs(a[pick] - targets) <= self.spacing, pick, -1)
+
+
+def distance_trajectory_costs(path: MapPath, back_m: np.ndarray, velocities: np.ndarray,
+                              prepared: Sequence[tuple[np.ndarray, np.ndarray]], need: int,
+                              newest_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best distance-spaced trajectory per end place: the row of ``back_m[i]`` odometry metres before
+    the newest frame meets the place nearest to ``velocity * back_m[i]`` map metres before the end
+    place. ``prepared``: :func:`_prepared` rows in the order of ``back_m``. Returns (cost, velocity
+    index) as :func:`trajectory_costs` does, with ``need`` known steps required."""
+    n_places = len(path.along)
+    best = np.full(n_places, np.inf)
+    best_v = np.zeros(n_places, np.int64)
+    total = np.empty(n_places)
+    n = np.empty(n_places)
+    for vi, v in enumerate(velocities):
+        total[:] = 0.0
+        n[:] = 0.0
+        for (vals, counts), back in zip(prepared, back_m):
+            idx = path.places_at(path.along - v * back)
+            known = idx >= 0
+            safe = np.where(known, idx, 0)
+            total += np.where(known, vals[safe], 0.0)
+            n += np.where(known, counts[safe], 0.0)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            cost = np.where(n >= need, total / n, np.inf)
+        better = cost < best
+        best[better] = cost[better]
+        best_v[better] = vi
+    best[~np.isfinite(newest_norm)] = np.nan
+    return best, best_v
+
+
+@dataclass(frozen=True)
+class DistanceLines:
+    """Where a distance-spaced sequence's rows lie: the map's path and each row's odometry metres
+    back from the newest frame (rows oldest first, the newest at 0)."""
+
+    path: MapPath
+    back_m: np.ndarray
+
+
 class _Ranker:
     """Ranking of one window of (L, P) raw similarity rows, in stamp order of places."""
 
@@ -206,15 +316,21 @@ class _Ranker:
     def rank(self, sims: Sequence[np.ndarray], norm: Sequence[np.ndarray], order: np.ndarray, k: int,
              excluded_ordered: np.ndarray | None,
              prepared: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-             velocity_scale: float = 1.0) -> list[SequenceMatch]:
+             velocity_scale: float = 1.0, lines: DistanceLines | None = None) -> list[SequenceMatch]:
         """``sims``/``norm``: the window's rows (raw similarities / normalised), oldest first.
-        ``velocity_scale`` multiplies the configured velocities (see :meth:`SequenceMatcher.rank`)."""
+        ``velocity_scale`` multiplies the configured velocities (see :meth:`SequenceMatcher.rank`);
+        ``lines``: the rows are distance-spaced (velocities are then map metres per odometry metre)."""
         cfg = self.config
         velocities, offsets = self.velocities, self.offsets
-        if velocity_scale != 1.0:
-            velocities = velocities * velocity_scale
-            offsets = _offsets(velocities, max(cfg.length, 1))
-        cost, best_v = trajectory_costs(norm, velocities, prepared)
+        if lines is not None:
+            prep = list(prepared) if prepared is not None else [_prepared(r) for r in norm]
+            cost, best_v = distance_trajectory_costs(lines.path, lines.back_m, velocities, prep,
+                                                     min_steps(cfg.length), norm[-1])
+        else:
+            if velocity_scale != 1.0:
+                velocities = velocities * velocity_scale
+                offsets = _offsets(velocities, max(cfg.length, 1))
+            cost, best_v = trajectory_costs(norm, velocities, prepared)
         w = cfg.single_frame_weight
         if w >= 1.0:  # the current frame only (a trajectory's inf cost times 0 would be NaN)
             rank_value = np.asarray(norm[-1], np.float64)
@@ -224,13 +340,17 @@ class _Ranker:
         length = len(sims)
         out = []
         for pos in picked:
-            offs = offsets[best_v[pos]]
-            along = [sims[length - 1 - lag][pos - off] for lag, off in enumerate(offs) if pos - off >= 0]
+            velocity = float(velocities[best_v[pos]])
+            if lines is not None:
+                idx = lines.path.places_at(lines.path.along[pos] - velocity * lines.back_m)
+                along = [sims[i][j] for i, j in enumerate(idx) if j >= 0]
+            else:
+                offs = offsets[best_v[pos]]
+                along = [sims[length - 1 - lag][pos - off] for lag, off in enumerate(offs) if pos - off >= 0]
             score = float(np.nanmean(along))
             if w > 0:
                 score = (1.0 - w) * score + w * float(sims[-1][pos])
-            out.append(SequenceMatch(int(order[pos]), score, float(rank_value[pos]),
-                                     float(velocities[best_v[pos]])))
+            out.append(SequenceMatch(int(order[pos]), score, float(rank_value[pos]), velocity))
         return out
 
 
@@ -239,22 +359,36 @@ def stamp_order(place_stamps: np.ndarray) -> np.ndarray:
 
 
 def sequence_match(similarity: np.ndarray, place_stamps: np.ndarray, config: SequenceConfig, k: int = 1,
-                   exclude: Iterable[Iterable[int]] | None = None) -> list[list[SequenceMatch] | None]:
+                   exclude: Iterable[Iterable[int]] | None = None, query_positions: np.ndarray | None = None,
+                   place_positions: np.ndarray | None = None) -> list[list[SequenceMatch] | None]:
     """Offline: rank map places for every query row of ``similarity`` (Q, P), rows in query-time order.
 
     Row q uses rows q-length+1..q; the first ``length - 1`` queries have too little history and
     get None (callers fall back to single-frame matching). ``exclude``: per query, place ids that
-    may not be candidates. Gives the same answers as :class:`SequenceMatcher` fed the same rows.
+    may not be candidates. ``query_positions`` (Q, 3) odometry (NaN rows: none for that frame) and
+    ``place_positions`` (P, 3) by place id: distance spacing (``config.spacing``), where a query
+    gets None until its odometry covers the sequence. Gives the same answers as
+    :class:`SequenceMatcher` fed the same rows.
     """
     config.validate()
     if not config.enabled:
         raise ConfigError('sequence_match needs config.length >= 1')
     sims = np.asarray(similarity, np.float64)
+    excludes = list(exclude) if exclude is not None else None
+    if config.spacing == 'distance' and query_positions is not None and place_positions is not None:
+        matcher = SequenceMatcher(config)
+        order = stamp_order(place_stamps)
+        qpos = np.asarray(query_positions, np.float64)
+        ranked: list[list[SequenceMatch] | None] = []
+        for q in range(len(sims)):
+            matcher.push(float(q), sims[q], qpos[q] if np.isfinite(qpos[q]).all() else None)
+            excluded_ids = set(excludes[q]) if excludes is not None and excludes[q] else None
+            ranked.append(matcher.rank(place_stamps, k, excluded_ids, order, place_positions=place_positions))
+        return ranked
     order = stamp_order(place_stamps)
     ordered = sims[:, order]
     norm = contrast_normalise(-ordered, config.contrast_window)
     ranker = _Ranker(config)
-    excludes = list(exclude) if exclude is not None else None
     rank_of = np.empty(len(order), np.int64)
     rank_of[order] = np.arange(len(order))
     out: list[list[SequenceMatch] | None] = []
@@ -269,6 +403,45 @@ def sequence_match(similarity: np.ndarray, place_stamps: np.ndarray, config: Seq
         window = slice(q + 1 - config.length, q + 1)
         out.append(ranker.rank(ordered[window], norm[window], order, k, excluded))
     return out
+
+
+def select_by_distance(travelled: Sequence[float], step: float, length: int) -> list[int] | None:
+    """Indices (oldest first) of the frames nearest to 0, step, 2 step ... (length - 1) step metres
+    before the newest (SMART's fixed travelled-distance intervals), each frame once; None while the
+    history covers less than ``(length - 1) * step - step / 2`` metres or picks fewer than
+    :func:`min_steps` frames. ``travelled``: path length of each kept frame, oldest first."""
+    t = np.asarray(travelled, np.float64)
+    if not len(t) or t[-1] - t[0] < (length - 1) * step - step / 2:
+        return None
+    picked: list[int] = []
+    for j in range(length):
+        i = int(np.argmin(np.abs(t - (t[-1] - j * step))[::-1]))  # ties: the newer frame
+        i = len(t) - 1 - i
+        if not picked or i < picked[-1]:
+            picked.append(i)
+    return picked[::-1] if len(picked) >= min_steps(length) else None
+
+
+class _Row:
+    """One frame's similarity row (by place id) and, per map state, its stamp-order form and
+    normalisation (a row's normalisation depends on nothing else, so it is computed once per map)."""
+
+    __slots__ = ('raw', 'key', 'ordered', 'norm', 'prepared')
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.raw = raw
+        self.key: Any = None
+
+    def ready(self, key: Any, n_places: int, order: np.ndarray, window: int) -> '_Row':
+        if self.key != key:
+            padded = np.full(n_places, np.nan)
+            m = min(len(self.raw), n_places)
+            padded[:m] = self.raw[:m]
+            self.ordered = padded[order]
+            self.norm = contrast_normalise(-self.ordered[None], window)[0]
+            self.prepared = _prepared(self.norm)
+            self.key = key
+        return self
 
 
 def shortlist_row(place_ids: Iterable[int], scores: Iterable[float], n_places: int) -> np.ndarray:
@@ -286,10 +459,12 @@ def shortlist_row(place_ids: Iterable[int], scores: Iterable[float], n_places: i
 
 
 class SequenceMatcher:
-    """Online SeqSLAM: keeps the similarity rows of the last ``length`` frames (memory: length x places).
+    """Online SeqSLAM: keeps the similarity rows of the last ``length`` frames (memory: length x places),
+    and with odometry the frames spaced by travelled distance (about 2 x length rows more).
 
-    :meth:`push` each processed frame's similarity to every current map place (by place id),
-    then :meth:`rank`. History restarts when query time goes backwards.
+    :meth:`push` each processed frame's similarity to every current map place (by place id) and
+    its odometry position (None without), then :meth:`rank`. History restarts when query time
+    goes backwards; the distance history restarts when a frame comes without odometry.
     """
 
     def __init__(self, config: SequenceConfig) -> None:
@@ -298,62 +473,114 @@ class SequenceMatcher:
             raise ConfigError('SequenceMatcher needs length >= 1')
         self.config = config
         self._ranker = _Ranker(config)
-        self._rows: deque[np.ndarray] = deque(maxlen=config.length)
-        # Per row: (map key, row in stamp order, its normalisation), recomputed only when the map
-        # (its size or order) changed since; a row's normalisation depends on nothing else.
-        self._cache: deque[tuple[Any, ...] | None] = deque(maxlen=config.length)
+        self._rows: deque[_Row] = deque(maxlen=config.length)
         self._last_stamp: float | None = None
+        # Distance spacing: (path length, row) of kept frames, oldest first; a frame within half a
+        # step of the one before it is dropped when a newer one comes (a stop keeps one frame).
+        self._by_distance: list[tuple[float, _Row]] = []
+        self._position: np.ndarray | None = None
+        self._travelled = 0.0
+        self._recent: deque[float] = deque(maxlen=config.length)  # path length of the last frames
+        self._step_m: float | None = None  # the step of the last distance-spaced rank
+        self._path: tuple[Any, MapPath | None] = (None, None)
+        self.last_spacing = ''  # 'frames' / 'distance': how the last sequence answer was spaced
 
     def reset(self) -> None:
         self._rows.clear()
-        self._cache.clear()
         self._last_stamp = None
+        self._reset_distance()
+
+    def _reset_distance(self) -> None:
+        self._by_distance.clear()
+        self._position = None
+        self._travelled = 0.0
+        self._recent.clear()
 
     @property
     def history(self) -> int:
         return len(self._rows)
 
-    def push(self, stamp: float, similarity_row: np.ndarray) -> None:
+    def push(self, stamp: float, similarity_row: np.ndarray, position: Sequence[float] | None = None) -> None:
         if self._last_stamp is not None and stamp < self._last_stamp:
             self.reset()
         self._last_stamp = float(stamp)
-        self._rows.append(np.asarray(similarity_row, np.float32))
-        self._cache.append(None)
+        row = _Row(np.asarray(similarity_row, np.float32))
+        self._rows.append(row)
+        if position is None or self.config.spacing != 'distance':
+            self._reset_distance()
+            return
+        pos = np.asarray(position, np.float64)[:3]
+        if self._position is not None:
+            self._travelled += float(np.linalg.norm(pos - self._position))
+        self._position = pos
+        self._recent.append(self._travelled)
+        kept = self._by_distance
+        step = self._step_m
+        if step and len(kept) >= 2 and kept[-1][0] - kept[-2][0] < step / 2:
+            kept.pop()
+        kept.append((self._travelled, row))
+        span = (self.config.length - 1) * step + step if step else np.inf
+        cap = 4 * self.config.length + 4  # before the first rank knows the step
+        while len(kept) > 2 and (self._travelled - kept[1][0] >= span or len(kept) > cap):
+            kept.pop(0)
 
     def rank(self, place_stamps: np.ndarray, k: int, exclude: set[int] | None = None,
-             order: np.ndarray | None = None, velocity_scale: float = 1.0) -> list[SequenceMatch] | None:
-        """Top-k sequence candidates for the newest frame; None with fewer than ``length`` frames.
+             order: np.ndarray | None = None, velocity_scale: float = 1.0,
+             place_positions: np.ndarray | None = None) -> list[SequenceMatch] | None:
+        """Top-k sequence candidates for the newest frame; None with too little history (fewer
+        than ``length`` frames; distance spacing: odometry covering less than the sequence).
 
         ``place_stamps``: stamps of the current map places (by id); rows pushed when the map was
         smaller count as unknown (NaN) for the places added since. ``order``: a cached
         :func:`stamp_order` of ``place_stamps``. ``velocity_scale``: map places per frame that a
-        velocity of 1 means (a map grown from these frames advances one keyframe per few frames).
+        velocity of 1 means (a map grown from these frames advances one keyframe per few frames;
+        frame spacing only). ``place_positions`` (P, 3) by place id: with odometry pushed for
+        the newest frame and every place posed, the sequence is distance-spaced.
         """
-        if len(self._rows) < self.config.length:
-            return None
         n_places = len(place_stamps)
-        if n_places == 0:
-            return []
         order = stamp_order(place_stamps) if order is None else order
         key = (n_places, hash(order.tobytes()))
-        for i, row in enumerate(self._rows):
-            cached = self._cache[i]
-            if cached is None or cached[0] != key:
-                padded = np.full(n_places, np.nan)
-                m = min(len(row), n_places)
-                padded[:m] = row[:m]
-                ordered_row = padded[order]
-                norm_row = contrast_normalise(-ordered_row[None], self.config.contrast_window)[0]
-                self._cache[i] = (key, ordered_row, norm_row, _prepared(norm_row))
+        path = self._map_path(key, place_positions, order) if self._by_distance else None
+        if path is None:
+            self.last_spacing = 'frames'
+            if len(self._rows) < self.config.length or self.config.needs_odometry:
+                return None
+            rows = list(self._rows)
+            lines = None
+        else:
+            self.last_spacing = 'distance'
+            self._step_m = self.config.distance_step_m or self._auto_step(path)
+            picked = select_by_distance([t for t, _ in self._by_distance], self._step_m, self.config.length)
+            if picked is None:
+                return None
+            rows = [self._by_distance[i][1] for i in picked]
+            lines = DistanceLines(path, self._travelled - np.array([self._by_distance[i][0] for i in picked]))
+        if n_places == 0:
+            return []
+        rows = [r.ready(key, n_places, order, self.config.contrast_window) for r in rows]
         excluded = None
         if exclude:
             ids = np.fromiter((p for p in exclude if 0 <= p < n_places), np.int64)
             excluded = np.isin(order, ids)
-        cache = list(self._cache)
-        return self._ranker.rank([c[1] for c in cache], [c[2] for c in cache], order, k, excluded,
-                                 [c[3] for c in cache], velocity_scale)
+        return self._ranker.rank([r.ordered for r in rows], [r.norm for r in rows], order, k, excluded,
+                                 [r.prepared for r in rows], velocity_scale, lines)
+
+    def _auto_step(self, path: MapPath) -> float:
+        """One map place spacing, or the distance per frame over the last ``length`` frames when the
+        camera moves faster than one place per frame (a sequence keeps ``length`` distinct frames)."""
+        recent = self._recent
+        per_frame = (recent[-1] - recent[0]) / (len(recent) - 1) if len(recent) > 1 else 0.0
+        return max(path.spacing, per_frame)
+
+    def _map_path(self, key: Any, place_positions: np.ndarray | None, order: np.ndarray) -> MapPath | None:
+        if place_positions is None:
+            return None
+        if self._path[0] != key:
+            self._path = (key, MapPath.of(np.asarray(place_positions, np.float64)[order, :3]))
+        return self._path[1]
 
 
-__all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SequenceConfig', 'SequenceMatch', 'SequenceMatcher',
-           'contrast_normalise', 'min_steps', 'sequence_match', 'shortlist_row', 'stamp_order',
-           'trajectory_costs']
+__all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SPACINGS', 'WITHOUT_ODOMETRY', 'DistanceLines', 'MapPath',
+           'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
+           'distance_trajectory_costs', 'min_steps', 'path_length', 'select_by_distance', 'sequence_match',
+           'shortlist_row', 'stamp_order', 'trajectory_costs']

@@ -57,6 +57,7 @@ from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
+from vpr_ros.matching.confidence import CONFIDENCE_K
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
@@ -185,6 +186,9 @@ class LocalizerNode(Node):
         self._metric_ms = RollingStats()
         self._localize_service_ms = RollingStats()
         self._warm_up()
+        runtimes = [f'{net} on {name}' for net, name in self._localizer.encoder.runtimes().items() if name]
+        if runtimes:
+            self.get_logger().info('encoder runtime: ' + ', '.join(runtimes))
         self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
         self._bootstrap_frames_seen = 0
         self._map_dirty = False
@@ -418,8 +422,9 @@ class LocalizerNode(Node):
         if not isinstance(overrides, dict):
             raise ConfigError("encoder_config must be a mapping such as '{threads: 2}', "
                               f'got {short_repr(overrides)}')
-        if v['threads']:
-            overrides['threads'] = v['threads']
+        for key in ('threads', 'runtime', 'device'):
+            if v[key]:
+                overrides[key] = v[key]
         if v['map_path']:
             if v['vocabulary.path']:
                 raise ConfigError("vocabulary.path is for an empty incremental map (map_path ''); the map at "
@@ -523,7 +528,9 @@ class LocalizerNode(Node):
             length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
             max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
             contrast_window=v['sequence.contrast_window'],
-            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'])
+            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
+            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
+            without_odometry=v['sequence.without_odometry'])
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
@@ -664,13 +671,14 @@ class LocalizerNode(Node):
         # Extracted at most once per frame, and only if verification or a new keyframe needs them.
         features = functools.cache(lambda: self._local_features_of(rgb))
 
+        odom = self._odom_pose(t) if self._odom_topic else None  # distance-spaced sequences
         with self._map_lock:
-            loc = self._localizer.localize(rgb, t, self._recent_places(t))
+            loc = self._localizer.localize(rgb, t, self._recent_places(t), odom)
             self._maybe_add_keyframe(t, loc.vectors, rgb, features)
         self._last_image_stamp = t
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, features, self._camera)
-        self._publish(stamp, t, loc.matches, solved, loc.confidence)
+        self._publish(stamp, t, loc.matches, loc.confidence, solved)
         self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
@@ -710,11 +718,11 @@ class LocalizerNode(Node):
             T_odom_body = self._odometry_at(t)
             T = map_to_odom(T, T_odom_body) if T_odom_body is not None else None
         if not math.isfinite(confidence):
-            confidence = self._covariance.confidence(matches[0].score) if matches else 0.0
+            confidence = self._covariance.score_level(matches[0].score) if matches else 0.0
         if not gate.offer(T, confidence):
             return
         header = Header(stamp=stamp, frame_id=self._frame)
-        msg = messages.pose_msg(header, matches[0], self._covariance, solved)
+        msg = messages.pose_msg(header, matches[0], self._covariance, metric=solved)
         self._pub_initialpose.publish(msg)
         self._relocalizations_published += 1
         p = msg.pose.pose.position
@@ -850,15 +858,15 @@ class LocalizerNode(Node):
             self._session_places.append((pid, t))
             self._map_dirty = True
 
-    def _publish(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
-                 confidence: float = math.nan) -> None:
+    def _publish(self, stamp: Any, t: float, matches: list, confidence: float = math.nan,
+                 solved: metric.MetricPose | None = None) -> None:
         header = Header(stamp=stamp, frame_id=self._frame)
         self._pub_candidates.publish(messages.candidates_msg(t, matches))
         if self._pub_place_candidates is not None:
             self._pub_place_candidates.publish(messages.place_candidates_msg(header, matches, confidence))
             if matches:
                 self._pub_place_match.publish(
-                    messages.place_match_msg(header, matches[0], solved, confidence))
+                    messages.place_match_msg(header, matches[0], confidence, solved))
         if matches:
             best = matches[0]
             self._last = (best.place_id, best.score, t)
@@ -866,7 +874,7 @@ class LocalizerNode(Node):
             self._pub_best.publish(messages.best_match_msg(header, best))
             has_pose = best.pose is not None or (solved is not None and solved.good)
             if has_pose and best.score >= self._values['pose.min_score']:
-                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, solved, confidence))
+                self._pub_pose.publish(messages.pose_msg(header, best, self._covariance, confidence, solved))
             self._pub_match_markers.publish(messages.match_markers(header, matches, self._covariance))
 
     def _publish_loop(self, t: float, decision: LoopDecision, features: Any) -> None:
@@ -964,6 +972,7 @@ class LocalizerNode(Node):
             **{f'callback_errors.{kind}': n for kind, n in sorted(self._callback_errors.items())},
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
             'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
+            **{f'runtime.{k}': v for k, v in self._localizer.encoder.runtimes().items()},
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
             'last_confidence': f'{self._last_confidence:.4f}', 'confidence': self._confidence_state(),
             'sequence.length': self._localizer.sequence_config.length,
@@ -1004,6 +1013,14 @@ class LocalizerNode(Node):
         gate = self._relocalization
         return f'armed ({gate.streak}/{gate.config.frames} agreeing)' if gate.armed else 'published; quiet'
 
+    def _confidence_state(self) -> str:
+        """What the published confidence means (vpr_ros.matching.confidence)."""
+        model = self._localizer.fitted_confidence
+        if model is None:
+            return 'uncalibrated (map too small or without poses): NaN, covariance from the score'
+        return (f'P(top-1 within {model.dist_m:g} m), calibrated on {model.examples} map places '
+                f'({model.exclude_s:g} s time neighbours excluded)')
+
     def _metric_state(self) -> str:
         if not self._values['metric.enabled']:
             return 'disabled'
@@ -1039,7 +1056,10 @@ class LocalizerNode(Node):
             camera = self._camera
         with self._map_lock:  # single-frame: the topic stream's sequence history is not touched
             vectors, _ = self._localizer.describe(rgb)
-            matches = self._localizer.map.search(vectors, self._localizer.top_k)
+            matches = self._localizer.map.search(vectors, max(self._localizer.top_k, CONFIDENCE_K))
+            model = self._localizer.confidence_model
+        confidence = model.confidence(matches) if model is not None and matches else math.nan
+        matches = matches[:self._localizer.top_k]
         if not matches:
             response.success, response.message = False, 'the map has no places'
             return
@@ -1051,23 +1071,15 @@ class LocalizerNode(Node):
             response.message = f'place {best.place_id} has no pose and no metric solve'
             return
         header = Header(stamp=request.image.header.stamp, frame_id=self._frame)
-        response.pose = messages.pose_msg(header, best, self._covariance, solved)
+        response.pose = messages.pose_msg(header, best, self._covariance, confidence, solved)
         response.place_id, response.score = int(best.place_id), float(best.score)
         response.metric = bool(solved is not None and solved.good)
         response.status = solved.status if solved is not None else self._metric_state()
         response.inliers = int(solved.inliers) if solved is not None and solved.good else 0
-        response.confidence = self._covariance.confidence(best.score)
+        response.confidence = confidence  # calibrated P(place right); NaN without a model
         response.success = True
         response.message = (f'place {best.place_id}, ' + ('metric pose' if response.metric else
                                                            f'place pose ({response.status})'))
-
-    def _confidence_state(self) -> str:
-        """What the published confidence means (vpr_ros.matching.confidence)."""
-        model = self._localizer.fitted_confidence
-        if model is None:
-            return 'uncalibrated (map too small or without poses): NaN, covariance from the score'
-        return (f'P(top-1 within {model.dist_m:g} m), calibrated on {model.examples} map places '
-                f'({model.exclude_s:g} s time neighbours excluded)')
 
     def _verification_state(self) -> str:
         if not self._values['verification.enabled']:

@@ -35,13 +35,13 @@ try:  # optional: built by `make interfaces` (or colcon); without it those two t
     from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch
 except ImportError:
     PlaceCandidates = PlaceMatch = None
+# interfaces built before PlaceMatch had a confidence field still work (without it)
+PLACE_MATCH_HAS_CONFIDENCE = (PlaceMatch is not None
+                              and 'confidence' in PlaceMatch.get_fields_and_field_types())
 try:  # an interfaces build from before the service existed has only the messages: no ~/localize
     from vpr_ros_interfaces.srv import Localize
 except ImportError:
     Localize = None
-# interfaces built before PlaceMatch had a confidence field still work (without it)
-PLACE_MATCH_HAS_CONFIDENCE = (PlaceMatch is not None
-                              and 'confidence' in PlaceMatch.get_fields_and_field_types())
 
 CANDIDATE_FIELDS = ('place_id', 'score', 'map_stamp')
 
@@ -80,8 +80,8 @@ def best_match_msg(header: Header, match: Match) -> Vector3Stamped:
     return msg
 
 
-def place_match_msg(header: Header, match: Match, metric: MetricPose | None = None,
-                    confidence: float = math.nan):
+def place_match_msg(header: Header, match: Match, confidence: float = math.nan,
+                    metric: MetricPose | None = None):
     """vpr_ros_interfaces/PlaceMatch of one match (``has_pose`` false and an identity pose without one);
     with a good ``metric`` solve, its pose and ``pose_source`` POSE_METRIC."""
     msg = PlaceMatch(header=header, place_id=int(match.place_id), score=float(match.score),
@@ -165,7 +165,7 @@ class CovarianceModel:
     sigma_yaw_min: float = 0.2
     sigma_yaw_max: float = np.pi
 
-    def confidence(self, score: float) -> float:
+    def score_level(self, score: float) -> float:
         """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
         return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
 
@@ -175,7 +175,7 @@ class CovarianceModel:
             p = float(np.clip(confidence, 0.0, 1.0))
             return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
                     math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
-        a = self.confidence(score)
+        a = self.score_level(score)
         return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
                 self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
 
@@ -212,10 +212,10 @@ def later(stamp: Time, seconds: float) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def pose_msg(header: Header, match: Match, model: CovarianceModel, metric: MetricPose | None = None,
-             confidence: float = math.nan) -> PoseWithCovarianceStamped:
+def pose_msg(header: Header, match: Match, model: CovarianceModel,
+             confidence: float = math.nan, metric: MetricPose | None = None) -> PoseWithCovarianceStamped:
     """The metric pose with its solve's covariance when ``metric`` is good, else the place pose with the
-    covariance of its confidence (else of its score; the place must have a pose)."""
+    covariance from the calibrated ``confidence`` (or the score without one; the place must have a pose)."""
     msg = PoseWithCovarianceStamped(header=header)
     if metric is not None and metric.good:
         msg.pose.pose = pose_to_msg(metric.pose)
@@ -231,7 +231,7 @@ def pose_msg(header: Header, match: Match, model: CovarianceModel, metric: Metri
 
 
 def _score_color(score: float, model: CovarianceModel) -> ColorRGBA:
-    a = model.confidence(score)
+    a = model.score_level(score)
     return ColorRGBA(r=1.0 - a, g=a, b=0.0, a=1.0)
 
 

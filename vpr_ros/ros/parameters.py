@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vpr_ros.encoders.runtime.settings import DEVICES, RUNTIMES
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
-from vpr_ros.matching.sequence import SequenceConfig
+from vpr_ros.matching.sequence import SPACINGS, WITHOUT_ODOMETRY, SequenceConfig
 
 NODE_NAME = 'vpr_localizer'
 # Relative input names: they follow the node's namespace and remap the usual way (-r image:=...).
@@ -56,6 +57,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('threads', 0, 'Torch intra-op threads of the encoder; 0 = adapt to the cores other '
               'processes leave free (1 up to all, re-checked every 0.3 s; vpr_ros/threadpools.py).',
               low=0, high=256),
+    ParamSpec('runtime', '', "How the encoder's network runs: 'auto' (the fastest installed runtime that "
+              "matches torch on a probe at start-up), 'torch', 'onnxruntime' or 'openvino'; '' = the "
+              "encoder config's (auto unless set). Not part of the map's identity (docs/runtimes.md).",
+              read_only=True),
+    ParamSpec('device', '', "'cpu' or 'cuda' (torch, or onnxruntime's CUDA/TensorRT providers; an error "
+              "where there is no GPU); '' = the encoder config's (cpu unless set).", read_only=True),
     # ----- input ------------------------------------------------------------------------------
     ParamSpec('image_topic', '', "Deprecated. '' (default): the node subscribes to the relative input "
               "'image' (follows the namespace; remap with -r image:=/camera/image_raw). A non-empty name "
@@ -181,6 +188,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
               'indexes).',
               low=0, high=1_000_000),
+    ParamSpec('sequence.spacing', _SEQUENCE.spacing,
+              "'distance' (SMART): with odometry (use_odom) and a map whose places all have poses, the "
+              'sequence is frames spaced by travelled distance, matched along the map path, so stops '
+              "and speed changes do not break it (velocities: map metres per odometry metre); without "
+              "odometry, as 'frames'. 'frames': the last N processed frames (SeqSLAM)."),
+    ParamSpec('sequence.distance_step_m', _SEQUENCE.distance_step_m,
+              "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median "
+              'place spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6),
+    ParamSpec('sequence.without_odometry', _SEQUENCE.without_odometry,
+              "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
+              "frame-spaced sequence; 'single_frame' = exactly the single-frame answer."),
     # ----- geometric verification of loop closures ---------------------------------------------
     ParamSpec('verification.enabled', True, 'Verify loop-closure candidates geometrically (local features '
               'stored in the map, MAGSAC++ fundamental/essential matrix) before publishing them. A map '
@@ -254,6 +272,14 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
         return 'sequence.min_velocity must not exceed sequence.max_velocity'
     if values['tf.publish_map_to_odom'] and not (values['use_odom'] or values['odom_topic']):
         return 'tf.publish_map_to_odom needs odometry (use_odom:=true, the odom input)'
+    for name, allowed in (('runtime', RUNTIMES), ('device', DEVICES)):
+        if values[name] and values[name] not in allowed:
+            return f"{name} must be '' or one of {', '.join(allowed)}; got {values[name]!r}"
+    if values['sequence.spacing'] not in SPACINGS:
+        return f"sequence.spacing must be one of {SPACINGS}, got {values['sequence.spacing']!r}"
+    if values['sequence.without_odometry'] not in WITHOUT_ODOMETRY:
+        return (f"sequence.without_odometry must be one of {WITHOUT_ODOMETRY}, "
+                f"got {values['sequence.without_odometry']!r}")
     if values['image_transport'] not in IMAGE_TRANSPORTS:
         return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None

@@ -26,7 +26,6 @@ import numpy as np
 from vpr_ros.encoders.torch_encoder import IMAGENET_MEAN, IMAGENET_STD
 from vpr_ros.errors import ConfigError
 from vpr_ros.textio import short_repr
-from vpr_ros.threadpools import use_torch_threads
 
 DENSE_BACKBONES = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'dinov2_vits14',
                    'dinov2_vitb14', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
@@ -38,8 +37,10 @@ class DenseFeatures:
 
     def __init__(self, backbone: str = 'efficientnet_lite0', layer: Any = None,
                  image_size: tuple[int, int] | list[int] = (240, 320), weights: str | None = None,
-                 threads: int = 0) -> None:
-        import torch
+                 threads: int = 0, config: dict[str, Any] | None = None) -> None:
+        """``config``: the owning encoder's config, whose ``threads`` and runtime keys (read at every
+        call) choose how the backbone runs; without it, ``threads`` and the runtime defaults."""
+        from vpr_ros.encoders.runtime import RUNTIME_DEFAULTS, Network
 
         if backbone not in DENSE_BACKBONES:
             raise ConfigError(f'unknown dense backbone {backbone!r}; available: {", ".join(DENSE_BACKBONES)}')
@@ -55,7 +56,19 @@ class DenseFeatures:
         else:
             self._build_dinov2(layer, weights)
         self.model.eval()
-        self._torch = torch
+        config = config if config is not None else {'threads': int(threads), **RUNTIME_DEFAULTS}
+        grid = _normalised_grid(self.model, self._forward)
+        self.network = Network(f'dense_{backbone}', grid, self.image_size, config, self._network_identity,
+                               self._preprocess)
+
+    def _network_identity(self) -> dict[str, Any]:
+        return {'backbone': self.backbone, 'layer': self.layer, 'image_size': list(self.image_size),
+                'weights': self.fingerprint()}
+
+    def _preprocess(self, images: list[np.ndarray]) -> Any:
+        from vpr_ros.encoders.torch_encoder import to_tensor_batch
+
+        return to_tensor_batch(images, self.image_size, self.interpolation, self.pixel_mean, self.pixel_std)
 
     def _build_efficientnet(self, variant: str, layer: Any, weights: str | None) -> None:
         from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
@@ -136,15 +149,23 @@ class DenseFeatures:
 
     def extract(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, rows, cols, C) float32 per-patch features, L2-normalised over C."""
-        from vpr_ros.encoders.torch_encoder import to_tensor_batch
+        return np.ascontiguousarray(self.network.run(self._preprocess(images)))
 
-        torch = self._torch
-        use_torch_threads(self.threads)
-        batch = to_tensor_batch(images, self.image_size, self.interpolation, self.pixel_mean, self.pixel_std)
-        with torch.inference_mode():
-            fmap = self._forward(batch)
-            fmap = torch.nn.functional.normalize(fmap.float(), dim=1)
-        return np.ascontiguousarray(fmap.permute(0, 2, 3, 1).numpy())
+
+def _normalised_grid(model: Any, forward: Any) -> Any:
+    """A module: ``forward``'s feature map of ``model``, L2-normalised over channels, as (N, rows, cols,
+    C). It is what ``extract`` returns and what is exported (the VLAD assignment stays outside)."""
+    import torch
+
+    class NormalisedGrid(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = model  # registered: .to() and .eval() reach the weights
+
+        def forward(self, x: Any) -> Any:
+            return torch.nn.functional.normalize(forward(x).float(), dim=1).permute(0, 2, 3, 1)
+
+    return NormalisedGrid()
 
 
 def vocabulary_sample(feature_maps: list[np.ndarray] | np.ndarray, seed: int = 42,
