@@ -117,3 +117,42 @@ def test_a_failing_relocalization_step_is_counted_and_the_node_keeps_answering(w
     driver.wait_for(lambda o: (s := driver.latest_status()) is not None
                     and s.get('skipped.relocalization error (RuntimeError)') == '2', 30.0)
     assert call(driver.session.node, Trigger, '/vpr_localizer/relocalize', Trigger.Request()).success
+
+
+def test_with_odometry_the_map_to_odom_transforms_must_agree(sample_map, in_process, driver_factory) -> None:
+    """The same view (same metric pose) while odometry says the robot moved 1 m per frame is not
+    consistent: no announcement; once odometry stands still, three frames agree and one is published."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    from vpr_ros.ros.messages import to_sec, to_time
+
+    path, frame, _ = sample_map
+    node = in_process(map_path=path, threads=1, use_odom=True, diagnostics_period=0.2,
+                      **{RELIABLE_IMAGES: 'reliable', 'relocalization.enabled': True,
+                         'qos_overrides./odom.subscription.reliability': 'reliable'})
+    driver = driver_factory()
+    received: list = []
+    driver.subs.append(driver.session.node.create_subscription(
+        PoseWithCovarianceStamped, '/initialpose', received.append,
+        QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)))
+    pub_odom = driver.session.node.create_publisher(Odometry, '/odom', 10)
+    driver.wait_ready(lambda: None, node=node.node)
+    driver.wait_for(lambda o: pub_odom.get_subscription_count() > 0)
+
+    def send(t: float, x: float) -> None:
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id = to_time(t), 'odom'
+        odom.pose.pose.position.x = x
+        odom.pose.pose.orientation.w = 1.0
+        pub_odom.publish(odom)
+        time.sleep(0.1)  # the odometry callback runs before the frame is processed
+        driver.localize(image_msg(frame.rgb, t), t)
+
+    for k in range(4):  # moving: map -> odom jumps 1 m per frame
+        send(80.0 + k, float(k))
+    for k in range(3):  # standing
+        send(90.0 + k, 10.0)
+    driver.wait_for(lambda o: len(received) >= 1, 30.0)
+    assert [to_sec(m.header.stamp) for m in received] == [92.0]
