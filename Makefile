@@ -25,7 +25,7 @@ IFACE_SRC := interfaces/vpr_ros_interfaces
 IFACE_STAMP := $(VENV)/.interfaces
 interfaces: $(IFACE_STAMP)
 
-$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLists.txt $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg) $(wildcard $(IFACE_SRC)/srv/*.srv)
+$(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt interfaces/tf2_msgs/msg/TFMessage.msg $(IFACE_SRC)/CMakeLists.txt interfaces/cmake/pypi_wheel_includes.cmake $(IFACE_SRC)/package.xml $(wildcard $(IFACE_SRC)/msg/*.msg) $(wildcard $(IFACE_SRC)/srv/*.srv)
 	@command -v cmake >/dev/null 2>&1 || { echo "make interfaces needs cmake and a C/C++ compiler"; exit 2; }
 	$(BIN)/python -m pip install --quiet -r interfaces/requirements-build.txt
 	rm -rf build/vpr_ros_interfaces && mkdir -p build
@@ -37,6 +37,15 @@ $(IFACE_STAMP): $(STAMP) interfaces/requirements-build.txt $(IFACE_SRC)/CMakeLis
 	    || { tail -20 build/vpr_ros_interfaces.log; exit 2; }
 	cmake --install build/vpr_ros_interfaces >> build/vpr_ros_interfaces.log 2>&1
 	$(BIN)/python -c "from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch; from vpr_ros_interfaces.srv import Localize"
+	# tf2_msgs/TFMessage (the node's map -> odom on /tf) has no PyPI wheel: build it unless one is installed
+	$(BIN)/python -c "import tf2_msgs.msg" 2>/dev/null || { \
+	  rm -rf build/tf2_msgs && \
+	  AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake -S interfaces/tf2_msgs -B build/tf2_msgs \
+	    -DCMAKE_PREFIX_PATH=$(abspath $(VENV)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+	    -DPython3_EXECUTABLE=$(abspath $(BIN))/python -DBUILD_TESTING=OFF > build/tf2_msgs.log 2>&1 && \
+	  AMENT_PREFIX_PATH=$(abspath $(VENV)) cmake --build build/tf2_msgs -j2 >> build/tf2_msgs.log 2>&1 && \
+	  cmake --install build/tf2_msgs >> build/tf2_msgs.log 2>&1 && \
+	  $(BIN)/python -c "from tf2_msgs.msg import TFMessage"; } || { tail -20 build/tf2_msgs.log; exit 2; }
 	touch $(IFACE_STAMP)
 
 demo: $(STAMP)

@@ -37,6 +37,7 @@ setup(
         'ros': [
             'ros-rclpy[fastrtps]', 'ros-sensor-msgs', 'ros-std-msgs', 'ros-geometry-msgs',
             'ros-nav-msgs', 'ros-visualization-msgs', 'ros-diagnostic-msgs', 'ros-std-srvs',
+            'ros-lifecycle-msgs',
         ],
         # ONNX export and the encoder runtimes (docs/runtimes.md); onnxruntime 1.32 for the int8 quantiser's
         # calibration cache. Without them every encoder runs on torch.
@@ -57,6 +58,7 @@ setup(
         'console_scripts': [
             'vpr-ros = vpr_ros.cli:main',
             'localizer = vpr_ros.localizer:main',
+            'lifecycle_localizer = vpr_ros.lifecycle_localizer:main',
         ],
     },
 )

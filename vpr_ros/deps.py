@@ -40,6 +40,7 @@ ROS: dict[str, str] = {
     'visualization_msgs': 'ros-visualization-msgs',
     'diagnostic_msgs': 'ros-diagnostic-msgs',
     'rosgraph_msgs': 'ros-rosgraph-msgs',
+    'lifecycle_msgs': 'ros-lifecycle-msgs',
 }
 # The pose-graph experiment (`evaluate --loops --pose-graph`, vpr_ros.slam): setup.py's [slam] extra.
 SLAM: dict[str, str] = {'gtsam': 'gtsam', 'evo': 'evo'}

@@ -7,6 +7,7 @@ BEST_EFFORT reader a frame sent right after discovery can be lost, which would m
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -77,10 +78,10 @@ def child_env() -> dict[str, str]:
 class NodeProcess:
     """``python -m vpr_ros.localizer --ros-args ...`` with its log captured to a file."""
 
-    def __init__(self, ros_args: list[str], log_path: str) -> None:
+    def __init__(self, ros_args: list[str], log_path: str, module: str = 'vpr_ros.localizer') -> None:
         self.log_path = log_path
         with open(log_path, 'wb') as log:
-            self.proc = subprocess.Popen([sys.executable, '-m', 'vpr_ros.localizer', '--ros-args', *ros_args],
+            self.proc = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
                                          stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
     def log(self) -> str:
@@ -268,3 +269,37 @@ def driver_factory() -> Iterator[Callable[..., Driver]]:
     yield make
     for d in made:
         d.close()
+
+
+METRIC_IMAGE_SIZE = (480, 640)  # SIFT at 320x240 finds too few matches between keyframes 8 m apart
+
+
+@pytest.fixture(scope='module')
+def sample_map(tmp_path_factory):
+    """A map of every other sample-world mapping frame (raw_pixels retrieval, RootSIFT, the sample camera)
+    and a frame between two of its keyframes whose offline metric solve is good, with that solve. (The
+    query traversal's appearance change is the benchmark's business: bench_metric_pose.py.)"""
+    from vpr_ros.encoders import create_encoder
+    from vpr_ros.geometry import metric
+    from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
+    from vpr_ros.mapdb.store import VprMap
+    from vpr_ros.sample import render_traversal, sample_camera
+
+    frames, _ = render_traversal('mapping', scale=0.15, image_size=METRIC_IMAGE_SIZE)
+    mapping, query = frames[::2], frames[1::2]
+    encoder = create_encoder('raw_pixels', {'threads': 1})
+    camera = sample_camera(METRIC_IMAGE_SIZE)
+    vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
+    vmap.local_features = LocalFeatureStore(LocalFeatureConfig(), camera)
+    for frame in mapping:
+        vectors = encoder.describe([frame.rgb])[0]
+        vmap.add(frame.stamp, frame.pose, vectors, 'sample', None, extract(frame.rgb))
+    path = str(tmp_path_factory.mktemp('metric') / 'map')
+    vmap.save(path)
+    solver = metric.for_map(vmap)
+    for frame in query:
+        matches = vmap.search(encoder.describe([frame.rgb])[0], 5)
+        solved = solver.localize(extract(frame.rgb), [m.place_id for m in matches], None)
+        if solved.good and math.dist(solved.pose.position[:2], frame.pose.position[:2]) < 1.0:
+            return path, frame, solved
+    pytest.fail('no query frame of the sample world has a good offline metric solve')

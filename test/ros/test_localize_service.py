@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from test.ros.conftest import METRIC_IMAGE_SIZE as SIZE
 from test.ros.conftest import RELIABLE_IMAGES, Driver, NodeProcess, image_msg
 
 pytestmark = pytest.mark.ros
@@ -17,40 +18,6 @@ srv = pytest.importorskip('vpr_ros_interfaces.srv')
 if not hasattr(srv, 'Localize'):
     pytest.skip('vpr_ros_interfaces was built before the Localize service (make interfaces)',
                 allow_module_level=True)
-
-SIZE = (480, 640)  # SIFT at 320x240 finds too few matches between keyframes 8 m apart
-
-
-@pytest.fixture(scope='module')
-def sample_map(tmp_path_factory):
-    """A map of every other sample-world mapping frame (raw_pixels retrieval, RootSIFT, the sample camera)
-    and a frame between two of its keyframes whose offline metric solve is good, with that solve. (The
-    query traversal's appearance change is the benchmark's business: bench_metric_pose.py.)"""
-    from vpr_ros.encoders import create_encoder
-    from vpr_ros.geometry import metric
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
-    from vpr_ros.mapdb.store import VprMap
-    from vpr_ros.sample import render_traversal, sample_camera
-
-    frames, _ = render_traversal('mapping', scale=0.15, image_size=SIZE)
-    mapping, query = frames[::2], frames[1::2]
-    encoder = create_encoder('raw_pixels', {'threads': 1})
-    camera = sample_camera(SIZE)
-    vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
-    vmap.local_features = LocalFeatureStore(LocalFeatureConfig(), camera)
-    for frame in mapping:
-        vectors = encoder.describe([frame.rgb])[0]
-        vmap.add(frame.stamp, frame.pose, vectors, 'sample', None, extract(frame.rgb))
-    path = str(tmp_path_factory.mktemp('metric') / 'map')
-    vmap.save(path)
-    solver = metric.for_map(vmap)
-    for frame in query:
-        matches = vmap.search(encoder.describe([frame.rgb])[0], 5)
-        solved = solver.localize(extract(frame.rgb), [m.place_id for m in matches], None)
-        if solved.good and math.dist(solved.pose.position[:2], frame.pose.position[:2]) < 1.0:
-            return path, frame, solved
-    pytest.fail('no query frame of the sample world has a good offline metric solve')
-
 
 def _call(client, request, timeout: float = 60.0):
     future = client.call_async(request)

@@ -61,7 +61,8 @@ def test_with_a_confidence_the_covariance_is_that_of_the_mixture() -> None:
         0.9 * 0.01 + 0.1 * 1.21)))
     assert model.sigmas(0.7, confidence=math.nan) == pytest.approx((11.0, 0.6))
     header = messages.Header(frame_id='map')
-    pose = messages.pose_msg(header, Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), model, 0.99)
+    pose = messages.pose_msg(header, Match(1, 0.7, 0.0, Pose.from_xy_yaw(3.0, 4.0, 0.5)), model,
+                             confidence=0.99)
     assert pose.pose.covariance[0] == pytest.approx(0.99 + 0.01 * 441)
 
 

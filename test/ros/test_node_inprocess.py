@@ -31,13 +31,14 @@ from vpr_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS  # noqa: E402
 class InProcess:
     """A LocalizerNode on its own context, spun in a background thread."""
 
-    def __init__(self, ros_args: tuple[str, ...] = (), **overrides: Any) -> None:
+    def __init__(self, ros_args: tuple[str, ...] = (), node_class: type = LocalizerNode,
+                 **overrides: Any) -> None:
         from rclpy.executors import SingleThreadedExecutor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=[])
         try:
-            self.node = LocalizerNode(
+            self.node = node_class(
                 context=self.context, cli_args=['--ros-args', *ros_args] if ros_args else None,
                 parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         except BaseException:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseWithCovarianceStamped, Vector3Stamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped, Vector3Stamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -68,6 +68,7 @@ from vpr_ros.matching.loop_closure import (
     recent_places,
 )
 from vpr_ros.matching.sequence import SequenceConfig
+from vpr_ros.relocalization import AgreementConfig, AgreementGate, map_to_odom, odometry_at
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import (
     CAMERA_INFO_INPUT,
@@ -75,6 +76,7 @@ from vpr_ros.ros.parameters import (
     NODE_NAME,
     ODOM_INPUT,
     PARAMETERS,
+    RELOCALIZATION_OUTPUT,
     ParamSpec,
     cross_check,
     image_subscription_topic,
@@ -113,26 +115,44 @@ class LocalizerNode(Node):
     """``frames_in_caller``: the caller runs :meth:`process_frames` (``main`` does, on the main
     thread, with the executor spinning on another); otherwise a worker thread is started."""
 
-    def __init__(self, frames_in_caller: bool = False, **kwargs: Any) -> None:
+    def __init__(self, frames_in_caller: bool = False, managed: bool = False, **kwargs: Any) -> None:
+        """``managed``: only declare the parameters; :class:`vpr_ros.ros.lifecycle.LifecycleLocalizerNode`
+        runs the stages below (:meth:`_configure`, :meth:`_activate`, ...) from its transitions."""
         # Before Node.__init__: it creates the parameter services through create_service below.
         self._callback_errors: Counter[str] = Counter()
         self._reported_callback_errors: dict[str, int] = {}
         super().__init__(NODE_NAME, **kwargs)
+        self._frames_in_caller = frames_in_caller
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
         self._loop_slot: LatestSlot[tuple[float, list, Any]] = LatestSlot(LOOP_QUEUE)
+        self._io: dict[str, list] = {}  # what _activate created and _deactivate destroys
+        self._parameter_callbacks: tuple[Any, Any] | None = None
         self._worker: threading.Thread | None = None
         self._loop_worker: threading.Thread | None = None
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        self._values: dict[str, Any] = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
-        problem = cross_check(self._values)
-        if problem:
-            raise ConfigError(problem)
+        self._values: dict[str, Any] = self._read_parameters()
         self._loop_filter = LoopClosureFilter(self._loop_config(self._values))
+        self._relocalization = AgreementGate(self._agreement_config(self._values))
         self._keyframes = KeyframeGate()
         self._apply_settings()
+        if not managed:
+            self._configure()
+            self._activate()
 
+    # ----- stages (a managed node runs them from its lifecycle transitions) ----------------------------
+    def _read_parameters(self) -> dict[str, Any]:
+        values = {s.name: self.get_parameter(s.name).value for s in PARAMETERS}
+        problem = cross_check(values)
+        if problem:
+            raise ConfigError(problem)
+        return values
+
+    def _configure(self) -> None:
+        """Load the map and everything that answers a frame; no topic, service or thread yet."""
+        self._values = self._read_parameters()  # a managed node's parameters may have changed since
+        self._apply_settings()
         self._map_lock = threading.Lock()
         self._bootstrap: VocabularyBootstrap | None = None
         self._vocabulary_source = 'the map'
@@ -197,7 +217,17 @@ class LocalizerNode(Node):
         self._metric_constraints = 0
         self._localize_requests = self._localize_failures = 0
         self._last_image_stamp: float | None = None
+        self._relocalizations_published = 0
+        self._tf_published = self._tf_without_odometry = 0
+        self._odom_frame_id = 'odom'
+        self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
+            ODOM_INPUT if self._values['use_odom'] else '')
 
+    def _activate(self) -> None:
+        """Publishers, services, subscriptions, the diagnostics timer and the worker threads."""
+        before = self._entities()
+        self._stopping = threading.Event()
+        self._slot, self._loop_slot = LatestSlot(), LatestSlot(LOOP_QUEUE)
         self._pub_candidates = self.create_publisher(Float64MultiArray, '~/candidates', OUTPUT_QOS)
         self._pub_best = self.create_publisher(Vector3Stamped, '~/best_match', OUTPUT_QOS)
         self._pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/pose', OUTPUT_QOS)
@@ -207,6 +237,10 @@ class LocalizerNode(Node):
         self._pub_map_markers = self.create_publisher(MarkerArray, '~/markers/map', LATCHED_QOS)
         self._pub_match_markers = self.create_publisher(MarkerArray, '~/markers/match', OUTPUT_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', OUTPUT_QOS)
+        # Latched: a listener starting after the one-shot pose (asking TRANSIENT_LOCAL) still gets it.
+        self._pub_initialpose = self.create_publisher(PoseWithCovarianceStamped, RELOCALIZATION_OUTPUT,
+                                                      LATCHED_QOS)
+        self._pub_tf = self._tf_publisher()
         self._pub_place_candidates = self._pub_place_match = None
         if messages.PlaceCandidates is not None:  # the readable twins of ~/candidates and ~/best_match
             self._pub_place_candidates = self.create_publisher(messages.PlaceCandidates, '~/place_candidates',
@@ -216,6 +250,7 @@ class LocalizerNode(Node):
             self.get_logger().info('vpr_ros_interfaces is not installed: ~/place_candidates and '
                                    '~/place_match are not published (make interfaces)')
         self.create_service(Trigger, '~/save_map', self._on_save_map)
+        self.create_service(Trigger, '~/relocalize', self._on_relocalize)
         if messages.Localize is not None:
             self.create_service(messages.Localize, '~/localize', self._on_localize)
         else:
@@ -228,8 +263,6 @@ class LocalizerNode(Node):
             msg_type, topic, self._on_image, qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.create_subscription(CameraInfo, CAMERA_INFO_INPUT, self._on_camera_info, qos_profile_sensor_data)
-        self._odom_topic = self._deprecated_input('odom_topic', ODOM_INPUT) or (
-            ODOM_INPUT if self._values['use_odom'] else '')
         if self._odom_topic:
             self.create_subscription(Odometry, self._odom_topic, self._on_odom,
                                      qos_profile_sensor_data,
@@ -241,11 +274,15 @@ class LocalizerNode(Node):
         self._last_input_warning: float | None = None
         self.create_timer(NO_INPUT_CHECK_S, self._warn_if_no_input,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.add_on_set_parameters_callback(
-            self._guarded('parameters (validation)', self._validate_parameters, self._refused_parameters))
-        self.add_post_set_parameters_callback(self._guarded('parameters (apply)', self._on_parameters_set))
+        self._parameter_callbacks = (
+            self._guarded('parameters (validation)', self._validate_parameters, self._refused_parameters),
+            self._guarded('parameters (apply)', self._on_parameters_set))
+        self.add_on_set_parameters_callback(self._parameter_callbacks[0])
+        self.add_post_set_parameters_callback(self._parameter_callbacks[1])
+        after = self._entities()
+        self._io = {kind: [e for e in after[kind] if all(e is not b for b in before[kind])] for kind in after}
 
-        if not frames_in_caller:
+        if not self._frames_in_caller:
             self._worker = threading.Thread(target=self.process_frames, name='vpr_localizer_worker',
                                             daemon=True)
             self._worker.start()
@@ -258,6 +295,40 @@ class LocalizerNode(Node):
             + (', incremental' if self._values['incremental'] else '') + f', outputs in frame {self._frame}'
             + (f", sequence length {self._values['sequence.length']}"
                if self._values['sequence.length'] else ''))
+
+    def _entities(self) -> dict[str, list]:
+        return {'subscription': list(self.subscriptions), 'timer': list(self.timers),
+                'service': list(self.services), 'publisher': list(self.publishers)}
+
+    def _deactivate(self) -> None:
+        """Undo :meth:`_activate`: inputs first, then the threads (their frame finishes), then the outputs."""
+        destroy = {'subscription': self.destroy_subscription, 'timer': self.destroy_timer,
+                   'service': self.destroy_service, 'publisher': self.destroy_publisher}
+        for kind in ('subscription', 'timer'):
+            for entity in self._io.get(kind, []):
+                destroy[kind](entity)
+        if self._parameter_callbacks is not None:
+            self.remove_on_set_parameters_callback(self._parameter_callbacks[0])
+            self.remove_post_set_parameters_callback(self._parameter_callbacks[1])
+            self._parameter_callbacks = None
+        self._stop_workers()
+        for kind in ('service', 'publisher'):
+            for entity in self._io.get(kind, []):
+                destroy[kind](entity)
+        self._io = {}
+
+    def _stop_workers(self) -> None:
+        self._stopping.set()
+        self._slot.close()
+        self._loop_slot.close()
+        for worker in (self._worker, self._loop_worker):
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=30.0)
+        self._worker = self._loop_worker = None
+
+    def _release(self) -> None:
+        """Undo :meth:`_configure`: drop the map, the encoder and the solvers."""
+        self._localizer = self._metric = self._verifier = self._bootstrap = None  # type: ignore[assignment]
 
     # ----- callbacks never leave the node deaf ----------------------------------------------------
     # Every subscription, service and timer of this node (rclpy's own too: the parameter services, the
@@ -422,6 +493,7 @@ class LocalizerNode(Node):
                 self._sequence_config(values).validate()
                 self._verification_config(values).validate()
                 self._metric_config(values).validate()
+                self._agreement_config(values).validate()
             except ConfigError as exc:
                 problem = str(exc)
         return SetParametersResult(successful=problem is None, reason=problem or '')
@@ -442,6 +514,13 @@ class LocalizerNode(Node):
             consistency_place_window=v['loop_closure.consistency_place_window'],
             consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
             max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
+
+    @staticmethod
+    def _agreement_config(v: dict[str, Any]) -> AgreementConfig:
+        return AgreementConfig(frames=v['relocalization.agreement_frames'],
+                               max_distance=v['relocalization.max_distance'],
+                               max_angle=v['relocalization.max_angle'],
+                               min_confidence=v['relocalization.min_confidence'])
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
@@ -476,6 +555,8 @@ class LocalizerNode(Node):
             v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
             v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
         self._loop_filter.config = self._loop_config(v)
+        if getattr(self, '_relocalization', None) is not None:
+            self._relocalization.config = self._agreement_config(v)
         if getattr(self, '_verifier', None) is not None:
             self._verifier.config = self._verification_config(v)
         if getattr(self, '_metric', None) is not None:
@@ -511,6 +592,8 @@ class LocalizerNode(Node):
         except NonFinitePose as exc:
             self._skips.skip('non-finite odometry pose', str(exc))
             return
+        if msg.header.frame_id:
+            self._odom_frame_id = msg.header.frame_id
         with self._odom_lock:
             self._odom.append((messages.to_sec(msg.header.stamp), pose))
 
@@ -596,6 +679,7 @@ class LocalizerNode(Node):
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, features, self._camera)
         self._publish(stamp, t, loc.matches, loc.confidence, solved)
+        self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
         if self._values['loop_closure.enabled']:
             self._loop_frames_queued += 1
             self._loop_slot.put((t, loc.matches, features))
@@ -605,6 +689,82 @@ class LocalizerNode(Node):
         self._latency.add((t_end - t_received) * 1e3)
         self._processing.add((t_end - t_start) * 1e3)
         self._localize.add(loc.encode_ms + loc.search_ms)
+
+    def _after_solve(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
+                     confidence: float = math.nan) -> None:
+        """Relocalisation and map -> odom of one frame; a failure of either is a counted skip that leaves
+        the frame's other outputs and the next frames alone."""
+        relocalize = functools.partial(self._relocalize_frame, confidence=confidence)
+        for kind, step in (('relocalization', relocalize), ('map -> odom', self._broadcast_tf)):
+            try:
+                step(stamp, t, matches, solved)
+            except Exception as exc:
+                self._skips.skip(f'{kind} error ({type(exc).__name__})', str(exc))
+
+    def _odometry_at(self, t: float) -> np.ndarray | None:
+        """``T_odom_body`` at image time ``t`` (within tf.odom_tolerance), None without odometry then."""
+        with self._odom_lock:
+            odom = list(self._odom)
+        return odometry_at([s for s, _ in odom], [p for _, p in odom], t, self._values['tf.odom_tolerance'])
+
+    def _relocalize_frame(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None,
+                          confidence: float = math.nan) -> None:
+        """``confidence``: the frame's calibrated confidence; NaN (uncalibrated map) = from the score."""
+        gate = self._relocalization
+        if not self._values['relocalization.enabled'] or not gate.armed:
+            return
+        T = solved.T_map_body if solved is not None and solved.good else None
+        if T is not None and self._odom_topic:  # with odometry the robot may move: map -> odom must agree
+            T_odom_body = self._odometry_at(t)
+            T = map_to_odom(T, T_odom_body) if T_odom_body is not None else None
+        if not math.isfinite(confidence):
+            confidence = self._covariance.score_level(matches[0].score) if matches else 0.0
+        if not gate.offer(T, confidence):
+            return
+        header = Header(stamp=stamp, frame_id=self._frame)
+        msg = messages.pose_msg(header, matches[0], self._covariance, metric=solved)
+        self._pub_initialpose.publish(msg)
+        self._relocalizations_published += 1
+        p = msg.pose.pose.position
+        self.get_logger().info(
+            f'relocalised: place {matches[0].place_id}, ({p.x:.2f}, {p.y:.2f}, {p.z:.2f}) in {self._frame} '
+            f'after {gate.config.frames} agreeing frames, published on {self._pub_initialpose.topic_name}; '
+            'quiet until ~/relocalize')
+
+    def _on_relocalize(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._relocalization.rearm()
+        response.success = True
+        response.message = (f'armed: the next {self._relocalization.config.frames} agreeing metric poses are '
+                            f'published on {self._pub_initialpose.topic_name}')
+        if not self._values['relocalization.enabled']:
+            response.message += ' once relocalization.enabled is true'
+        return response
+
+    def _tf_publisher(self) -> Any:
+        if not self._values['tf.publish_map_to_odom']:
+            return None
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError as exc:
+            raise ConfigError('tf.publish_map_to_odom needs the tf2_msgs Python package (source a ROS 2 '
+                              'installation; with the PyPI wheels `make interfaces` builds it)') from exc
+        return self.create_publisher(TFMessage, '/tf', QoSProfile(depth=100))  # tf2_ros's broadcaster QoS
+
+    def _broadcast_tf(self, stamp: Any, t: float, matches: list, solved: metric.MetricPose | None) -> None:
+        if self._pub_tf is None or solved is None or not solved.good:
+            return
+        T_odom_body = self._odometry_at(t)
+        if T_odom_body is None:
+            self._tf_without_odometry += 1
+            return
+        from tf2_msgs.msg import TFMessage
+
+        msg = TransformStamped()
+        msg.header.stamp = messages.later(stamp, self._values['tf.transform_tolerance'])
+        msg.header.frame_id, msg.child_frame_id = self._frame, self._odom_frame_id
+        messages.transform_to_msg(map_to_odom(solved.T_map_body, T_odom_body), msg.transform)
+        self._pub_tf.publish(TFMessage(transforms=[msg]))
+        self._tf_published += 1
 
     def _count_sequence(self, loc: Any) -> None:
         length = self._localizer.sequence_config.length
@@ -822,6 +982,10 @@ class LocalizerNode(Node):
             'loop_closures_published': self._loops_published, 'last_loop_status': self._last_loop_status,
             'loop_constraints_published': self._constraints_published,
             'loop_constraints_metric': self._metric_constraints,
+            'relocalization': self._relocalization_state(),
+            'relocalizations_published': self._relocalizations_published,
+            'tf.map_to_odom_published': self._tf_published,
+            'tf.frames_without_odometry': self._tf_without_odometry,
             'metric': self._metric_state(),
             'metric_p50_ms': f'{self._metric_ms.percentile(50):.1f}',
             **{f'metric_status.{k}': n for k, n in sorted(self._metric_status.items())},
@@ -842,6 +1006,12 @@ class LocalizerNode(Node):
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                status=[status]))
+
+    def _relocalization_state(self) -> str:
+        if not self._values['relocalization.enabled']:
+            return 'disabled'
+        gate = self._relocalization
+        return f'armed ({gate.streak}/{gate.config.frames} agreeing)' if gate.armed else 'published; quiet'
 
     def _confidence_state(self) -> str:
         """What the published confidence means (vpr_ros.matching.confidence)."""
@@ -919,12 +1089,7 @@ class LocalizerNode(Node):
         return 'essential matrix' if self._camera is not None else 'fundamental matrix (no camera_info)'
 
     def destroy_node(self) -> None:
-        self._stopping.set()
-        self._slot.close()
-        self._loop_slot.close()
-        for worker in (self._worker, self._loop_worker):
-            if worker is not None:
-                worker.join(timeout=5.0)
+        self._stop_workers()
         super().destroy_node()
 
 
@@ -965,6 +1130,11 @@ def _spin(executor: SingleThreadedExecutor, node: LocalizerNode) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    return run(lambda: LocalizerNode(frames_in_caller=True), args, frames_in_main_thread=True)
+
+
+def run(make_node: Any, args: list[str] | None, frames_in_main_thread: bool) -> int:
+    """Start rclpy, build the node, spin until shutdown; a start-up failure is one FATAL line, exit 1."""
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
         init = rclpy.init(args=args)  # parses --ros-args: a broken params file or -p value fails here
@@ -974,14 +1144,21 @@ def main(args: list[str] | None = None) -> int:
     try:
         with init:
             try:
-                node = LocalizerNode(frames_in_caller=True)
+                node = make_node()
             except Exception as exc:  # start-up has nothing to keep alive: one line, never a traceback
                 logger.fatal(f'cannot start: {_startup_error(exc)}')
                 return 1
-            # Frames are processed on the main thread and the executor spins on another: torch's
-            # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
             executor = SingleThreadedExecutor(context=node.context)
             executor.add_node(node)
+            if not frames_in_main_thread:
+                try:
+                    _spin(executor, node)
+                finally:
+                    executor.shutdown(timeout_sec=1.0)
+                    node.destroy_node()
+                return 0
+            # Frames are processed on the main thread and the executor spins on another: torch's
+            # OpenMP forward ran ~1.7x slower from any other thread (measured; the cause is not known).
             spinner = threading.Thread(target=_spin, args=(executor, node), name='vpr_executor', daemon=True)
             spinner.start()
             try:

@@ -98,7 +98,8 @@ def place_match_msg(header: Header, match: Match, confidence: float = math.nan,
 def place_candidates_msg(header: Header, matches: Sequence[Match], confidence: float = math.nan):
     """The candidates, best first; ``confidence`` (of the best one) goes to the first only."""
     return PlaceCandidates(header=header, candidates=[
-        place_match_msg(header, m, confidence if i == 0 else math.nan) for i, m in enumerate(matches)])
+        place_match_msg(header, m, confidence=confidence if i == 0 else math.nan)
+        for i, m in enumerate(matches)])
 
 
 def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
@@ -193,6 +194,22 @@ def pose_to_msg(pose: Pose) -> PoseMsg:
     x, y, z, w = pose.orientation or (0.0, 0.0, 0.0, 1.0)
     return PoseMsg(position=Point(x=pose.position[0], y=pose.position[1], z=pose.position[2]),
                    orientation=Quaternion(x=x, y=y, z=z, w=w))
+
+
+def transform_to_msg(T: np.ndarray, out: Any) -> Any:
+    """Fill a geometry_msgs/Transform ``out`` from a 4x4 transform (``T_parent_child``); returns it."""
+    from scipy.spatial.transform import Rotation
+
+    out.translation.x, out.translation.y, out.translation.z = (float(v) for v in T[:3, 3])
+    out.rotation.x, out.rotation.y, out.rotation.z, out.rotation.w = (
+        float(v) for v in Rotation.from_matrix(T[:3, :3]).as_quat())
+    return out
+
+
+def later(stamp: Time, seconds: float) -> Time:
+    """``stamp`` plus ``seconds`` in integer nanoseconds (a float round trip loses ~0.2 us at epoch times)."""
+    ns = stamp.sec * 1_000_000_000 + stamp.nanosec + int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def pose_msg(header: Header, match: Match, model: CovarianceModel,

@@ -25,6 +25,7 @@ NODE_NAME = 'vpr_localizer'
 IMAGE_INPUT = 'image'
 ODOM_INPUT = 'odom'
 CAMERA_INFO_INPUT = 'camera_info'
+RELOCALIZATION_OUTPUT = 'initialpose'  # relative output: remap to /initialpose
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 
 
@@ -114,6 +115,31 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "poses, 'x y z qx qy qz qw' (as tf2_echo <body> <camera_optical> prints it); '' = the camera "
               'is the body, with the REP-103 optical rotation (maps of camera poses, the sample world).',
               read_only=True),
+    # ----- relocalisation and map -> odom (vpr_ros.relocalization; docs/localization.md) -------------
+    ParamSpec('relocalization.enabled', False, "Publish one confident metric pose to the relative output "
+              "'initialpose' (geometry_msgs/PoseWithCovarianceStamped; remap it to /initialpose for AMCL) "
+              'once relocalization.agreement_frames consecutive solves agree, then stay quiet until '
+              '~/relocalize is called.'),
+    ParamSpec('relocalization.agreement_frames', 3, 'Consecutive processed frames with a good metric solve '
+              'whose transforms must agree (map -> odom with odometry, map -> body without).', low=1,
+              high=1000),
+    ParamSpec('relocalization.max_distance', 0.5, 'Largest distance [m] of each agreeing transform from the '
+              "newest (0.5 m: AMCL's default initial-pose sigma).", low=0.0, high=1.0e4),
+    ParamSpec('relocalization.max_angle', math.pi / 12, 'Largest rotation [rad] of each agreeing transform '
+              "from the newest (pi/12: AMCL's default initial yaw sigma).", low=0.0, high=math.pi),
+    ParamSpec('relocalization.min_confidence', 0.0, "Minimum confidence of an agreeing frame: the "
+              'calibrated confidence (P(top-1 right)); without a confidence model the score mapped by '
+              "covariance.score_low/high to [0, 1]. 0 = the metric solve's own gates only.",
+              low=0.0, high=1.0),
+    ParamSpec('tf.publish_map_to_odom', False, 'Broadcast map -> odom on /tf (tf2_msgs/TFMessage) from each '
+              "good metric pose and the odometry ('odom' input, needs use_odom) at the image stamp. Needs "
+              'the tf2_msgs Python package.', read_only=True),
+    ParamSpec('tf.odom_tolerance', 0.1, 'Odometry at the image stamp: interpolated between the samples '
+              'around it, or the nearest, within this many seconds; none that close = no transform.',
+              low=0.0, high=10.0),
+    ParamSpec('tf.transform_tolerance', 0.0, "Post-date map -> odom by this [s] so lookups newer than the "
+              "last image still find it (AMCL's transform_tolerance; 0 = the image stamp).",
+              low=0.0, high=10.0),
     ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
     ParamSpec('loop_closure.min_score', -1.0, 'Minimum score of the loop-closure candidate; -1 = no score '
               'gate (geometric verification decides). Scores are encoder dependent: without verification '
@@ -244,6 +270,8 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
         return f"map_verify must be one of {MAP_VERIFY_MODES}, got {values['map_verify']!r}"
     if values['sequence.min_velocity'] > values['sequence.max_velocity']:
         return 'sequence.min_velocity must not exceed sequence.max_velocity'
+    if values['tf.publish_map_to_odom'] and not (values['use_odom'] or values['odom_topic']):
+        return 'tf.publish_map_to_odom needs odometry (use_odom:=true, the odom input)'
     for name, allowed in (('runtime', RUNTIMES), ('device', DEVICES)):
         if values[name] and values[name] not in allowed:
             return f"{name} must be '' or one of {', '.join(allowed)}; got {values[name]!r}"
