@@ -385,10 +385,13 @@ def _status_dict(s: Any) -> dict[str, Any]:
     return {'level': ord(s.level), 'message': s.message, **{kv.key: kv.value for kv in s.values}}
 
 
-def _status_after(driver: Any, condition: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """The first diagnostics status (received from now on) that satisfies ``condition``."""
-    with driver.out.lock:
-        seen = len(driver.out.diagnostics)
+def _status_after(driver: Any, condition: Any, timeout: float = 30.0,
+                  seen: int | None = None) -> dict[str, Any]:
+    """The first diagnostics status (received from now on, or after the first ``seen`` arrays) that
+    satisfies ``condition``."""
+    if seen is None:
+        with driver.out.lock:
+            seen = len(driver.out.diagnostics)
 
     def found(o: Any) -> bool:
         return any(condition(_status_dict(s)) for array in o.diagnostics[seen:] for s in array.status)
@@ -433,6 +436,8 @@ def test_a_failing_callback_never_leaves_the_node_deaf(kind: str, world: World, 
     pub_odom = pub_node.create_publisher(Odometry, '/odom', 10)
     pub_info = pub_node.create_publisher(CameraInfo, '/camera_info', 10)
     driver.wait_ready(lambda: None, node=node)
+    with driver.out.lock:  # every status from here on: the failure's period must not be missed
+        before_failure = len(driver.out.diagnostics)
     injected = RuntimeError('injected failure')
 
     def fail(*args: Any, **kwargs: Any) -> Any:
@@ -511,7 +516,8 @@ def test_a_failing_callback_never_leaves_the_node_deaf(kind: str, world: World, 
         tick(t)
         t += 0.5
         try:
-            status = _status_after(driver, lambda s: int(s.get(key, 0)) >= 1, timeout=1.0)
+            status = _status_after(driver, lambda s: int(s.get(key, 0)) >= 1, timeout=1.0,
+                                   seen=before_failure)
         except AssertionError:
             assert time.monotonic() < deadline, f'{key} never counted in /diagnostics'
     assert status['level'] == 2, status  # ERROR in the period of the failure
