@@ -1047,7 +1047,7 @@ def part_metadata(seed: int, seconds: float, work: str) -> dict[str, Any]:
     """Bags (sqlite3 and mcap) whose metadata.yaml counts lie, through build-map, evaluate and train's
     feature cache. Finding: a different number of places, Recall@1 or cached frames than with the true
     counts, an exit other than 0, or more than 500 MB of memory for a case."""
-    from vpr_ros.pipeline import open_source
+    from vpr_ros.sources import open_source
     from vpr_ros.training.cache import FeatureCache
 
     rng = random.Random(seed)

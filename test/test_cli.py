@@ -357,3 +357,10 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(bags, built_map,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert (tmp_path / 'file').read_text() == 'mine' and not os.listdir(tmp_path / 'dir')
+
+
+def test_a_source_that_is_a_fifo_is_one_error(tmp_path, capsys):
+    fifo = str(tmp_path / 'fifo')
+    os.mkfifo(fifo)
+    assert main(['build-map', '--source', fifo, '--out', str(tmp_path / 'm'), '--encoder', 'raw_pixels']) == 2
+    assert 'neither a folder nor a regular file' in capsys.readouterr().err

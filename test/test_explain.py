@@ -18,5 +18,5 @@ def test_explain_boq_writes_png(tmp_path):
 
 
 def test_explain_boq_missing_image(tmp_path):
-    with pytest.raises(VprError, match='cannot read image'):
+    with pytest.raises(VprError, match='unreadable image file: .*nope.png: No such file'):
         explain_boq(str(tmp_path / 'nope.png'), str(tmp_path / 'o.png'))

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.encoders.torch_encoder import resize_rgb
-from vpr_ros.errors import VprError
+from vpr_ros.frames import read_image_file
 
 TOP_QUERIES = 3
 
@@ -42,10 +42,7 @@ def explain_boq(image_path: str, out_png: str, config: dict | None = None) -> st
 
     from vpr_ros.encoders import create_encoder
 
-    bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise VprError(f'cannot read image {image_path}')
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = read_image_file(image_path)
     encoder = create_encoder('boq', config)
     attns, (h, w) = encoder.attention([rgb])
     maps = [a[0].numpy().reshape(-1, h, w) for a in attns]  # per block: (M, h, w)

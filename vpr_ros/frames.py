@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +99,7 @@ SUPPORTED_ENCODINGS = tuple(sorted(_ENCODINGS))
 # 20000x20000 and cost 1.2 GB); 50 MP is above any robot camera. Node parameter / CLI option.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 IMAGE_TOO_LARGE = 'image too large'
+MAX_IMAGE_FILE_BYTES = 1 << 30  # an image file is read whole before its header is checked
 ODD_WIDTH_YUV422 = 'odd width yuv422'
 TRUNCATED_COMPRESSED = 'truncated compressed image'
 
@@ -261,7 +264,14 @@ def msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarr
 def read_image_file(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file to RGB; raises ImageDecodeError for unreadable, truncated or oversized files."""
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO must not block the open
+        with os.fdopen(fd, 'rb') as fh:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageDecodeError('unreadable image file', f'{path}: not a regular file')
+            if info.st_size > MAX_IMAGE_FILE_BYTES:
+                raise ImageDecodeError(IMAGE_TOO_LARGE, f'{path}: a {info.st_size}-byte file')
+            raw = np.frombuffer(fh.read(), dtype=np.uint8)
     except OSError as exc:
         raise ImageDecodeError('unreadable image file', f'{path}: {exc.strerror}') from exc
     if raw.size == 0:

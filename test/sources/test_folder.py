@@ -62,3 +62,13 @@ def test_a_csv_field_beyond_the_csv_limit_is_one_error(tmp_path):
     write_folder(tmp_path, ['a.png,1,2,0,10', 'b.png,' + 'x' * 200_000 + ',2,0,11'])
     with pytest.raises(SourceError, match='poses.csv:3: not a CSV row'):
         FolderSource(str(tmp_path))
+
+
+def test_an_image_that_is_a_fifo_is_a_counted_skip_not_a_hang(tmp_path):
+    import os
+
+    write_folder(tmp_path, ['a.png,1,2,0,10', 'pipe.png,3,4,0,11'])
+    os.mkfifo(tmp_path / 'pipe.png')  # np.fromfile / cv2.imread on it blocked forever
+    src = FolderSource(str(tmp_path))
+    assert [f.source for f in src.frames()] == ['a.png']
+    assert src.skips.as_dict() == {'unreadable image file': 1}

@@ -26,6 +26,8 @@ def open_source(path: str, image_topic: str | None = None, pose_topic: str | Non
 
     if not os.path.exists(path):
         raise SourceError(f'not found: {path}')
+    if not (os.path.isdir(path) or os.path.isfile(path)):  # a FIFO, a device: never opened
+        raise SourceError(f'{path} is neither a folder nor a regular file (a bag or an image folder)')
     is_bag = os.path.isfile(path) or os.path.isfile(os.path.join(path, 'metadata.yaml')) or any(
         n.endswith(('.db3', '.mcap')) for n in os.listdir(path))
     if is_bag and not poses_csv:
