@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.encoders.base import Encoder  # noqa: E402
 from vpr_ros.evaluation.metrics import Thresholds  # noqa: E402
-from vpr_ros.sources.sample import render_traversal  # noqa: E402
+from vpr_ros.sample import render_traversal  # noqa: E402
 
 # (label, runtime, precision); 'auto' is what a default config runs
 RUNTIME_CASES = [('torch', 'torch', 'f32'), ('onnxruntime', 'onnxruntime', 'f32'),
