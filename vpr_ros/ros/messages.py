@@ -30,6 +30,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vpr_ros.frames import Pose
 from vpr_ros.geometry.metric import MetricPose
 from vpr_ros.mapdb.store import Match, Place
+from vpr_ros.slam.constraints import ROTATION_SIGMA_RAD, UNKNOWN_SCALE_VARIANCE_M2
 
 try:  # optional: built by `make interfaces` (or colcon); without it those two topics are not published
     from vpr_ros_interfaces.msg import PlaceCandidates, PlaceMatch
@@ -108,8 +109,6 @@ def loop_closure_msg(t_query: float, t_match: float) -> Float64MultiArray:
 
 CONSTRAINT_FIELDS = ('t_query', 't_match', 'place_id', 'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw', 'inliers',
                      'inlier_ratio', 'metric')
-CONSTRAINT_POSITION_SIGMA_M = 1.0e3    # the translation is a direction only: its scale is unknown
-CONSTRAINT_ROTATION_SIGMA_RAD = 0.05   # ~3 degrees, a conservative fixed value for a verified pair
 
 
 def loop_constraint_msg(t_query: float, t_match: float, place_id: int, rotation: np.ndarray,
@@ -125,7 +124,7 @@ def loop_constraint_msg(t_query: float, t_match: float, place_id: int, rotation:
     q = Rotation.from_matrix(np.asarray(rotation, np.float64)).as_quat()  # x, y, z, w
     metric = covariance is not None
     cov = (np.asarray(covariance, np.float64) if metric else
-           np.diag([CONSTRAINT_POSITION_SIGMA_M ** 2] * 3 + [CONSTRAINT_ROTATION_SIGMA_RAD ** 2] * 3))
+           np.diag([UNKNOWN_SCALE_VARIANCE_M2] * 3 + [ROTATION_SIGMA_RAD ** 2] * 3))
     data = [float(t_query), float(t_match), float(place_id), *map(float, np.asarray(translation).reshape(3)),
             *map(float, q), float(inliers), float(inlier_ratio), float(metric), *map(float, cov.reshape(-1))]
     layout = MultiArrayLayout(dim=[MultiArrayDimension(label=','.join(CONSTRAINT_FIELDS) + ',covariance[36]',

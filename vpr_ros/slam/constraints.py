@@ -30,9 +30,9 @@ from vpr_ros.slam.poses import BODY_FROM_OPTICAL, make_pose
 if TYPE_CHECKING:
     from vpr_ros.matching.verification import Verification
 
-UNKNOWN_SCALE_VARIANCE_M2 = 1.0e6    # as ~/loop_closure_constraint: the scale of the direction is unknown
+UNKNOWN_SCALE_VARIANCE_M2 = 1.0e6    # the scale of a direction is unknown (also ~/loop_closure_constraint's)
 DIRECTION_ONLY_VARIANCE_M2 = 1.0e4   # at or above this along the translation, the constraint has no scale
-ROTATION_SIGMA_RAD = 0.05            # ~3 deg: ~/loop_closure_constraint's fixed value for a verified pair
+ROTATION_SIGMA_RAD = 0.05            # ~3 deg: a conservative fixed value for a verified pair (also published)
 BEARING_SIGMA_RAD = 0.1              # ~6 deg: the translation direction of a verified pair (see docs)
 
 
