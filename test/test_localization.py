@@ -37,3 +37,23 @@ def test_time_neighbours_are_the_adjacent_places_in_map_time():
     assert [m.place_id for m in loc.time_neighbours(1, 0.5)] == [2]  # the earliest place has one neighbour
     vmap.add(25.0, None, np.eye(4, dtype=np.float32)[:1])  # a place added later is seen
     assert [m.place_id for m in loc.time_neighbours(0, 0.5)] == [4, 3]
+
+
+def test_localize_once_answers_like_a_first_frame_and_leaves_the_run_untouched():
+    from vpr_ros.matching.sequence import SequenceConfig
+
+    frames = textured_frames(6, size=(48, 64))
+    encoder = create_encoder('raw_pixels')
+    vmap = VprMap.empty(encoder.identity())
+    for f, v in zip(frames, encoder.encode([f.rgb for f in frames])):
+        vmap.add(f.stamp, f.pose, v)
+    loc = Localizer(vmap, encoder, top_k=3, sequence=SequenceConfig(length=3, spacing='frames'))
+    streamed = loc.localize(frames[0].rgb, 100.0)
+    history, previous = loc._sequence.history, loc._previous_top
+    matches, confidence = loc.localize_once(frames[2].rgb)
+    plain = loc.map.search(encoder.encode([frames[2].rgb])[0], 3)
+    assert [m.place_id for m in matches] == [m.place_id for m in plain]
+    assert matches[0].place_id == 2 and len(matches) == 3
+    assert loc._sequence.history == history and loc._previous_top is previous  # the run is not touched
+    assert np.isnan(confidence) or 0.0 <= confidence <= 1.0
+    assert streamed.best.place_id == 0

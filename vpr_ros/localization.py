@@ -270,6 +270,14 @@ class Localizer:
         vectors, encode_ms = self.describe(rgb)
         return self.search(stamp, vectors, encode_ms, exclude, odometry)
 
+    def localize_once(self, rgb: np.ndarray) -> tuple[list[Match], float]:
+        """(top-K places, calibrated confidence) for one image on its own: single-frame, and the run's
+        history (sequence, previous answer) is neither read nor changed (a service request)."""
+        vectors, _ = self.describe(rgb)
+        ranked = self.map.search(vectors, max(self.top_k, CONFIDENCE_K))
+        model = self.confidence_model
+        return ranked[:self.top_k], model.confidence(ranked) if model is not None and ranked else math.nan
+
     def add_place(self, stamp: float, pose: Pose | None, vectors: np.ndarray, source: str = '',
                   thumbnail: np.ndarray | None = None, features: LocalFeatures | None = None) -> int:
         """Grow the in-memory map (online mode); returns the new place id.

@@ -57,7 +57,6 @@ from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
-from vpr_ros.matching.confidence import CONFIDENCE_K
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
@@ -1055,11 +1054,7 @@ class LocalizerNode(Node):
         if camera is None:
             camera = self._camera
         with self._map_lock:  # single-frame: the topic stream's sequence history is not touched
-            vectors, _ = self._localizer.describe(rgb)
-            matches = self._localizer.map.search(vectors, max(self._localizer.top_k, CONFIDENCE_K))
-            model = self._localizer.confidence_model
-        confidence = model.confidence(matches) if model is not None and matches else math.nan
-        matches = matches[:self._localizer.top_k]
+            matches, confidence = self._localizer.localize_once(rgb)
         if not matches:
             response.success, response.message = False, 'the map has no places'
             return
