@@ -677,11 +677,15 @@ class LocalizerNode(Node):
         self._last_image_stamp = t
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, features, self._camera)
-        self._publish(stamp, t, loc.matches, loc.confidence, solved)
-        self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
-        if self._values['loop_closure.enabled']:
+        loop = self._values['loop_closure.enabled']
+        if loop:  # pending before the answer goes out: whoever saw the answer sees its loop work pending
             self._loop_frames_queued += 1
-            self._loop_slot.put((t, loc.matches, features))
+        try:
+            self._publish(stamp, t, loc.matches, loc.confidence, solved)
+            self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
+        finally:  # the frame was localised: its loop decision is made even if an output failed
+            if loop:
+                self._loop_slot.put((t, loc.matches, features))
         t_end = time.perf_counter()
         self._processed += 1
         self._output_rate.tick()
