@@ -33,6 +33,7 @@ def test_described_fields_are_named_with_the_prefix_in_field_order() -> None:
     assert [(s.name, s.field, s.default) for s in settings_of(Example)] == [
         ('example.count', 'count', 3), ('example.scale', 'scale_m', 0.5)]
     assert [s.name for s in settings_of(Example, 'other')] == ['other.count', 'other.scale']
+    assert [s.name for s in settings_of(Example, '')] == ['count', 'scale']
 
 
 def test_flat_values_round_trip_and_leave_internal_fields_alone() -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Any
 
+from vpr_ros import deps
+from vpr_ros.errors import VprError
 from vpr_ros.evaluation.metrics import recall_text
 from vpr_ros.evaluation.report import plot_recall_curves, write_json
+from vpr_ros.ros.replay_config import ReplayConfig
 
 
 def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
@@ -32,6 +36,20 @@ def _build_and_evaluate(sample: dict[str, str], encoder_name: str, out: str,
                         'images_per_s': round(stats.images_per_s, 2)}
     results['map_path'] = map_path
     return results
+
+
+def _replay(config: ReplayConfig) -> int:
+    """The live replay's exit code, as `vpr-ros replay` would end: a missing ROS package or a user error
+    is one line and 2 (the demo's summary records the code and carries on)."""
+    if deps.require('vpr-ros demo (live replay)', ros=True):
+        return deps.EXIT_MISSING
+    from vpr_ros.ros.replay import run
+
+    try:
+        return int(run(config))
+    except VprError as exc:
+        print(f'vpr-ros demo: replay: error: {exc}', file=sys.stderr)
+        return 2
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -63,11 +81,8 @@ def run_demo(args: argparse.Namespace) -> int:
                        'Sample world: query traversal vs mapping traversal')
     if not args.no_replay:
         print('[4/4] live replay of the query bag through the localizer node over DDS')
-        from vpr_ros.cli import main as cli_main
-
         replay_out = os.path.join(out, 'replay')
-        code = cli_main(['replay', '--bag', bags['query'], '--map', summary['encoders'][args.encoder]['map'],
-                         '--out', replay_out])
+        code = _replay(ReplayConfig(bags['query'], summary['encoders'][args.encoder]['map'], out=replay_out))
         summary['replay'] = {'exit_code': code, 'report': replay_out}
         results_path = os.path.join(replay_out, 'results.json')
         if code == 0 and os.path.isfile(results_path):

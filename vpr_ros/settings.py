@@ -30,6 +30,7 @@ class About:
     name: str | None = None         # the parameter's last name part, when it is not the field's name
     choices: tuple[str, ...] = ()   # the values a str setting may take
     cli_help: str | None = None     # the command line's wording, where the description speaks of the node
+    cli_flag: str | None = None     # the option's flag, where the generated one would not read well
 
 
 def setting(default: Scalar, description: str, **about: Any) -> Any:
@@ -51,10 +52,11 @@ class Setting:
 
 
 def settings_of(cls: type, prefix: str | None = None) -> tuple[Setting, ...]:
-    """The described fields of ``cls``, in field order, named ``<prefix>.<name>``."""
+    """The described fields of ``cls``, in field order, named ``<prefix>.<name>`` (``''``: bare names)."""
     prefix = cls.SETTINGS_PREFIX if prefix is None else prefix
-    return tuple(Setting(f'{prefix}.{f.metadata[_KEY].name or f.name}', f.name, f.default, f.metadata[_KEY])
-                 for f in fields(cls) if _KEY in f.metadata)
+    dot = '.' if prefix else ''
+    return tuple(Setting(f'{prefix}{dot}{about.name or f.name}', f.name, f.default, about)
+                 for f in fields(cls) if (about := f.metadata.get(_KEY)) is not None)
 
 
 def config_from_flat(cls: type[Config], values: Mapping[str, Any], prefix: str | None = None, *,

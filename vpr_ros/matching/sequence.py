@@ -86,7 +86,8 @@ class SequenceConfig:
         0, 'Match the last N processed frames as a trajectory through the map (SeqSLAM uses 10); 0 = '
         'single-frame matching. Until N frames have been seen (and after query time jumps back) frames are '
         'answered single-frame. Changing any sequence.* parameter restarts the history.',
-        low=0, high=MAX_LENGTH)
+        low=0, high=MAX_LENGTH,
+        cli_help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
     min_velocity: float = setting(
         0.8, 'Slowest trajectory searched, in map places per processed frame (map places ordered by stamp); '
         'on a map grown while running (incremental), scaled by the keyframes added per frame.',
@@ -113,7 +114,8 @@ class SequenceConfig:
                  'travelled distance (SMART); frames: the last N frames')
     distance_step_m: float = setting(
         0.0, "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median place "
-        'spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6)
+        'spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6,
+        cli_flag='--sequence-distance-step')
     without_odometry: str = setting(
         'frames', "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
         "frame-spaced sequence; 'single_frame' = exactly the single-frame answer.", choices=WITHOUT_ODOMETRY)

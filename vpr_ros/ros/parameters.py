@@ -229,7 +229,8 @@ def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict
 
 
 __all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
-           'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic']
+           'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic', 'params_file_text',
+           'yaml_scalar']
 
 
 def params_file_text(node_name: str = '/**') -> str:
@@ -251,11 +252,12 @@ def params_file_text(node_name: str = '/**') -> str:
         indent = '    ' + '  ' * len(opened)
         note = ' (restart)' if spec.read_only else ''
         lines.append(f'{indent}# {spec.description}{note}'.replace('\n', ' '))
-        lines.append(f'{indent}{leaf}: {_yaml_scalar(spec.default)}')
+        lines.append(f'{indent}{leaf}: {yaml_scalar(spec.default)}')
     return '\n'.join(lines) + '\n'
 
 
-def _yaml_scalar(value: bool | int | float | str) -> str:
+def yaml_scalar(value: bool | int | float | str) -> str:
+    """A parameter value as YAML (and ``-p name:=value``) writes it, keeping its ROS type."""
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, float):
