@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from test.helpers import textured_frames
+from test.helpers import textured_frames, type_mismatches
 from vpr_ros.cli import main
+from vpr_ros.evaluation.results import EvaluationResults
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.sources.bag import write_bag
 
@@ -34,6 +35,7 @@ def test_build_evaluate_report(bags, built_map, tmp_path, capsys):
     assert main(['evaluate', '--map', built_map, '--queries', str(bags / 'query'), '--out', out,
                  '--top-k', '5']) == 0
     results = json.load(open(os.path.join(out, 'results.json')))
+    assert type_mismatches(results, EvaluationResults) == []  # the types other modules read it by
     assert results['retrieval']['recall']['R@1'] == 1.0
     assert results['retrieval']['per_query'][3]['place_ids'][0] == 3
     for png in ('recall_at_n.png', 'trajectory.png', 'matches.png', 'pr_curve.png'):

@@ -7,11 +7,14 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vpr_ros import DEFAULT_ENCODER, deps
 from vpr_ros.errors import ConfigError, VprError
 from vpr_ros.textio import short_repr
+
+if TYPE_CHECKING:
+    from vpr_ros.evaluation.results import EvaluationResults, LoopEvaluationResults
 
 
 class NumberType:
@@ -225,7 +228,7 @@ def cmd_merge_maps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(results: dict[str, Any]) -> None:
+def _print_results(results: EvaluationResults) -> None:
     from vpr_ros.evaluation.metrics import recall_text
 
     r = results['retrieval']
@@ -244,7 +247,7 @@ def _print_results(results: dict[str, Any]) -> None:
               f"single-frame in the same run: {single}")
 
 
-def _print_loops(results: dict[str, Any]) -> None:
+def _print_loops(results: LoopEvaluationResults) -> None:
     lp = results['loops']
     print(f"{results['encoder']['name']} loops within one run: {lp['frames']} frames, "
           f"{lp['keyframes']} keyframes, "

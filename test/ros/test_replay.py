@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from test.helpers import assert_same_ranking
+from test.helpers import assert_same_ranking, type_mismatches
 from test.ros.conftest import QUERY_ORDER, World
 
 pytestmark = pytest.mark.ros
@@ -15,6 +15,7 @@ pytest.importorskip('rclpy')
 
 def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> None:
     from vpr_ros.cli import build_parser, replay_config
+    from vpr_ros.evaluation.results import EvaluationResults
     from vpr_ros.localization import Localizer
     from vpr_ros.ros.replay import run
 
@@ -32,6 +33,7 @@ def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> No
     for name in ('results.json', 'recall_at_n.png', 'trajectory.png', 'matches.png', 'node.log',
                  'loop_closures.png', 'latency.png'):
         assert os.path.isfile(out / name), name
+    assert type_mismatches(results, EvaluationResults) == []
     per_query = results['retrieval']['per_query']
     replay = results['live']
     assert replay['frames_published'] == len(world.queries)

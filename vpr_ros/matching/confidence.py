@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.errors import MapError
+from vpr_ros.evaluation.results import CalibrationError
 from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def _other_place_s(vmap: 'VprMap', dist_m: float) -> float:
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
-                               bins: int = 10) -> dict[str, Any]:
+                               bins: int = 10) -> CalibrationError:
     """ECE over ``bins`` equal-width confidence bins (Naeini et al. 2015; Guo et al. 2017) and the
     reliability diagram's bins; answers without a confidence (NaN) are left out and counted."""
     c = np.asarray(confidence, np.float64)
