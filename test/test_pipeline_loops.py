@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from test.helpers import blob_image, textured_frames
+from test.helpers import blob_image, textured_frames, type_mismatches
 from vpr_ros.cli import main
 from vpr_ros.encoders import create_encoder
 from vpr_ros.evaluation.metrics import LOOP_FUNNEL_STAGES, Thresholds, full_precision_threshold
+from vpr_ros.evaluation.results import LoopEvaluationResults
 from vpr_ros.frames import Frame, Pose
 from vpr_ros.matching.loop_closure import LoopClosureConfig
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
@@ -48,6 +49,9 @@ def test_verification_rejects_look_alikes_and_keeps_true_revisits(loop_bag, tmp_
                                       keyframe_min_interval=0.0)
     results = evaluate_loops(create_encoder('raw_pixels'), BagSource(loop_bag), str(tmp_path / 'r'), settings,
                              Thresholds(5.0), progress=False)
+    assert type_mismatches(results, LoopEvaluationResults) == []  # the types the CLI and plots read it by
+    with open(tmp_path / 'r' / 'results.json', encoding='utf-8') as fh:
+        assert type_mismatches(json.load(fh), LoopEvaluationResults) == []
     lp = results['loops']
     assert lp['frames'] == 24 and lp['keyframes'] == 24 and lp['loop_frames'] == 6
     plain, checked = lp['without_verification'], lp['with_verification']

@@ -35,6 +35,7 @@ from vpr_ros.evaluation.report import (
     write_json,
     write_report,
 )
+from vpr_ros.evaluation.results import Calibration, EvaluationResults, LoopEvaluationResults, SequenceSection
 from vpr_ros.frames import Frame
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
@@ -206,14 +207,14 @@ def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None
 
 
 def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: list[Any],
-                     thresholds: Thresholds, ns: list[int]) -> dict[str, Any]:
+                     thresholds: Thresholds, ns: list[int]) -> SequenceSection:
     """results.json's ``sequence`` section: the settings, how many frames each way, and (sequence on)
     the single-frame Recall@N of the same run for comparison."""
     cfg = localizer.sequence_config
-    out: dict[str, Any] = {'settings': cfg.as_dict(), 'enabled': cfg.enabled,
-                           'frames_matched_by_sequence': sum(r.extra.get('matched_by') == 'sequence'
-                                                             for r in records)}
-    out['frames_single_frame'] = len(records) - out['frames_matched_by_sequence']
+    by_sequence = sum(r.extra.get('matched_by') == 'sequence' for r in records)
+    out: SequenceSection = {'settings': cfg.as_dict(), 'enabled': cfg.enabled,
+                            'frames_matched_by_sequence': by_sequence,
+                            'frames_single_frame': len(records) - by_sequence}
     if cfg.enabled:
         single = [QueryRecord(r.stamp, r.pose, r.extra['single_frame_place_ids'],
                               r.extra['single_frame_scores']) for r in records]
@@ -226,18 +227,17 @@ def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: l
 
 
 def calibration_summary(localizer: Localizer, per_query: list[dict[str, Any]],
-                        thresholds: Thresholds) -> dict[str, Any]:
+                        thresholds: Thresholds) -> Calibration:
     """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries."""
     model = localizer.confidence_model
     rated = [q for q in per_query if 'correct_at_1' in q and q['place_ids']]
     conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in rated]
-    out = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
-    out.update(dist_m=thresholds.dist_m, model=model.to_dict() if model is not None else None)
-    return out
+    error = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
+    return {**error, 'dist_m': thresholds.dist_m, 'model': model.to_dict() if model is not None else None}
 
 
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
-             progress: bool = True, label: str | None = None, pair_count: int = 6) -> dict[str, Any]:
+             progress: bool = True, label: str | None = None, pair_count: int = 6) -> EvaluationResults:
     """Evaluate a query source against the localizer's map; writes results.json + plots to ``out_dir``."""
     t0 = time.perf_counter()
     model = localizer.confidence_model
@@ -248,7 +248,7 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
         raise SourceError('no query frame could be used (see the skip counts above)')
     ns = [n for n in (1, 5, 10) if n <= localizer.top_k] or [1]
     retrieval = evaluate_retrieval(records, localizer.map.places, thresholds, ns=ns)
-    results = {
+    results: EvaluationResults = {
         'encoder': localizer.encoder.identity(), 'map_places': len(localizer.map),
         'top_k': localizer.top_k, 'retrieval': retrieval,
         'sequence': sequence_summary(localizer, records, localizer.map.places, thresholds, ns),
@@ -298,7 +298,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
                    thresholds: Thresholds = Thresholds(), progress: bool = True,
                    pose_graph: PoseGraphCallback | None = None,
-                   also_dists: Sequence[float] = ()) -> dict[str, Any]:
+                   also_dists: Sequence[float] = ()) -> LoopEvaluationResults:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within

@@ -37,6 +37,7 @@ from vpr_ros.geometry.transforms import (
 )
 from vpr_ros.geometry.triangulation import Landmarks, TriangulationConfig, View, triangulate_anchor
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import VprMap
@@ -47,8 +48,17 @@ LANDMARK_BYTES = 8 + 3 * 8 + 4   # cached per landmark: keypoint row, map-frame 
 
 @dataclass(frozen=True)
 class MetricConfig:
-    enabled: bool = True
-    candidates: int = 3          # retrieval candidates tried, best first
+    """The metric 6-DoF pose; its described fields (and PnPConfig's) are the node's ``metric.*``."""
+
+    SETTINGS_PREFIX = 'metric'
+
+    enabled: bool = setting(
+        True, 'Solve the metric 6-DoF pose of each frame (and of ~/localize and loop closures) against the '
+        "map's geometry: PnP on landmarks triangulated from the matched place and its neighbouring "
+        "keyframes. Needs local features in the map and intrinsics (camera_info or the map's); otherwise, "
+        'and when a solve is not good, ~/pose is the place pose.')
+    candidates: int = setting(3, 'Retrieval candidates tried (best first) until a solve is good.',
+                              low=1, high=50)
     local_map: int = 2           # keyframes each side of a candidate whose landmarks join its solve
     ratio: float = 0.8           # Lowe's ratio test for query -> anchor matches
     cache_places: int = 512      # anchors whose landmarks are kept in memory (LRU)

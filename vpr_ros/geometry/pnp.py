@@ -26,16 +26,24 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.geometry.transforms import invert, make_transform, pose_error
+from vpr_ros.settings import setting
 
 
 @dataclass(frozen=True)
 class PnPConfig:
-    threshold_px: float = 2.45       # sqrt(chi2_2dof(0.95)) at 1 px keypoint noise (ORB-SLAM's gate)
+    """The described fields are the node's ``metric.*`` parameters (its metric pose; docs/localization.md)."""
+
+    min_inliers: int = setting(20, "PnP inliers of a good solve (RTAB-Map's Vis/MinInliers).",
+                               low=6, high=100000)
+    threshold_px: float = setting(  # sqrt(chi2_2dof(0.95)) at 1 px keypoint noise (ORB-SLAM's gate)
+        2.45, 'PnP (MAGSAC++) and triangulation reprojection threshold [px]; 2.45 = the 95% chi-square '
+        'gate of 1 px keypoint noise (ORB-SLAM).', low=0.1, high=100.0)
     confidence: float = 0.999
     max_iterations: int = 2000
-    min_inliers: int = 20
     min_inlier_ratio: float = 0.2
-    max_position_sigma_m: float = 1.0
+    max_position_sigma_m: float = setting(
+        1.0, 'A solve whose position standard deviation (largest axis of its covariance) exceeds this [m] is '
+        'not used.', low=0.001, high=1.0e4, name='max_position_sigma')
 
     def validate(self) -> None:
         if self.threshold_px <= 0:

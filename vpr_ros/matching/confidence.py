@@ -42,6 +42,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.errors import MapError
+from vpr_ros.evaluation.results import CalibrationError
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import Match, VprMap
@@ -224,7 +226,7 @@ def _other_place_s(vmap: 'VprMap', dist_m: float) -> float:
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
-                               bins: int = 10) -> dict[str, Any]:
+                               bins: int = 10) -> CalibrationError:
     """ECE over ``bins`` equal-width confidence bins (Naeini et al. 2015; Guo et al. 2017) and the
     reliability diagram's bins; answers without a confidence (NaN) are left out and counted."""
     c = np.asarray(confidence, np.float64)
@@ -249,5 +251,53 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
             'brier': round(float(np.mean((c - y) ** 2)), 4) if len(c) else None, 'bins': rows}
 
 
-__all__ = ['CONFIDENCE_K', 'DEFAULT_DIST_M', 'FEATURES', 'ConfidenceModel', 'expected_calibration_error',
-           'features', 'fit_confidence', 'fit_logistic', 'self_retrieval']
+@dataclass(frozen=True)
+class CovarianceModel:
+    """Standard deviations of the matched pose; the node's ``covariance.*`` parameters.
+
+    With a calibrated confidence p (the probability that the place is right,
+    vpr_ros.matching.confidence) the pose is a mixture: right with probability p (``sigma_*_min``)
+    or anywhere (``sigma_*_max``); its variance is ``p sigma_min^2 + (1 - p) sigma_max^2``. Without
+    one (NaN: a map too small to calibrate) the standard deviations grow linearly as the score
+    falls from ``score_high`` to ``score_low``.
+    """
+
+    SETTINGS_PREFIX = 'covariance'
+
+    score_low: float = setting(0.5, 'Without a calibrated confidence (a map of < 20 places): score at (and '
+                               'below) which the pose sigmas reach their maximum.')
+    score_high: float = setting(0.95, 'Without a calibrated confidence: score at (and above) which the pose '
+                                'sigmas reach their minimum.')
+    sigma_xy_min: float = setting(1.0, 'Position standard deviation [m] of a right match (x, y, z); the '
+                                  'variance is p sigma_min^2 + (1 - p) sigma_max^2 for confidence p.',
+                                  low=0.0, high=1.0e4)
+    sigma_xy_max: float = setting(25.0, 'Position standard deviation [m] of a wrong match (x, y, z).',
+                                  low=0.0, high=1.0e4)
+    sigma_yaw_min: float = setting(0.2, 'Rotation standard deviation [rad] of a right match (roll, pitch, '
+                                   'yaw).', low=0.0, high=math.pi)
+    sigma_yaw_max: float = setting(math.pi, 'Rotation standard deviation [rad] of a wrong match.',
+                                   low=0.0, high=math.pi)
+
+    def score_level(self, score: float) -> float:
+        """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
+        return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
+
+    def sigmas(self, score: float, confidence: float = math.nan) -> tuple[float, float]:
+        """(position sigma [m], rotation sigma [rad]) for a match's confidence, or else its score."""
+        if math.isfinite(confidence):
+            p = float(np.clip(confidence, 0.0, 1.0))
+            return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
+                    math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
+        a = self.score_level(score)
+        return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
+                self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
+
+    def covariance(self, score: float, confidence: float = math.nan) -> np.ndarray:
+        """Row-major 6x6 (x, y, z, roll, pitch, yaw) diagonal covariance as 36 float64."""
+        s_xy, s_rot = self.sigmas(score, confidence)
+        return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
+
+
+
+__all__ = ['CONFIDENCE_K', 'DEFAULT_DIST_M', 'FEATURES', 'ConfidenceModel', 'CovarianceModel',
+           'expected_calibration_error', 'features', 'fit_confidence', 'fit_logistic', 'self_retrieval']

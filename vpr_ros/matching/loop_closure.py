@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.matching.verification import Verification
@@ -82,13 +83,32 @@ class Candidate(Protocol):
 
 @dataclass
 class LoopClosureConfig:
-    min_score: float = -1.0  # -1 = no score gate
-    min_time_separation: float = 30.0
-    consistency_frames: int = 3  # without a verifier: consecutive agreeing retrieval candidates
-    consistency_place_window: int = 3
-    consistency_stamp_window: float = 3.0
-    max_rate_hz: float = 0.0  # 0 = no cap; otherwise a token bucket of RATE_BURST
-    verified_frames: int = 2  # agreeing verified views (with a verifier): frames or keyframes of the place
+    """When a frame's candidate becomes a loop closure; the node's ``loop_closure.*`` parameters."""
+
+    SETTINGS_PREFIX = 'loop_closure'
+
+    min_score: float = setting(
+        -1.0, 'Minimum score of the loop-closure candidate; -1 = no score gate (geometric verification '
+        'decides). Scores are encoder dependent: without verification set it from `vpr-ros evaluate --loops` '
+        '(min_score for 100% precision).')
+    min_time_separation: float = setting(
+        30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects pairs closer than its '
+        'historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9)
+    consistency_frames: int = setting(  # without a verifier: consecutive agreeing retrieval candidates
+        3, 'Consecutive processed frames whose candidates must agree before a loop closure is published (1 = '
+        'no temporal check); with verification, verified_frames must hold as well.', low=1, high=1000)
+    consistency_place_window: int = setting(
+        3, 'Candidates agree when their place ids differ by at most this ...', low=0, high=1_000_000_000)
+    consistency_stamp_window: float = setting(
+        3.0, '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9)
+    max_rate_hz: float = setting(  # 0 = no cap; otherwise a token bucket of RATE_BURST
+        0.0, 'Cap on published loop closures per second of query time, a token bucket with bursts of '
+        f'{RATE_BURST} (LIO-SAM queues five and consumes one per loopClosureFrequency, dropping the oldest '
+        'itself); 0 = no cap.', low=0.0, high=1000.0)
+    verified_frames: int = setting(
+        2, 'Agreeing verified views before a closure is published (with verification): verified candidates '
+        'of consecutive frames, or adjacent keyframes of the same place that verify against the same frame; '
+        '1 = the first verified candidate.', low=1, high=100)
 
     def validate(self) -> None:
         if self.min_time_separation < 0:

@@ -67,6 +67,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.search import pick_best
+from vpr_ros.settings import setting
 
 MAX_LENGTH = 1000
 SPACINGS = ('frames', 'distance')
@@ -77,16 +78,47 @@ _STD_FLOOR = 1e-9
 
 @dataclass
 class SequenceConfig:
-    length: int = 0                  # query frames per sequence; 0 = single-frame matching
-    min_velocity: float = 0.8        # map places per query frame
-    max_velocity: float = 1.2
-    velocity_step: float = 0.1
-    contrast_window: int = 0         # map places of the normalisation window; 0 = the whole map
-    single_frame_weight: float = 0.0  # 0 = sequence only, 1 = the current frame only
-    shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
-    spacing: str = 'distance'        # 'distance': frames spaced by odometry distance when there is odometry
-    distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = automatic (see above)
-    without_odometry: str = 'frames'  # distance spacing without odometry: 'frames' or 'single_frame'
+    """SeqSLAM-style sequence matching; the node's ``sequence.*`` parameters, the ``--sequence-*`` options."""
+
+    SETTINGS_PREFIX = 'sequence'
+
+    length: int = setting(
+        0, 'Match the last N processed frames as a trajectory through the map (SeqSLAM uses 10); 0 = '
+        'single-frame matching. Until N frames have been seen (and after query time jumps back) frames are '
+        'answered single-frame. Changing any sequence.* parameter restarts the history.',
+        low=0, high=MAX_LENGTH,
+        cli_help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
+    min_velocity: float = setting(
+        0.8, 'Slowest trajectory searched, in map places per processed frame (map places ordered by stamp); '
+        'on a map grown while running (incremental), scaled by the keyframes added per frame.',
+        low=0.01, high=100.0)
+    max_velocity: float = setting(1.2, 'Fastest trajectory searched (map places per processed frame).',
+                                  low=0.01, high=100.0)
+    velocity_step: float = setting(0.1, 'Step between the searched velocities.', low=0.001, high=100.0)
+    contrast_window: int = setting(
+        0, 'Map places of the contrast normalisation window (per frame): 0 = the whole map (default); R = '
+        "OpenSeqSLAM's local window of R places centred on each place (docs/sequence-matching.md: it can "
+        'make sequences worse than single frames where neighbouring places look alike).', low=0, high=100_000)
+    single_frame_weight: float = setting(
+        0.0, "Blend of the current frame's own normalised score into the ranking: 0 = sequence only, 1 = "
+        'current frame only.', low=0.0, high=1.0)
+    shortlist: int = setting(
+        0, "0 = every frame scores every map place (exact); K = only each frame's top-K retrieved places, "
+        'the rest get the K-th score (cheaper with approximate indexes).', low=0, high=1_000_000)
+    spacing: str = setting(
+        'distance', "'distance' (SMART): with odometry (use_odom) and a map whose places all have poses, the "
+        'sequence is frames spaced by travelled distance, matched along the map path, so stops and speed '
+        "changes do not break it (velocities: map metres per odometry metre); without odometry, as 'frames'. "
+        "'frames': the last N processed frames (SeqSLAM).", choices=SPACINGS,
+        cli_help='distance: with a pose per query frame (the pose topic) and a posed map, frames spaced by '
+                 'travelled distance (SMART); frames: the last N frames')
+    distance_step_m: float = setting(
+        0.0, "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median place "
+        'spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6,
+        cli_flag='--sequence-distance-step')
+    without_odometry: str = setting(
+        'frames', "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
+        "frame-spaced sequence; 'single_frame' = exactly the single-frame answer.", choices=WITHOUT_ODOMETRY)
 
     @property
     def enabled(self) -> bool:

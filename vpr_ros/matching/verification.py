@@ -38,6 +38,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import VprMap
@@ -45,12 +46,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class VerificationConfig:
-    enabled: bool = True
-    top_k: int = 3                 # candidates verified per frame
-    ratio: float = 0.8             # Lowe's ratio test
-    min_inliers: int = 20
-    min_inlier_ratio: float = 0.25
-    threshold_px: float = 1.0      # MAGSAC++ threshold (pixels; scaled by 1/focal for the essential matrix)
+    """Geometric verification of loop-closure candidates; the node's ``verification.*`` parameters."""
+
+    SETTINGS_PREFIX = 'verification'
+
+    enabled: bool = setting(
+        True, 'Verify loop-closure candidates geometrically (local features stored in the map, MAGSAC++ '
+        'fundamental/essential matrix) before publishing them. A map without local features runs without '
+        'verification and says so in /diagnostics.')
+    top_k: int = setting(
+        3, 'Candidates verified per frame (the eligible ones scoring at least loop_closure.min_score); the '
+        "one with most inliers is the frame's verified candidate.", low=1, high=50)
+    ratio: float = setting(0.8, "Lowe's ratio test on descriptor distances.", low=0.01, high=1.0)
+    min_inliers: int = setting(20, 'Minimum RANSAC inliers of a verified candidate.', low=5, high=100000)
+    min_inlier_ratio: float = setting(0.25, 'Minimum inliers / tentative matches.', low=0.0, high=1.0)
+    threshold_px: float = setting(  # scaled by 1/focal for the essential matrix
+        1.0, 'MAGSAC++ inlier threshold [px].', low=0.01, high=100.0)
     confidence: float = 0.999
     max_iterations: int = 2000
 

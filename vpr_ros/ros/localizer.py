@@ -57,6 +57,7 @@ from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
+from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
@@ -82,6 +83,7 @@ from vpr_ros.ros.parameters import (
     output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
+from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
 from vpr_ros.sources.bag import PoseTrack
 from vpr_ros.textio import load_yaml, short_repr
@@ -443,7 +445,7 @@ class LocalizerNode(Node):
             build['vocabulary'] = self._vocabulary_source = vocab.source
             self.get_logger().info(f'{encoder.name} vocabulary from {vocab.source}')
         vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(), build=build)
-        features = lf.LocalFeatureConfig(v['local_features.kind'], v['local_features.max_keypoints'])
+        features = config_from_flat(lf.LocalFeatureConfig, v)
         try:
             features.validate()
         except ConfigError as exc:
@@ -505,54 +507,37 @@ class LocalizerNode(Node):
         with self._map_lock:  # the worker reads the sequence state inside search()
             self._localizer.configure_sequence(self._sequence_config(self._values))
 
+    # One generic conversion from the flat parameter names (vpr_ros.settings); kept as methods so a test
+    # or a campaign can fail one of them.
     @staticmethod
     def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
-        return LoopClosureConfig(
-            min_score=v['loop_closure.min_score'], min_time_separation=v['loop_closure.min_time_separation'],
-            consistency_frames=v['loop_closure.consistency_frames'],
-            consistency_place_window=v['loop_closure.consistency_place_window'],
-            consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
-            max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
+        return config_from_flat(LoopClosureConfig, v)
 
     @staticmethod
     def _agreement_config(v: dict[str, Any]) -> AgreementConfig:
-        return AgreementConfig(frames=v['relocalization.agreement_frames'],
-                               max_distance=v['relocalization.max_distance'],
-                               max_angle=v['relocalization.max_angle'],
-                               min_confidence=v['relocalization.min_confidence'])
+        return config_from_flat(AgreementConfig, v)
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
-        return SequenceConfig(
-            length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
-            max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
-            contrast_window=v['sequence.contrast_window'],
-            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
-            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
-            without_odometry=v['sequence.without_odometry'])
+        return config_from_flat(SequenceConfig, v)
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
-        return verification.VerificationConfig(
-            enabled=v['verification.enabled'], top_k=v['verification.top_k'],
-            min_inliers=v['verification.min_inliers'], min_inlier_ratio=v['verification.min_inlier_ratio'],
-            ratio=v['verification.ratio'], threshold_px=v['verification.threshold_px'])
+        return config_from_flat(verification.VerificationConfig, v)
 
     def _metric_config(self, v: dict[str, Any]) -> metric.MetricConfig:
-        threshold = v['metric.threshold_px']
-        return metric.MetricConfig(
-            enabled=v['metric.enabled'], candidates=v['metric.candidates'],
-            triangulation=TriangulationConfig(max_reprojection_px=threshold),
-            pnp=PnPConfig(threshold_px=threshold, min_inliers=v['metric.min_inliers'],
-                          max_position_sigma_m=v['metric.max_position_sigma']),
+        """``metric.threshold_px`` is the PnP and the triangulation threshold; the mount (a read-only
+        parameter) is parsed once at configure."""
+        pnp = config_from_flat(PnPConfig, v, 'metric')
+        return config_from_flat(
+            metric.MetricConfig, v, pnp=pnp,
+            triangulation=TriangulationConfig(max_reprojection_px=pnp.threshold_px),
             mount=getattr(self, '_camera_mount', None) or CameraMount.parse(v['metric.camera_to_body']))
 
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
-        self._covariance = messages.CovarianceModel(
-            v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
-            v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
+        self._covariance = config_from_flat(CovarianceModel, v)
         self._loop_filter.config = self._loop_config(v)
         if getattr(self, '_relocalization', None) is not None:
             self._relocalization.config = self._agreement_config(v)
