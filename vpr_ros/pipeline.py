@@ -339,6 +339,34 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
     loop_stamps: list[float] = []
     nearest_revisit: dict[float, float] = {}  # frame -> distance to the nearest keyframe far enough in time
+    frame_xy: dict[float, np.ndarray] = {}
+    frame_retrieved: dict[float, list[int]] = {}
+    lost_index: dict[str, dict[float, int]] = {k: {} for k in events}  # loop frame -> its lost_at entry
+
+    def error_m(place_id: int, xy: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
+
+    def record_decision(key: str, decision: Any) -> None:
+        """A frame's decision (again, when a held frame is confirmed later): its funnel stage and event."""
+        t, xy = decision.t_query, frame_xy[decision.t_query]
+
+        def correct(place_id: int) -> bool:
+            return error_m(place_id, xy) <= thresholds.dist_m
+
+        if t in loop_frames:
+            stage = loop_frame_lost_at(True, frame_retrieved[t], decision, correct)
+            if t in lost_index[key]:
+                lost_at[key][lost_index[key][t]] = stage
+            else:
+                lost_index[key][t] = len(lost_at[key])
+                lost_at[key].append(stage)
+        if decision.accepted:
+            v = decision.verification
+            events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
+                                'score': round(decision.score, 5), 'correct': correct(decision.place_id),
+                                'error_m': round(error_m(decision.place_id, xy), 3)})
+            if v is not None:
+                events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
@@ -377,11 +405,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         def neighbours(candidate: Any) -> list[Any]:
             return localizer.time_neighbours(candidate.place_id, candidate.score)
 
-        def error_m(place_id: int) -> float:
-            return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
-
         def correct(place_id: int) -> bool:
-            return error_m(place_id) <= thresholds.dist_m
+            return error_m(place_id, xy) <= thresholds.dist_m
 
         eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
         if eligible:
@@ -390,21 +415,15 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if best.verified:
                 score = next(m.score for m in eligible if m.place_id == best.place_id)
                 per_frame['with_verification'].append((score, correct(best.place_id)))
+        frame_xy[t], frame_retrieved[t] = xy, [m.place_id for m in loc.matches]
         for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
             decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
             statuses[key][decision.status.value] += 1
-            if t in loop_frames:
-                lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
-                                                       correct))
-            if decision.accepted:
-                if fn is not None:
-                    published.append(decision)
-                v = decision.verification
-                events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
-                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id),
-                                    'error_m': round(error_m(decision.place_id), 3)})
-                if v is not None:
-                    events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
+            # held earlier frames confirmed by this one (vpr_ros.matching.loop_closure) count as theirs
+            for d in (*decision.confirms, decision):
+                record_decision(key, d)
+            if decision.accepted and fn is not None:
+                published.extend((*decision.confirms, decision))
         if gate.accept(t, frame.pose.position, loc.vectors):
             pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
             session.append((pid, t))

@@ -27,6 +27,14 @@ whose geometry both agree with the query are evidence much as two query frames a
 whose own verification failed does not cost the revisit its closure. A look-alike place that happens
 to pass RANSAC once (a repeated facade, the same model of car) rarely does so twice.
 
+A frame that has all the verified views a closure needs but not yet the retrieval streak is *held*:
+when the streak completes on the same chain of agreeing verified places (frames in a row, none failing
+verification), the held frames are published with the frame that completes it (``LoopDecision.confirms``,
+at most ``MAX_HELD``). The streak was all they lacked, and it now holds for the place they verified:
+the top-1 retrieval of one frame in a chain often jumps to a look-alike that fails verification, which
+restarts the streak while the verified places keep agreeing. Frames with a single verified view are
+never held: their own geometry is not enough for a closure, streak or not.
+
 Of the verified views of this frame, the one taken nearest to the query becomes the match, as
 DLoopDetector picks the best entry of an island of consecutive matches: retrieval and inlier counts
 alone sometimes favour the keyframe one further along the same street (it sees the same facades,
@@ -48,7 +56,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from vpr_ros.errors import ConfigError
@@ -60,6 +68,7 @@ if TYPE_CHECKING:
 PARALLAX_SUPPORT = 0.5  # a neighbour competes on parallax with at least this share of the best inlier count
 FUNNEL_STAGES = ('separated', 'verified', 'agreed', 'published')  # what a frame passes, in order
 RATE_BURST = 5  # closures a max_rate_hz cap lets through at once: LIO-SAM's loop queue holds five
+MAX_HELD = 10  # frames held for their chain's retrieval streak (the oldest go first): 5 s of a 2 Hz camera
 
 
 class LoopStatus(enum.Enum):
@@ -118,6 +127,8 @@ class LoopDecision:
     verified_place: int | None = None  # the frame's verified place (None: nothing verified / no verifier)
     views: int = 0  # agreeing verified views counted for this frame (previous frames' included)
     checked: bool = False  # geometric verification ran for this frame
+    held: bool = False  # verified views enough, waiting for the retrieval streak (may be confirmed later)
+    confirms: tuple['LoopDecision', ...] = ()  # held earlier frames of this chain, published with this one
 
     @property
     def accepted(self) -> bool:
@@ -154,6 +165,13 @@ class LoopClosureFilter:
     def _reset_verified(self) -> None:
         self._verified: Candidate | None = None
         self._verified_streak = 0
+        self._held: list[LoopDecision] = []
+
+    @property
+    def held_stamps(self) -> set[float]:
+        """Query stamps of the frames held for their chain's retrieval streak (a flow keeps what it needs
+        to publish them, e.g. their local features, only for these)."""
+        return {d.t_query for d in self._held}
 
     def _separated(self, t_query: float, matches: Sequence[Candidate]) -> list[Candidate]:
         """The matches far enough in time from the query to close a loop with it."""
@@ -237,6 +255,8 @@ class LoopClosureFilter:
                           if v.verified]
         agrees = self._verified is not None and self._agrees(self._verified, place)
         self._verified_streak = self._verified_streak + 1 if agrees else 1
+        if not agrees:
+            self._held = []  # a new chain: the held frames verified another place
         self._verified = place
         count = self._verified_streak - 1 + len(views)
         status = LoopStatus.LOOP_DETECTED
@@ -245,9 +265,21 @@ class LoopClosureFilter:
         elif not self._rate_allows(t_query):
             status = LoopStatus.RATE_LIMITED
         published, verification = self._nearest_view(views)
-        return LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
-                            float(eligible.score), self._streak, verification, ids, int(place.place_id),
-                            count, checked=True)
+        hold = status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY and count >= cfg.verified_frames
+        decision = LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
+                                float(eligible.score), self._streak, verification, ids, int(place.place_id),
+                                count, checked=True, held=hold)
+        if hold:
+            self._held = [*self._held, decision][-MAX_HELD:]
+        elif status is LoopStatus.LOOP_DETECTED and self._held:
+            decision = replace(decision, confirms=self._confirm_held(t_query))
+        return decision
+
+    def _confirm_held(self, t_query: float) -> tuple[LoopDecision, ...]:
+        """The held frames of the chain, published now (each within the rate cap), oldest first."""
+        held, self._held = self._held, []
+        return tuple(replace(d, status=LoopStatus.LOOP_DETECTED, held=False) for d in held
+                     if self._rate_allows(t_query))
 
     def _near(self, t_query: float, candidate: Candidate,
               neighbours: Callable[[Candidate], Sequence[Candidate]]) -> dict[int, Candidate]:
@@ -289,5 +321,5 @@ def recent_places(session_places: Sequence[tuple[int, float]], t: float, separat
     return recent
 
 
-__all__ = ['FUNNEL_STAGES', 'PARALLAX_SUPPORT', 'RATE_BURST', 'Candidate', 'LoopClosureConfig',
+__all__ = ['FUNNEL_STAGES', 'MAX_HELD', 'PARALLAX_SUPPORT', 'RATE_BURST', 'Candidate', 'LoopClosureConfig',
            'LoopClosureFilter', 'LoopDecision', 'LoopStatus', 'recent_places']
