@@ -311,3 +311,30 @@ def test_held_frames_pass_the_rate_cap_and_are_bounded() -> None:
     final = [flt.update(200.0 + i / 2, [M(20, 0.9, 20.0)], verify, nb) for i in range(3)]
     assert final[-1].accepted  # the streak completes: one token for it, RATE_BURST - 1 for the held frames
     assert len(final[-1].confirms) == RATE_BURST - 1
+
+
+def test_a_frame_whose_candidates_are_all_look_alikes_verifies_the_place_its_chain_is_at() -> None:
+    """Retrieval's top-3 of the second frame are look-alikes (and so are their neighbours): the place the
+    previous frame verified, and its adjacent keyframes, are tried, so the chain (and its held frames)
+    goes on instead of restarting."""
+    answers = {20: V(20, True, 60), 21: V(21, True, 50), 19: V(19, True, 30)}
+    asked: list[list[int]] = []
+
+    def verify(cands, top_k=None):
+        asked.append([c.place_id for c in cands])
+        return by_inliers(answers)(cands)
+
+    def neighbours(c):
+        return [M(c.place_id - 1, 0.0, c.stamp - 1), M(c.place_id + 1, 0.0, c.stamp + 1)]
+
+    flt = chain_filter()
+    first = flt.update(100.0, [M(20, 0.9, 20.0)], verify, neighbours)
+    assert first.held and first.verified_place == 20
+    asked.clear()
+    look_alikes = [M(70, 0.9, 60.0), M(50, 0.8, 50.0), M(90, 0.7, 65.0)]
+    second = flt.update(100.5, look_alikes, verify, neighbours)
+    assert asked[:3] == [[70, 50, 90], [69, 71], [20, 19, 21]]  # candidates, top's neighbours, the chain
+    assert second.verified_place == 20 and second.held and flt.held_stamps == {100.0, 100.5}
+    # with no chain (a fresh filter) the same frame fails: the chain's place is what rescued it
+    fresh = chain_filter().update(100.5, look_alikes, verify, neighbours)
+    assert fresh.status is LoopStatus.FAILED_GEOMETRIC_VERIFICATION

@@ -15,7 +15,10 @@ retrieval streak, so that the verified evidence is there when the streak complet
 most inliers is the frame's verified candidate. When none verifies, the keyframes just before and
 after the top candidate in map time are tried: the verification of a place uses its best-matching
 keyframe, as retrieval often ranks the keyframe one further along the same street first, whose wider
-baseline fails RANSAC. When nothing verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
+baseline fails RANSAC. Then the place the previous frame verified (the chain's place, below) and its
+adjacent keyframes: the revisit goes on even when retrieval's top candidates of one frame are all
+look-alikes (a guided search, as ORB-SLAM tracks a loop candidate's covisible keyframes). When nothing
+verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
 
 A closure needs ``verified_frames`` agreeing verified *views* (2 by default) on top of the retrieval
 streak (``consistency_frames``): DLoopDetector likewise requires temporally consistent retrieval
@@ -41,7 +44,8 @@ alone sometimes favour the keyframe one further along the same street (it sees t
 magnified). With an essential matrix, nearest is the smallest rotation-compensated parallax
 (:mod:`vpr_ros.matching.verification`) among the views with at least ``PARALLAX_SUPPORT`` of the
 best view's inliers (a parallax measured on a handful of inliers is noise); without intrinsics,
-the most inliers. A frame costs at most ``verification.top_k`` + 2 verifications.
+the most inliers. A frame costs at most ``verification.top_k`` + 2 verifications, + 3 more (the
+chain's place and its neighbours) when nothing else verifies right after a verified frame.
 
 ``max_rate_hz`` (0, no cap, by default) is a token bucket in query time: on average at most that
 many closures per second, bursts of at most ``RATE_BURST`` (LIO-SAM keeps the newest five pairs in
@@ -236,11 +240,18 @@ class LoopClosureFilter:
         best = verifications[0] if verifications else None
         by_id = {int(m.place_id): m for m in scored}
         if (best is None or not best.verified) and neighbours is not None:
-            near = self._near(t_query, eligible, neighbours)  # the top candidate's adjacent keyframes
-            tried = [v for v in verify(list(near.values()), top_k=len(near)) if v.verified] if near else []
-            if tried:
-                best = tried[0]
-                by_id.update(near)
+            # the top candidate's adjacent keyframes, then the place this frame's chain is at and its own
+            for around, itself in ((eligible, False), (self._verified, True)):
+                if around is None:
+                    continue
+                near = self._near(t_query, around, neighbours)
+                if itself and self._separated(t_query, [around]):
+                    near = {int(around.place_id): around, **near}
+                tried = verify(list(near.values()), top_k=len(near)) if near else []
+                if tried and tried[0].verified:  # verified first
+                    best = tried[0]
+                    by_id.update(near)
+                    break
         if best is None or not best.verified:
             self._reset_verified()
             return LoopDecision(LoopStatus.FAILED_GEOMETRIC_VERIFICATION, t_query, float(eligible.stamp),
