@@ -810,14 +810,14 @@ class LocalizerNode(Node):
         """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
         try:
             decision = self._decide(t, matches, features)
-        finally:
+            self._loop_status[decision.status.value] += 1
+            self._loop_funnel.update(decision.stages)
+            self._last_loop_status = decision.status.value
+            self._publish_confirmed(t, decision, features)
+            if decision.status is LoopStatus.LOOP_DETECTED:
+                self._publish_loop(t, decision, features)
+        finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
-        self._loop_status[decision.status.value] += 1
-        self._loop_funnel.update(decision.stages)
-        self._last_loop_status = decision.status.value
-        self._publish_confirmed(t, decision, features)
-        if decision.status is LoopStatus.LOOP_DETECTED:
-            self._publish_loop(t, decision, features)
 
     def _publish_confirmed(self, t: float, decision: LoopDecision, features: Any) -> None:
         """Earlier frames of the chain that this frame's retrieval streak confirms are published first
