@@ -102,6 +102,22 @@ def test_vocabulary_encoder_bootstraps_from_the_first_keyframes(loop_bag) -> Non
     lp = results['loops']
     assert lp['vocabulary'].startswith('bootstrapped from the first 4 keyframes')
     assert lp['frames'] == 24 and lp['keyframes'] == 24 and encoder.is_fitted
-    assert sum(lp['with_verification']['statuses'].values()) == 20  # every frame after the fit was answered
+    # every frame after the fit was answered, and the 4 bootstrap keyframes decided after it
+    assert sum(lp['with_verification']['statuses'].values()) == 24
     funnel = lp['with_verification']['funnel']
     assert funnel['loop_frames'] == lp['loop_frames'] == 6 and funnel['answered'] == 6  # revisits: after it
+
+
+def test_revisits_within_the_bootstrap_keyframes_are_decided_after_the_fit(loop_bag) -> None:
+    """Every frame of the run is a bootstrap keyframe: before, no loop frame was answered; now each is
+    decided once the vocabulary exists, and what is published is correct."""
+    settings = LoopEvaluationSettings(loop_closure=LoopClosureConfig(min_score=0.5, min_time_separation=10.0,
+                                                                     consistency_frames=1, max_rate_hz=0),
+                                      keyframe_min_interval=0.0, bootstrap_frames=24)
+    encoder = create_encoder('anyloc_vlad', {'image_size': [96, 128], 'num_clusters': 4})
+    lp = evaluate_loops(encoder, BagSource(loop_bag), None, settings, Thresholds(5.0),
+                        progress=False)['loops']
+    checked = lp['with_verification']
+    assert sum(checked['statuses'].values()) == 24
+    assert checked['funnel']['answered'] == lp['loop_frames'] == 6
+    assert checked['loop_frames_closed'] > 0 and checked['precision'] == 1.0

@@ -339,6 +339,61 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
     loop_stamps: list[float] = []
     nearest_revisit: dict[float, float] = {}  # frame -> distance to the nearest keyframe far enough in time
+    frame_xy: dict[float, np.ndarray] = {}
+    frame_retrieved: dict[float, list[int]] = {}
+    lost_index: dict[str, dict[float, int]] = {k: {} for k in events}  # loop frame -> its lost_at entry
+
+    def error_m(place_id: int, xy: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
+
+    def decide(t: float, matches: list[Any], features: Callable[[], lf.LocalFeatures]) -> None:
+        """One frame's loop-closure decisions (without and with verification) and their bookkeeping."""
+        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
+
+        def neighbours(candidate: Any) -> list[Any]:
+            return localizer.time_neighbours(candidate.place_id, candidate.score)
+
+        def correct(place_id: int) -> bool:
+            return error_m(place_id, frame_xy[t]) <= thresholds.dist_m
+
+        eligible = [m for m in matches if abs(t - m.stamp) >= sep]
+        if eligible:
+            per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
+            best = verify(eligible)[0]
+            if best.verified:
+                score = next(m.score for m in eligible if m.place_id == best.place_id)
+                per_frame['with_verification'].append((score, correct(best.place_id)))
+        frame_retrieved[t] = [m.place_id for m in matches]
+        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
+            decision = flt.update(t, matches, fn, neighbours if fn is not None else None)
+            statuses[key][decision.status.value] += 1
+            # held earlier frames confirmed by this one (vpr_ros.matching.loop_closure) count as theirs
+            for d in (*decision.confirms, decision):
+                record_decision(key, d)
+            if decision.accepted and fn is not None:
+                published.extend((*decision.confirms, decision))
+
+    def record_decision(key: str, decision: Any) -> None:
+        """A frame's decision (again, when a held frame is confirmed later): its funnel stage and event."""
+        t, xy = decision.t_query, frame_xy[decision.t_query]
+
+        def correct(place_id: int) -> bool:
+            return error_m(place_id, xy) <= thresholds.dist_m
+
+        if t in loop_frames:
+            stage = loop_frame_lost_at(True, frame_retrieved[t], decision, correct)
+            if t in lost_index[key]:
+                lost_at[key][lost_index[key][t]] = stage
+            else:
+                lost_index[key][t] = len(lost_at[key])
+                lost_at[key].append(stage)
+        if decision.accepted:
+            v = decision.verification
+            events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
+                                'score': round(decision.score, 5), 'correct': correct(decision.place_id),
+                                'error_m': round(error_m(decision.place_id, xy), 3)})
+            if v is not None:
+                events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
@@ -351,9 +406,11 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if nearest_revisit[t] <= thresholds.dist_m:
                 loop_frames.add(t)
                 loop_stamps.append(t)
+        frame_xy[t] = xy
         if boot is not None and not boot.done:
             if t in loop_frames:  # nothing is answered before the vocabulary is fitted
                 for key in events:
+                    lost_index[key][t] = len(lost_at[key])
                     lost_at[key].append('answered')
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
                 keyframe_xy.append(tuple(xy))
@@ -363,6 +420,9 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                     place = vmap.place(pid)
                     session.append((pid, place.stamp))
                     place_xy.append(tuple(place.pose.position[:2]))
+                # the bootstrap keyframes are decided now that the vocabulary exists (as the node)
+                for t_boot, matches, feats in (boot.loop_queries(sep) if boot.done else []):
+                    decide(t_boot, matches, lambda f=feats: f)
             continue
         loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep), frame.pose)
         query_feats: list[lf.LocalFeatures] = []
@@ -372,39 +432,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 query_feats.append(lf.extract(frame.rgb, settings.local_features))
             return query_feats[0]
 
-        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
-
-        def neighbours(candidate: Any) -> list[Any]:
-            return localizer.time_neighbours(candidate.place_id, candidate.score)
-
-        def error_m(place_id: int) -> float:
-            return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
-
-        def correct(place_id: int) -> bool:
-            return error_m(place_id) <= thresholds.dist_m
-
-        eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
-        if eligible:
-            per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
-            best = verify(eligible)[0]
-            if best.verified:
-                score = next(m.score for m in eligible if m.place_id == best.place_id)
-                per_frame['with_verification'].append((score, correct(best.place_id)))
-        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
-            decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
-            statuses[key][decision.status.value] += 1
-            if t in loop_frames:
-                lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
-                                                       correct))
-            if decision.accepted:
-                if fn is not None:
-                    published.append(decision)
-                v = decision.verification
-                events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
-                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id),
-                                    'error_m': round(error_m(decision.place_id), 3)})
-                if v is not None:
-                    events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
+        decide(t, loc.matches, features)
         if gate.accept(t, frame.pose.position, loc.vectors):
             pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
             session.append((pid, t))
@@ -416,7 +444,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     loops: dict[str, Any] = {
         'frames': frames, 'keyframes': len(vmap), 'loop_frames': len(loop_frames),
         'vocabulary': (f'bootstrapped from the first {boot.frames} keyframes (frames before the fit are not '
-                       'answered)' if boot is not None else 'given'),
+                       'answered; the keyframes among them are decided for loop closure after it)'
+                       if boot is not None else 'given'),
         'settings': {'loop_closure': asdict(settings.loop_closure),
                      'verification': asdict(settings.verification),
                      'local_features': asdict(settings.local_features),

@@ -204,6 +204,7 @@ class LocalizerNode(Node):
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
         self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
+        self._held_features: dict[float, Any] = {}  # local features of frames the loop filter holds
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_confidence = math.nan
         self._last_loop_status = ''
@@ -797,10 +798,22 @@ class LocalizerNode(Node):
             self._loop_status[decision.status.value] += 1
             self._loop_funnel.update(decision.stages)
             self._last_loop_status = decision.status.value
+            self._publish_confirmed(t, decision, features)
             if decision.status is LoopStatus.LOOP_DETECTED:
                 self._publish_loop(t, decision, features)
         finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
+
+    def _publish_confirmed(self, t: float, decision: LoopDecision, features: Any) -> None:
+        """Earlier frames of the chain that this frame's retrieval streak confirms are published first
+        (vpr_ros.matching.loop_closure: held frames); a held frame's features are kept until then."""
+        if decision.held:
+            self._held_features[t] = features
+        for held in decision.confirms:
+            self._loop_funnel.update(FUNNEL_STAGES[2:])  # it was counted as separated and verified
+            self._publish_loop(held.t_query, held, self._held_features.get(held.t_query, lambda: None))
+        holding = self._loop_filter.held_stamps
+        self._held_features = {k: f for k, f in self._held_features.items() if k in holding}
 
     def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
         verifier = self._verifier if self._values['verification.enabled'] else None
@@ -831,6 +844,21 @@ class LocalizerNode(Node):
             self._map_dirty = True
             self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
                                    f'{len(ids)} places, answering from now on')
+            self._decide_bootstrap_keyframes()
+
+    def _decide_bootstrap_keyframes(self) -> None:
+        """The loop-closure decisions of the bootstrap keyframes, once the vocabulary exists
+        (VocabularyBootstrap.loop_queries). Made here in the image thread, in time order, before the next
+        frame is localised: the loop thread has had nothing to decide before the fit, and its queue holds
+        fewer frames than this."""
+        assert self._bootstrap is not None
+        with self._map_lock:
+            queries = self._bootstrap.loop_queries(self._loop_filter.config.min_time_separation)
+        if not self._values['loop_closure.enabled']:
+            return
+        for t, matches, feats in queries:
+            self._loop_frames_queued += 1
+            self._close_loop(t, matches, lambda f=feats: f)
 
     def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
         """The frame's local features in the map's format; None when the map keeps none."""
