@@ -49,6 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.errors import MapError
+from vpr_ros.mapdb.search import global_row
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import Match, VprMap
@@ -171,22 +172,22 @@ def sampled_runs(n: int, max_queries: int, run: int = 10) -> np.ndarray:
 
 
 class _Retriever:
-    """Top-K of a map place against the map without some places: one matrix product per place on a
-    global-descriptor map, the map's own (voting) search on a multi-vector map."""
+    """Top-K of a map place against the map without some places: its similarity row (one pass over
+    the stored descriptors, computed once per place) on a global-descriptor map, the map's own
+    (voting) search on a multi-vector map."""
 
     def __init__(self, vmap: 'VprMap') -> None:
         self.vmap = vmap
-        self.multi = bool(vmap.meta.multi_vector)
-        if not self.multi:
-            self.desc = np.asarray(vmap.descriptors, np.float32)
+        self._row: tuple[int, np.ndarray] | None = None
 
     def top(self, i: int, excluded: np.ndarray) -> 'list[Match]':
         vmap = self.vmap
-        if self.multi:
+        if vmap.meta.multi_vector:
             return vmap.search(np.asarray(vmap.descriptors[vmap.owners == i], np.float32), CONFIDENCE_K,
                                set(np.flatnonzero(excluded).tolist()))
-        row = (self.desc @ self.desc[i]).astype(np.float64)
-        row[excluded] = -np.inf
+        if self._row is None or self._row[0] != i:
+            self._row = (i, global_row(vmap, np.asarray(vmap.descriptors[i], np.float32)))
+        row = np.where(excluded, -np.inf, self._row[1])
         k = min(CONFIDENCE_K, int((~excluded).sum()))
         if k <= 0:
             return []
