@@ -228,12 +228,17 @@ def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: l
 
 def calibration_summary(localizer: Localizer, per_query: list[dict[str, Any]],
                         thresholds: Thresholds) -> Calibration:
-    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries."""
+    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries.
+
+    Over the answerable queries only (a map place within the threshold): the confidence is the
+    probability of a right top-1 for a query of a mapped place (vpr_ros.matching.confidence)."""
     model = localizer.confidence_model
     rated = [q for q in per_query if 'correct_at_1' in q and q['place_ids']]
-    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in rated]
-    error = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
-    return {**error, 'dist_m': thresholds.dist_m, 'model': model.to_dict() if model is not None else None}
+    answerable = [q for q in rated if q.get('answerable')]
+    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in answerable]
+    error = expected_calibration_error(conf, [q['correct_at_1'] for q in answerable])
+    return {**error, 'dist_m': thresholds.dist_m, 'unanswerable': len(rated) - len(answerable),
+            'model': model.to_dict() if model is not None else None}
 
 
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),

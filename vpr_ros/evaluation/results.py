@@ -92,6 +92,7 @@ class Calibration(CalibrationError):
     """``calibration``: how well the confidence predicted a right top-1 on these queries."""
 
     dist_m: float
+    unanswerable: int
     model: dict[str, Any] | None
 
 

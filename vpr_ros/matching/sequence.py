@@ -38,9 +38,12 @@ places the frame ``d`` odometry metres back at the map place ``v * d`` metres be
 along the map's own path (places in stamp order, path length of their positions). A robot that
 stops, or drives at twice the mapping speed, then still draws the same line through the map.
 ``min_velocity..max_velocity`` become map metres per odometry metre: the 0.8-1.2 default absorbs
-an odometry scale error of up to 20 %. Only differences of odometry positions are used, so the
-odometry frame need not be the map's. A step whose map point is more than one place spacing from
-any place (before the map's start, across a gap) is missing, as off-map steps are in frame spacing.
+an odometry scale error of up to 20 %. The trajectory's cost is then a weighted mean, each row
+weighted by how certain its map point is (:func:`row_weights`), so that a velocity off by the scale
+error does not move the end place by that error times half the sequence. Only differences of
+odometry positions are used, so the odometry frame need not be the map's. A step whose map point
+is more than one place spacing from any place (before the map's start, across a gap) is missing, as
+off-map steps are in frame spacing.
 Without odometry for the frame (or a map place without a pose) the frame-spaced sequence is used,
 exactly as with ``spacing: frames``; ``without_odometry: single_frame`` answers such frames
 single-frame instead (the node's default: frame spacing breaks when the speed differs from the
@@ -298,29 +301,51 @@ class MapPath:
         return np.where(np.abs(a[pick] - targets) <= self.spacing, pick, -1)
 
 
+def row_weights(back_m: np.ndarray, velocities: np.ndarray, spacing: float) -> np.ndarray:
+    """Weight of each distance-spaced row in a trajectory's cost: ``1 / (1 + u)``, ``u`` the
+    uncertainty of the row's map point in place spacings, ``(max - min velocity) / 2 * back_m /
+    spacing`` (the searched velocities disagree about where a row ``back_m`` metres back lies by
+    that much). The newest row weighs 1; with one velocity every row does (plain SeqSLAM mean).
+
+    Measured (docs/sequence-matching.md): with an equal weight per row a velocity off by the
+    odometry's scale error moved the end place by that error times half the sequence, which put
+    sequences below single frames on weak evidence."""
+    half_range = (float(np.max(velocities)) - float(np.min(velocities))) / 2
+    return 1.0 / (1.0 + half_range * np.asarray(back_m, np.float64) / max(spacing, 1e-9))
+
+
 def distance_trajectory_costs(path: MapPath, back_m: np.ndarray, velocities: np.ndarray,
                               prepared: Sequence[tuple[np.ndarray, np.ndarray]], need: int,
                               newest_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best distance-spaced trajectory per end place: the row of ``back_m[i]`` odometry metres before
     the newest frame meets the place nearest to ``velocity * back_m[i]`` map metres before the end
     place. ``prepared``: :func:`_prepared` rows in the order of ``back_m``. Returns (cost, velocity
-    index) as :func:`trajectory_costs` does, with ``need`` known steps required."""
+    index) as :func:`trajectory_costs` does, with ``need`` known steps required.
+
+    The cost is a weighted mean: a row's weight is :func:`row_weights` (the older the row, the less
+    certain its map point), so a line whose velocity is off pivots about a point near its end
+    instead of its middle, and its end place moves less."""
     n_places = len(path.along)
     best = np.full(n_places, np.inf)
     best_v = np.zeros(n_places, np.int64)
     total = np.empty(n_places)
     n = np.empty(n_places)
+    steps = np.empty(n_places)
+    weights = row_weights(back_m, velocities, path.spacing)
     for vi, v in enumerate(velocities):
         total[:] = 0.0
         n[:] = 0.0
-        for (vals, counts), back in zip(prepared, back_m):
+        steps[:] = 0.0
+        for (vals, counts), back, weight in zip(prepared, back_m, weights):
             idx = path.places_at(path.along - v * back)
             known = idx >= 0
             safe = np.where(known, idx, 0)
-            total += np.where(known, vals[safe], 0.0)
-            n += np.where(known, counts[safe], 0.0)
+            c = np.where(known, counts[safe], 0.0)
+            total += weight * np.where(known, vals[safe], 0.0)
+            n += weight * c
+            steps += c
         with np.errstate(invalid='ignore', divide='ignore'):
-            cost = np.where(n >= need, total / n, np.inf)
+            cost = np.where(steps >= need, total / n, np.inf)
         better = cost < best
         best[better] = cost[better]
         best_v[better] = vi
@@ -614,5 +639,5 @@ class SequenceMatcher:
 
 __all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SPACINGS', 'WITHOUT_ODOMETRY', 'DistanceLines', 'MapPath',
            'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
-           'distance_trajectory_costs', 'min_steps', 'path_length', 'select_by_distance', 'sequence_match',
-           'shortlist_row', 'stamp_order', 'trajectory_costs']
+           'distance_trajectory_costs', 'min_steps', 'path_length', 'row_weights', 'select_by_distance',
+           'sequence_match', 'shortlist_row', 'stamp_order', 'trajectory_costs']
