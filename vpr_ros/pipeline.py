@@ -36,6 +36,7 @@ from vpr_ros.evaluation.report import (
     write_report,
 )
 from vpr_ros.frames import Frame
+from vpr_ros.geometry import metric
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
@@ -290,7 +291,8 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
-# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+# (frames' (stamp, pose) in order, the verified filter's published closures as (decision, metric solve against
+# the place, place pose), out_dir) -> results section
 PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
 
 
@@ -307,7 +309,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
-    closures at the end; its results go to ``results['pose_graph']``.
+    closures at the end, each with the node's metric solve against its place; its results go to
+    ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -320,6 +323,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
     verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
                         settings.camera)
+    solver = metric.for_map(vmap) if pose_graph is not None else None  # the node's metric loop constraints
     sep = settings.loop_closure.min_time_separation
     plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
@@ -397,8 +401,10 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
                                                        correct))
             if decision.accepted:
-                if fn is not None:
-                    published.append(decision)
+                if fn is not None and pose_graph is not None:  # as the node: a metric solve against the place
+                    solved = (solver.localize(features(), [decision.place_id], settings.camera)
+                              if solver is not None else None)
+                    published.append((decision, solved, vmap.place(decision.place_id).pose))
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
                                     'score': round(decision.score, 5), 'correct': correct(decision.place_id),
