@@ -3,7 +3,9 @@
 One node per frame of the traversal (its ground-truth pose for the metrics, its odometry pose as the
 initial guess), odometry factors between consecutive nodes, and a factor (set) per closure that the
 loop-closure filter published with verification: the same decisions ``evaluate --loops`` counts and
-the node publishes. The odometry is the ground truth drifted by the stated, seeded
+the node publishes, each with the constraint the node publishes
+(:func:`vpr_ros.slam.constraints.published`: metric when its PnP solve is good, else direction-only).
+The odometry is the ground truth drifted by the stated, seeded
 :class:`~vpr_ros.slam.odometry.DriftModel`, or a real odometry track of the bag. Reported, with evo:
 
 * ``before``: the odometry; ``after``: the optimised graph (robust kernel as configured), and
