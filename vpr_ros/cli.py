@@ -379,14 +379,16 @@ def _pose_graph_hook(args: argparse.Namespace, min_time_separation: float) -> An
         odometry = BagSource(args.queries, args.image_topic, args.odometry_topic).pose_track()
     settings = PoseGraphSettings(DriftModel(args.drift_translation, args.drift_yaw, args.drift_seed),
                                  PoseGraphConfig(args.robust_kernel),
-                                 min_time_separation=min_time_separation)
+                                 min_time_separation=min_time_separation,
+                                 metric_closures=not args.direction_only_closures)
     return PoseGraphHook(settings, odometry)
 
 
 def _print_pose_graph(pg: dict[str, Any]) -> None:
     cl = pg['closures']
     print(f"pose graph: {pg['nodes']} nodes, odometry {pg['odometry']}, {cl['used']} closures "
-          f"({cl['direction_only']} direction-only), kernel {pg['graph']['robust_kernel']}")
+          f"({cl['metric']} metric, {cl['direction_only']} direction-only), "
+          f"kernel {pg['graph']['robust_kernel']}")
     if 'after' not in pg:
         print(f"  no closure to add: ATE {pg['before']['ate_m']['rmse']:.2f} m (odometry only)")
     else:
@@ -675,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seed of the drift and of the injected false closure')
     g.add_argument('--robust-kernel', choices=list(KERNEL_PARAMETERS), default=PoseGraphConfig.robust_kernel,
                    help='kernel on the loop-closure factors (default %(default)s)')
+    g.add_argument('--direction-only-closures', action='store_true',
+                   help='every closure direction-only, even where the node would publish a metric one')
     p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10,
                    help='candidates retrieved per query')
     p.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')

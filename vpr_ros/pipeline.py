@@ -37,6 +37,7 @@ from vpr_ros.evaluation.report import (
 )
 from vpr_ros.evaluation.results import Calibration, EvaluationResults, LoopEvaluationResults, SequenceSection
 from vpr_ros.frames import Frame
+from vpr_ros.geometry import metric
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
@@ -295,7 +296,8 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
-# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+# (frames' (stamp, pose) in order, the verified filter's published closures as (decision, metric solve against
+# the place, place pose), out_dir) -> results section
 PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
 
 
@@ -312,7 +314,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
-    closures at the end; its results go to ``results['pose_graph']``.
+    closures at the end, each with the node's metric solve against its place; its results go to
+    ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -325,6 +328,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
     verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
                         settings.camera)
+    solver = metric.for_map(vmap) if pose_graph is not None else None  # the node's metric loop constraints
     sep = settings.loop_closure.min_time_separation
     plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
@@ -347,6 +351,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     frame_xy: dict[float, np.ndarray] = {}
     frame_retrieved: dict[float, list[int]] = {}
     lost_index: dict[str, dict[float, int]] = {k: {} for k in events}  # loop frame -> its lost_at entry
+    held_features: dict[float, Callable[[], lf.LocalFeatures]] = {}  # frames the verified filter holds
 
     def error_m(place_id: int, xy: np.ndarray) -> float:
         return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
@@ -375,8 +380,23 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             # held earlier frames confirmed by this one (vpr_ros.matching.loop_closure) count as theirs
             for d in (*decision.confirms, decision):
                 record_decision(key, d)
-            if decision.accepted and fn is not None:
-                published.extend((*decision.confirms, decision))
+            if fn is not None:
+                publish_verified(t, decision, features)
+
+    def publish_verified(t: float, decision: Any, features: Callable[[], lf.LocalFeatures]) -> None:
+        """The verified filter's published closures, each with the node's metric solve against its place
+        (a held frame's with its own features, kept until its chain confirms it, as the node)."""
+        if decision.held:
+            held_features[t] = features
+        if decision.accepted:
+            for d in (*decision.confirms, decision):
+                feats = features if d is decision else held_features.get(d.t_query)
+                solved = (solver.localize(feats(), [d.place_id], settings.camera)
+                          if solver is not None and feats is not None else None)
+                published.append((d, solved, vmap.place(d.place_id).pose))
+        holding = checked.held_stamps
+        for stamp in [k for k in held_features if k not in holding]:
+            del held_features[stamp]
 
     def record_decision(key: str, decision: Any) -> None:
         """A frame's decision (again, when a held frame is confirmed later): its funnel stage and event."""

@@ -85,6 +85,7 @@ from vpr_ros.ros.parameters import (
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
 from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
+from vpr_ros.slam import constraints
 from vpr_ros.sources.bag import PoseTrack
 from vpr_ros.textio import load_yaml, short_repr
 from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
@@ -900,13 +901,14 @@ class LocalizerNode(Node):
         with self._map_lock:
             match = self._localizer.map.match(decision.place_id, decision.score)
         solved = self._metric_pose([match], features, self._camera, count=False)
-        if solved is not None and solved.good:  # metric: translation in metres, the solve's covariance
+        kind = constraints.published_kind(v, solved)  # the pose graph's choice too (evaluate --pose-graph)
+        if kind == constraints.METRIC_KIND and solved is not None:  # metres, the solve's covariance
             R, t_rel, cov = solved.constraint()
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, R, t_rel, solved.inliers, solved.inlier_ratio, cov))
             self._constraints_published += 1
             self._metric_constraints += 1
-        elif v is not None and v.rotation is not None:
+        elif kind == constraints.DIRECTION_KIND and v is not None:
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers, v.inlier_ratio))
             self._constraints_published += 1
