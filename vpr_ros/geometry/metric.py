@@ -196,6 +196,26 @@ class MetricLocalizer:
                 self._cache.popitem(last=False)
         return found
 
+    def precompute(self, place_ids: Sequence[int] | None = None,
+                   camera: CameraIntrinsics | None = None) -> int:
+        """Triangulate places' landmarks now (e.g. at map load), so that no request pays for them:
+        ``place_ids`` (default: every place, at most ``cache_places`` of them, the LRU bound) with
+        ``camera`` (default: the map's intrinsics; without either there is nothing to do). Returns
+        how many places were triangulated."""
+        camera = camera or self.map_camera
+        if camera is None:
+            return 0
+        ids = range(len(self._stamps())) if place_ids is None else place_ids
+        ids = list(ids)[:self.config.cache_places]
+        for pid in ids:
+            self.landmarks(int(pid), camera)
+        return len(ids)
+
+    @property
+    def cached_places(self) -> int:
+        with self._cache_lock:
+            return len(self._cache)
+
     @property
     def cached_bytes(self) -> int:
         with self._cache_lock:
