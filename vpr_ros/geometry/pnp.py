@@ -144,12 +144,10 @@ def propagate(solution: PnPSolution, pose_of: Callable[[np.ndarray], np.ndarray]
     rvec, tvec = _rt(solution.T_cam_world)
     theta = np.concatenate([rvec, tvec])
     centre = pose_of(solution.T_cam_world)
-    G = np.zeros((6, 6))
-    for i in range(6):
-        d = np.zeros(6)
-        d[i] = step
-        plus, minus = pose_of(_T(theta + d)), pose_of(_T(theta - d))
-        G[:, i] = (pose_error(plus, centre) - pose_error(minus, centre)) / (2 * step)
+    steps = np.eye(6) * step
+    errors = pose_error(np.stack([pose_of(_T(theta + d)) for d in steps]
+                                 + [pose_of(_T(theta - d)) for d in steps]), centre)
+    G = (errors[:6] - errors[6:]).T / (2 * step)
     cov = G @ solution.param_covariance @ G.T
     return (cov + cov.T) / 2
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+from vpr_ros.matching.descriptor_matching import mutual_ratio_matches
 from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
@@ -98,28 +99,6 @@ class Verification:
     @property
     def inlier_ratio(self) -> float:
         return self.inliers / self.matches if self.matches else 0.0
-
-
-def mutual_ratio_matches(query: np.ndarray, place: np.ndarray, ratio: float, binary: bool) -> np.ndarray:
-    """(m, 2) index pairs (query row, place row): mutual nearest neighbours passing the ratio test."""
-    import cv2
-
-    if len(query) < 2 or len(place) < 2:
-        return np.zeros((0, 2), np.int64)
-    if binary:
-        matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        q, p = query, place
-    else:
-        matcher = cv2.BFMatcher(cv2.NORM_L2)
-        q, p = query.astype(np.float32), place.astype(np.float32)
-    fwd = matcher.knnMatch(q, p, k=2)
-    back = matcher.match(p, q)
-    back_nn = np.full(len(p), -1, np.int64)
-    for m in back:
-        back_nn[m.queryIdx] = m.trainIdx
-    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in fwd if len(m) == 2
-             and m[0].distance < ratio * m[1].distance and back_nn[m[0].trainIdx] == m[0].queryIdx]
-    return np.array(pairs, np.int64).reshape(-1, 2)
 
 
 def median_parallax_deg(n_q: np.ndarray, n_p: np.ndarray, R: np.ndarray) -> float:
