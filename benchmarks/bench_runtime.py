@@ -4,7 +4,8 @@ One run, three parts, every figure from the same run (compare ratios: on a share
 absolute times move with the other load):
 
 1. encode latency, batch 1 (one 240x320 frame, ``encode([frame])`` including preprocessing), p50/p95
-   per encoder x runtime x precision (and anyloc_vlad on OpenVINO f32 with its VLAD outside the graph), quiet and beside 1 and 2 busy processes (``python -c 'while
+   per encoder x runtime x precision (and anyloc_vlad on OpenVINO f32 with its VLAD outside the
+   graph), quiet and beside 1 and 2 busy processes (``python -c 'while
    True: pass'``) and beside one busy torch training process (2 threads, libgomp's default
    spin-waiting, as a process that does not import vpr_ros runs). Within each condition the
    configurations are called in turn, frame by frame (alternating), so slow drifts of the machine

@@ -84,14 +84,6 @@ class AnyLocVlad(DenseVladEncoder):
                    'vocabulary from the map')
     default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
 
-    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
-        # the fit (vocabulary and PCA) reads only the dense features, which resize every image to
-        # image_size with resize_rgb (a no-op at that size). SegVLAD also segments the full image.
-        return shrunk_for_fit(rgb, self.dense.image_size, self.dense.interpolation)
-
-    def _fit(self, images: Sequence[np.ndarray]) -> None:
-        self._fit_vocabulary(self._features(images))
-
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         k, dim = self.vocabulary_shape
@@ -102,6 +94,14 @@ class AnyLocVlad(DenseVladEncoder):
 
         # the vocabulary is a graph input: one exported graph serves every map's vocabulary
         self.vlad_head = GraphHead(f'vlad{k}', vlad.vlad_torch, _vlad_numpy, ('centres',), probe)
+
+    def fit_image(self, rgb: np.ndarray) -> np.ndarray:
+        # the fit (vocabulary and PCA) reads only the dense features, which resize every image to
+        # image_size with resize_rgb (a no-op at that size). SegVLAD also segments the full image.
+        return shrunk_for_fit(rgb, self.dense.image_size, self.dense.interpolation)
+
+    def _fit(self, images: Sequence[np.ndarray]) -> None:
+        self._fit_vocabulary(self._features(images))
 
     def _encode(self, images: list[np.ndarray]) -> np.ndarray:
         # on onnxruntime / OpenVINO in f32 the VLAD runs inside the exported graph (docs/runtimes.md)

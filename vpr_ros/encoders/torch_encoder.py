@@ -88,9 +88,9 @@ class TorchEncoder(Encoder):
         if (self.input_size is None or self.float_resize
                 or type(self).preprocess is not TorchEncoder.preprocess):
             return None
-        size = self.input_size
+        size, interpolation = self.input_size, self.interpolation
         return PixelInput(self.pixel_mean, self.pixel_std,
-                          lambda images: np.stack([resize_rgb(im, size, self.interpolation) for im in images]))
+                          lambda images: np.stack([resize_rgb(im, size, interpolation) for im in images]))
 
     def _network_identity(self) -> dict[str, Any]:
         """What the exported graph depends on: the config that changes descriptors, weights, fitted state."""

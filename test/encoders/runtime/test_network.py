@@ -95,7 +95,8 @@ def test_dense_features_equal_torch(cache: str, images) -> None:
 
 
 @pytest.mark.parametrize('runtime', RUNTIMES)
-def test_anyloc_graph_takes_pixels_and_runs_the_vlad_inside(runtime: str, images, map_images, tmp_path) -> None:
+def test_anyloc_graph_takes_pixels_and_runs_the_vlad_inside(runtime: str, images, map_images,
+                                                            tmp_path) -> None:
     reference = make('anyloc_vlad', str(tmp_path), 'torch')
     reference.fit(map_images)
     encoder = make('anyloc_vlad', str(tmp_path), runtime, reference.get_state())
@@ -104,7 +105,8 @@ def test_anyloc_graph_takes_pixels_and_runs_the_vlad_inside(runtime: str, images
     # the primary graph (uint8 pixels -> features: fitting, SegVLAD) and its VLAD variant; no float input
     assert sorted(f.split('-', 2)[2] for f in os.listdir(tmp_path)) == ['u8-vlad32.onnx', 'u8.onnx']
     encoder.dense.network.heads_in_graph = False  # the same VLAD in numpy, after the pixel-input trunk
-    np.testing.assert_allclose(encoder.encode(images[:3]), reference.encode(images[:3]), atol=F32_ATOL, rtol=0)
+    np.testing.assert_allclose(encoder.encode(images[:3]), reference.encode(images[:3]),
+                               atol=F32_ATOL, rtol=0)
 
 
 def test_a_head_that_does_not_export_runs_outside_the_graph(images, map_images, tmp_path, caplog) -> None:

@@ -210,7 +210,8 @@ class Network:
         if self._pixel_graphs():  # the float-input graph is a variant here (fitting paths, benchmarks)
             backend = self._variant(False, None)
             if backend is None:
-                raise RuntimeUnavailable(f'{self.label}: the float-input graph does not run on {self.resolved}')
+                raise RuntimeUnavailable(f'{self.label}: the float-input graph does not run on '
+                                         f'{self.resolved}')
         limit_blas_pools()
         use_torch_threads(threads)  # torch preprocessed the batch; its pool follows the same count
         return backend.run(np.ascontiguousarray(batch.numpy(), dtype=np.float32), pool_threads(threads))
@@ -354,7 +355,8 @@ class Network:
         """The f32 graph in the cache (``key``: the cache key when known), exported now if it is not
         there; ``pixels``/``head`` name a variant (the float-input graph without head by default)."""
         suffix = ('-u8' if pixels else '') + (f'-{head.label}' if head is not None else '')
-        path = os.path.join(settings.cache_dir(self.config), f'{self.label}-{key or self.cache_key()}{suffix}.onnx')
+        name = f'{self.label}-{key or self.cache_key()}{suffix}.onnx'
+        path = os.path.join(settings.cache_dir(self.config), name)
         if not os.path.isfile(path):
             self._export(path, pixels, head)
         return path
@@ -391,7 +393,8 @@ class Network:
             rebuild()
             return self._make(name, path, precision)
 
-    def probe(self, pixels: bool = False, head: GraphHead | None = None, seed: int = 1) -> dict[str, np.ndarray]:
+    def probe(self, pixels: bool = False, head: GraphHead | None = None,
+              seed: int = 1) -> dict[str, np.ndarray]:
         """Seeded inputs of a graph variant: a random image (uint8 pixels, or a normalised-looking
         float batch) and the head's inputs."""
         h, w = self.input_size
@@ -411,11 +414,10 @@ class Network:
         """The f32 graph on runtime ``name``, checked against torch (rebuilt once when it disagrees)."""
         feeds = self.probe(pixels, head)
         want = self._torch_output(feeds, pixels, head)
-        x: Any = feeds if len(feeds) > 1 or pixels else feeds[INPUT_NAME]
         for attempt in range(2):
             backend = self._load(name, path, 'f32', lambda: self._export(path, pixels, head))
             try:
-                got = backend.run(x, 1)
+                got = backend.run(feeds, 1)
             except Exception as exc:  # e.g. a graph of another input shape under this name
                 log.warning('%s: %s failed on the probe: %s', self.label, name,
                             str(exc).splitlines()[0][:200])
