@@ -72,6 +72,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)  # the child sets up its own library path
+    env.setdefault('PYTHONFAULTHANDLER', '1')  # a crash (one exit -11 at shutdown seen) logs its stacks
     return env
 
 
