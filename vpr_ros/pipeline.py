@@ -40,11 +40,12 @@ from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
+from vpr_ros.matching import verification
 from vpr_ros.matching.confidence import expected_calibration_error, fit_confidence
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
-from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
+from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter
 from vpr_ros.matching.sequence import SequenceConfig
-from vpr_ros.matching.verification import VerificationConfig, Verifier
+from vpr_ros.matching.verification import VerificationConfig
 from vpr_ros.sources import Source
 
 T = TypeVar('T')
@@ -309,6 +310,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
     closures at the end; its results go to ``results['pose_graph']``.
     """
+    from vpr_ros.session import IncrementalSession
     from vpr_ros.vocabulary import VocabularyBootstrap
 
     t0 = time.perf_counter()
@@ -318,13 +320,13 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     localizer = Localizer(vmap, encoder, settings.top_k, settings.sequence)
     # An encoder without vocabulary answers nothing until it is fitted on the first keyframes (as the node).
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
-    verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
-                        settings.camera)
     sep = settings.loop_closure.min_time_separation
-    plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
                         settings.keyframe_max_similarity)
-    session: list[tuple[int, float]] = []
+    # The node's flow, verified closures; beside it a filter without verification on the same answers.
+    session = IncrementalSession(localizer, LoopClosureFilter(settings.loop_closure), gate,
+                                 verification.for_map(vmap, settings.verification), boot, thumbnails=False)
+    plain = LoopClosureFilter(settings.loop_closure)
     place_xy: list[tuple[float, float]] = []  # by place id
     events: dict[str, list[dict[str, Any]]] = {'without_verification': [], 'with_verification': []}
     statuses: dict[str, Counter[str]] = {k: Counter() for k in events}
@@ -351,31 +353,19 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if nearest_revisit[t] <= thresholds.dist_m:
                 loop_frames.add(t)
                 loop_stamps.append(t)
-        if boot is not None and not boot.done:
-            if t in loop_frames:  # nothing is answered before the vocabulary is fitted
+        frame_out = session.localize(t, frame.rgb, frame.pose, frame.source)
+        if frame_out.keyframe:
+            keyframe_xy.append(tuple(xy))
+            keyframe_t.append(t)
+        place_xy += [tuple(vmap.place(pid).pose.position[:2]) for pid in frame_out.added]
+        loc = frame_out.localization
+        if loc is None:  # nothing is answered before the vocabulary is fitted
+            if t in loop_frames:
                 for key in events:
                     lost_at[key].append('answered')
-            if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
-                keyframe_xy.append(tuple(xy))
-                keyframe_t.append(t)
-                for pid in boot.offer(t, frame.pose, frame.rgb, frame.source,
-                                      lf.extract(frame.rgb, settings.local_features)):
-                    place = vmap.place(pid)
-                    session.append((pid, place.stamp))
-                    place_xy.append(tuple(place.pose.position[:2]))
             continue
-        loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep), frame.pose)
-        query_feats: list[lf.LocalFeatures] = []
-
-        def features() -> lf.LocalFeatures:
-            if not query_feats:
-                query_feats.append(lf.extract(frame.rgb, settings.local_features))
-            return query_feats[0]
-
-        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
-
-        def neighbours(candidate: Any) -> list[Any]:
-            return localizer.time_neighbours(candidate.place_id, candidate.score)
+        loop = session.decide_loop(frame_out, settings.camera)
+        assert loop.verify is not None  # evaluate --loops always verifies
 
         def error_m(place_id: int) -> float:
             return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
@@ -386,18 +376,19 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
         if eligible:
             per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
-            best = verify(eligible)[0]
+            best = loop.verify(eligible)[0]  # mostly verified already: the filter asked for them
             if best.verified:
                 score = next(m.score for m in eligible if m.place_id == best.place_id)
                 per_frame['with_verification'].append((score, correct(best.place_id)))
-        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
-            decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
+        verify_ms += loop.verify_ms
+        decisions = {'without_verification': plain.update(t, loc.matches), 'with_verification': loop.decision}
+        for key, decision in decisions.items():
             statuses[key][decision.status.value] += 1
             if t in loop_frames:
                 lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
                                                        correct))
             if decision.accepted:
-                if fn is not None:
+                if key == 'with_verification':
                     published.append(decision)
                 v = decision.verification
                 events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
@@ -405,12 +396,6 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                                     'error_m': round(error_m(decision.place_id), 3)})
                 if v is not None:
                     events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
-        if gate.accept(t, frame.pose.position, loc.vectors):
-            pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
-            session.append((pid, t))
-            place_xy.append(tuple(xy))
-            keyframe_xy.append(tuple(xy))
-            keyframe_t.append(t)
     if not frames:
         raise SourceError('no query frame could be used (see the skip counts above)')
     loops: dict[str, Any] = {
