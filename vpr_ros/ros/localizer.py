@@ -1,7 +1,9 @@
 """The localizer node: camera frames -> place ids, matched poses, loop closures for SLAM, diagnostics.
 
-A thin shell around :class:`vpr_ros.localization.Localizer` (the same encode + search the offline
-``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; the
+A thin shell around :class:`vpr_ros.session.IncrementalSession`: the per-frame flow (encode + search
+with :class:`vpr_ros.localization.Localizer` as the offline ``vpr-ros evaluate`` does, keyframes, the
+vocabulary bootstrap, verified loop decisions) that ``vpr-ros evaluate --loops`` runs too; the node
+turns messages into its calls and its results into messages and diagnostics. The image callback only drops the message into a keep-latest slot; the
 main thread (``main``; a worker thread when the node is built in-process) processes the newest
 frame whenever it is free, so no backlog ever builds and replaced frames are counted as dropped.
 Loop-closure decisions (with geometric verification, the costly part) run in a second thread fed
