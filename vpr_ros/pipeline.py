@@ -302,9 +302,10 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    also_dists: Sequence[float] = ()) -> dict[str, Any]:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
-    Every frame is localised against the keyframes added so far (those within
-    ``min_time_separation`` excluded), then fed to two loop-closure filters, one without and one
-    with geometric verification. Ground truth comes from the traversal's own poses: a closure is
+    Every frame goes through the node's flow (:class:`vpr_ros.session.IncrementalSession`): localised
+    against the keyframes added so far (those within ``min_time_separation`` excluded), then decided by
+    the verified loop-closure filter; a second filter without verification decides on the same answers.
+    Ground truth comes from the traversal's own poses: a closure is
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
