@@ -3,9 +3,10 @@
 A thin shell around :class:`vpr_ros.session.IncrementalSession`: the per-frame flow (encode + search
 with :class:`vpr_ros.localization.Localizer` as the offline ``vpr-ros evaluate`` does, keyframes, the
 vocabulary bootstrap, verified loop decisions) that ``vpr-ros evaluate --loops`` runs too; the node
-turns messages into its calls and its results into messages and diagnostics. The image callback only drops the message into a keep-latest slot; the
-main thread (``main``; a worker thread when the node is built in-process) processes the newest
-frame whenever it is free, so no backlog ever builds and replaced frames are counted as dropped.
+turns messages into its calls and its results into messages and diagnostics.
+The image callback only drops the message into a keep-latest slot; the main thread (``main``; a
+worker thread when the node is built in-process) processes the newest frame whenever it is free,
+so no backlog ever builds and replaced frames are counted as dropped.
 Loop-closure decisions (with geometric verification, the costly part) run in a second thread fed
 in frame order, as SLAM systems run loop closing beside tracking: a verifying frame delays its
 closure, not the place answers of the frames after it.
