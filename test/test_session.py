@@ -109,8 +109,8 @@ def test_a_revisit_is_verified_once_per_candidate_under_the_map_lock() -> None:
 
     verifier.place_features = place_features
     config = LoopClosureConfig(min_time_separation=SEPARATION_S, consistency_frames=1, verified_frames=1)
-    session = IncrementalSession(localizer, LoopClosureFilter(config), KeyframeGate(min_interval=0.0), verifier,
-                                 map_lock=lock)
+    session = IncrementalSession(localizer, LoopClosureFilter(config), KeyframeGate(min_interval=0.0),
+                                 verifier, map_lock=lock)
     neighbours = localizer.time_neighbours
 
     def time_neighbours(place_id: int, score: float) -> list:
@@ -140,6 +140,14 @@ def test_a_revisit_is_verified_once_per_candidate_under_the_map_lock() -> None:
     assert outcome.verify is not None
     runs = len(outcome.verify_ms)
     assert outcome.verify(frame.matches[:1])[0].place_id == 1 and len(outcome.verify_ms) == runs
+    # a second session on the same verifier and lock does not take the lock twice (it would deadlock)
+    wrapped = verifier.place_features
+    again = IncrementalSession(localizer, LoopClosureFilter(config), verifier=verifier, map_lock=lock,
+                               grow=False)
+    assert verifier.place_features is wrapped
+    held.clear()
+    assert again.decide_loop(again.localize(122.0, look(1, shift=4), pose(1))).decision.checked
+    assert held and all(locked for _, locked in held)
     # verification off: retrieval and the temporal check only
     unverified = session.decide_loop(session.localize(121.0, look(1, shift=8), pose(1)), verify=False)
     assert unverified.verify is None and unverified.verify_ms == [] and not unverified.decision.checked

@@ -92,7 +92,9 @@ class IncrementalSession:
         self.map_lock = map_lock if map_lock is not None else threading.Lock()
         self.places: list[tuple[int, float]] = []  # (place id, stamp) this run added, in time order
         self.verifier = verifier
-        if verifier is not None:  # verification runs beside the frame thread that grows the map
+        # Verification runs beside the frame thread that grows the map. Wrapped once per lock: a second
+        # session on the same verifier and lock must not take the (non-reentrant) lock twice.
+        if verifier is not None and getattr(verifier.place_features, 'map_lock', None) is not self.map_lock:
             verifier.place_features = self._under_map_lock(verifier.place_features)
 
     @property
@@ -173,6 +175,7 @@ class IncrementalSession:
         def locked(*args: Any) -> R:
             with self.map_lock:
                 return fn(*args)
+        locked.map_lock = self.map_lock  # type: ignore[attr-defined]
         return locked
 
 
