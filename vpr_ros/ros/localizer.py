@@ -810,16 +810,16 @@ class LocalizerNode(Node):
         """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
         try:
             outcome = self._session.decide_loop(frame, self._camera, self._values['verification.enabled'])
-        finally:
+            for ms in outcome.verify_ms:
+                self._verify_ms.add(ms)
+            decision = outcome.decision
+            self._loop_status[decision.status.value] += 1
+            self._loop_funnel.update(decision.stages)
+            self._last_loop_status = decision.status.value
+            if decision.status is LoopStatus.LOOP_DETECTED:
+                self._publish_loop(frame.stamp, decision, frame.features)
+        finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
-        for ms in outcome.verify_ms:
-            self._verify_ms.add(ms)
-        decision = outcome.decision
-        self._loop_status[decision.status.value] += 1
-        self._loop_funnel.update(decision.stages)
-        self._last_loop_status = decision.status.value
-        if decision.status is LoopStatus.LOOP_DETECTED:
-            self._publish_loop(frame.stamp, decision, frame.features)
 
     def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
         """The frame's local features in the map's format; None when the map keeps none."""
