@@ -10,7 +10,16 @@ An :class:`IncrementalSession` has the two steps of the node's two threads:
   (the gated keyframes are kept for the fit) and nothing is answered.
 * :meth:`~IncrementalSession.decide_loop` (the loop thread): the frame's loop-closure decision by the
   :class:`~vpr_ros.matching.loop_closure.LoopClosureFilter`, its candidates and their adjacent
-  keyframes verified geometrically against the map's local features when a verifier is given.
+  keyframes (then the place the previous frame verified) verified geometrically against the map's
+  local features when a verifier is given. A frame the filter *holds* (verified views enough, the
+  retrieval streak not yet) keeps its local features here until a later frame of its chain confirms
+  it; the outcome then lists it, with its own features, before the confirming frame among the
+  closures to publish (:attr:`LoopOutcome.closures`).
+
+Once the vocabulary is fitted, the bootstrap keyframes it was fitted on are loop-closure queries too
+(:meth:`~vpr_ros.vocabulary.VocabularyBootstrap.loop_queries`): the frame that completed the fit
+carries them (:attr:`SessionFrame.loop_queries`), to be decided in time order before any later
+frame, as the node does in its frame thread (its loop thread has had nothing to decide before).
 
 Each step is called from one thread at a time, frames in time order. The two may run at once on two
 threads: every access to the map holds ``map_lock`` (encode, search and the new place on the frame
@@ -35,12 +44,27 @@ from vpr_ros.localization import Localization, Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import Match
 from vpr_ros.matching.keyframes import KeyframeGate
-from vpr_ros.matching.loop_closure import LoopClosureFilter, LoopDecision, recent_places
+from vpr_ros.matching.loop_closure import LoopClosureFilter, LoopDecision, LoopStatus, recent_places
 from vpr_ros.matching.verification import Verification, Verifier
 from vpr_ros.vocabulary import VocabularyBootstrap
 
 R = TypeVar('R')
 NO_VECTORS = np.zeros((0, 1), np.float32)  # the novelty gate's input before anything can be encoded
+
+
+def _no_features() -> None:
+    """A confirmed held frame whose features were not kept (never, while the filter holds it)."""
+    return None
+
+
+@dataclass
+class LoopQuery:
+    """One loop-closure query (the input of ``decide_loop``): a frame's stamp, its retrieved places
+    (best first) and its local features (extracted on first call)."""
+
+    stamp: float
+    matches: list[Match]
+    features: Callable[[], lf.LocalFeatures | None] = field(repr=False)
 
 
 @dataclass
@@ -52,10 +76,19 @@ class SessionFrame:
     features: Callable[[], lf.LocalFeatures | None] = field(repr=False)  # extracted on first call, once
     keyframe: bool = False  # the keyframe gate took the frame (bootstrapping: kept for the fit)
     added: tuple[int, ...] = ()  # place ids the frame added (at the bootstrap fit: every seeded place)
+    # at the bootstrap fit: the seeded keyframes as loop-closure queries, in time order
+    bootstrap_queries: tuple[LoopQuery, ...] = ()
 
     @property
     def matches(self) -> list[Match]:
         return self.localization.matches if self.localization is not None else []
+
+    @property
+    def loop_queries(self) -> tuple[LoopQuery, ...]:
+        """What ``decide_loop`` is to decide for this frame, in order: the bootstrap keyframes at the
+        fit, the frame itself once it is answered."""
+        own = (LoopQuery(self.stamp, self.matches, self.features),) if self.localization is not None else ()
+        return self.bootstrap_queries + own
 
 
 @dataclass
@@ -67,6 +100,9 @@ class LoopOutcome:
     # candidate is verified once, asked again the result is reused. None: the frame was not verified.
     verify: Callable[..., list[Verification]] | None = field(default=None, repr=False)
     verify_ms: list[float] = field(default_factory=list)  # per verification run (grows if verify is reused)
+    # The closures to publish, in order, each with the local features of its own frame: the held earlier
+    # frames this decision confirms (decision.confirms), then the frame itself when LOOP_DETECTED.
+    closures: tuple[tuple[LoopDecision, Callable[[], lf.LocalFeatures | None]], ...] = ()
 
 
 class IncrementalSession:
@@ -91,6 +127,8 @@ class IncrementalSession:
         self.thumbnails = thumbnails
         self.map_lock = map_lock if map_lock is not None else threading.Lock()
         self.places: list[tuple[int, float]] = []  # (place id, stamp) this run added, in time order
+        # local features of the frames the loop filter holds (decide_loop's thread only)
+        self._held_features: dict[float, Callable[[], lf.LocalFeatures | None]] = {}
         self.verifier = verifier
         # Verification runs beside the frame thread that grows the map. Wrapped once per lock: a second
         # session on the same verifier and lock must not take the (non-reentrant) lock twice.
@@ -136,7 +174,10 @@ class IncrementalSession:
         with self.map_lock:
             ids = self.bootstrap.offer(stamp, pose, rgb, source, feats)
             self.places.extend((pid, self.localizer.map.place(pid).stamp) for pid in ids)
-        return SessionFrame(stamp, None, features, True, tuple(ids))
+            # handed out once, at the fit (the bootstrap then releases the keyframes' descriptors)
+            seeded = self.bootstrap.loop_queries(self.loop_filter.config.min_time_separation) if ids else []
+        queries = tuple(LoopQuery(t, matches, lambda f=f: f) for t, matches, f in seeded)
+        return SessionFrame(stamp, None, features, True, tuple(ids), queries)
 
     def _maybe_add_keyframe(self, stamp: float, pose: Pose | None, vectors: np.ndarray, rgb: np.ndarray,
                             source: str, features: Callable[[], lf.LocalFeatures | None]) -> tuple[int, ...]:
@@ -151,21 +192,35 @@ class IncrementalSession:
         return (pid,)
 
     # ----- the loop thread --------------------------------------------------------------------
-    def decide_loop(self, frame: SessionFrame, camera: lf.CameraIntrinsics | None = None,
+    def decide_loop(self, query: LoopQuery | SessionFrame, camera: lf.CameraIntrinsics | None = None,
                     verify: bool = True) -> LoopOutcome:
-        """The loop-closure decision of one answered frame (frames in time order). ``camera``: the
-        query camera's intrinsics (essential matrix), None: fundamental matrix unless the map stores
-        them. ``verify`` False: retrieval and temporal consistency only, as without a verifier."""
-        if frame.localization is None:
-            raise ValueError(f'frame {frame.stamp:.6f} was not answered (vocabulary bootstrapping): '
+        """The loop-closure decision of one query (:attr:`SessionFrame.loop_queries`, in time order; an
+        answered :class:`SessionFrame` is its own query). ``camera``: the query camera's intrinsics
+        (essential matrix), None: fundamental matrix unless the map stores them. ``verify`` False:
+        retrieval and temporal consistency only, as without a verifier."""
+        if isinstance(query, SessionFrame) and query.localization is None:
+            raise ValueError(f'frame {query.stamp:.6f} was not answered (vocabulary bootstrapping): '
                              'there is no loop closure to decide')
         if self.verifier is None or not verify:
-            return LoopOutcome(self.loop_filter.update(frame.stamp, frame.matches))
+            return self._outcome(query, LoopOutcome(self.loop_filter.update(query.stamp, query.matches)))
         verify_ms: list[float] = []
-        check = self.verifier.for_frame(frame.features, camera, verify_ms.append)
+        check = self.verifier.for_frame(query.features, camera, verify_ms.append)
         neighbours = self._under_map_lock(self._time_neighbours)
-        return LoopOutcome(self.loop_filter.update(frame.stamp, frame.matches, check, neighbours), check,
-                           verify_ms)
+        decision = self.loop_filter.update(query.stamp, query.matches, check, neighbours)
+        return self._outcome(query, LoopOutcome(decision, check, verify_ms))
+
+    def _outcome(self, query: LoopQuery | SessionFrame, outcome: LoopOutcome) -> LoopOutcome:
+        """The closures to publish; a held frame's features are kept until its chain confirms it."""
+        decision = outcome.decision
+        if decision.held:
+            self._held_features[query.stamp] = query.features
+        closures = [(held, self._held_features.get(held.t_query, _no_features)) for held in decision.confirms]
+        if decision.status is LoopStatus.LOOP_DETECTED:
+            closures.append((decision, query.features))
+        holding = self.loop_filter.held_stamps
+        self._held_features = {t: f for t, f in self._held_features.items() if t in holding}
+        outcome.closures = tuple(closures)
+        return outcome
 
     def _time_neighbours(self, candidate: Any) -> list[Match]:
         return self.localizer.time_neighbours(candidate.place_id, candidate.score)
@@ -179,4 +234,4 @@ class IncrementalSession:
         return locked
 
 
-__all__ = ['IncrementalSession', 'LoopOutcome', 'SessionFrame']
+__all__ = ['IncrementalSession', 'LoopOutcome', 'LoopQuery', 'SessionFrame']

@@ -287,8 +287,9 @@ class VprMap:
                     if not snapshot.replaced():
                         raise
                     if attempt == LOAD_ATTEMPTS:  # not "corrupt": every version read was complete
-                        raise MapBusyError(f'{path} was replaced by another save during each of {LOAD_ATTEMPTS} '
-                                           'loads; load it again once the saves stop') from exc
+                        raise MapBusyError(f'{path} was replaced by another save during each of '
+                                           f'{LOAD_ATTEMPTS} loads; load it again once the saves stop'
+                                           ) from exc
                     logger.debug(f'{path} was replaced while it was loaded; loading the new map')
         raise AssertionError('unreachable')
 

@@ -60,13 +60,13 @@ from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
+from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
     LoopClosureConfig,
     LoopClosureFilter,
     LoopDecision,
-    LoopStatus,
 )
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.relocalization import AgreementConfig, AgreementGate, map_to_odom, odometry_at
@@ -84,8 +84,10 @@ from vpr_ros.ros.parameters import (
     output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
-from vpr_ros.session import IncrementalSession, SessionFrame
+from vpr_ros.session import IncrementalSession, LoopQuery, SessionFrame
+from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
+from vpr_ros.slam import constraints
 from vpr_ros.sources.bag import PoseTrack
 from vpr_ros.textio import load_yaml, short_repr
 from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
@@ -127,7 +129,7 @@ class LocalizerNode(Node):
         self._frames_in_caller = frames_in_caller
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
-        self._loop_slot: LatestSlot[tuple[SessionFrame]] = LatestSlot(LOOP_QUEUE)
+        self._loop_slot: LatestSlot[tuple[LoopQuery | SessionFrame]] = LatestSlot(LOOP_QUEUE)
         self._io: dict[str, list] = {}  # what _activate created and _deactivate destroys
         self._parameter_callbacks: tuple[Any, Any] | None = None
         self._worker: threading.Thread | None = None
@@ -447,7 +449,7 @@ class LocalizerNode(Node):
             build['vocabulary'] = self._vocabulary_source = vocab.source
             self.get_logger().info(f'{encoder.name} vocabulary from {vocab.source}')
         vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(), build=build)
-        features = lf.LocalFeatureConfig(v['local_features.kind'], v['local_features.max_keypoints'])
+        features = config_from_flat(lf.LocalFeatureConfig, v)
         try:
             features.validate()
         except ConfigError as exc:
@@ -509,54 +511,37 @@ class LocalizerNode(Node):
         with self._map_lock:  # the worker reads the sequence state inside search()
             self._localizer.configure_sequence(self._sequence_config(self._values))
 
+    # One generic conversion from the flat parameter names (vpr_ros.settings); kept as methods so a test
+    # or a campaign can fail one of them.
     @staticmethod
     def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
-        return LoopClosureConfig(
-            min_score=v['loop_closure.min_score'], min_time_separation=v['loop_closure.min_time_separation'],
-            consistency_frames=v['loop_closure.consistency_frames'],
-            consistency_place_window=v['loop_closure.consistency_place_window'],
-            consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
-            max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
+        return config_from_flat(LoopClosureConfig, v)
 
     @staticmethod
     def _agreement_config(v: dict[str, Any]) -> AgreementConfig:
-        return AgreementConfig(frames=v['relocalization.agreement_frames'],
-                               max_distance=v['relocalization.max_distance'],
-                               max_angle=v['relocalization.max_angle'],
-                               min_confidence=v['relocalization.min_confidence'])
+        return config_from_flat(AgreementConfig, v)
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
-        return SequenceConfig(
-            length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
-            max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
-            contrast_window=v['sequence.contrast_window'],
-            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
-            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
-            without_odometry=v['sequence.without_odometry'])
+        return config_from_flat(SequenceConfig, v)
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
-        return verification.VerificationConfig(
-            enabled=v['verification.enabled'], top_k=v['verification.top_k'],
-            min_inliers=v['verification.min_inliers'], min_inlier_ratio=v['verification.min_inlier_ratio'],
-            ratio=v['verification.ratio'], threshold_px=v['verification.threshold_px'])
+        return config_from_flat(verification.VerificationConfig, v)
 
     def _metric_config(self, v: dict[str, Any]) -> metric.MetricConfig:
-        threshold = v['metric.threshold_px']
-        return metric.MetricConfig(
-            enabled=v['metric.enabled'], candidates=v['metric.candidates'],
-            triangulation=TriangulationConfig(max_reprojection_px=threshold),
-            pnp=PnPConfig(threshold_px=threshold, min_inliers=v['metric.min_inliers'],
-                          max_position_sigma_m=v['metric.max_position_sigma']),
+        """``metric.threshold_px`` is the PnP and the triangulation threshold; the mount (a read-only
+        parameter) is parsed once at configure."""
+        pnp = config_from_flat(PnPConfig, v, 'metric')
+        return config_from_flat(
+            metric.MetricConfig, v, pnp=pnp,
+            triangulation=TriangulationConfig(max_reprojection_px=pnp.threshold_px),
             mount=getattr(self, '_camera_mount', None) or CameraMount.parse(v['metric.camera_to_body']))
 
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
-        self._covariance = messages.CovarianceModel(
-            v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
-            v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
+        self._covariance = config_from_flat(CovarianceModel, v)
         self._loop_filter.config = self._loop_config(v)
         if getattr(self, '_relocalization', None) is not None:
             self._relocalization.config = self._agreement_config(v)
@@ -679,6 +664,7 @@ class LocalizerNode(Node):
             if frame.added:
                 self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
                                        f'{len(frame.added)} places, answering from now on')
+                self._decide_bootstrap_keyframes(frame.bootstrap_queries)
             return
         self._count_sequence(loc)
         solved = self._metric_pose(loc.matches, frame.features, self._camera)
@@ -806,20 +792,35 @@ class LocalizerNode(Node):
             self._metric_ms.add(solved.ms)
         return solved
 
-    def _close_loop(self, frame: SessionFrame) -> None:
+    def _close_loop(self, query: LoopQuery | SessionFrame) -> None:
         """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
         try:
-            outcome = self._session.decide_loop(frame, self._camera, self._values['verification.enabled'])
+            outcome = self._session.decide_loop(query, self._camera, self._values['verification.enabled'])
             for ms in outcome.verify_ms:
                 self._verify_ms.add(ms)
             decision = outcome.decision
             self._loop_status[decision.status.value] += 1
             self._loop_funnel.update(decision.stages)
             self._last_loop_status = decision.status.value
-            if decision.status is LoopStatus.LOOP_DETECTED:
-                self._publish_loop(frame.stamp, decision, frame.features)
+            # earlier frames of the chain this frame's retrieval streak confirms (held frames, published with
+            # their own features) go first, then the frame itself
+            for closure, features in outcome.closures:
+                if closure is not decision:
+                    self._loop_funnel.update(FUNNEL_STAGES[2:])  # it was counted as separated and verified
+                self._publish_loop(closure.t_query, closure, features)
         finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
+
+    def _decide_bootstrap_keyframes(self, queries: tuple[LoopQuery, ...]) -> None:
+        """The loop-closure decisions of the bootstrap keyframes, once the vocabulary exists
+        (VocabularyBootstrap.loop_queries, handed out by the session at the fit). Made here in the image
+        thread, in time order, before the next frame is localised: the loop thread has had nothing to
+        decide before the fit, and its queue holds fewer frames than this."""
+        if not self._values['loop_closure.enabled']:
+            return
+        for query in queries:
+            self._loop_frames_queued += 1
+            self._close_loop(query)
 
     def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
         """The frame's local features in the map's format; None when the map keeps none."""
@@ -851,13 +852,14 @@ class LocalizerNode(Node):
         with self._map_lock:
             match = self._localizer.map.match(decision.place_id, decision.score)
         solved = self._metric_pose([match], features, self._camera, count=False)
-        if solved is not None and solved.good:  # metric: translation in metres, the solve's covariance
+        kind = constraints.published_kind(v, solved)  # the pose graph's choice too (evaluate --pose-graph)
+        if kind == constraints.METRIC_KIND and solved is not None:  # metres, the solve's covariance
             R, t_rel, cov = solved.constraint()
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, R, t_rel, solved.inliers, solved.inlier_ratio, cov))
             self._constraints_published += 1
             self._metric_constraints += 1
-        elif v is not None and v.rotation is not None:
+        elif kind == constraints.DIRECTION_KIND and v is not None:
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers, v.inlier_ratio))
             self._constraints_published += 1
