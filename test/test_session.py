@@ -152,3 +152,60 @@ def test_a_revisit_is_verified_once_per_candidate_under_the_map_lock() -> None:
     unverified = session.decide_loop(session.localize(121.0, look(1, shift=8), pose(1)), verify=False)
     assert unverified.verify is None and unverified.verify_ms == [] and not unverified.decision.checked
     assert unverified.decision.status is LoopStatus.LOOP_DETECTED and unverified.decision.place_id == 1
+
+
+def test_a_held_frame_is_published_with_its_own_features_when_its_chain_confirms_it() -> None:
+    """Two retrieval frames in a row make the streak, one verified view is enough: the first revisit frame
+    is held, the second confirms it, and each closure comes with the local features of its own frame."""
+    localizer = empty_localizer()
+    config = LoopClosureConfig(min_time_separation=SEPARATION_S, consistency_frames=2, verified_frames=1)
+    session = IncrementalSession(localizer, LoopClosureFilter(config), KeyframeGate(min_interval=0.0),
+                                 verification.for_map(localizer.map))
+    first_pass(session)
+    first = session.localize(120.0, look(1, shift=4), pose(1))
+    held = session.decide_loop(first)
+    assert held.decision.status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY and held.decision.held
+    assert held.closures == () and session.loop_filter.held_stamps == {120.0}
+    second = session.localize(121.0, look(1, shift=8), pose(1))
+    confirmed = session.decide_loop(second)
+    assert confirmed.decision.status is LoopStatus.LOOP_DETECTED
+    assert [d.t_query for d in confirmed.decision.confirms] == [120.0]
+    assert [(d.t_query, d.status, d.place_id) for d, _ in confirmed.closures] == [
+        (120.0, LoopStatus.LOOP_DETECTED, 1), (121.0, LoopStatus.LOOP_DETECTED, 1)]
+    (_, held_features), (_, own_features) = confirmed.closures
+    assert held_features() is first.features() and own_features() is second.features()
+    assert held_features() is not own_features()
+    assert session.loop_filter.held_stamps == set()  # confirmed: nothing is held, nothing kept
+    assert session._held_features == {}
+    # a chain that never confirms: a frame verified on another place (ids and stamps outside the windows)
+    # starts a new chain, and the features of the frame held on the old one are dropped with it
+    for t, place in ((140.0, 5), (141.0, 0)):
+        outcome = session.decide_loop(session.localize(t, look(place, shift=4), pose(place)))
+        assert outcome.decision.held and outcome.decision.place_id == place and outcome.closures == ()
+        assert session.loop_filter.held_stamps == {t} and set(session._held_features) == {t}
+
+
+def test_the_bootstrap_keyframes_are_decided_for_loop_closure_once_the_vocabulary_exists() -> None:
+    """A revisit among the bootstrap keyframes: nothing is answered before the fit, so the fit's frame
+    carries the seeded keyframes as loop queries (time order), and the revisit among them closes."""
+    localizer = empty_localizer({'pca_dim': 2})
+    config = LoopClosureConfig(min_time_separation=SEPARATION_S, consistency_frames=1, verified_frames=1)
+    session = IncrementalSession(localizer, LoopClosureFilter(config), KeyframeGate(min_interval=0.0),
+                                 verification.for_map(localizer.map), VocabularyBootstrap(localizer, 3))
+    frames = [session.localize(100.0, look(0), pose(0)), session.localize(106.0, look(2), pose(2)),
+              session.localize(115.0, look(0, shift=4), pose(0))]
+    assert [f.loop_queries for f in frames[:2]] == [(), ()]
+    queries = frames[2].loop_queries
+    assert [q.stamp for q in queries] == [100.0, 106.0, 115.0] and frames[2].localization is None
+    # only places at least min_time_separation older are candidates: the revisit's first place
+    assert [[m.place_id for m in q.matches] for q in queries] == [[], [], [0]]
+    assert queries[2].features() is not None and len(queries[2].features().keypoints) > 50
+    outcomes = [session.decide_loop(q) for q in queries]
+    assert [o.decision.status for o in outcomes[:2]] == [LoopStatus.NO_MATCHES] * 2
+    closed = outcomes[2].decision
+    assert closed.status is LoopStatus.LOOP_DETECTED and closed.place_id == 0 and closed.checked
+    assert [(d.t_query, f() is queries[2].features()) for d, f in outcomes[2].closures] == [(115.0, True)]
+    # handed out once: the next frame is answered and is its own only query
+    after = session.localize(116.0, look(2, shift=4), pose(2))
+    assert after.localization is not None and [q.stamp for q in after.loop_queries] == [116.0]
+    assert after.loop_queries[0].matches == after.matches
