@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 from vpr_ros.errors import MapError
 from vpr_ros.evaluation.results import CalibrationError
-from vpr_ros.settings import setting
 from vpr_ros.mapdb.search import global_row
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import Match, VprMap
