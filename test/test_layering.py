@@ -12,8 +12,8 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({'__init__', 'deps', 'errors', 'frames', 'settings', 'skips', 'textio', 'threadpools'}),
     frozenset({'sources', 'encoders', 'mapdb', 'sample'}),
     frozenset({'matching', 'geometry', 'evaluation'}),
-    frozenset({'localization', 'vocabulary', 'pipeline', 'slam', 'relocalization', 'training', 'distributed',
-               'export', 'explain'}),
+    frozenset({'localization', 'vocabulary', 'session', 'pipeline', 'slam', 'relocalization', 'training',
+               'distributed', 'export', 'explain'}),
     frozenset({'ros', 'cli', 'demo', 'localizer', 'lifecycle_localizer'}),
 )
 

@@ -42,11 +42,12 @@ from vpr_ros.localization import Localizer
 from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.store import VprMap, check_save_target
+from vpr_ros.matching import verification
 from vpr_ros.matching.confidence import expected_calibration_error, fit_confidence
 from vpr_ros.matching.keyframes import KeyframeGate, KeyframePolicy
-from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter, recent_places
+from vpr_ros.matching.loop_closure import LoopClosureConfig, LoopClosureFilter
 from vpr_ros.matching.sequence import SequenceConfig
-from vpr_ros.matching.verification import VerificationConfig, Verifier
+from vpr_ros.matching.verification import VerificationConfig
 from vpr_ros.sources import Source
 
 T = TypeVar('T')
@@ -308,15 +309,17 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    also_dists: Sequence[float] = ()) -> LoopEvaluationResults:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
-    Every frame is localised against the keyframes added so far (those within
-    ``min_time_separation`` excluded), then fed to two loop-closure filters, one without and one
-    with geometric verification. Ground truth comes from the traversal's own poses: a closure is
+    Every frame goes through the node's flow (:class:`vpr_ros.session.IncrementalSession`): localised
+    against the keyframes added so far (those within ``min_time_separation`` excluded), then decided by
+    the verified loop-closure filter; a second filter without verification decides on the same answers.
+    Ground truth comes from the traversal's own poses: a closure is
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
     closures at the end, each with the node's metric solve against its place; its results go to
     ``results['pose_graph']``.
     """
+    from vpr_ros.session import IncrementalSession, LoopQuery
     from vpr_ros.vocabulary import VocabularyBootstrap
 
     t0 = time.perf_counter()
@@ -326,14 +329,14 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     localizer = Localizer(vmap, encoder, settings.top_k, settings.sequence)
     # An encoder without vocabulary answers nothing until it is fitted on the first keyframes (as the node).
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
-    verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
-                        settings.camera)
     solver = metric.for_map(vmap) if pose_graph is not None else None  # the node's metric loop constraints
     sep = settings.loop_closure.min_time_separation
-    plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
                         settings.keyframe_max_similarity)
-    session: list[tuple[int, float]] = []
+    # The node's flow, verified closures; beside it a filter without verification on the same answers.
+    session = IncrementalSession(localizer, LoopClosureFilter(settings.loop_closure), gate,
+                                 verification.for_map(vmap, settings.verification), boot, thumbnails=False)
+    plain = LoopClosureFilter(settings.loop_closure)
     place_xy: list[tuple[float, float]] = []  # by place id
     events: dict[str, list[dict[str, Any]]] = {'without_verification': [], 'with_verification': []}
     statuses: dict[str, Counter[str]] = {k: Counter() for k in events}
@@ -351,17 +354,16 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     frame_xy: dict[float, np.ndarray] = {}
     frame_retrieved: dict[float, list[int]] = {}
     lost_index: dict[str, dict[float, int]] = {k: {} for k in events}  # loop frame -> its lost_at entry
-    held_features: dict[float, Callable[[], lf.LocalFeatures]] = {}  # frames the verified filter holds
 
     def error_m(place_id: int, xy: np.ndarray) -> float:
         return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
 
-    def decide(t: float, matches: list[Any], features: Callable[[], lf.LocalFeatures]) -> None:
-        """One frame's loop-closure decisions (without and with verification) and their bookkeeping."""
-        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
-
-        def neighbours(candidate: Any) -> list[Any]:
-            return localizer.time_neighbours(candidate.place_id, candidate.score)
+    def decide(query: LoopQuery) -> None:
+        """One query's loop-closure decisions (the session's verified one, and one without verification on
+        the same answers) and their bookkeeping."""
+        t, matches = query.stamp, query.matches
+        loop = session.decide_loop(query, settings.camera)
+        assert loop.verify is not None  # evaluate --loops always verifies
 
         def correct(place_id: int) -> bool:
             return error_m(place_id, frame_xy[t]) <= thresholds.dist_m
@@ -369,34 +371,24 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
         eligible = [m for m in matches if abs(t - m.stamp) >= sep]
         if eligible:
             per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
-            best = verify(eligible)[0]
+            best = loop.verify(eligible)[0]  # mostly verified already: the filter asked for them
             if best.verified:
                 score = next(m.score for m in eligible if m.place_id == best.place_id)
                 per_frame['with_verification'].append((score, correct(best.place_id)))
+        verify_ms.extend(loop.verify_ms)
         frame_retrieved[t] = [m.place_id for m in matches]
-        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
-            decision = flt.update(t, matches, fn, neighbours if fn is not None else None)
+        decisions = {'without_verification': plain.update(t, matches), 'with_verification': loop.decision}
+        for key, decision in decisions.items():
             statuses[key][decision.status.value] += 1
             # held earlier frames confirmed by this one (vpr_ros.matching.loop_closure) count as theirs
             for d in (*decision.confirms, decision):
                 record_decision(key, d)
-            if fn is not None:
-                publish_verified(t, decision, features)
-
-    def publish_verified(t: float, decision: Any, features: Callable[[], lf.LocalFeatures]) -> None:
-        """The verified filter's published closures, each with the node's metric solve against its place
-        (a held frame's with its own features, kept until its chain confirms it, as the node)."""
-        if decision.held:
-            held_features[t] = features
-        if decision.accepted:
-            for d in (*decision.confirms, decision):
-                feats = features if d is decision else held_features.get(d.t_query)
-                solved = (solver.localize(feats(), [d.place_id], settings.camera)
-                          if solver is not None and feats is not None else None)
-                published.append((d, solved, vmap.place(d.place_id).pose))
-        holding = checked.held_stamps
-        for stamp in [k for k in held_features if k not in holding]:
-            del held_features[stamp]
+        # the published closures, each with the node's metric solve against its place (a held frame's with
+        # its own features, which the session keeps until its chain confirms it, as in the node)
+        for d, feats in loop.closures:
+            f = feats() if solver is not None else None
+            solved = solver.localize(f, [d.place_id], settings.camera) if solver and f is not None else None
+            published.append((d, solved, vmap.place(d.place_id).pose))
 
     def record_decision(key: str, decision: Any) -> None:
         """A frame's decision (again, when a held frame is confirmed later): its funnel stage and event."""
@@ -432,38 +424,18 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 loop_frames.add(t)
                 loop_stamps.append(t)
         frame_xy[t] = xy
-        if boot is not None and not boot.done:
-            if t in loop_frames:  # nothing is answered before the vocabulary is fitted
-                for key in events:
-                    lost_index[key][t] = len(lost_at[key])
-                    lost_at[key].append('answered')
-            if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
-                keyframe_xy.append(tuple(xy))
-                keyframe_t.append(t)
-                for pid in boot.offer(t, frame.pose, frame.rgb, frame.source,
-                                      lf.extract(frame.rgb, settings.local_features)):
-                    place = vmap.place(pid)
-                    session.append((pid, place.stamp))
-                    place_xy.append(tuple(place.pose.position[:2]))
-                # the bootstrap keyframes are decided now that the vocabulary exists (as the node)
-                for t_boot, matches, feats in (boot.loop_queries(sep) if boot.done else []):
-                    decide(t_boot, matches, lambda f=feats: f)
-            continue
-        loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep), frame.pose)
-        query_feats: list[lf.LocalFeatures] = []
-
-        def features() -> lf.LocalFeatures:
-            if not query_feats:
-                query_feats.append(lf.extract(frame.rgb, settings.local_features))
-            return query_feats[0]
-
-        decide(t, loc.matches, features)
-        if gate.accept(t, frame.pose.position, loc.vectors):
-            pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
-            session.append((pid, t))
-            place_xy.append(tuple(xy))
+        frame_out = session.localize(t, frame.rgb, frame.pose, frame.source)
+        if frame_out.keyframe:
             keyframe_xy.append(tuple(xy))
             keyframe_t.append(t)
+        place_xy += [tuple(vmap.place(pid).pose.position[:2]) for pid in frame_out.added]
+        if frame_out.localization is None and t in loop_frames:  # nothing is answered before the fit
+            for key in events:
+                lost_index[key][t] = len(lost_at[key])
+                lost_at[key].append('answered')
+        # the frame itself once answered; at the fit, the bootstrap keyframes (as the node)
+        for query in frame_out.loop_queries:
+            decide(query)
     if not frames:
         raise SourceError('no query frame could be used (see the skip counts above)')
     loops: dict[str, Any] = {

@@ -1,9 +1,12 @@
 """The localizer node: camera frames -> place ids, matched poses, loop closures for SLAM, diagnostics.
 
-A thin shell around :class:`vpr_ros.localization.Localizer` (the same encode + search the offline
-``vpr-ros evaluate`` runs). The image callback only drops the message into a keep-latest slot; the
-main thread (``main``; a worker thread when the node is built in-process) processes the newest
-frame whenever it is free, so no backlog ever builds and replaced frames are counted as dropped.
+A thin shell around :class:`vpr_ros.session.IncrementalSession`: the per-frame flow (encode + search
+with :class:`vpr_ros.localization.Localizer` as the offline ``vpr-ros evaluate`` does, keyframes, the
+vocabulary bootstrap, verified loop decisions) that ``vpr-ros evaluate --loops`` runs too; the node
+turns messages into its calls and its results into messages and diagnostics.
+The image callback only drops the message into a keep-latest slot; the main thread (``main``; a
+worker thread when the node is built in-process) processes the newest frame whenever it is free,
+so no backlog ever builds and replaced frames are counted as dropped.
 Loop-closure decisions (with geometric verification, the costly part) run in a second thread fed
 in frame order, as SLAM systems run loop closing beside tracking: a verifying frame delays its
 closure, not the place answers of the frames after it.
@@ -64,8 +67,6 @@ from vpr_ros.matching.loop_closure import (
     LoopClosureConfig,
     LoopClosureFilter,
     LoopDecision,
-    LoopStatus,
-    recent_places,
 )
 from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.relocalization import AgreementConfig, AgreementGate, map_to_odom, odometry_at
@@ -83,6 +84,7 @@ from vpr_ros.ros.parameters import (
     output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
+from vpr_ros.session import IncrementalSession, LoopQuery, SessionFrame
 from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
 from vpr_ros.slam import constraints
@@ -127,7 +129,7 @@ class LocalizerNode(Node):
         self._frames_in_caller = frames_in_caller
         self._stopping = threading.Event()
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
-        self._loop_slot: LatestSlot[tuple[float, list, Any]] = LatestSlot(LOOP_QUEUE)
+        self._loop_slot: LatestSlot[tuple[LoopQuery | SessionFrame]] = LatestSlot(LOOP_QUEUE)
         self._io: dict[str, list] = {}  # what _activate created and _deactivate destroys
         self._parameter_callbacks: tuple[Any, Any] | None = None
         self._worker: threading.Thread | None = None
@@ -168,8 +170,6 @@ class LocalizerNode(Node):
         self._odom_frame_checked = False
         self._camera: lf.CameraIntrinsics | None = None
         self._verifier = verification.for_map(self._localizer.map, self._verification_config(self._values))
-        if self._verifier is not None:  # verification runs beside the worker that grows the map
-            self._verifier.place_features = self._under_map_lock(self._verifier.place_features)
         self._verification_note = '' if self._verifier else (
             f"unavailable: map {self._values['map_path']} has no local features "
             '(rebuild it with vpr-ros build-map)')
@@ -191,7 +191,9 @@ class LocalizerNode(Node):
         runtimes = [f'{net} on {name}' for net, name in self._localizer.encoder.runtimes().items() if name]
         if runtimes:
             self.get_logger().info('encoder runtime: ' + ', '.join(runtimes))
-        self._session_places: list[tuple[int, float]] = []  # (place id, stamp) added by this run
+        self._session = IncrementalSession(self._localizer, self._loop_filter, self._keyframes,
+                                           self._verifier, self._bootstrap, grow=self._values['incremental'],
+                                           map_lock=self._map_lock)
         self._bootstrap_frames_seen = 0
         self._map_dirty = False
         self._odom: deque[tuple[float, Pose]] = deque(maxlen=ODOM_BUFFER)
@@ -205,7 +207,6 @@ class LocalizerNode(Node):
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
         self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
-        self._held_features: dict[float, Any] = {}  # local features of frames the loop filter holds
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_confidence = math.nan
         self._last_loop_status = ''
@@ -332,6 +333,7 @@ class LocalizerNode(Node):
     def _release(self) -> None:
         """Undo :meth:`_configure`: drop the map, the encoder and the solvers."""
         self._localizer = self._metric = self._verifier = self._bootstrap = None  # type: ignore[assignment]
+        self._session = None  # type: ignore[assignment]
 
     # ----- callbacks never leave the node deaf ----------------------------------------------------
     # Every subscription, service and timer of this node (rclpy's own too: the parameter services, the
@@ -650,20 +652,22 @@ class LocalizerNode(Node):
             return
         t_start = time.perf_counter()
         rgb = msg_to_rgb(msg, self._values['max_image_pixels'])
-        if self._bootstrap is not None and not self._bootstrap.done:
-            self._bootstrap_frame(t, rgb)
-            self._last_image_stamp = t
-            return
-        # Extracted at most once per frame, and only if verification or a new keyframe needs them.
-        features = functools.cache(lambda: self._local_features_of(rgb))
-
-        odom = self._odom_pose(t) if self._odom_topic else None  # distance-spaced sequences
-        with self._map_lock:
-            loc = self._localizer.localize(rgb, t, self._recent_places(t), odom)
-            self._maybe_add_keyframe(t, loc.vectors, rgb, features)
+        if self._session.bootstrapping:
+            self._bootstrap_frames_seen += 1
+        pose = self._odom_pose(t) if self._odom_topic else None  # keyframe poses, distance-spaced sequences
+        frame = self._session.localize(t, rgb, pose, f'{self.get_name()}:{t:.6f}')
         self._last_image_stamp = t
+        if frame.added:
+            self._map_dirty = True
+        loc = frame.localization
+        if loc is None:  # the vocabulary is bootstrapping: nothing to answer
+            if frame.added:
+                self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
+                                       f'{len(frame.added)} places, answering from now on')
+                self._decide_bootstrap_keyframes(frame.bootstrap_queries)
+            return
         self._count_sequence(loc)
-        solved = self._metric_pose(loc.matches, features, self._camera)
+        solved = self._metric_pose(loc.matches, frame.features, self._camera)
         loop = self._values['loop_closure.enabled']
         if loop:  # pending before the answer goes out: whoever saw the answer sees its loop work pending
             self._loop_frames_queued += 1
@@ -672,7 +676,7 @@ class LocalizerNode(Node):
             self._after_solve(stamp, t, loc.matches, solved, loc.confidence)
         finally:  # the frame was localised: its loop decision is made even if an output failed
             if loop:
-                self._loop_slot.put((t, loc.matches, features))
+                self._loop_slot.put((frame,))
         t_end = time.perf_counter()
         self._processed += 1
         self._output_rate.tick()
@@ -788,92 +792,39 @@ class LocalizerNode(Node):
             self._metric_ms.add(solved.ms)
         return solved
 
-    def _recent_places(self, t: float) -> set[int]:
-        """Places this run added within min_time_separation of t: never loop-closure candidates."""
-        return recent_places(self._session_places, t, self._loop_filter.config.min_time_separation)
-
-    def _close_loop(self, t: float, matches: list, features: Any) -> None:
+    def _close_loop(self, query: LoopQuery | SessionFrame) -> None:
         """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
         try:
-            decision = self._decide(t, matches, features)
+            outcome = self._session.decide_loop(query, self._camera, self._values['verification.enabled'])
+            for ms in outcome.verify_ms:
+                self._verify_ms.add(ms)
+            decision = outcome.decision
             self._loop_status[decision.status.value] += 1
             self._loop_funnel.update(decision.stages)
             self._last_loop_status = decision.status.value
-            self._publish_confirmed(t, decision, features)
-            if decision.status is LoopStatus.LOOP_DETECTED:
-                self._publish_loop(t, decision, features)
+            # earlier frames of the chain this frame's retrieval streak confirms (held frames, published with
+            # their own features) go first, then the frame itself
+            for closure, features in outcome.closures:
+                if closure is not decision:
+                    self._loop_funnel.update(FUNNEL_STAGES[2:])  # it was counted as separated and verified
+                self._publish_loop(closure.t_query, closure, features)
         finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
 
-    def _publish_confirmed(self, t: float, decision: LoopDecision, features: Any) -> None:
-        """Earlier frames of the chain that this frame's retrieval streak confirms are published first
-        (vpr_ros.matching.loop_closure: held frames); a held frame's features are kept until then."""
-        if decision.held:
-            self._held_features[t] = features
-        for held in decision.confirms:
-            self._loop_funnel.update(FUNNEL_STAGES[2:])  # it was counted as separated and verified
-            self._publish_loop(held.t_query, held, self._held_features.get(held.t_query, lambda: None))
-        holding = self._loop_filter.held_stamps
-        self._held_features = {k: f for k, f in self._held_features.items() if k in holding}
-
-    def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
-        verifier = self._verifier if self._values['verification.enabled'] else None
-        if verifier is None:
-            return self._loop_filter.update(t, matches)
-        # this frame's verifications are cached: the refinement may ask for a candidate again
-        verify = verifier.for_frame(features, self._camera, self._verify_ms.add)
-
-        @self._under_map_lock
-        def neighbours(candidate: Any) -> list:
-            return self._localizer.time_neighbours(candidate.place_id, candidate.score)
-
-        return self._loop_filter.update(t, matches, verify, neighbours)
-
-    def _bootstrap_frame(self, t: float, rgb: np.ndarray) -> None:
-        """Before the vocabulary exists: collect keyframes (time/distance gates), fit at the N-th."""
-        assert self._bootstrap is not None
-        self._bootstrap_frames_seen += 1
-        pose = self._odom_pose(t) if self._odom_topic else None
-        if not self._keyframes.accept(t, pose.position if pose else None, np.zeros((0, 1), np.float32)):
-            return
-        feats = self._local_features_of(rgb)
-        with self._map_lock:
-            ids = self._bootstrap.offer(t, pose, rgb, f'{self.get_name()}:{t:.6f}', feats)
-            added = [(pid, self._localizer.map.place(pid).stamp) for pid in ids]
-        if ids:
-            self._session_places.extend(added)
-            self._map_dirty = True
-            self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
-                                   f'{len(ids)} places, answering from now on')
-            self._decide_bootstrap_keyframes()
-
-    def _decide_bootstrap_keyframes(self) -> None:
+    def _decide_bootstrap_keyframes(self, queries: tuple[LoopQuery, ...]) -> None:
         """The loop-closure decisions of the bootstrap keyframes, once the vocabulary exists
-        (VocabularyBootstrap.loop_queries). Made here in the image thread, in time order, before the next
-        frame is localised: the loop thread has had nothing to decide before the fit, and its queue holds
-        fewer frames than this."""
-        assert self._bootstrap is not None
-        with self._map_lock:
-            queries = self._bootstrap.loop_queries(self._loop_filter.config.min_time_separation)
+        (VocabularyBootstrap.loop_queries, handed out by the session at the fit). Made here in the image
+        thread, in time order, before the next frame is localised: the loop thread has had nothing to
+        decide before the fit, and its queue holds fewer frames than this."""
         if not self._values['loop_closure.enabled']:
             return
-        for t, matches, feats in queries:
+        for query in queries:
             self._loop_frames_queued += 1
-            self._close_loop(t, matches, lambda f=feats: f)
+            self._close_loop(query)
 
     def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
         """The frame's local features in the map's format; None when the map keeps none."""
-        store = self._localizer.map.local_features
-        return lf.extract(rgb, store.config) if store is not None else None
-
-    def _maybe_add_keyframe(self, t: float, vectors: np.ndarray, rgb: np.ndarray, features: Any) -> None:
-        if not self._values['incremental'] or not len(vectors):
-            return
-        pose = self._odom_pose(t) if self._odom_topic else None
-        if self._keyframes.accept(t, pose.position if pose else None, vectors):
-            pid = self._localizer.add_place(t, pose, vectors, f'{self.get_name()}:{t:.6f}', rgb, features())
-            self._session_places.append((pid, t))
-            self._map_dirty = True
+        return self._session.local_features_of(rgb)
 
     def _publish(self, stamp: Any, t: float, matches: list, confidence: float = math.nan,
                  solved: metric.MetricPose | None = None) -> None:
@@ -989,7 +940,7 @@ class LocalizerNode(Node):
             'callback_errors': sum(self._callback_errors.values()),
             **{f'callback_errors.{kind}': n for kind, n in sorted(self._callback_errors.items())},
             **{f'skipped.{kind}': n for kind, n in sorted(skips.items())},
-            'map_places': len(self._localizer.map), 'places_added': len(self._session_places),
+            'map_places': len(self._localizer.map), 'places_added': len(self._session.places),
             **{f'runtime.{k}': v for k, v in self._localizer.encoder.runtimes().items()},
             'last_place_id': last_id, 'last_score': f'{last_score:.4f}', 'last_query_stamp': f'{last_t:.6f}',
             'last_confidence': f'{self._last_confidence:.4f}', 'confidence': self._confidence_state(),
