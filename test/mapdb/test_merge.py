@@ -46,7 +46,8 @@ def test_merge_keeps_places_poses_and_sessions(tmp_path):
 
 def write_map_with_features(path, n, seed, config=None, camera=None):
     from test.helpers import blob_image
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
+    from vpr_ros.features import LocalFeatureConfig, extract
+    from vpr_ros.mapdb.local_features import LocalFeatureStore
 
     vecs = l2_normalize(np.random.default_rng(seed).normal(size=(n, 8))).astype(np.float32)
     vmap = VprMap.empty(IDENTITY)
@@ -72,7 +73,7 @@ def test_merge_keeps_local_features_for_verification(tmp_path):
 
 
 def test_merge_refuses_maps_whose_local_features_differ(tmp_path):
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig
+    from vpr_ros.features import LocalFeatureConfig
 
     write_map_with_features(tmp_path / 'sift', 2, 1)
     write_map_with_features(tmp_path / 'orb', 2, 2, LocalFeatureConfig('orb', 100))
