@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from vpr_ros.errors import MapError
+from vpr_ros.errors import MapBusyError, MapError
 from vpr_ros.features import LocalFeatureConfig, LocalFeatures
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb.local_features import LocalFeatureStore
@@ -97,7 +97,7 @@ def race_loads(path: str, seconds: float, seed: int = 0) -> dict[str, Any]:
     writer.start()
     rng = np.random.default_rng(seed)
     findings: Counter[str] = Counter()
-    loads = 0
+    loads = busy = 0
     try:
         while saves.value < 2 and writer.is_alive():
             time.sleep(0.01)
@@ -112,6 +112,8 @@ def race_loads(path: str, seconds: float, seed: int = 0) -> dict[str, Any]:
                 problem = mixed_problem(vmap, seeds)
                 if problem:
                     findings[f'mixed load: {problem}'] += 1
+            except MapBusyError:  # a reader outpaced by the writer on every attempt: said as such
+                busy += 1
             except MapError as exc:
                 findings[f'refused a complete map: {str(exc).split(": ", 1)[-1][:80]}'] += 1
             loads += 1
@@ -120,7 +122,7 @@ def race_loads(path: str, seconds: float, seed: int = 0) -> dict[str, Any]:
         writer.join(30)
         if writer.is_alive():
             writer.kill()
-    return {'findings': findings, 'loads': loads, 'saves': int(saves.value)}
+    return {'findings': findings, 'loads': loads, 'busy': busy, 'saves': int(saves.value)}
 
 
 # ----- shared ---------------------------------------------------------------------------------------

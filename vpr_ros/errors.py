@@ -29,5 +29,10 @@ class MapError(VprError):
     """A map directory is missing, corrupt, or incompatible with the requested encoder."""
 
 
+class MapBusyError(MapError):
+    """Saves replaced the map during every load attempt (a writer faster than this reader): no
+    version read was incomplete or corrupt, but none could be read whole."""
+
+
 class NotImplementedFeature(VprError):
     """A feature named in the configuration exists in the design but is not implemented."""

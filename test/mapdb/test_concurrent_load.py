@@ -11,7 +11,8 @@ from vpr_ros.mapdb.store import VprMap  # noqa: E402
 
 def test_loads_racing_saves_are_never_mixed_nor_refused(tmp_path):
     result = race_loads(str(tmp_path / 'm'), seconds=8.0, seed=0)
-    assert result['saves'] > 10 and result['loads'] > 10, result  # the race did happen
+    # the race did happen and loads got through it (one outpaced on every attempt says so: 'busy')
+    assert result['saves'] > 10 and result['loads'] - result['busy'] > 10, result
     assert not result['findings'], result
 
 

@@ -27,7 +27,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.errors import ConfigError, MapBusyError, MapError
 from vpr_ros.features import LocalFeatures
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
@@ -284,9 +284,13 @@ class VprMap:
             with integrity.Snapshot(path) as snapshot:
                 try:
                     return cls._load_snapshot(snapshot, encoder_identity, mmap, verify)
-                except MapError:
-                    if attempt == LOAD_ATTEMPTS or not snapshot.replaced():
+                except MapError as exc:
+                    if not snapshot.replaced():
                         raise
+                    if attempt == LOAD_ATTEMPTS:  # not "corrupt": every version read was complete
+                        raise MapBusyError(f'{path} was replaced by another save during each of '
+                                           f'{LOAD_ATTEMPTS} loads; load it again once the saves stop'
+                                           ) from exc
                     logger.debug(f'{path} was replaced while it was loaded; loading the new map')
         raise AssertionError('unreachable')
 
@@ -375,7 +379,7 @@ class VprMap:
         return vmap
 
 
-LOAD_ATTEMPTS = 8  # loads started again when saves keep replacing the map while it is read
+LOAD_ATTEMPTS = 16  # loads started again when saves keep replacing the map while it is read
 
 
 class _IndexFile:

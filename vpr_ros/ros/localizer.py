@@ -810,13 +810,13 @@ class LocalizerNode(Node):
         """The loop-closure stage of one frame (frames come in order): decide, verify, publish."""
         try:
             decision = self._decide(t, matches, features)
-        finally:
+            self._loop_status[decision.status.value] += 1
+            self._loop_funnel.update(decision.stages)
+            self._last_loop_status = decision.status.value
+            if decision.status is LoopStatus.LOOP_DETECTED:
+                self._publish_loop(t, decision, features)
+        finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
-        self._loop_status[decision.status.value] += 1
-        self._loop_funnel.update(decision.stages)
-        self._last_loop_status = decision.status.value
-        if decision.status is LoopStatus.LOOP_DETECTED:
-            self._publish_loop(t, decision, features)
 
     def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
         verifier = self._verifier if self._values['verification.enabled'] else None
