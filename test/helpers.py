@@ -88,3 +88,47 @@ def siblings_left(path: str) -> list[str]:
     """Hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` directories a save left beside ``path``."""
     base = os.path.basename(path)
     return [n for n in os.listdir(os.path.dirname(path)) if n.startswith((f'.{base}.tmp-', f'.{base}.old-'))]
+
+
+def type_mismatches(value: object, expected: object, path: str = '$') -> list[str]:
+    """Where a JSON-like value does not have the type ``expected`` (a TypedDict, list[...], dict[str, ...],
+    a union, Any or a scalar type); [] when it conforms. A TypedDict must hold its required keys and no key
+    it does not declare."""
+    import types
+    import typing
+
+    if expected is typing.Any or expected is object:
+        return []
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        found = [type_mismatches(value, option, path) for option in typing.get_args(expected)]
+        return [] if any(not f for f in found) else [f'{path}: {value!r:.60} is none of {expected}']
+    if expected is type(None):
+        return [] if value is None else [f'{path}: {value!r:.60} is not None']
+    if isinstance(expected, type) and hasattr(expected, '__required_keys__'):  # a TypedDict
+        if not isinstance(value, dict):
+            return [f'{path}: {type(value).__name__}, not {expected.__name__}']
+        hints = typing.get_type_hints(expected)
+        out = [f'{path}: {expected.__name__} lacks {k!r}'
+               for k in sorted(expected.__required_keys__ - set(value))]
+        out += [f'{path}: {k!r} is not a key of {expected.__name__}' for k in sorted(set(value) - set(hints))]
+        for key in set(value) & set(hints):
+            out += type_mismatches(value[key], hints[key], f'{path}.{key}')
+        return out
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        if not isinstance(value, list):
+            return [f'{path}: {type(value).__name__}, not a list']
+        return [m for i, v in enumerate(value) for m in type_mismatches(v, item, f'{path}[{i}]')]
+    if origin is dict:
+        _, item = typing.get_args(expected)
+        if not isinstance(value, dict):
+            return [f'{path}: {type(value).__name__}, not a dict']
+        return [m for k, v in value.items() for m in type_mismatches(v, item, f'{path}.{k}')]
+    if expected is float:  # JSON writes 1.0 as 1.0 but numpy rounding may hand an int
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)  # type: ignore[arg-type]
+    return [] if ok else [f'{path}: {value!r:.60} is not {getattr(expected, "__name__", expected)}']

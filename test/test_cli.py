@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from test.helpers import textured_frames
+from test.helpers import textured_frames, type_mismatches
 from vpr_ros.cli import main
+from vpr_ros.evaluation.results import EvaluationResults
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.sources.bag import write_bag
 
@@ -34,6 +35,7 @@ def test_build_evaluate_report(bags, built_map, tmp_path, capsys):
     assert main(['evaluate', '--map', built_map, '--queries', str(bags / 'query'), '--out', out,
                  '--top-k', '5']) == 0
     results = json.load(open(os.path.join(out, 'results.json')))
+    assert type_mismatches(results, EvaluationResults) == []  # the types other modules read it by
     assert results['retrieval']['recall']['R@1'] == 1.0
     assert results['retrieval']['per_query'][3]['place_ids'][0] == 3
     for png in ('recall_at_n.png', 'trajectory.png', 'matches.png', 'pr_curve.png'):
@@ -364,3 +366,37 @@ def test_a_source_that_is_a_fifo_is_one_error(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(['build-map', '--source', fifo, '--out', str(tmp_path / 'm'), '--encoder', 'raw_pixels']) == 2
     assert 'neither a folder nor a regular file' in capsys.readouterr().err
+
+
+def test_replay_options_become_a_replay_config_without_rclpy():
+    from vpr_ros.cli import build_parser, replay_config
+    from vpr_ros.matching.sequence import SequenceConfig
+    from vpr_ros.ros.replay_config import ReplayConfig
+
+    args = build_parser().parse_args(['replay', '--bag', 'b', '--map', 'm', '-p', 'top_k:=3', '--lockstep',
+                                      '--sequence-length', '4', '--sequence-spacing', 'frames',
+                                      '--sequence-velocity-step', '0.05'])
+    config = replay_config(args)
+    assert config == ReplayConfig('b', 'm', lockstep=True, params=('top_k:=3',),
+                                  sequence=SequenceConfig(length=4, spacing='frames', velocity_step=0.05))
+    # every sequence.* parameter, typed as the node declares it (a float keeps its decimal point)
+    assert config.sequence_parameters() == [
+        'sequence.length:=4', 'sequence.min_velocity:=0.8', 'sequence.max_velocity:=1.2',
+        'sequence.velocity_step:=0.05', 'sequence.contrast_window:=0', 'sequence.single_frame_weight:=0.0',
+        'sequence.shortlist:=0', 'sequence.spacing:="frames"', 'sequence.distance_step_m:=0.0',
+        'sequence.without_odometry:="frames"']
+    assert ReplayConfig('b', 'm', sequence=SequenceConfig(min_velocity=1)).sequence_parameters()[1] == \
+        'sequence.min_velocity:=1.0'
+
+
+def test_loop_options_set_the_node_parameters_of_the_same_name():
+    from vpr_ros.cli import build_parser, config_from_args
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+    from vpr_ros.matching.verification import VerificationConfig
+
+    args = build_parser().parse_args(['evaluate', '--queries', 'q', '--loops', '--min-score', '0.5',
+                                      '--consistency-frames', '2', '--verify-top-k', '5'])
+    assert config_from_args(LoopClosureConfig, args) == LoopClosureConfig(min_score=0.5, consistency_frames=2)
+    assert config_from_args(VerificationConfig, args) == VerificationConfig(top_k=5)
+    with pytest.raises(SystemExit):  # the node parameter's range: consistency_frames >= 1
+        build_parser().parse_args(['evaluate', '--queries', 'q', '--consistency-frames', '0'])

@@ -46,3 +46,19 @@ def test_build_map_holds_fit_images_at_the_encoder_input_size(tmp_path, monkeypa
     build_map(FrameList(textured_frames(4, size=(480, 640))), encoder, str(tmp_path / 'm'), progress=False,
               local_features=None)
     assert seen == [(96, 128, 3)] * 4
+
+
+def test_calibration_rates_only_answerable_queries():
+    """The confidence is P(right) for a query of a mapped place: a query with no map place within
+    the threshold (always wrong) is counted apart, not binned."""
+    from types import SimpleNamespace
+
+    from vpr_ros.evaluation.metrics import Thresholds
+    from vpr_ros.pipeline import calibration_summary
+
+    per_query = ([{'place_ids': [1], 'correct_at_1': True, 'answerable': True, 'confidence': 0.8}] * 8
+                 + [{'place_ids': [1], 'correct_at_1': False, 'answerable': True, 'confidence': 0.8}] * 2
+                 + [{'place_ids': [1], 'correct_at_1': False, 'answerable': False, 'confidence': 0.8}] * 5)
+    out = calibration_summary(SimpleNamespace(confidence_model=None), per_query, Thresholds(5.0))
+    assert out['answers'] == 10 and out['unanswerable'] == 5
+    assert out['ece'] == pytest.approx(0.0, abs=1e-9) and out['accuracy'] == pytest.approx(0.8)

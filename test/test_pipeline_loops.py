@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from test.helpers import blob_image, textured_frames
+from test.helpers import blob_image, textured_frames, type_mismatches
 from vpr_ros.cli import main
 from vpr_ros.encoders import create_encoder
 from vpr_ros.evaluation.metrics import LOOP_FUNNEL_STAGES, Thresholds, full_precision_threshold
+from vpr_ros.evaluation.results import LoopEvaluationResults
 from vpr_ros.frames import Frame, Pose
 from vpr_ros.matching.loop_closure import LoopClosureConfig
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
@@ -48,6 +49,9 @@ def test_verification_rejects_look_alikes_and_keeps_true_revisits(loop_bag, tmp_
                                       keyframe_min_interval=0.0)
     results = evaluate_loops(create_encoder('raw_pixels'), BagSource(loop_bag), str(tmp_path / 'r'), settings,
                              Thresholds(5.0), progress=False)
+    assert type_mismatches(results, LoopEvaluationResults) == []  # the types the CLI and plots read it by
+    with open(tmp_path / 'r' / 'results.json', encoding='utf-8') as fh:
+        assert type_mismatches(json.load(fh), LoopEvaluationResults) == []
     lp = results['loops']
     assert lp['frames'] == 24 and lp['keyframes'] == 24 and lp['loop_frames'] == 6
     plain, checked = lp['without_verification'], lp['with_verification']
@@ -98,6 +102,22 @@ def test_vocabulary_encoder_bootstraps_from_the_first_keyframes(loop_bag) -> Non
     lp = results['loops']
     assert lp['vocabulary'].startswith('bootstrapped from the first 4 keyframes')
     assert lp['frames'] == 24 and lp['keyframes'] == 24 and encoder.is_fitted
-    assert sum(lp['with_verification']['statuses'].values()) == 20  # every frame after the fit was answered
+    # every frame after the fit was answered, and the 4 bootstrap keyframes decided after it
+    assert sum(lp['with_verification']['statuses'].values()) == 24
     funnel = lp['with_verification']['funnel']
     assert funnel['loop_frames'] == lp['loop_frames'] == 6 and funnel['answered'] == 6  # revisits: after it
+
+
+def test_revisits_within_the_bootstrap_keyframes_are_decided_after_the_fit(loop_bag) -> None:
+    """Every frame of the run is a bootstrap keyframe: before, no loop frame was answered; now each is
+    decided once the vocabulary exists, and what is published is correct."""
+    settings = LoopEvaluationSettings(loop_closure=LoopClosureConfig(min_score=0.5, min_time_separation=10.0,
+                                                                     consistency_frames=1, max_rate_hz=0),
+                                      keyframe_min_interval=0.0, bootstrap_frames=24)
+    encoder = create_encoder('anyloc_vlad', {'image_size': [96, 128], 'num_clusters': 4})
+    lp = evaluate_loops(encoder, BagSource(loop_bag), None, settings, Thresholds(5.0),
+                        progress=False)['loops']
+    checked = lp['with_verification']
+    assert sum(checked['statuses'].values()) == 24
+    assert checked['funnel']['answered'] == lp['loop_frames'] == 6
+    assert checked['loop_frames_closed'] > 0 and checked['precision'] == 1.0

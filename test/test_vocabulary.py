@@ -59,6 +59,24 @@ def test_bootstrap_fits_then_answers(frames, tmp_path):
         boot.offer(0.0, None, frames[0].rgb)
 
 
+def test_bootstrap_keyframes_become_loop_queries_after_the_fit(frames):
+    """Each seeded keyframe, in time order, with its top-K among the places at least the separation older
+    (its own place and newer ones never), its local features, handed out once."""
+    loc = empty_localizer()
+    boot = VocabularyBootstrap(loc, 5)
+    stamps = [0.0, 10.0, 20.0, 30.0, 40.0]
+    order = [4, 0, 2, 1, 3]  # offered out of time order: the queries still come in time order
+    for i in order:
+        boot.offer(stamps[i], frames[i].pose, frames[i].rgb, 'cam', features=f'features {i}')
+    queries = boot.loop_queries(separation=15.0)
+    assert [t for t, _, _ in queries] == stamps and [f for _, _, f in queries] == [f'features {i}'
+                                                                                  for i in range(5)]
+    for t, matches, _ in queries:
+        assert {m.stamp for m in matches} == {s for s in stamps if s <= t - 15.0}
+    assert len(queries[-1][1]) == 3 and queries[0][1] == []  # top_k 3; the first keyframe has nothing older
+    assert boot.loop_queries(15.0) == []
+
+
 def test_bootstrap_segvlad_multi_vector(frames):
     loc = empty_localizer('segvlad', {**SMALL, 'segments': 16, 'pca_dim': 32})
     boot = VocabularyBootstrap(loc, 3)

@@ -7,12 +7,14 @@ import logging
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vpr_ros import DEFAULT_ENCODER, deps
 from vpr_ros.errors import ConfigError, VprError
-from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.textio import short_repr
+
+if TYPE_CHECKING:
+    from vpr_ros.evaluation.results import EvaluationResults, LoopEvaluationResults
 
 
 class NumberType:
@@ -58,7 +60,6 @@ SEED = NumberType(int, 0, 2 ** 63 - 1)
 SCALE = NumberType(float, 0.0, 100.0, low_open=True)          # sample world route length scale
 DIST = NumberType(float, 0.0, 1.0e7, low_open=True)           # a distance threshold [m]
 YAW = NumberType(float, 0.0, 180.0, low_open=True)            # a heading threshold [deg]
-MAX_KEYPOINTS = NumberType.param('local_features.max_keypoints')
 
 
 def _encoder_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,60 +97,56 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--image-topic', help='image topic (default: the only Image/CompressedImage topic)')
     p.add_argument('--pose-topic', help='pose topic (Odometry, PoseStamped, PoseWithCovarianceStamped)')
     p.add_argument('--poses', help='CSV of poses for an image folder (default FOLDER/poses.csv)')
-    p.add_argument('--max-image-pixels', type=NumberType.param('max_image_pixels'),
-                   default=DEFAULT_MAX_IMAGE_PIXELS, metavar='N',
-                   help='skip images whose header declares more pixels than this, before decoding '
-                        f'(default {DEFAULT_MAX_IMAGE_PIXELS}; 0 = no limit)')
+    _param_option(p, '--max-image-pixels', 'max_image_pixels', metavar='N',
+                  help='skip images whose header declares more pixels than this, before decoding '
+                       '(0 = no limit)')
+
+
+def add_setting_options(group: Any, cls: type, flag_prefix: str, only: tuple[str, ...] | None = None,
+                        prefix: str | None = None) -> None:
+    """One option per described field of the config dataclass ``cls`` (vpr_ros.settings; ``only``: these
+    fields): flag ``flag_prefix`` + the field name, the field's default, its range or choices, and its
+    description (naming the node parameter it sets) as help."""
+    from vpr_ros.settings import settings_of
+
+    for s in settings_of(cls, prefix):
+        if only is not None and s.field not in only:
+            continue
+        text = (s.about.cli_help or s.about.description.rstrip('.')) + f' (node parameter {s.name})'
+        kwargs: dict[str, Any] = {'dest': s.name, 'default': s.default, 'help': text.replace('%', '%%')}
+        if s.about.choices:
+            kwargs['choices'] = s.about.choices
+        elif isinstance(s.default, bool):
+            raise TypeError(f'{s.name}: a bool setting has no command-line form yet')
+        elif isinstance(s.default, (int, float)):
+            kwargs.update(type=NumberType(type(s.default), s.about.low, s.about.high),
+                          metavar=(s.about.name or s.field).upper())
+        group.add_argument(s.about.cli_flag or flag_prefix + s.field.replace('_', '-'), **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, prefix: str | None = None, **fixed: Any) -> Any:
+    """``cls`` from the options :func:`add_setting_options` added (the fields without one keep their
+    defaults), validated."""
+    from vpr_ros.settings import config_from_flat, settings_of
+
+    given = {s.name: getattr(args, s.name) for s in settings_of(cls, prefix) if hasattr(args, s.name)}
+    config = config_from_flat(cls, given, prefix, partial=True, **fixed)
+    config.validate()
+    return config
+
+
+def _param_option(p: Any, flag: str, parameter: str, help: str, **kwargs: Any) -> None:
+    """An option that sets what a node parameter sets, with its default and range (vpr_ros.ros.parameters)."""
+    from vpr_ros.ros.parameters import DEFAULTS
+
+    p.add_argument(flag, type=NumberType.param(parameter), default=DEFAULTS[parameter], help=help, **kwargs)
 
 
 def add_sequence_args(p: argparse.ArgumentParser) -> None:
     """Sequence-matching options shared by `evaluate` and `replay` (defaults: OpenSeqSLAM's)."""
-    from vpr_ros.matching.sequence import SPACINGS, WITHOUT_ODOMETRY, SequenceConfig
-
-    d = SequenceConfig()
-    g = p.add_argument_group('sequence matching (SeqSLAM)')
-    g.add_argument('--sequence-length', type=NumberType.param('sequence.length'), default=d.length,
-                   metavar='N',
-                   help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
-    g.add_argument('--sequence-min-velocity', type=NumberType.param('sequence.min_velocity'),
-                   default=d.min_velocity, metavar='V',
-                   help=f'slowest trajectory, map places per query frame (default {d.min_velocity})')
-    g.add_argument('--sequence-max-velocity', type=NumberType.param('sequence.max_velocity'),
-                   default=d.max_velocity, metavar='V',
-                   help=f'fastest trajectory (default {d.max_velocity})')
-    g.add_argument('--sequence-contrast-window', type=NumberType.param('sequence.contrast_window'),
-                   default=d.contrast_window, metavar='R',
-                   help='contrast normalisation window in map places: 0 = the whole map (default); '
-                        '10 = OpenSeqSLAM\'s local window (docs/sequence-matching.md)')
-    g.add_argument('--sequence-shortlist', type=NumberType.param('sequence.shortlist'),
-                   default=d.shortlist, metavar='K',
-                   help='0 = score every map place per frame; K = only each frame\'s top-K (cheaper on '
-                        'large maps with approximate indexes)')
-    g.add_argument('--sequence-single-frame-weight',
-                   type=NumberType.param('sequence.single_frame_weight'), default=d.single_frame_weight,
-                   metavar='W',
-                   help='blend of the current frame\'s own score into the ranking, 0..1 (default 0)')
-    g.add_argument('--sequence-spacing', choices=SPACINGS, default=d.spacing,
-                   help='distance (default): with a pose (odometry) per query frame and a posed map, '
-                        'frames spaced by travelled distance (SMART); frames: the last N frames')
-    g.add_argument('--sequence-distance-step', type=NumberType.param('sequence.distance_step_m'),
-                   default=d.distance_step_m, metavar='M',
-                   help='metres between distance-spaced frames; 0 = the map\'s median place spacing')
-    g.add_argument('--sequence-without-odometry', choices=WITHOUT_ODOMETRY, default=d.without_odometry,
-                   help='distance spacing, a frame without a pose: frames (default) or single_frame')
-
-
-def sequence_config(args: argparse.Namespace):
     from vpr_ros.matching.sequence import SequenceConfig
 
-    cfg = SequenceConfig(length=args.sequence_length, min_velocity=args.sequence_min_velocity,
-                         max_velocity=args.sequence_max_velocity, shortlist=args.sequence_shortlist,
-                         contrast_window=args.sequence_contrast_window,
-                         single_frame_weight=args.sequence_single_frame_weight,
-                         spacing=args.sequence_spacing, distance_step_m=args.sequence_distance_step,
-                         without_odometry=args.sequence_without_odometry)
-    cfg.validate()
-    return cfg
+    add_setting_options(p.add_argument_group('sequence matching (SeqSLAM)'), SequenceConfig, '--sequence-')
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -231,7 +228,7 @@ def cmd_merge_maps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(results: dict[str, Any]) -> None:
+def _print_results(results: EvaluationResults) -> None:
     from vpr_ros.evaluation.metrics import recall_text
 
     r = results['retrieval']
@@ -250,7 +247,7 @@ def _print_results(results: dict[str, Any]) -> None:
               f"single-frame in the same run: {single}")
 
 
-def _print_loops(results: dict[str, Any]) -> None:
+def _print_loops(results: LoopEvaluationResults) -> None:
     lp = results['loops']
     print(f"{results['encoder']['name']} loops within one run: {lp['frames']} frames, "
           f"{lp['keyframes']} keyframes, "
@@ -275,6 +272,7 @@ def _print_loops(results: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.localization import Localizer
+    from vpr_ros.matching.sequence import SequenceConfig
     from vpr_ros.pipeline import evaluate
     from vpr_ros.sources import open_source
 
@@ -289,7 +287,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError('--encoder applies to --loops only: evaluate --map uses the encoder the map was '
                           'built with')
     localizer = Localizer.from_map(args.map, overrides, top_k=args.top_k, verify=args.map_verify,
-                                   sequence=sequence_config(args))
+                                   sequence=config_from_args(SequenceConfig, args))
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
     results = evaluate(localizer, source, args.out, Thresholds(args.dist, args.yaw))
@@ -330,26 +328,25 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.evaluation.metrics import Thresholds
     from vpr_ros.features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.loop_closure import LoopClosureConfig
+    from vpr_ros.matching.sequence import SequenceConfig
     from vpr_ros.matching.verification import VerificationConfig
     from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops
     from vpr_ros.sources import open_source
 
     if args.map:
         raise ConfigError('--loops grows its map from the query traversal itself; drop --map')
-    loop = LoopClosureConfig(min_score=args.min_score, min_time_separation=args.min_time_separation,
-                             consistency_frames=args.consistency_frames, verified_frames=args.verified_frames)
-    loop.validate()
     features = LocalFeatureConfig(args.local_features, args.max_keypoints)
     features.validate()
     settings = LoopEvaluationSettings(
-        loop_closure=loop, verification=VerificationConfig(top_k=args.verify_top_k), local_features=features,
+        loop_closure=config_from_args(LoopClosureConfig, args),
+        verification=config_from_args(VerificationConfig, args), local_features=features,
         camera=load_camera_info_yaml(args.camera_info) if args.camera_info else None,
-        keyframe_min_interval=args.keyframe_interval, top_k=args.top_k, sequence=sequence_config(args))
-    settings.verification.validate()
+        keyframe_min_interval=args.keyframe_interval, top_k=args.top_k,
+        sequence=config_from_args(SequenceConfig, args))
     encoder = create_encoder(args.encoder or DEFAULT_ENCODER, overrides)
     source = open_source(args.queries, args.image_topic, args.pose_topic, args.poses,
                          max_pixels=args.max_image_pixels)
-    hook = _pose_graph_hook(args) if args.pose_graph else None
+    hook = _pose_graph_hook(args, settings.loop_closure.min_time_separation) if args.pose_graph else None
     results = evaluate_loops(encoder, source, args.out, settings, Thresholds(args.dist, None),
                              pose_graph=hook, also_dists=args.also_dist)
     _print_loops(results)
@@ -361,7 +358,7 @@ def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def _pose_graph_hook(args: argparse.Namespace) -> Any:
+def _pose_graph_hook(args: argparse.Namespace, min_time_separation: float) -> Any:
     """The pose-graph stage of `evaluate --loops --pose-graph`; checks its needs before any frame is read."""
     absent = deps.missing(deps.SLAM)
     if absent:
@@ -382,14 +379,16 @@ def _pose_graph_hook(args: argparse.Namespace) -> Any:
         odometry = BagSource(args.queries, args.image_topic, args.odometry_topic).pose_track()
     settings = PoseGraphSettings(DriftModel(args.drift_translation, args.drift_yaw, args.drift_seed),
                                  PoseGraphConfig(args.robust_kernel),
-                                 min_time_separation=args.min_time_separation)
+                                 min_time_separation=min_time_separation,
+                                 metric_closures=not args.direction_only_closures)
     return PoseGraphHook(settings, odometry)
 
 
 def _print_pose_graph(pg: dict[str, Any]) -> None:
     cl = pg['closures']
     print(f"pose graph: {pg['nodes']} nodes, odometry {pg['odometry']}, {cl['used']} closures "
-          f"({cl['direction_only']} direction-only), kernel {pg['graph']['robust_kernel']}")
+          f"({cl['metric']} metric, {cl['direction_only']} direction-only), "
+          f"kernel {pg['graph']['robust_kernel']}")
     if 'after' not in pg:
         print(f"  no closure to add: ATE {pg['before']['ate_m']['rmse']:.2f} m (odometry only)")
     else:
@@ -501,10 +500,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_replay_args(p: argparse.ArgumentParser) -> None:
+    from vpr_ros.ros.replay_config import LOCKSTEP_TIMEOUT_S, ReplayConfig
+
+    timeout = NumberType(float, 0.0, 86_400.0, low_open=True)
+    p.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
+    p.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
+    p.add_argument('--rate', type=NumberType(float, 0.0, 1000.0, low_open=True), default=ReplayConfig.rate,
+                   help='playback speed, 1.0 = real time')
+    p.add_argument('--lockstep', action='store_true',
+                   help='publish each image only once the node answered the previous one (at most '
+                        f'{LOCKSTEP_TIMEOUT_S:g} s each): no frame dropped however slow the CPU, but not '
+                        'real time')
+    p.add_argument('--out', default=ReplayConfig.out, help='report folder (results.json + PNGs + node.log)')
+    p.add_argument('--params-file', help='node parameters YAML (default: the node defaults); the '
+                                         '--sequence-* options are applied after it')
+    p.add_argument('--connect', action='store_true',
+                   help='use an already running node instead of starting one')
+    p.add_argument('--node', default=ReplayConfig.node, help='fully qualified name of the node')
+    p.add_argument('--image-topic', help='image topic of the bag (default: the only one)')
+    p.add_argument('--pose-topic', help='ground-truth pose topic of the bag (default: the only one)')
+    p.add_argument('--publish-topic', help='topic to play the images on (default: the bag topic; '
+                   "+ '/compressed' for a compressed stream not named so)")
+    p.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
+                   help='extra parameter for the started node (repeatable)')
+    p.add_argument('--dist', type=DIST, default=ReplayConfig.dist, help='positive distance threshold [m]')
+    p.add_argument('--yaw', type=YAW, default=ReplayConfig.yaw, help='optional heading threshold [deg]')
+    p.add_argument('--startup-timeout', type=timeout, default=ReplayConfig.startup_timeout,
+                   help='seconds to wait for the node')
+    p.add_argument('--idle-timeout', type=timeout, default=ReplayConfig.idle_timeout,
+                   help='after playback, stop once the node has been silent this long [s]')
+    add_sequence_args(p)
+
+
+def replay_config(args: argparse.Namespace) -> Any:
+    """The :class:`vpr_ros.ros.replay_config.ReplayConfig` of `vpr-ros replay`'s options (each field is
+    the option of the same name; ``params`` is --param)."""
+    from dataclasses import fields
+
+    from vpr_ros.matching.sequence import SequenceConfig
+    from vpr_ros.ros.replay_config import ReplayConfig
+
+    same_name = {f.name: getattr(args, f.name) for f in fields(ReplayConfig)
+                 if f.name not in ('params', 'sequence')}
+    return ReplayConfig(**same_name, params=tuple(args.param),
+                        sequence=config_from_args(SequenceConfig, args))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from vpr_ros.ros.replay import run
 
-    return int(run(args))
+    return int(run(replay_config(args)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -518,13 +564,19 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ''
-        if (action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+        # identity, not ==: a default of 0 is shown (0 == False)
+        if (action.default is None or action.default is False or action.default == argparse.SUPPRESS
+                or not action.option_strings
                 or 'default' in text or action.help == argparse.SUPPRESS):
             return action.help
         return f'{text} (default: %(default)s)'.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vpr_ros.features import KINDS, LocalFeatureConfig
+    from vpr_ros.matching.loop_closure import LoopClosureConfig
+    from vpr_ros.matching.verification import VerificationConfig
+
     parser = argparse.ArgumentParser(
         prog='vpr-ros', description='Visual place recognition: sample data, maps, evaluation, ROS replay.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
@@ -550,8 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(p)
     p.add_argument('--every-n', type=NumberType(int, 1, 1_000_000_000),
                    default=1, help='keep every Nth frame')
-    p.add_argument('--min-distance', type=NumberType.param('keyframe.min_distance'),
-                   default=0.0, help='minimum metres between keyframes')
+    _param_option(p, '--min-distance', 'keyframe.min_distance', help='minimum metres between keyframes')
     p.add_argument('--index', default='flat',
                    help='faiss index: flat, fp16, sq8, hnsw32, '
                         'ivf1024, ivf1024,pq64, opq64_256,ivf1024,pq64, '
@@ -563,10 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='with --ray: encoding tasks in parallel (default: cluster CPUs)')
     p.add_argument('--no-poses', action='store_true', help='build without poses (no pose topic needed)')
     p.add_argument('--no-thumbnails', action='store_true', help='do not store preview images')
-    p.add_argument('--local-features', choices=['rootsift', 'orb', 'none'], default='rootsift',
+    p.add_argument('--local-features', choices=[*KINDS, 'none'], default=LocalFeatureConfig.kind,
                    help='local features stored per place for geometric verification (default rootsift)')
-    p.add_argument('--max-keypoints', type=MAX_KEYPOINTS,
-                   default=500, help='local features per place (default 500)')
+    _param_option(p, '--max-keypoints', 'local_features.max_keypoints', help='local features per place')
     p.add_argument('--camera-info', help='ROS camera_info YAML of the map images (stored in the map; '
                    'lets verification use the essential matrix and recover relative poses)')
     p.add_argument('--vocabulary', metavar='PATH', help='take the vocabulary/PCA from this map or vocabulary '
@@ -596,21 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='evaluate loop closures within the --queries traversal')
     g.add_argument('--encoder', default=None,
                    help=f'encoder of the grown map (--loops only; default {DEFAULT_ENCODER})')
-    g.add_argument('--min-score', type=NumberType.param('loop_closure.min_score'), default=-1.0,
-                   help='loop_closure.min_score (node default -1: no score gate)')
-    g.add_argument('--min-time-separation', type=NumberType.param('loop_closure.min_time_separation'),
-                   default=30.0,
-                   help='loop_closure.min_time_separation [s]')
-    g.add_argument('--consistency-frames', type=NumberType.param('loop_closure.consistency_frames'),
-                   default=3, help='loop_closure.consistency_frames')
-    g.add_argument('--verified-frames', type=NumberType.param('loop_closure.verified_frames'),
-                   default=2, help='loop_closure.verified_frames')
-    g.add_argument('--keyframe-interval', type=NumberType.param('keyframe.min_interval'),
-                   default=1.0, help='keyframe.min_interval [s]')
-    g.add_argument('--verify-top-k', type=NumberType.param('verification.top_k'),
-                   default=3, help='candidates verified per frame')
-    g.add_argument('--local-features', choices=['rootsift', 'orb'], default='rootsift')
-    g.add_argument('--max-keypoints', type=MAX_KEYPOINTS, default=500)
+    add_setting_options(g, LoopClosureConfig, '--',
+                        only=('min_score', 'min_time_separation', 'consistency_frames', 'verified_frames'))
+    _param_option(g, '--keyframe-interval', 'keyframe.min_interval', help='keyframe.min_interval [s]')
+    add_setting_options(g, VerificationConfig, '--verify-', only=('top_k',))
+    g.add_argument('--local-features', choices=list(KINDS), default=LocalFeatureConfig.kind)
+    _param_option(g, '--max-keypoints', 'local_features.max_keypoints', help='local features per place')
     g.add_argument('--camera-info',
                    help='ROS camera_info YAML of the camera (essential matrix, relative pose)')
     g.add_argument('--also-dist', type=DIST, nargs='*', default=[], metavar='M',
@@ -636,12 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seed of the drift and of the injected false closure')
     g.add_argument('--robust-kernel', choices=list(KERNEL_PARAMETERS), default=PoseGraphConfig.robust_kernel,
                    help='kernel on the loop-closure factors (default %(default)s)')
+    g.add_argument('--direction-only-closures', action='store_true',
+                   help='every closure direction-only, even where the node would publish a metric one')
     p.add_argument('--top-k', type=NumberType(int, 1, 1_000_000_000), default=10,
                    help='candidates retrieved per query')
     p.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
     p.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
-    p.add_argument('--threads', type=NumberType.param('threads'),
-                   default=0, help='torch threads (0 = adapt to the free cores)')
+    _param_option(p, '--threads', 'threads', help='torch threads (0 = adapt to the free cores)')
     p.add_argument('--out', help='report folder (results.json + PNGs)')
     _add_verify_arg(p)
     add_sequence_args(p)
@@ -713,13 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('replay', help='play a bag over DDS to the localizer node and evaluate its outputs',
                        description='Start (or connect to) the localizer node, play the bag images and /clock '
                                    'over DDS, record every output and write results.json + plots.')
-    try:
-        from vpr_ros.ros.replay import configure_parser
-        configure_parser(p)
-        p.set_defaults(func=cmd_replay)
-    except ImportError as exc:  # rclpy missing: the subcommand explains instead of vanishing
-        message = f'replay needs the ROS 2 Python packages (rclpy): {exc}'
-        p.set_defaults(func=lambda _a: (_ for _ in ()).throw(VprError(message)))
+    _add_replay_args(p)
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser('demo', help='the whole job on the sample world: data, map, evaluation, live replay')
     p.add_argument('--out', default='demo_out')
@@ -766,8 +803,8 @@ def main(argv: list[str] | None = None) -> int:
     if deps.require('vpr-ros'):
         return deps.EXIT_MISSING
     parser = build_parser()
-    # Known args first: without rclpy the replay parser has no options, and the missing package, not
-    # the unknown options, is what the user must hear about.
+    # Known args first: for a command that needs a missing package (replay without rclpy), the package,
+    # not an unknown option, is what the user must hear about.
     args, unknown = parser.parse_known_args(argv)
     if args.command == 'replay' and deps.require('vpr-ros replay', ros=True):
         return deps.EXIT_MISSING

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.settings import setting
 from vpr_ros.textio import load_yaml_file, short_repr
 
 KINDS = {'rootsift': 128, 'orb': 32}   # descriptor kind -> stored bytes per keypoint
@@ -114,8 +115,15 @@ def load_camera_info_yaml(path: str) -> CameraIntrinsics:
 
 @dataclass(frozen=True)
 class LocalFeatureConfig:
-    kind: str = 'rootsift'
-    max_keypoints: int = 500
+    """Local features per place; the described fields are the node's ``local_features.*`` (used for an
+    empty incremental map: a loaded map keeps its own)."""
+
+    SETTINGS_PREFIX = 'local_features'
+
+    kind: str = setting('rootsift', "Local features of places added to an empty incremental map: 'rootsift' "
+                        "or 'orb' (a loaded map keeps its own).", read_only=True)
+    max_keypoints: int = setting(500, 'Keypoints per place for an empty incremental map.', read_only=True,
+                                 low=8, high=20000)
     max_side: int = 640   # images are detected at most this large (longer side), coordinates rescaled
 
     def validate(self) -> None:

@@ -25,7 +25,13 @@ from vpr_ros.frames import Pose
 from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.search import rank_places_with_row
 from vpr_ros.mapdb.store import Match, VprMap
-from vpr_ros.matching.confidence import CONFIDENCE_K, DEFAULT_DIST_M, ConfidenceModel, fit_confidence
+from vpr_ros.matching.confidence import (
+    CONFIDENCE_K,
+    DEFAULT_DIST_M,
+    MIN_EXAMPLES,
+    ConfidenceModel,
+    fit_confidence,
+)
 from vpr_ros.matching.sequence import SequenceConfig, SequenceMatcher, shortlist_row, stamp_order
 
 _log = logging.getLogger(__name__)
@@ -47,8 +53,8 @@ class Localization:
     sequence_history: int = 0   # frames in the sequence history, this one included (0 = off)
     sequence_ms: float = 0.0    # part of search_ms
     # P(matches[0] is within the confidence model's dist_m of the query), calibrated on the map
-    # (vpr_ros.matching.confidence); NaN without a model, or when a sequence answer's top-1 is not
-    # the single-frame top-1 the model was calibrated for
+    # (vpr_ros.matching.confidence), for the answer given (a sequence answer is rated on its own
+    # candidates); NaN without a model
     confidence: float = math.nan
     sequence_spacing: str = ''  # 'frames' / 'distance' (odometry) when sequence_used
 
@@ -124,6 +130,13 @@ class Localizer:
                 self._confidence = ConfidenceModel.from_dict(vmap.meta.confidence)
             except MapError as exc:
                 _log.warning('%s; recalibrating on the map', exc)
+        if self._confidence is None and len(vmap) >= 2 * MIN_EXAMPLES:
+            # at load, not on the first frame: a bounded fit (MAX_QUERIES self-retrievals)
+            t0 = time.perf_counter()
+            model = self.calibrate()
+            _log.info('confidence: the map had no model; calibrated on %d of its %d places in %.1f s%s',
+                      model.examples if model else 0, len(vmap), time.perf_counter() - t0,
+                      '' if model else ' (too few right self-retrievals: no confidence)')
 
     @classmethod
     def from_map(cls, map_path: str, overrides: dict[str, Any] | None = None, top_k: int = 5,
@@ -207,12 +220,14 @@ class Localizer:
             self.map.meta.confidence = model.to_dict()
         return model
 
-    def _confidence_of(self, single: list[Match], answer: list[Match]) -> float:
+    def _confidence_of(self, candidates: list[Match]) -> float:
+        """The confidence of the answer given (its candidates, best first, at least CONFIDENCE_K
+        when the map has them); the agreement feature compares it with the previous answer."""
         model = self.confidence_model
-        previous, self._previous_top = self._previous_top, (single[0] if single else None)
-        if model is None or not single or not answer or single[0].place_id != answer[0].place_id:
+        previous, self._previous_top = self._previous_top, (candidates[0] if candidates else None)
+        if model is None or not candidates:
             return math.nan
-        return model.confidence(single, previous)
+        return model.confidence(candidates, previous)
 
     # ----- per frame --------------------------------------------------------------------------
     def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -240,7 +255,7 @@ class Localizer:
             matches = ranked[:self.top_k]
             return Localization(stamp, matches, encode_ms, (time.perf_counter() - t0) * 1e3, vectors,
                                 single_frame=matches, sequence_history=0 if seq is None else seq.history,
-                                confidence=self._confidence_of(ranked, matches))
+                                confidence=self._confidence_of(ranked))
         cfg = self._sequence_config
         vectors32 = np.asarray(vectors, np.float32)
         vectors32 = vectors32[None] if vectors32.ndim == 1 else vectors32
@@ -255,14 +270,15 @@ class Localizer:
         t1 = time.perf_counter()
         seq.push(stamp, row, None if odometry is None else odometry.position)
         stamps, order = self._stamps_and_order()
-        ranked_seq = seq.rank(stamps, self.top_k, exclude, order, self.sequence_velocity_scale,
+        ranked_seq = seq.rank(stamps, k, exclude, order, self.sequence_velocity_scale,
                               self.map.places.poses[:, :3])
         used = ranked_seq is not None
-        matches = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else single
+        candidates = [self.map.match(m.place_id, m.score) for m in ranked_seq] if used else ranked
+        matches = candidates[:self.top_k]
         t2 = time.perf_counter()
         return Localization(stamp, matches, encode_ms, (t2 - t0) * 1e3, vectors, single_frame=single,
                             sequence_used=used, sequence_history=seq.history, sequence_ms=(t2 - t1) * 1e3,
-                            confidence=self._confidence_of(ranked, matches),
+                            confidence=self._confidence_of(candidates),
                             sequence_spacing=seq.last_spacing if used else '')
 
     def localize(self, rgb: np.ndarray, stamp: float, exclude: set[int] | None = None,

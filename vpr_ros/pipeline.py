@@ -36,7 +36,9 @@ from vpr_ros.evaluation.report import (
     write_json,
     write_report,
 )
+from vpr_ros.evaluation.results import Calibration, EvaluationResults, LoopEvaluationResults, SequenceSection
 from vpr_ros.frames import Frame
+from vpr_ros.geometry import metric
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb.index import plan_index
 from vpr_ros.mapdb.local_features import LocalFeatureStore
@@ -207,14 +209,14 @@ def run_queries(localizer: Localizer, frames: Iterable[Frame], total: int | None
 
 
 def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: list[Any],
-                     thresholds: Thresholds, ns: list[int]) -> dict[str, Any]:
+                     thresholds: Thresholds, ns: list[int]) -> SequenceSection:
     """results.json's ``sequence`` section: the settings, how many frames each way, and (sequence on)
     the single-frame Recall@N of the same run for comparison."""
     cfg = localizer.sequence_config
-    out: dict[str, Any] = {'settings': cfg.as_dict(), 'enabled': cfg.enabled,
-                           'frames_matched_by_sequence': sum(r.extra.get('matched_by') == 'sequence'
-                                                             for r in records)}
-    out['frames_single_frame'] = len(records) - out['frames_matched_by_sequence']
+    by_sequence = sum(r.extra.get('matched_by') == 'sequence' for r in records)
+    out: SequenceSection = {'settings': cfg.as_dict(), 'enabled': cfg.enabled,
+                            'frames_matched_by_sequence': by_sequence,
+                            'frames_single_frame': len(records) - by_sequence}
     if cfg.enabled:
         single = [QueryRecord(r.stamp, r.pose, r.extra['single_frame_place_ids'],
                               r.extra['single_frame_scores']) for r in records]
@@ -227,18 +229,22 @@ def sequence_summary(localizer: Localizer, records: list[QueryRecord], places: l
 
 
 def calibration_summary(localizer: Localizer, per_query: list[dict[str, Any]],
-                        thresholds: Thresholds) -> dict[str, Any]:
-    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries."""
+                        thresholds: Thresholds) -> Calibration:
+    """results.json's ``calibration``: how well the confidence predicts a right top-1 on these queries.
+
+    Over the answerable queries only (a map place within the threshold): the confidence is the
+    probability of a right top-1 for a query of a mapped place (vpr_ros.matching.confidence)."""
     model = localizer.confidence_model
     rated = [q for q in per_query if 'correct_at_1' in q and q['place_ids']]
-    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in rated]
-    out = expected_calibration_error(conf, [q['correct_at_1'] for q in rated])
-    out.update(dist_m=thresholds.dist_m, model=model.to_dict() if model is not None else None)
-    return out
+    answerable = [q for q in rated if q.get('answerable')]
+    conf = [math.nan if q.get('confidence') is None else q['confidence'] for q in answerable]
+    error = expected_calibration_error(conf, [q['correct_at_1'] for q in answerable])
+    return {**error, 'dist_m': thresholds.dist_m, 'unanswerable': len(rated) - len(answerable),
+            'model': model.to_dict() if model is not None else None}
 
 
 def evaluate(localizer: Localizer, source: Source, out_dir: str | None, thresholds: Thresholds = Thresholds(),
-             progress: bool = True, label: str | None = None, pair_count: int = 6) -> dict[str, Any]:
+             progress: bool = True, label: str | None = None, pair_count: int = 6) -> EvaluationResults:
     """Evaluate a query source against the localizer's map; writes results.json + plots to ``out_dir``."""
     t0 = time.perf_counter()
     model = localizer.confidence_model
@@ -249,7 +255,7 @@ def evaluate(localizer: Localizer, source: Source, out_dir: str | None, threshol
         raise SourceError('no query frame could be used (see the skip counts above)')
     ns = [n for n in (1, 5, 10) if n <= localizer.top_k] or [1]
     retrieval = evaluate_retrieval(records, localizer.map.places, thresholds, ns=ns)
-    results = {
+    results: EvaluationResults = {
         'encoder': localizer.encoder.identity(), 'map_places': len(localizer.map),
         'top_k': localizer.top_k, 'retrieval': retrieval,
         'sequence': sequence_summary(localizer, records, localizer.map.places, thresholds, ns),
@@ -291,7 +297,8 @@ def _closure_summary(events: list[dict[str, Any]], loop_frames: set[float], dist
             'recall': round(len(closed) / len(loop_frames), 4) if loop_frames else None}
 
 
-# (frames' (stamp, pose) in order, accepted decisions of the verified filter, out_dir) -> results section
+# (frames' (stamp, pose) in order, the verified filter's published closures as (decision, metric solve against
+# the place, place pose), out_dir) -> results section
 PoseGraphCallback = Callable[[list[tuple[float, Any]], list[Any], str | None], dict[str, Any]]
 
 
@@ -299,7 +306,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                    settings: LoopEvaluationSettings = LoopEvaluationSettings(),
                    thresholds: Thresholds = Thresholds(), progress: bool = True,
                    pose_graph: PoseGraphCallback | None = None,
-                   also_dists: Sequence[float] = ()) -> dict[str, Any]:
+                   also_dists: Sequence[float] = ()) -> LoopEvaluationResults:
     """Loop closures within one traversal, growing the map from empty as the node's incremental mode does.
 
     Every frame is localised against the keyframes added so far (those within
@@ -308,7 +315,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     correct when the query and the matched place are within ``thresholds.dist_m``; a *loop
     frame* is one with a map place that far apart in time and that close in space.
     ``pose_graph`` (vpr_ros.slam.evaluation.PoseGraphHook) gets the trajectory and the published verified
-    closures at the end; its results go to ``results['pose_graph']``.
+    closures at the end, each with the node's metric solve against its place; its results go to
+    ``results['pose_graph']``.
     """
     from vpr_ros.vocabulary import VocabularyBootstrap
 
@@ -321,6 +329,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)
     verifier = Verifier(vmap.local_features.get, settings.verification, settings.local_features.kind == 'orb',
                         settings.camera)
+    solver = metric.for_map(vmap) if pose_graph is not None else None  # the node's metric loop constraints
     sep = settings.loop_closure.min_time_separation
     plain, checked = LoopClosureFilter(settings.loop_closure), LoopClosureFilter(settings.loop_closure)
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance,
@@ -340,6 +349,77 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     lost_at: dict[str, list[str | None]] = {k: [] for k in events}  # per loop frame, in loop_stamps order
     loop_stamps: list[float] = []
     nearest_revisit: dict[float, float] = {}  # frame -> distance to the nearest keyframe far enough in time
+    frame_xy: dict[float, np.ndarray] = {}
+    frame_retrieved: dict[float, list[int]] = {}
+    lost_index: dict[str, dict[float, int]] = {k: {} for k in events}  # loop frame -> its lost_at entry
+    held_features: dict[float, Callable[[], lf.LocalFeatures]] = {}  # frames the verified filter holds
+
+    def error_m(place_id: int, xy: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
+
+    def decide(t: float, matches: list[Any], features: Callable[[], lf.LocalFeatures]) -> None:
+        """One frame's loop-closure decisions (without and with verification) and their bookkeeping."""
+        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
+
+        def neighbours(candidate: Any) -> list[Any]:
+            return localizer.time_neighbours(candidate.place_id, candidate.score)
+
+        def correct(place_id: int) -> bool:
+            return error_m(place_id, frame_xy[t]) <= thresholds.dist_m
+
+        eligible = [m for m in matches if abs(t - m.stamp) >= sep]
+        if eligible:
+            per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
+            best = verify(eligible)[0]
+            if best.verified:
+                score = next(m.score for m in eligible if m.place_id == best.place_id)
+                per_frame['with_verification'].append((score, correct(best.place_id)))
+        frame_retrieved[t] = [m.place_id for m in matches]
+        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
+            decision = flt.update(t, matches, fn, neighbours if fn is not None else None)
+            statuses[key][decision.status.value] += 1
+            # held earlier frames confirmed by this one (vpr_ros.matching.loop_closure) count as theirs
+            for d in (*decision.confirms, decision):
+                record_decision(key, d)
+            if fn is not None:
+                publish_verified(t, decision, features)
+
+    def publish_verified(t: float, decision: Any, features: Callable[[], lf.LocalFeatures]) -> None:
+        """The verified filter's published closures, each with the node's metric solve against its place
+        (a held frame's with its own features, kept until its chain confirms it, as the node)."""
+        if decision.held:
+            held_features[t] = features
+        if decision.accepted:
+            for d in (*decision.confirms, decision):
+                feats = features if d is decision else held_features.get(d.t_query)
+                solved = (solver.localize(feats(), [d.place_id], settings.camera)
+                          if solver is not None and feats is not None else None)
+                published.append((d, solved, vmap.place(d.place_id).pose))
+        holding = checked.held_stamps
+        for stamp in [k for k in held_features if k not in holding]:
+            del held_features[stamp]
+
+    def record_decision(key: str, decision: Any) -> None:
+        """A frame's decision (again, when a held frame is confirmed later): its funnel stage and event."""
+        t, xy = decision.t_query, frame_xy[decision.t_query]
+
+        def correct(place_id: int) -> bool:
+            return error_m(place_id, xy) <= thresholds.dist_m
+
+        if t in loop_frames:
+            stage = loop_frame_lost_at(True, frame_retrieved[t], decision, correct)
+            if t in lost_index[key]:
+                lost_at[key][lost_index[key][t]] = stage
+            else:
+                lost_index[key][t] = len(lost_at[key])
+                lost_at[key].append(stage)
+        if decision.accepted:
+            v = decision.verification
+            events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
+                                'score': round(decision.score, 5), 'correct': correct(decision.place_id),
+                                'error_m': round(error_m(decision.place_id, xy), 3)})
+            if v is not None:
+                events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
     for frame in tqdm(source.frames(True), total=source.image_count, desc='loops (incremental map)',
                       disable=not progress, unit='img'):
         frames += 1
@@ -352,9 +432,11 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
             if nearest_revisit[t] <= thresholds.dist_m:
                 loop_frames.add(t)
                 loop_stamps.append(t)
+        frame_xy[t] = xy
         if boot is not None and not boot.done:
             if t in loop_frames:  # nothing is answered before the vocabulary is fitted
                 for key in events:
+                    lost_index[key][t] = len(lost_at[key])
                     lost_at[key].append('answered')
             if gate.accept(t, frame.pose.position, np.zeros((0, 1), np.float32)):
                 keyframe_xy.append(tuple(xy))
@@ -364,6 +446,9 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                     place = vmap.place(pid)
                     session.append((pid, place.stamp))
                     place_xy.append(tuple(place.pose.position[:2]))
+                # the bootstrap keyframes are decided now that the vocabulary exists (as the node)
+                for t_boot, matches, feats in (boot.loop_queries(sep) if boot.done else []):
+                    decide(t_boot, matches, lambda f=feats: f)
             continue
         loc = localizer.localize(frame.rgb, t, recent_places(session, t, sep), frame.pose)
         query_feats: list[lf.LocalFeatures] = []
@@ -373,39 +458,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
                 query_feats.append(lf.extract(frame.rgb, settings.local_features))
             return query_feats[0]
 
-        verify = verifier.for_frame(features, settings.camera, verify_ms.append)
-
-        def neighbours(candidate: Any) -> list[Any]:
-            return localizer.time_neighbours(candidate.place_id, candidate.score)
-
-        def error_m(place_id: int) -> float:
-            return float(np.linalg.norm(np.asarray(place_xy[place_id]) - xy))
-
-        def correct(place_id: int) -> bool:
-            return error_m(place_id) <= thresholds.dist_m
-
-        eligible = [m for m in loc.matches if abs(t - m.stamp) >= sep]
-        if eligible:
-            per_frame['without_verification'].append((eligible[0].score, correct(eligible[0].place_id)))
-            best = verify(eligible)[0]
-            if best.verified:
-                score = next(m.score for m in eligible if m.place_id == best.place_id)
-                per_frame['with_verification'].append((score, correct(best.place_id)))
-        for key, flt, fn in (('without_verification', plain, None), ('with_verification', checked, verify)):
-            decision = flt.update(t, loc.matches, fn, neighbours if fn is not None else None)
-            statuses[key][decision.status.value] += 1
-            if t in loop_frames:
-                lost_at[key].append(loop_frame_lost_at(True, [m.place_id for m in loc.matches], decision,
-                                                       correct))
-            if decision.accepted:
-                if fn is not None:
-                    published.append(decision)
-                v = decision.verification
-                events[key].append({'t_query': t, 't_match': decision.t_match, 'place_id': decision.place_id,
-                                    'score': round(decision.score, 5), 'correct': correct(decision.place_id),
-                                    'error_m': round(error_m(decision.place_id), 3)})
-                if v is not None:
-                    events[key][-1].update(inliers=v.inliers, model=v.model, views=decision.views)
+        decide(t, loc.matches, features)
         if gate.accept(t, frame.pose.position, loc.vectors):
             pid = localizer.add_place(t, frame.pose, loc.vectors, frame.source, features=features())
             session.append((pid, t))
@@ -417,7 +470,8 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     loops: dict[str, Any] = {
         'frames': frames, 'keyframes': len(vmap), 'loop_frames': len(loop_frames),
         'vocabulary': (f'bootstrapped from the first {boot.frames} keyframes (frames before the fit are not '
-                       'answered)' if boot is not None else 'given'),
+                       'answered; the keyframes among them are decided for loop closure after it)'
+                       if boot is not None else 'given'),
         'settings': {'loop_closure': asdict(settings.loop_closure),
                      'verification': asdict(settings.verification),
                      'local_features': asdict(settings.local_features),

@@ -23,14 +23,28 @@ import numpy as np
 from vpr_ros.errors import ConfigError
 from vpr_ros.frames import Pose
 from vpr_ros.geometry.transforms import invert, pose_to_matrix, rotation_angle_deg
+from vpr_ros.settings import setting
 
 
 @dataclass(frozen=True)
 class AgreementConfig:
-    frames: int = 3
-    max_distance: float = 0.5   # metres
-    max_angle: float = math.pi / 12  # radians
-    min_confidence: float = 0.0
+    """When consecutive metric solves agree enough to announce a pose; the node's ``relocalization.*``."""
+
+    SETTINGS_PREFIX = 'relocalization'
+
+    frames: int = setting(
+        3, 'Consecutive processed frames with a good metric solve whose transforms must agree (map -> odom '
+        'with odometry, map -> body without).', low=1, high=1000, name='agreement_frames')
+    max_distance: float = setting(
+        0.5, "Largest distance [m] of each agreeing transform from the newest (0.5 m: AMCL's default "
+        'initial-pose sigma).', low=0.0, high=1.0e4)
+    max_angle: float = setting(
+        math.pi / 12, "Largest rotation [rad] of each agreeing transform from the newest (pi/12: AMCL's "
+        'default initial yaw sigma).', low=0.0, high=math.pi)
+    min_confidence: float = setting(
+        0.0, 'Minimum confidence of an agreeing frame: the calibrated confidence (P(top-1 right)); without a '
+        "confidence model the score mapped by covariance.score_low/high to [0, 1]. 0 = the metric solve's "
+        'own gates only.', low=0.0, high=1.0)
 
     def validate(self) -> None:
         if self.frames < 1:

@@ -32,7 +32,7 @@ from vpr_ros.errors import ConfigError, MapError, VprError
 from vpr_ros.frames import Pose
 from vpr_ros.localization import Localizer
 from vpr_ros.mapdb.meta import compatibility_problems
-from vpr_ros.mapdb.store import VprMap
+from vpr_ros.mapdb.store import Match, VprMap
 
 VOCABULARY_FORMAT = 1
 META_KEY = '__vocabulary__'
@@ -192,6 +192,7 @@ class VocabularyBootstrap:
         self.localizer = localizer
         self.frames = int(frames)
         self._pending: list[_Pending] = []
+        self._seeded: list[tuple[int, float, np.ndarray, Any]] = []  # until loop_queries hands them out
         self.fit_seconds = 0.0
 
     @property
@@ -233,8 +234,25 @@ class VocabularyBootstrap:
         self.localizer.map.encoder_state = encoder.get_state()
         ids = [self.localizer.add_place(p.stamp, p.pose, vectors, p.source, p.rgb, features=p.features)
                for p, vectors in zip(self._pending, sets)]
+        self._seeded = [(pid, p.stamp, vectors, p.features)
+                        for pid, p, vectors in zip(ids, self._pending, sets)]
         self._pending = []
         return ids
+
+    def loop_queries(self, separation: float) -> list[tuple[float, list[Match], Any]]:
+        """The keyframes the fit just seeded, as loop-closure queries in time order: (stamp, its top-K among
+        the places at least ``separation`` s older, its local features). No frame is answered before the
+        vocabulary exists, so without them a run that revisits a place within its bootstrap keyframes
+        never closes that loop; handed out once (the descriptors are then released)."""
+        seeded, self._seeded = self._seeded, []
+        vmap = self.localizer.map
+        stamps = vmap.places.stamps
+        out = []
+        for _, stamp, vectors, features in sorted(seeded, key=lambda s: s[1]):
+            newer = {int(i) for i in np.flatnonzero(stamps > stamp - separation)}
+            matches = vmap.search(vectors, self.localizer.top_k, newer) if len(newer) < len(stamps) else []
+            out.append((stamp, matches, features))
+        return out
 
 
 __all__ = ['META_KEY', 'VOCABULARY_FORMAT', 'Vocabulary', 'VocabularyBootstrap', 'export_vocabulary',

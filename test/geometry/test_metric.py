@@ -4,6 +4,7 @@ import pytest
 from test.geometry.scene import CAMERA, descriptors_for, facade_points, observe, pose_at
 from vpr_ros.errors import ConfigError
 from vpr_ros.geometry.metric import METRIC, MetricConfig, MetricLocalizer
+from vpr_ros.geometry.pnp import PnPConfig
 from vpr_ros.geometry.transforms import CameraMount, invert, pose_to_matrix, rotation_angle_deg
 
 SPACING_M = 4.0
@@ -60,6 +61,43 @@ def test_a_candidate_that_cannot_be_solved_falls_through_to_the_next():
     result = _localizer(poses, feats, stamps).localize(query, [0, 8], CAMERA)
     assert result.status == METRIC and result.place_id == 8
     assert np.linalg.norm(result.T_map_body[:3, 3] - pose_to_matrix(truth)[:3, 3]) < 0.3
+
+
+def test_a_request_matches_the_query_to_each_anchor_once(monkeypatch):
+    from vpr_ros.matching import descriptor_matching
+
+    rng = np.random.default_rng(1)
+    points, desc, poses, feats, stamps = _map(rng, drop_pose=0)
+    query, _ = observe(points, desc, pose_at(30.5, 1.0, -3.0), rng)
+    # no solve is good enough, so every candidate is tried
+    loc = _localizer(poses, feats, stamps, pnp=PnPConfig(min_inliers=10_000))
+    loc.precompute()
+    calls: list[int] = []
+    real = descriptor_matching.mutual_ratio_matches
+
+    def counted(a, b, ratio, binary):
+        calls.append(next(i for i, f in enumerate(feats) if f.descriptors is b))
+        return real(a, b, ratio, binary)
+
+    monkeypatch.setattr(descriptor_matching, 'mutual_ratio_matches', counted)
+    # candidates 7 and 8 share four of their five anchors (6..9); place 0 has no pose
+    result = loc.localize(query, [0, 7, 8], CAMERA)
+    assert result.status != METRIC
+    assert sorted(calls) == [5, 6, 7, 8, 9, 10]
+
+
+def test_precompute_triangulates_every_place_up_to_the_cache_bound():
+    rng = np.random.default_rng(2)
+    points, desc, poses, feats, stamps = _map(rng)
+    loc = _localizer(poses, feats, stamps)
+    assert loc.precompute() == len(poses) == loc.cached_places
+    cached = loc.landmarks(5, CAMERA)
+    loc.precompute()
+    assert loc.landmarks(5, CAMERA) is cached and len(cached) > 0  # nothing recomputed
+    small = _localizer(poses, feats, stamps, cache_places=4)
+    assert small.precompute() == 4 == small.cached_places
+    assert _localizer(poses, feats, stamps, camera=None).precompute() == 0  # no intrinsics: nothing to do
+    assert _localizer(poses, feats, stamps).precompute([3, 4]) == 2
 
 
 def test_without_intrinsics_or_pose_or_matches_the_status_says_why():

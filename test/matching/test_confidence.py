@@ -1,6 +1,7 @@
 """The calibrated confidence: features, the logistic fit, self-retrieval on a map, ECE, storage."""
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -11,12 +12,16 @@ from vpr_ros.frames import Pose
 from vpr_ros.localization import IdentityOnly, Localizer
 from vpr_ros.mapdb.store import Match, VprMap
 from vpr_ros.matching.confidence import (
+    MAX_QUERIES,
     ConfidenceModel,
     expected_calibration_error,
     features,
     fit_confidence,
     fit_logistic,
+    sampled_runs,
+    self_retrieval,
 )
+from vpr_ros.matching.sequence import SequenceConfig
 
 DIM = 32
 
@@ -25,18 +30,25 @@ def at(x: float) -> Pose:
     return Pose.from_xy_yaw(x, 0.0, 0.0)
 
 
-def test_features_are_the_relative_margin_and_the_agreement_with_the_previous_answer() -> None:
+def test_features_are_the_margin_to_another_place_and_the_agreement_with_the_previous_answer() -> None:
+    """The margin is to the best candidate at another place (the second candidate, 5 m from the
+    first, is the same place under 25 m), over the spread of the listed scores."""
     matches = [Match(0, 0.9, 0.0, at(0.0)), Match(1, 0.85, 1.0, at(5.0)), Match(2, 0.6, 50.0, at(300.0)),
                Match(3, 0.5, 60.0, at(400.0))]
     x = features(matches, 25.0, 10.0)
-    assert x[0] == pytest.approx(0.05 / 0.4) and math.isnan(x[1])  # no previous answer
+    assert x[0] == pytest.approx(0.3 / 0.4) and math.isnan(x[1])  # no previous answer
     # the margin is invariant to the scale of the scores (a darker run compresses them)
     squeezed = [Match(m.place_id, 0.3 + 0.5 * m.score, m.stamp, m.pose) for m in matches]
     assert features(squeezed, 25.0, 10.0)[0] == pytest.approx(x[0])
+    # at a tight threshold the 5 m neighbour is another place (more than 2 x 2 m away)
+    assert features(matches, 2.0, 10.0)[0] == pytest.approx(0.05 / 0.4)
+    # every listed candidate at the top-1's place: the last one stands in for the other place
+    assert features(matches[:2], 25.0, 10.0)[0] == pytest.approx(1.0)
     assert features(matches, 25.0, 10.0, Match(7, 0.8, 3.0, at(40.0)))[1] == 1.0  # within 2 x 25 m
     assert features(matches, 25.0, 10.0, Match(7, 0.8, 3.0, at(60.0)))[1] == 0.0
-    # without poses, agreement is in map time (2 x other_place_s)
+    # without poses, places and agreement are told apart in map time (2 x other_place_s)
     no_pose = [Match(m.place_id, m.score, m.stamp, None) for m in matches]
+    assert features(no_pose, 25.0, 10.0)[0] == pytest.approx(0.3 / 0.4)
     assert features(no_pose, 25.0, 10.0, Match(7, 0.8, 15.0, None))[1] == 1.0
     assert features(no_pose, 25.0, 10.0, Match(7, 0.8, 25.0, None))[1] == 0.0
     assert features(matches[:1], 25.0, 10.0)[0] == 1.0 and features([], 25.0, 10.0) is None
@@ -112,7 +124,7 @@ def test_a_map_calibrates_itself_and_the_confidence_is_calibrated_on_new_queries
 def test_the_model_is_stored_with_the_map_and_old_maps_are_calibrated_when_loaded(tmp_path) -> None:
     vmap, _ = two_lap_map()
     loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder))
-    model = loc.confidence_model  # a map without a model (an old map) is calibrated on first use
+    model = loc.fitted_confidence  # a map without a model (an old map) is calibrated when loaded
     assert model is not None and vmap.meta.confidence == model.to_dict()
     vmap.save(str(tmp_path / 'm'))
     loaded = VprMap.load(str(tmp_path / 'm'))
@@ -132,3 +144,62 @@ def test_a_map_too_small_or_without_poses_has_no_model() -> None:
     assert fit_confidence(vmap) is None
     loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder))
     assert math.isnan(loc.search(0.0, np.eye(DIM, dtype=np.float32)[:1]).confidence)
+
+
+def single_pass_map(places: int = 200, seed: int = 0, noise: float = 0.6) -> VprMap:
+    """One drive along a line, a place every 2 m; a place's descriptor drifts slowly along the route
+    (neighbours look alike) plus noise: no revisit at all."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(size=(places, DIM)) * 0.5, axis=0)
+    vmap = VprMap.empty({'name': 'synthetic', 'dim': DIM, 'config': {}})
+    for i in range(places):
+        v = walk[i] + noise * rng.normal(size=DIM)
+        vmap.add(float(i), at(2.0 * i), (v / np.linalg.norm(v)).astype(np.float32)[None])
+    return vmap
+
+
+def test_a_single_pass_map_calibrates_on_displaced_self_retrievals() -> None:
+    """Without a revisit, every sampled place still is an example: retrieved without the places
+    within a random r < dist_m along the path, so its right answers are views from elsewhere, and
+    some are wrong (a model needs both outcomes)."""
+    vmap = single_pass_map()
+    x, y = self_retrieval(vmap, 30.0, 10.0, 300, 5.0)
+    assert len(y) == 200  # every place: displaced examples only (no revisit)
+    assert 0 < y.sum() < len(y) and np.isfinite(x[:, 0]).all()
+    model = fit_confidence(vmap, dist_m=10.0)
+    assert model is not None and model.examples == 200 and model.coef[0] > 0  # a bigger margin: more right
+
+
+def test_calibration_is_bounded_by_max_queries() -> None:
+    """A long map calibrates on at most MAX_QUERIES sampled places (two examples each at most)."""
+    vmap = single_pass_map(places=900)
+    x, y = self_retrieval(vmap, 30.0, 10.0, MAX_QUERIES, 5.0)
+    assert MAX_QUERIES * 0.9 <= len(y) <= 2 * MAX_QUERIES
+    assert len(sampled_runs(900, MAX_QUERIES)) <= MAX_QUERIES
+    assert sampled_runs(900, MAX_QUERIES)[-1] == 899  # the runs span the whole map
+
+
+def test_a_map_without_a_model_is_calibrated_at_load_and_says_so(caplog) -> None:
+    vmap, _ = two_lap_map()
+    with caplog.at_level(logging.INFO, logger='vpr_ros.localization'):
+        loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder))
+    assert loc.fitted_confidence is not None  # before any search
+    assert any('calibrated on' in r.getMessage() for r in caplog.records)
+
+
+def test_a_sequence_answer_gets_the_confidence_of_the_answer_given() -> None:
+    """When the sequence's top-1 is not the single frame's, the confidence is that of the sequence's
+    answer (rated on its candidates), never NaN."""
+    vmap, signatures = two_lap_map(noise=0.9)
+    loc = Localizer(vmap, IdentityOnly(vmap.meta.encoder), top_k=5, sequence=SequenceConfig(length=5,
+                                                                                            spacing='frames'))
+    rng = np.random.default_rng(3)
+    lap = len(signatures)
+    differing = 0
+    for k in range(120):
+        v = signatures[k % lap] + 1.3 * rng.normal(size=DIM)
+        found = loc.search(float(1000 + k), (v / np.linalg.norm(v)).astype(np.float32)[None])
+        assert 0.0 <= found.confidence <= 1.0
+        if found.sequence_used and found.matches[0].place_id != found.single_frame[0].place_id:
+            differing += 1
+    assert differing >= 5  # the case the fix is for did occur

@@ -9,6 +9,7 @@ import pytest
 from vpr_ros.errors import ConfigError
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
+    MAX_HELD,
     RATE_BURST,
     LoopClosureConfig,
     LoopClosureFilter,
@@ -229,3 +230,111 @@ def test_stages_of_the_funnel_follow_the_status() -> None:
     assert flt.update(100.0, [M(1, 0.9, 95.0)]).stages == ()  # too recent
     assert flt.update(101.0, [M(1, 0.9, 10.0)]).stages == FUNNEL_STAGES[:2]  # no streak yet
     assert flt.update(102.0, [M(1, 0.9, 10.0)]).stages == FUNNEL_STAGES
+
+
+def chain_filter() -> LoopClosureFilter:
+    return LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0, consistency_frames=3,
+                                               verified_frames=2))
+
+
+def by_inliers(answers: dict[int, V]):
+    def verify(cands, top_k=None):
+        return sorted((answers.get(c.place_id, V(c.place_id, False)) for c in cands),
+                      key=lambda v: (not v.verified, -v.inliers))
+    return verify
+
+
+def test_frames_lacking_only_the_streak_are_published_when_their_chain_completes_it() -> None:
+    """The top-1 of the first frame jumps to a look-alike that fails verification, so the retrieval streak
+    restarts at the revisit; the frames that verified the place with two views each are held and
+    published once the streak holds, each with its own place and verification."""
+    flt = chain_filter()
+    answers = {20: V(20, True, 60), 21: V(21, True, 50), 19: V(19, True, 40), 80: V(80, False, 3)}
+    near = {20: [M(19, 0.0, 19.0), M(21, 0.0, 21.0)], 21: [M(20, 0.0, 20.0), M(22, 0.0, 22.0)]}
+    frames = [(100.0, [M(80, 0.9, 60.0), M(20, 0.8, 20.0)]),  # top-1 a look-alike: the streak restarts
+              (100.5, [M(20, 0.9, 20.0)]), (101.0, [M(20, 0.9, 20.0)]), (101.5, [M(21, 0.9, 21.0)])]
+    decisions = [flt.update(t, m, by_inliers(answers), lambda c: near.get(c.place_id, [])) for t, m in frames]
+    S = LoopStatus
+    assert [d.status for d in decisions] == [S.FAILED_TEMPORAL_CONSISTENCY] * 3 + [S.LOOP_DETECTED]
+    assert [d.held for d in decisions] == [True, True, True, False] and flt.held_stamps == set()
+    assert [d.streak for d in decisions] == [1, 1, 2, 3]
+    confirmed = decisions[-1].confirms
+    assert [d.t_query for d in confirmed] == [100.0, 100.5, 101.0]
+    assert all(d.accepted and d.stages == FUNNEL_STAGES and d.verified_place == 20 for d in confirmed)
+    assert not any(d.confirms for d in decisions[:-1])
+
+
+def test_a_far_look_alike_verified_once_per_frame_is_never_published() -> None:
+    """A look-alike 250 m away that verifies on three frames in a row (one view each: its adjacent
+    keyframes do not) while retrieval's top-1 jumps never gets a streak; its held frames are dropped
+    when the chain moves to the true revisit, which completes its own streak without publishing them."""
+    flt = chain_filter()
+    answers = {34: V(34, True, 62), 0: V(0, True, 50), 1: V(1, True, 40)}
+    near = {0: [M(1, 0.0, 1.0)], 34: [M(33, 0.0, 33.0), M(35, 0.0, 35.0)]}
+    look_alike = [(100.0, [M(33, 0.9, 33.0), M(31, 0.8, 31.0), M(34, 0.7, 34.0)]),
+                  (100.5, [M(75, 0.9, 75.0), M(1, 0.8, 1.0), M(34, 0.7, 34.0)]),
+                  (101.0, [M(34, 0.9, 34.0)])]
+    revisit = [(101.5 + i / 2, [M(0, 0.9, 0.0)]) for i in range(3)]
+    decisions = [flt.update(t, m, by_inliers(answers), lambda c: near.get(c.place_id, []))
+                 for t, m in look_alike + revisit]
+    published = [d for d in decisions if d.accepted] + [c for d in decisions for c in d.confirms]
+    assert published and all(d.place_id in (0, 1) for d in published)
+    assert [d.held for d in decisions[:3]] == [False, True, True]  # two frames in a row are two views
+    assert flt.held_stamps == set()
+
+
+def test_held_frames_are_dropped_when_the_chain_breaks() -> None:
+    answers = {20: V(20, True, 60), 21: V(21, True, 50), 60: V(60, True, 50), 61: V(61, True, 45)}
+    near = {20: [M(21, 0.0, 21.0)], 60: [M(61, 0.0, 61.0)]}
+    for breaker in ([M(60, 0.9, 60.0)], [M(90, 0.9, 90.0)]):  # another verified place; nothing verifies
+        flt = chain_filter()
+        verify, nb = by_inliers(answers), (lambda c: near.get(c.place_id, []))
+        assert flt.update(100.0, [M(20, 0.9, 20.0)], verify, nb).held and flt.held_stamps == {100.0}
+        flt.update(100.5, breaker, verify, nb)
+        assert 100.0 not in flt.held_stamps
+        later = [flt.update(101.0 + i / 2, [M(20, 0.9, 20.0)], verify, nb) for i in range(3)]
+        assert later[-1].accepted and all(d.t_query != 100.0 for d in later[-1].confirms)
+
+
+def test_held_frames_pass_the_rate_cap_and_are_bounded() -> None:
+    answers = {20: V(20, True, 60), 21: V(21, True, 50), 80: V(80, False, 2)}
+    near = {20: [M(21, 0.0, 21.0)]}
+    flt = LoopClosureFilter(LoopClosureConfig(min_time_separation=30.0, consistency_frames=3,
+                                              max_rate_hz=0.1))
+    verify, nb = by_inliers(answers), (lambda c: near.get(c.place_id, []))
+    # every other frame's top-1 is a look-alike, so the streak stays at 1 and frames keep being held
+    frames = [(100.0 + i / 2, [M(80, 0.9, 60.0), M(20, 0.8, 20.0)] if i % 2 else [M(20, 0.9, 20.0)])
+              for i in range(2 * MAX_HELD + 2)]
+    for t, m in frames:
+        assert flt.update(t, m, verify, nb).held
+    assert len(flt.held_stamps) == MAX_HELD
+    final = [flt.update(200.0 + i / 2, [M(20, 0.9, 20.0)], verify, nb) for i in range(3)]
+    assert final[-1].accepted  # the streak completes: one token for it, RATE_BURST - 1 for the held frames
+    assert len(final[-1].confirms) == RATE_BURST - 1
+
+
+def test_a_frame_whose_candidates_are_all_look_alikes_verifies_the_place_its_chain_is_at() -> None:
+    """Retrieval's top-3 of the second frame are look-alikes (and so are their neighbours): the place the
+    previous frame verified, and its adjacent keyframes, are tried, so the chain (and its held frames)
+    goes on instead of restarting."""
+    answers = {20: V(20, True, 60), 21: V(21, True, 50), 19: V(19, True, 30)}
+    asked: list[list[int]] = []
+
+    def verify(cands, top_k=None):
+        asked.append([c.place_id for c in cands])
+        return by_inliers(answers)(cands)
+
+    def neighbours(c):
+        return [M(c.place_id - 1, 0.0, c.stamp - 1), M(c.place_id + 1, 0.0, c.stamp + 1)]
+
+    flt = chain_filter()
+    first = flt.update(100.0, [M(20, 0.9, 20.0)], verify, neighbours)
+    assert first.held and first.verified_place == 20
+    asked.clear()
+    look_alikes = [M(70, 0.9, 60.0), M(50, 0.8, 50.0), M(90, 0.7, 65.0)]
+    second = flt.update(100.5, look_alikes, verify, neighbours)
+    assert asked[:3] == [[70, 50, 90], [69, 71], [20, 19, 21]]  # candidates, top's neighbours, the chain
+    assert second.verified_place == 20 and second.held and flt.held_stamps == {100.0, 100.5}
+    # with no chain (a fresh filter) the same frame fails: the chain's place is what rescued it
+    fresh = chain_filter().update(100.5, look_alikes, verify, neighbours)
+    assert fresh.status is LoopStatus.FAILED_GEOMETRIC_VERIFICATION

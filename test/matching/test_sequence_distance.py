@@ -20,6 +20,8 @@ from vpr_ros.matching.sequence import (
     MapPath,
     SequenceConfig,
     SequenceMatcher,
+    distance_trajectory_costs,
+    row_weights,
     select_by_distance,
     sequence_match,
 )
@@ -196,3 +198,38 @@ def test_without_odometry_single_frame_answers_nothing_but_distance_spaced_seque
     assert sum(r is not None for r in with_odometry) > len(sims) // 2
     with pytest.raises(ConfigError, match='without_odometry'):
         SequenceConfig(length=3, without_odometry='never').validate()
+
+
+def test_row_weights_fall_with_the_uncertainty_of_a_rows_map_point() -> None:
+    w = row_weights(np.array([0.0, 10.0, 20.0]), np.array([0.8, 1.0, 1.2]), 2.0)
+    np.testing.assert_allclose(w, [1.0, 1 / 2.0, 1 / 3.0], rtol=1e-12)  # 0.2 * back / 2 m place spacing
+    np.testing.assert_allclose(row_weights(np.array([0.0, 50.0]), np.array([1.0]), 2.0), [1.0, 1.0])
+
+
+def _end_place(weighted: bool) -> int:
+    """End place of the best velocity-1.0 line through rows whose true velocity is 1.2 (odometry 17 %
+    short): similarity bumps (sigma 2 places) at the true places, 1 m place spacing, rows 4 m apart."""
+    path = MapPath.of(np.column_stack([np.arange(200.0), np.zeros(200), np.zeros(200)]))
+    back = 4.0 * np.arange(9, -1, -1)
+    end = 150
+    rows = [-np.exp(-0.5 * ((np.arange(200) - (end - 1.2 * b)) / 2.0) ** 2) for b in back]
+    prepared = [(r, np.ones(200)) for r in rows]
+    velocities = np.array([0.8, 1.0])
+    if weighted:
+        cost, _ = distance_trajectory_costs(path, back, velocities, prepared, 5, rows[-1])
+    else:  # the plain mean over rows (an independent few lines)
+        cost = np.full(200, np.inf)
+        for v in velocities:
+            idx = [path.places_at(path.along - v * b) for b in back]
+            total = sum(np.where(i >= 0, r[np.maximum(i, 0)], 0.0) for i, r in zip(idx, rows))
+            count = sum((i >= 0).astype(float) for i in idx)
+            cost = np.minimum(cost, np.where(count >= 5, total / np.maximum(count, 1), np.inf))
+    return int(np.argmin(cost)) - end
+
+
+def test_a_wrong_velocity_moves_the_end_place_less_with_row_weights() -> None:
+    """A line whose velocity is off by the odometry's scale error pivots about its weighted middle:
+    with every row weighing the same the end lands 4 places behind (~0.2 x the mean 18 m back), with
+    the row weights 2."""
+    plain, weighted = _end_place(False), _end_place(True)
+    assert plain <= -3 and abs(weighted) <= abs(plain) - 1, (plain, weighted)

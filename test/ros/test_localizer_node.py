@@ -194,16 +194,12 @@ def test_save_map_writes_a_map_that_loads(running, world: World) -> None:
 
 
 def test_replay_connects_to_a_running_node(running, world: World, tmp_path) -> None:
-    import argparse
     import json
 
-    from vpr_ros.ros.replay import configure_parser, run
+    from vpr_ros.ros.replay import ReplayConfig, run
 
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
-    args = parser.parse_args(['--bag', world.bag_path, '--map', world.map_path, '--out', str(tmp_path),
-                              '--connect', '--rate', '4', '--dist', '5', '--publish-topic', '/image'])
-    assert run(args) == 0
+    assert run(ReplayConfig(world.bag_path, world.map_path, out=str(tmp_path), connect=True, rate=4.0,
+                            dist=5.0, publish_topic='/image')) == 0
     with open(tmp_path / 'results.json', encoding='utf-8') as fh:
         results = json.load(fh)
     assert results['live']['frames_published'] == len(world.queries)

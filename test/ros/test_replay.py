@@ -1,13 +1,12 @@
 """vpr-ros replay: a bag played over DDS to a node subprocess, evaluated like `vpr-ros evaluate`."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import pytest
 
-from test.helpers import assert_same_ranking
+from test.helpers import assert_same_ranking, type_mismatches
 from test.ros.conftest import QUERY_ORDER, World
 
 pytestmark = pytest.mark.ros
@@ -15,24 +14,26 @@ pytest.importorskip('rclpy')
 
 
 def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> None:
+    from vpr_ros.cli import build_parser, replay_config
+    from vpr_ros.evaluation.results import EvaluationResults
     from vpr_ros.localization import Localizer
-    from vpr_ros.ros.replay import configure_parser, run
+    from vpr_ros.ros.replay import run
 
     params = tmp_path / 'params.yaml'
     params.write_text('/**:\n  ros__parameters:\n    threads: 1\n    loop_closure:\n'
                       '      consistency_frames: 2\n      min_score: 0.85\n')
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
     out = tmp_path / 'report'
-    args = parser.parse_args(['--bag', world.bag_path, '--map', world.map_path, '--out', str(out),
-                              '--rate', '2.0', '--lockstep', '--params-file', str(params), '--dist', '5'])
-    assert run(args) == 0
+    args = build_parser().parse_args(['replay', '--bag', world.bag_path, '--map', world.map_path,
+                                      '--out', str(out), '--rate', '2.0', '--lockstep', '--params-file',
+                                      str(params), '--dist', '5', '--sequence-spacing', 'frames'])
+    assert run(replay_config(args)) == 0
 
     with open(out / 'results.json', encoding='utf-8') as fh:
         results = json.load(fh)
     for name in ('results.json', 'recall_at_n.png', 'trajectory.png', 'matches.png', 'node.log',
                  'loop_closures.png', 'latency.png'):
         assert os.path.isfile(out / name), name
+    assert type_mismatches(results, EvaluationResults) == []
     per_query = results['retrieval']['per_query']
     replay = results['live']
     assert replay['frames_published'] == len(world.queries)
@@ -57,6 +58,12 @@ def test_replay_answers_like_the_offline_localizer(world: World, tmp_path) -> No
     assert loops['events'] >= 1 and loops['precision'] == 1.0
     assert 0 < loops['recall'] <= 1.0
     assert replay['node']['frames_received'] == len(world.queries)
+    # every sequence setting reached the started node (spacing was one the replay used to leave out)
+    from vpr_ros.matching.sequence import SequenceConfig
+    from vpr_ros.settings import config_from_flat
+
+    node_sequence = config_from_flat(SequenceConfig, results['sequence']['settings'], prefix='')
+    assert node_sequence == SequenceConfig(spacing='frames')
 
 
 def test_answers_naming_places_the_map_lacks_are_refused() -> None:

@@ -73,6 +73,8 @@ def test_bootstraps_the_vocabulary_then_answers(world: World, start, driver_fact
     status = status_where(driver, lambda s: s['map_places'] == '4')
     assert status['vocabulary'] == 'bootstrapped from the first 4 keyframes' and status['places_added'] == '4'
     assert status['frames_bootstrapping'] == '4' and not driver.out.candidates
+    # the bootstrap keyframes got their loop decisions after the fit (all within 30 s: nothing older)
+    status_where(driver, lambda s: s.get('loop_status.no_matches') == '4')
     for k in range(3):  # revisits of places 2, 3, 4 more than 30 s later
         t = 1050.0 + 2 * k
         rows = driver.localize(image_msg(world.queries[k].rgb, t), t)

@@ -49,6 +49,17 @@ def loop_drive(side_m: float = 120.0, laps: float = 1.25) -> tuple[np.ndarray, l
     return s / SPEED_MPS, poses, int(round(lap / STEP_M))
 
 
+def scale_drifted(poses: list[np.ndarray], end_scale: float) -> list[np.ndarray]:
+    """``poses`` re-chained with each step's length multiplied by a factor drifting linearly from 1 at the
+    first step to ``end_scale`` at the last (a monocular scale drift, or a wheel wearing)."""
+    out = [poses[0]]
+    for k in range(len(poses) - 1):
+        step = relative(poses[k], poses[k + 1]).copy()
+        step[:3, 3] *= 1.0 + (end_scale - 1.0) * k / max(len(poses) - 2, 1)
+        out.append(out[-1] @ step)
+    return out
+
+
 def revisit_closures(stamps: np.ndarray, gt: list[np.ndarray], per_lap: int, seed: int = 0,
                      rotation_noise_rad: float = 0.02, direction_noise_rad: float = 0.05,
                      every: int = 2) -> list[LoopConstraint]:

@@ -9,13 +9,19 @@ import pytest
 from test.matching.test_verification import CAMERA, synthetic_pair
 from test.slam.synthetic import rot_z
 from vpr_ros.errors import ConfigError
+from vpr_ros.geometry.metric import METRIC, MetricPose
+from vpr_ros.matching.loop_closure import LoopDecision, LoopStatus
 from vpr_ros.matching.verification import Verification, VerificationConfig, verify_pair
 from vpr_ros.slam.constraints import (
     BEARING_SIGMA_RAD,
+    DIRECTION_KIND,
+    METRIC_KIND,
     UNKNOWN_SCALE_VARIANCE_M2,
     LoopConstraint,
     direction_only_covariance,
     from_verification,
+    published,
+    published_kind,
 )
 from vpr_ros.slam.poses import BODY_FROM_OPTICAL, make_pose, rotation_angle
 
@@ -67,3 +73,31 @@ def test_malformed_constraints_and_closures_without_a_pose_are_refused() -> None
     fundamental = Verification(3, True, 80, 60, 'fundamental', 1.0)
     with pytest.raises(ConfigError, match='--camera-info'):
         from_verification(1.0, 0.0, fundamental)
+
+
+def test_a_closure_is_published_metric_when_its_solve_is_good_and_direction_only_otherwise() -> None:
+    """The one choice the node (~/loop_closure_constraint) and the pose graph share: the metric constraint
+    is the query body in the place body, in metres, with the solve's covariance turned into the query body
+    (the query heading 90 deg swaps its x and y variances); a failed solve falls back to the verification's
+    direction."""
+    B = BODY_FROM_OPTICAL
+    T_place = make_pose(rot_z(math.radians(30.0)), [10.0, 5.0, 0.0])
+    T_query = make_pose(rot_z(math.radians(90.0)), [12.0, 6.0, 0.0])
+    truth = np.linalg.inv(T_place) @ T_query
+    v = Verification(4, True, 100, 60, 'essential', 1.0, B.T @ truth[:3, :3] @ B,
+                     B.T @ truth[:3, 3] / np.linalg.norm(truth[:3, 3]))
+    decision = LoopDecision(LoopStatus.LOOP_DETECTED, 50.0, 10.0, 4, 0.8, 3, v)
+    cov_map = np.diag([0.04, 0.01, 0.01, 1e-4, 1e-4, 1e-4])  # map frame: 0.2 m along map x
+    good = MetricPose(METRIC, 4, T_query, cov_map, inliers=75)
+    assert published_kind(v, good) == METRIC_KIND
+    c = published(decision, good, T_place)
+    assert not c.direction_only and c.inliers == 75 and c.place_id == 4
+    assert np.allclose(c.pose, truth, atol=1e-9)
+    assert np.allclose(np.diag(c.covariance)[:2], [0.01, 0.04])  # query body x (yaw 90 deg) = map y
+    failed = MetricPose('few_matches', 4)
+    assert published_kind(v, failed) == published_kind(v, None) == DIRECTION_KIND
+    fallback = published(decision, failed, T_place)
+    assert fallback.direction_only and angle_deg(fallback.translation, truth[:3, 3]) < 1e-6
+    assert published_kind(None, failed) is None
+    with pytest.raises(ConfigError, match='not verified'):
+        published(LoopDecision(LoopStatus.LOOP_DETECTED, 50.0, 10.0, 4), None, T_place)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from test.slam.synthetic import loop_drive, revisit_closures
 from vpr_ros.errors import ConfigError, SourceError
 from vpr_ros.frames import Pose
+from vpr_ros.geometry.metric import METRIC, MetricPose
 from vpr_ros.matching.loop_closure import LoopDecision, LoopStatus
 from vpr_ros.matching.verification import Verification
 from vpr_ros.slam.evaluation import PoseGraphHook, PoseGraphSettings, evaluate_pose_graph
@@ -36,6 +38,16 @@ def decision(stamps, gt, i: int, j: int) -> LoopDecision:
     v = Verification(i, True, 100, 60, 'essential', 1.0, B.T @ T[:3, :3] @ B,
                      B.T @ T[:3, 3] / np.linalg.norm(T[:3, 3]), 2.0)
     return LoopDecision(LoopStatus.LOOP_DETECTED, float(stamps[j]), float(stamps[i]), i, 0.8, 3, v)
+
+
+def published(stamps, gt, i: int, j: int, metric_sigma_m: float | None = None) -> tuple:
+    """A published closure as evaluate_loops records it: the decision, the metric solve against the place
+    (a good one at the query's true pose with ``metric_sigma_m``, else none tried) and the place's pose."""
+    solved = None
+    if metric_sigma_m is not None:
+        cov = np.diag([metric_sigma_m ** 2] * 3 + [0.01 ** 2] * 3)
+        solved = MetricPose(METRIC, i, gt[j], cov, inliers=80)
+    return decision(stamps, gt, i, j), solved, as_pose(gt[i])
 
 
 def test_the_experiment_reports_before_after_and_the_false_closure(drive) -> None:
@@ -68,7 +80,7 @@ def test_without_closures_only_the_odometry_is_reported(drive) -> None:
 def test_the_hook_takes_frames_and_decisions_and_writes_the_plot(drive, tmp_path) -> None:
     stamps, gt, per_lap = drive
     trajectory = [(float(t), as_pose(T)) for t, T in zip(stamps, gt)]
-    decisions = [decision(stamps, gt, j - per_lap, j) for j in range(per_lap, len(gt), 3)]
+    decisions = [published(stamps, gt, j - per_lap, j) for j in range(per_lap, len(gt), 3)]
     out = PoseGraphHook(SETTINGS)(trajectory, decisions, str(tmp_path))
     assert out['closures']['used'] == len(decisions) and out['odometry'] == 'drifted ground truth'
     assert out['closures']['accuracy_vs_ground_truth']['direction_error_deg']['max'] < 0.01
@@ -82,9 +94,32 @@ def test_the_hook_uses_a_given_odometry_track(drive) -> None:
     odo = drift(gt, SETTINGS.drift)
     track = PoseTrack(list(stamps[5:]), [as_pose(T) for T in odo[5:]])  # the first 5 frames are not covered
     trajectory = [(float(t), as_pose(T)) for t, T in zip(stamps, gt)]
-    decisions = [decision(stamps, gt, j - per_lap, j) for j in range(per_lap, len(gt), 3)]
+    decisions = [published(stamps, gt, j - per_lap, j) for j in range(per_lap, len(gt), 3)]
     out = PoseGraphHook(SETTINGS, odometry=track)(trajectory, decisions, None)
     assert out['odometry'] == 'given' and out['nodes'] == len(gt) - 5 and out['frames_without_odometry'] == 5
     assert out['ate_ratio'] < 0.25 and 'files' not in out
     with pytest.raises(SourceError):
         PoseGraphHook(SETTINGS, odometry=PoseTrack([0.0], [as_pose(gt[0])]))(trajectory, decisions, None)
+
+
+def test_a_good_metric_solve_makes_the_closure_metric_as_the_node_publishes_it(drive) -> None:
+    """The hook takes the node's choice (vpr_ros.slam.constraints.published): a closure with a good metric
+    solve becomes a metric constraint (the query's pose in the place's, in metres), one without stays
+    direction-only; ``metric_closures=False`` makes every closure direction-only."""
+    stamps, gt, per_lap = drive
+    trajectory = [(float(t), as_pose(T)) for t, T in zip(stamps, gt)]
+    js = list(range(per_lap, len(gt), 3))
+    closures = [published(stamps, gt, j - per_lap, j, 0.1 if k % 2 == 0 else None) for k, j in enumerate(js)]
+    inputs = PoseGraphHook(SETTINGS).inputs(trajectory, closures)
+    metric = [c for c in inputs.constraints if not c.direction_only]
+    assert len(metric) == (len(js) + 1) // 2
+    for c in metric:
+        i, j = int(np.argmin(np.abs(stamps - c.t_match))), int(np.argmin(np.abs(stamps - c.t_query)))
+        assert np.allclose(c.pose, relative(gt[i], gt[j]), atol=1e-6)
+        assert np.linalg.norm(c.translation) > 1.0  # metres, not a unit direction
+    plain = PoseGraphHook(replace(SETTINGS, metric_closures=False)).inputs(trajectory, closures)
+    assert all(c.direction_only for c in plain.constraints) and len(plain.constraints) == len(js)
+    results, _ = evaluate_pose_graph(inputs.stamps, inputs.ground_truth, inputs.constraints,
+                                     replace(SETTINGS, false_closure=False))
+    assert results['closures']['direction_only'] == len(js) // 2
+    assert results['ate_ratio'] < 0.25

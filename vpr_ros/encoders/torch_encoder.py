@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.encoders.base import Encoder
-from vpr_ros.encoders.runtime import Network, state_digest
+from vpr_ros.encoders.runtime import Network, PixelInput, state_digest
 from vpr_ros.errors import ConfigError, VprError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -80,7 +80,17 @@ class TorchEncoder(Encoder):
         self.model = self.build_model()
         self.model.eval()
         self.network = Network(self.name, self.model, self.input_size, self.config, self._network_identity,
-                               self.preprocess)
+                               self.preprocess, self._pixel_input())
+
+    def _pixel_input(self) -> PixelInput | None:
+        """What lets an exported graph take resized uint8 images: a fixed input size, resized images
+        rounded to uint8 and the standard normalisation (``preprocess`` not overridden)."""
+        if (self.input_size is None or self.float_resize
+                or type(self).preprocess is not TorchEncoder.preprocess):
+            return None
+        size, interpolation = self.input_size, self.interpolation
+        return PixelInput(self.pixel_mean, self.pixel_std,
+                          lambda images: np.stack([resize_rgb(im, size, interpolation) for im in images]))
 
     def _network_identity(self) -> dict[str, Any]:
         """What the exported graph depends on: the config that changes descriptors, weights, fitted state."""
@@ -133,10 +143,10 @@ class TorchEncoder(Encoder):
         for i, im in enumerate(images):
             groups.setdefault(self.target_size(im.shape), []).append(i)
         if len(groups) == 1:
-            return self.forward(self.preprocess(images))
+            return self.network.run_images(images)
         out: np.ndarray | None = None
         for rows in groups.values():
-            desc = self.forward(self.preprocess([images[i] for i in rows]))
+            desc = self.network.run_images([images[i] for i in rows])
             if out is None:
                 out = np.empty((len(images), desc.shape[1]), desc.dtype)
             out[rows] = desc

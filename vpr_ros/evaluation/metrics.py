@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vpr_ros.evaluation.results import FullPrecisionThreshold, PrecisionRecall, Recall, Retrieval, TimingStats
 from vpr_ros.frames import Pose
 
 
@@ -60,7 +61,7 @@ def positives_mask(query: Pose, pos: np.ndarray, yaw: np.ndarray,
     return ok & np.isfinite(dist), dist
 
 
-def timing_stats(values_ms: Sequence[float]) -> dict[str, float]:
+def timing_stats(values_ms: Sequence[float]) -> TimingStats:
     """count, mean, p50, p95 and max of a list of durations in ms (just the count when empty)."""
     if not len(values_ms):
         return {'count': 0}
@@ -69,7 +70,7 @@ def timing_stats(values_ms: Sequence[float]) -> dict[str, float]:
             'p95': round(float(np.percentile(x, 95)), 3), 'max': round(float(x.max()), 3)}
 
 
-def recall_text(recall: dict[str, float | None]) -> str:
+def recall_text(recall: Recall) -> str:
     """``R@1 34.0%  R@5 ...``; a recall over no answerable query is printed as undefined, never 0 %."""
     if any(v is None for v in recall.values()):
         return 'recall undefined (no query has a map place within the thresholds)'
@@ -77,7 +78,7 @@ def recall_text(recall: dict[str, float | None]) -> str:
 
 
 def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th: Thresholds = Thresholds(),
-                       ns: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+                       ns: Sequence[int] = (1, 5, 10)) -> Retrieval:
     """Recall@N, per-query ground truth, and timing statistics."""
     pos, yaw, _ = place_arrays(places)
     max_n = max([len(r.place_ids) for r in records] + [max(ns)])
@@ -118,7 +119,7 @@ def evaluate_retrieval(records: Sequence[QueryRecord], places: Sequence[Any], th
 
 
 def precision_recall_curve(records: Sequence[QueryRecord], places: Sequence[Any],
-                           th: Thresholds = Thresholds()) -> dict[str, Any]:
+                           th: Thresholds = Thresholds()) -> PrecisionRecall:
     """Top-1 precision/recall as the acceptance score threshold varies (VPR loop-closure style).
 
     A query is *retrieved* when its top-1 score passes the threshold; a retrieved query is a
@@ -192,7 +193,7 @@ def loop_closure_metrics(events: Sequence[tuple[float, float]], query_track: Any
 
 
 def full_precision_threshold(scores: Sequence[float], correct: Sequence[bool],
-                             positives: int) -> dict[str, Any]:
+                             positives: int) -> FullPrecisionThreshold:
     """The lowest score threshold at which every accepted candidate is correct, and the recall there.
 
     ``scores``/``correct``: one loop-closure candidate per frame (frames without one left out);

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.evaluation.metrics import place_arrays
+from vpr_ros.evaluation.results import Calibration, EvaluationResults, FullPrecisionThreshold, PrecisionRecall
 
 
 def _plt():
@@ -118,7 +119,7 @@ def plot_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray | None, str, bool]],
     plt.close(fig)
 
 
-def plot_pr(pr: Mapping[str, Any], path: str, marks: int = 6) -> None:
+def plot_pr(pr: PrecisionRecall, path: str, marks: int = 6) -> None:
     """Top-1 precision/recall over the score threshold, with a few thresholds marked on the curve
     (what a user reads it for: which score to cut at)."""
     if not pr.get('precision'):
@@ -201,7 +202,7 @@ def plot_latency(latencies_ms: Sequence[float], path: str, title: str = 'End-to-
     plt.close(fig)
 
 
-def write_report(out_dir: str, results: dict[str, Any], places: Sequence[Any],
+def write_report(out_dir: str, results: EvaluationResults, places: Sequence[Any],
                  pairs: Sequence[tuple[np.ndarray, np.ndarray | None, str, bool]] = (),
                  label: str = 'vpr_ros') -> list[str]:
     """results.json + recall_at_n.png + trajectory.png + pr_curve.png (+ matches.png); returns paths."""
@@ -224,7 +225,7 @@ def write_report(out_dir: str, results: dict[str, Any], places: Sequence[Any],
     return paths
 
 
-def plot_reliability(calibration: Mapping[str, Any], path: str, label: str = '') -> None:
+def plot_reliability(calibration: Calibration, path: str, label: str = '') -> None:
     """Reliability diagram: accuracy of the top-1 against the stated confidence, per confidence bin."""
     plt = _plt()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, height_ratios=[3, 1])
@@ -283,7 +284,7 @@ def choose_pair_indices(per_query: Sequence[Mapping[str, Any]], count: int = 6) 
     return sorted(set(pick))
 
 
-def plot_loop_pr(curves: Mapping[str, Mapping[str, Any]], path: str) -> None:
+def plot_loop_pr(curves: Mapping[str, FullPrecisionThreshold], path: str) -> None:
     """Loop-closure precision/recall over the candidate score threshold, one line per variant."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))

@@ -37,6 +37,7 @@ from vpr_ros.geometry.transforms import (
     relative_covariance,
 )
 from vpr_ros.geometry.triangulation import Landmarks, TriangulationConfig, View, triangulate_anchor
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import VprMap
@@ -47,8 +48,17 @@ LANDMARK_BYTES = 8 + 3 * 8 + 4   # cached per landmark: keypoint row, map-frame 
 
 @dataclass(frozen=True)
 class MetricConfig:
-    enabled: bool = True
-    candidates: int = 3          # retrieval candidates tried, best first
+    """The metric 6-DoF pose; its described fields (and PnPConfig's) are the node's ``metric.*``."""
+
+    SETTINGS_PREFIX = 'metric'
+
+    enabled: bool = setting(
+        True, 'Solve the metric 6-DoF pose of each frame (and of ~/localize and loop closures) against the '
+        "map's geometry: PnP on landmarks triangulated from the matched place and its neighbouring "
+        "keyframes. Needs local features in the map and intrinsics (camera_info or the map's); otherwise, "
+        'and when a solve is not good, ~/pose is the place pose.')
+    candidates: int = setting(3, 'Retrieval candidates tried (best first) until a solve is good.',
+                              low=1, high=50)
     local_map: int = 2           # keyframes each side of a candidate whose landmarks join its solve
     ratio: float = 0.8           # Lowe's ratio test for query -> anchor matches
     cache_places: int = 512      # anchors whose landmarks are kept in memory (LRU)
@@ -196,6 +206,26 @@ class MetricLocalizer:
                 self._cache.popitem(last=False)
         return found
 
+    def precompute(self, place_ids: Sequence[int] | None = None,
+                   camera: CameraIntrinsics | None = None) -> int:
+        """Triangulate places' landmarks now (e.g. at map load), so that no request pays for them:
+        ``place_ids`` (default: every place, at most ``cache_places`` of them, the LRU bound) with
+        ``camera`` (default: the map's intrinsics; without either there is nothing to do). Returns
+        how many places were triangulated."""
+        camera = camera or self.map_camera
+        if camera is None:
+            return 0
+        ids = range(len(self._stamps())) if place_ids is None else place_ids
+        ids = list(ids)[:self.config.cache_places]
+        for pid in ids:
+            self.landmarks(int(pid), camera)
+        return len(ids)
+
+    @property
+    def cached_places(self) -> int:
+        with self._cache_lock:
+            return len(self._cache)
+
     @property
     def cached_bytes(self) -> int:
         with self._cache_lock:
@@ -212,8 +242,9 @@ class MetricLocalizer:
         if camera is None or map_camera is None:
             return MetricPose('no_intrinsics', ms=(time.perf_counter() - t0) * 1e3)
         best = MetricPose('no_candidates')
+        matched: dict[int, np.ndarray] = {}  # query -> anchor matches: neighbouring candidates share anchors
         for pid in list(candidates)[:self.config.candidates]:
-            attempt = self._solve(query, int(pid), camera, map_camera)
+            attempt = self._solve(query, int(pid), camera, map_camera, matched)
             if attempt.good:
                 best = attempt
                 break
@@ -222,8 +253,8 @@ class MetricLocalizer:
         return MetricPose(**{**best.__dict__, 'ms': (time.perf_counter() - t0) * 1e3})
 
     def _solve(self, query: LocalFeatures, pid: int, camera: CameraIntrinsics,
-               map_camera: CameraIntrinsics) -> MetricPose:
-        from vpr_ros.matching.verification import mutual_ratio_matches
+               map_camera: CameraIntrinsics, matched: dict[int, np.ndarray]) -> MetricPose:
+        from vpr_ros.matching.descriptor_matching import mutual_ratio_matches
 
         cfg = self.config
         anchor_pose = self._pose(pid)
@@ -241,7 +272,10 @@ class MetricLocalizer:
                 continue
             row_to_lm = np.full(len(feats), -1, np.int64)
             row_to_lm[lms.keypoint_ids] = np.arange(len(lms))
-            pairs = mutual_ratio_matches(query.descriptors, feats.descriptors, cfg.ratio, self.binary)
+            pairs = matched.get(aid)
+            if pairs is None:
+                pairs = matched[aid] = mutual_ratio_matches(query.descriptors, feats.descriptors, cfg.ratio,
+                                                            self.binary)
             if len(pairs):
                 pairs = pairs[row_to_lm[pairs[:, 1]] >= 0]
             rows.append(pairs[:, 0])
@@ -262,7 +296,6 @@ class MetricLocalizer:
         mount = cfg.mount
         T_map_opt = invert(sol.T_cam_world)
         cov_body = propagate(sol, lambda T: mount.body_in_map(invert(T)))
-        cov_opt = propagate(sol, invert)
         k = len(sol.inliers)
         sigma_p = float(np.sqrt(max(np.max(np.linalg.eigvalsh(cov_body[:3, :3])), 0.0)))
         if k < cfg.pnp.min_inliers or sol.inlier_ratio < cfg.pnp.min_inlier_ratio:
@@ -274,7 +307,7 @@ class MetricLocalizer:
         solved = status == METRIC
         return MetricPose(status, pid, mount.body_in_map(T_map_opt) if solved else None,
                           cov_body if solved else None, T_map_opt if solved else None,
-                          cov_opt if solved else None,
+                          propagate(sol, invert) if solved else None,
                           mount.camera_in_map(pose_to_matrix(anchor_pose)) if solved else None,
                           landmarks, n, k, sol.rms_px)
 

@@ -26,16 +26,24 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.geometry.transforms import invert, make_transform, pose_error
+from vpr_ros.settings import setting
 
 
 @dataclass(frozen=True)
 class PnPConfig:
-    threshold_px: float = 2.45       # sqrt(chi2_2dof(0.95)) at 1 px keypoint noise (ORB-SLAM's gate)
+    """The described fields are the node's ``metric.*`` parameters (its metric pose; docs/localization.md)."""
+
+    min_inliers: int = setting(20, "PnP inliers of a good solve (RTAB-Map's Vis/MinInliers).",
+                               low=6, high=100000)
+    threshold_px: float = setting(  # sqrt(chi2_2dof(0.95)) at 1 px keypoint noise (ORB-SLAM's gate)
+        2.45, 'PnP (MAGSAC++) and triangulation reprojection threshold [px]; 2.45 = the 95% chi-square '
+        'gate of 1 px keypoint noise (ORB-SLAM).', low=0.1, high=100.0)
     confidence: float = 0.999
     max_iterations: int = 2000
-    min_inliers: int = 20
     min_inlier_ratio: float = 0.2
-    max_position_sigma_m: float = 1.0
+    max_position_sigma_m: float = setting(
+        1.0, 'A solve whose position standard deviation (largest axis of its covariance) exceeds this [m] is '
+        'not used.', low=0.001, high=1.0e4, name='max_position_sigma')
 
     def validate(self) -> None:
         if self.threshold_px <= 0:
@@ -136,12 +144,10 @@ def propagate(solution: PnPSolution, pose_of: Callable[[np.ndarray], np.ndarray]
     rvec, tvec = _rt(solution.T_cam_world)
     theta = np.concatenate([rvec, tvec])
     centre = pose_of(solution.T_cam_world)
-    G = np.zeros((6, 6))
-    for i in range(6):
-        d = np.zeros(6)
-        d[i] = step
-        plus, minus = pose_of(_T(theta + d)), pose_of(_T(theta - d))
-        G[:, i] = (pose_error(plus, centre) - pose_error(minus, centre)) / (2 * step)
+    steps = np.eye(6) * step
+    errors = pose_error(np.stack([pose_of(_T(theta + d)) for d in steps]
+                                 + [pose_of(_T(theta - d)) for d in steps]), centre)
+    G = (errors[:6] - errors[6:]).T / (2 * step)
     cov = G @ solution.param_covariance @ G.T
     return (cov + cov.T) / 2
 

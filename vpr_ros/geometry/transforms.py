@@ -96,10 +96,11 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
 
 def pose_error(T_est: np.ndarray, T_true: np.ndarray) -> np.ndarray:
     """``(dp, dtheta)``: position difference and left rotation-vector difference, both in the parent
-    frame's axes (the parameterisation of the 6x6 covariances here)."""
-    dp = T_est[:3, 3] - T_true[:3, 3]
-    dtheta = Rotation.from_matrix(T_est[:3, :3] @ T_true[:3, :3].T).as_rotvec()
-    return np.concatenate([dp, dtheta])
+    frame's axes (the parameterisation of the 6x6 covariances here). ``T_est`` may be a stack
+    (n, 4, 4): then (n, 6), in one rotation conversion."""
+    dp = T_est[..., :3, 3] - T_true[:3, 3]
+    dtheta = Rotation.from_matrix(T_est[..., :3, :3] @ T_true[:3, :3].T).as_rotvec()
+    return np.concatenate([dp, dtheta], axis=-1)
 
 
 def covariance_in_body(cov: np.ndarray, R: np.ndarray) -> np.ndarray:

@@ -122,7 +122,7 @@ def _sampson_px(n_a: np.ndarray, n_b: np.ndarray, T_a_b: np.ndarray, focal: floa
 def triangulate_anchor(anchor: View, neighbours: Sequence[View], config: TriangulationConfig,
                        binary: bool) -> Landmarks:
     """The anchor's keypoints triangulated from the anchor and its neighbours (see module docstring)."""
-    from vpr_ros.matching.verification import mutual_ratio_matches
+    from vpr_ros.matching.descriptor_matching import mutual_ratio_matches
 
     n_anchor = anchor.normalised()
     T_anchor_map = invert(anchor.T_map_optical)

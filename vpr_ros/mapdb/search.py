@@ -32,7 +32,9 @@ def vote_places(scores: np.ndarray, owners: np.ndarray, num_places: int) -> np.n
     return votes
 
 
-def _global_row(vmap: 'VprMap', query: np.ndarray) -> np.ndarray:
+def global_row(vmap: 'VprMap', query: np.ndarray) -> np.ndarray:
+    """A global-descriptor map's similarity to one query vector, by place id (float16 maps are cast
+    in chunks, never whole)."""
     q = np.asarray(query, np.float32)
     desc = vmap.descriptors
     if desc.dtype == np.float32:
@@ -83,7 +85,7 @@ def rank_places_with_row(vmap: 'VprMap', vectors: np.ndarray, k: int,
     """
     n_places = len(vmap.places)
     if not vmap.meta.multi_vector:
-        row = _global_row(vmap, vectors[0])
+        row = global_row(vmap, vectors[0])
         if vmap.meta.index == 'flat':  # the exact search is this row: one pass over the map, not two
             return _top_of_row(row, k, exclude), row
         return rank_places(vmap, vectors, k, exclude), row

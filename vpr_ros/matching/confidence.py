@@ -6,30 +6,37 @@ carries a small model fitted on its own places, in the spirit of Platt scaling (
 per-query uncertainty for VPR ("To Match or Not to Match", CVPRW 2025, decides from the retrieval's
 uncertainty whether to verify):
 
-* features of one answer (its top-K matches, best first), both invariant to the scale of the
-  scores, which shrinks under a change of light or season: the *margin* between the first and the
-  second candidate over the spread of the top-K scores, ``(s1 - s2) / (s1 - sK)`` (Lowe's ratio test
-  for global descriptors), and whether the top-1 *agrees* with the previous answer's top-1 (within
-  ``2 dist_m``; without poses within ``2 other_place_s`` of map time), the temporal consistency
-  every VPR loop-closure filter relies on: a right answer is followed by a right answer nearby, a
-  wrong one by another wrong one anywhere. The first answer of a run has no previous one; its
-  agreement is the training mean;
-* training examples: self-retrieval of the map's own places, in map time order, against the map
-  with the query's *time neighbours excluded* (places within ``exclude_s`` seconds of it, by
-  default LIO-SAM's 30 s loop-closure separation), so that every example is a revisit from another
-  pass, as a query from another run is. Only places that *have* such a revisit within ``dist_m``
-  are examples: the confidence is the probability that the top-1 is right for a query of a mapped
-  place (an unmapped place has no right answer; telling the two apart is another question). An
-  example is correct when its top-1 lies within ``dist_m`` of the query place's pose. A map that
-  is a single pass without revisits has (almost) no correct example at 30 s; the window is then halved until
-  ``MIN_EXAMPLES`` examples are right (at 0 only the place itself is left out), and the window
-  used is stored (wrong examples may be few: the prior below keeps the fit finite);
+* features of one answer (its top-K matches, best first, K = ``CONFIDENCE_K``), both invariant to
+  the scale of the scores, which shrinks under a change of light or season: the *margin* between the
+  first candidate and the best candidate at *another place* (more than ``2 dist_m`` away; without
+  poses ``2 other_place_s`` of map time) over the spread of the top-K scores (Lowe's ratio test for
+  global descriptors; the second candidate is mostly the top-1's own neighbouring keyframe, which a
+  threshold of ``dist_m`` counts as the same answer), and whether the top-1 *agrees* with the
+  previous answer's top-1 (within ``2 dist_m``), the temporal consistency every VPR loop-closure
+  filter relies on: a right answer is followed by a right answer nearby, a wrong one by another
+  wrong one anywhere. The first answer of a run has no previous one; its agreement is the training
+  mean;
+* training examples: self-retrieval of up to ``MAX_QUERIES`` map places (runs of consecutive places
+  spread over the map, in map time order), each in two ways that simulate a query from elsewhere:
+  *displaced*, against the map without the place and every place within ``r`` metres of it along
+  the map's path, ``r`` drawn uniformly in [0, dist_m) (seeded), so its right answers are views of
+  the place from r..dist_m away, as for queries anywhere within the threshold (every map, a single
+  pass too, gives examples of both outcomes); and *revisit*, against the map without the places
+  within ``exclude_s`` seconds (by default LIO-SAM's 30 s loop-closure separation), when another pass
+  came within ``dist_m`` (a query from another run). Only examples with a right answer left in the
+  map count: the confidence is the probability that the top-1 is right for a query of a mapped place
+  (an unmapped place has no right answer; telling the two apart is another question). An example is
+  correct when its top-1 lies within ``dist_m`` of the query place's pose;
 * the model: logistic regression on the standardised features with a weak Gaussian prior (L2,
   ``PRIOR_PRECISION``), which keeps it finite when one outcome is rare.
 
+What it cannot know: how much harder the user's queries are than the map's own views. Under a change
+the map never saw (another season, a camera turned by 30 degrees) the accuracy at a given margin
+drops, and the confidence is then too high (docs/confidence.md has the measurements).
+
 The model is stored in ``map.yaml`` (``confidence``) by ``build-map`` and ``~/save_map``; a map
-written before it existed is calibrated when it is loaded. ``evaluate`` reports the calibration on
-the queries (expected calibration error, reliability diagram).
+written without one (or with an older model format) is calibrated when it is loaded. ``evaluate``
+reports the calibration on the queries (expected calibration error, reliability diagram).
 """
 from __future__ import annotations
 
@@ -42,17 +49,21 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.errors import MapError
+from vpr_ros.evaluation.results import CalibrationError
+from vpr_ros.mapdb.search import global_row
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import Match, VprMap
 
-CONFIDENCE_K = 10          # candidates the features look at (the Localizer retrieves at least this many)
+CONFIDENCE_K = 50          # candidates the features look at (the Localizer retrieves at least this many)
 DEFAULT_DIST_M = 25.0      # what "right" means: the top-1 within this distance (the package's default)
-DEFAULT_EXCLUDE_S = 30.0   # time neighbours left out of self-retrieval (LIO-SAM's loop separation)
+DEFAULT_EXCLUDE_S = 30.0   # time neighbours left out of revisit examples (LIO-SAM's loop separation)
 MIN_EXAMPLES = 10          # right self-retrievals needed before a model is fitted
 PRIOR_PRECISION = 1.0      # L2 on the standardised coefficients (a unit Gaussian prior)
-MODEL_FORMAT = 2
-FEATURES = ('margin_over_spread', 'agrees_with_previous')
+MAX_QUERIES = 300          # map places retrieved to calibrate (runs of consecutive places): bounds the fit
+MODEL_FORMAT = 3
+FEATURES = ('distinct_margin_over_spread', 'agrees_with_previous')
 
 
 def _near(a: 'Match', b: 'Match', dist_m: float, other_place_s: float) -> bool:
@@ -63,15 +74,23 @@ def _near(a: 'Match', b: 'Match', dist_m: float, other_place_s: float) -> bool:
 
 def features(matches: 'Sequence[Match]', dist_m: float, other_place_s: float,
              previous: 'Match | None' = None) -> np.ndarray | None:
-    """(margin over spread, agreement with the previous top-1: 1, 0, or NaN without one) of one
-    answer; None without a match."""
+    """(distinct margin over spread, agreement with the previous answer: 1, 0, or NaN without one)
+    of one answer (its candidates, best first); None without a match.
+
+    The margin is to the best candidate at *another place* (more than ``2 dist_m`` from the top-1;
+    without poses ``2 other_place_s`` of map time), not to the second candidate, which is mostly
+    the top-1's own neighbouring keyframe; it is divided by the spread of the listed scores. When
+    every listed candidate is at the top-1's place, the last one stands in for the other place."""
     if not matches:
         return None
+    top = matches[0]
     scores = [float(m.score) for m in matches]
     spread = scores[0] - scores[-1]
-    margin = (scores[0] - scores[1]) / spread if len(scores) > 1 and spread > 0 else 1.0
+    other = next((float(m.score) for m in matches[1:] if not _near(top, m, 2 * dist_m, 2 * other_place_s)),
+                 scores[-1])
+    margin = (scores[0] - other) / spread if len(scores) > 1 and spread > 0 else 1.0
     agrees = (math.nan if previous is None
-              else float(_near(matches[0], previous, 2 * dist_m, 2 * other_place_s)))
+              else float(_near(top, previous, 2 * dist_m, 2 * other_place_s)))
     return np.array([margin, agrees], np.float64)
 
 
@@ -80,7 +99,7 @@ class ConfidenceModel:
     """P(top-1 right) = sigmoid(bias + coef . (features - mean) / scale)."""
 
     dist_m: float
-    exclude_s: float        # the self-retrieval window the examples were drawn with
+    exclude_s: float        # the time window of the revisit examples
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     coef: tuple[float, ...]
@@ -145,63 +164,107 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, prior_precision: float = PRIOR_PR
     return w[:-1], float(w[-1])
 
 
+def sampled_runs(n: int, max_queries: int, run: int = 10) -> np.ndarray:
+    """Positions 0..n-1 (in map time order) to retrieve: runs of ``run`` consecutive places spread
+    evenly over the map, at most about ``max_queries`` of them (the agreement feature needs the
+    previous place)."""
+    runs = max(1, min(n, max_queries) // run)
+    starts = np.unique(np.linspace(0, max(n - run, 0), runs).round().astype(int))
+    return np.unique(np.concatenate([np.arange(s, min(s + run, n)) for s in starts]))
+
+
+class _Retriever:
+    """Top-K of a map place against the map without some places: its similarity row (one pass over
+    the stored descriptors, computed once per place) on a global-descriptor map, the map's own
+    (voting) search on a multi-vector map."""
+
+    def __init__(self, vmap: 'VprMap') -> None:
+        self.vmap = vmap
+        self._row: tuple[int, np.ndarray] | None = None
+
+    def top(self, i: int, excluded: np.ndarray) -> 'list[Match]':
+        vmap = self.vmap
+        if vmap.meta.multi_vector:
+            return vmap.search(np.asarray(vmap.descriptors[vmap.owners == i], np.float32), CONFIDENCE_K,
+                               set(np.flatnonzero(excluded).tolist()))
+        if self._row is None or self._row[0] != i:
+            self._row = (i, global_row(vmap, np.asarray(vmap.descriptors[i], np.float32)))
+        row = np.where(excluded, -np.inf, self._row[1])
+        k = min(CONFIDENCE_K, int((~excluded).sum()))
+        if k <= 0:
+            return []
+        head = np.argpartition(-row, k - 1)[:k]
+        head = head[np.argsort(-row[head], kind='stable')]
+        return [vmap.match(int(p), float(row[p])) for p in head]
+
+
 def self_retrieval(vmap: 'VprMap', exclude_s: float, dist_m: float, max_queries: int,
-                   other_place_s: float, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features and correctness (top-1 within dist_m) of the map places, in map time order, that have a
-    revisit: another place more than ``exclude_s`` away in time and within ``dist_m``, retrieved
-    against the map without their time neighbours. A long map is sampled in runs of consecutive
-    places (the agreement feature needs the previous one)."""
+                   other_place_s: float, progress: bool = False,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features and correctness (top-1 within dist_m) of self-retrievals of sampled map places (module
+    doc), in map time order; two kinds of example per place:
+
+    * *displaced*: the place against the map without itself and every place within ``r`` metres of
+      it along the map's path, ``r`` drawn uniformly from [0, dist_m) (seeded): its right answers
+      are then views of the place from r..dist_m away, as for a query anywhere within the threshold;
+    * *revisit*: the place against the map without the places within ``exclude_s`` seconds of it,
+      when another pass came within dist_m (a query from another run).
+
+    Only examples with a right answer left in the map count (the question is P(right) for a query
+    of a mapped place)."""
     places = vmap.places
-    n = len(places)
     stamps = places.stamps
     poses = places.poses
     order = np.argsort(stamps, kind='stable')
-    run = 10  # consecutive places per sampled run
-    runs = max(1, min(n, max_queries) // run)
-    starts = np.unique(np.linspace(0, max(n - run, 0), runs).round().astype(int))
-    picked = np.unique(np.concatenate([np.arange(s, min(s + run, n)) for s in starts]))
-    xs, ys = [], []
-    previous, previous_at = None, -2
-    for k in tqdm(picked, desc='calibrating confidence', disable=not progress, unit='place'):
+    posed = ~np.isnan(poses[:, 0])
+    along = np.full(len(stamps), np.nan)
+    ordered_posed = order[posed[order]]
+    if len(ordered_posed):
+        steps = np.linalg.norm(np.diff(poses[ordered_posed, :2], axis=0), axis=1)
+        along[ordered_posed] = np.concatenate([[0.0], np.cumsum(steps)])
+    retriever = _Retriever(vmap)
+    rng = np.random.default_rng(seed)
+    picked = sampled_runs(len(stamps), max_queries)
+    radius = rng.uniform(0.0, dist_m, len(picked))
+    xs: list[np.ndarray] = []
+    ys: list[bool] = []
+    previous: dict[str, tuple[Any, int]] = {}
+    for j, k in enumerate(tqdm(picked, desc='calibrating confidence', disable=not progress, unit='place')):
         i = int(order[k])
-        if np.isnan(poses[i, 0]):
+        if not posed[i]:
             continue
-        far_in_time = np.abs(stamps - stamps[i]) > exclude_s
-        exclude = set(np.flatnonzero(~far_in_time).tolist()) | {i}
-        vectors = vmap.descriptors[vmap.owners == i] if vmap.meta.multi_vector else vmap.descriptors[i:i + 1]
-        matches = vmap.search(np.asarray(vectors, np.float32), CONFIDENCE_K, exclude)
-        if not matches or matches[0].pose is None:
-            continue
-        x = features(matches, dist_m, other_place_s, previous if previous_at == k - 1 else None)
-        previous, previous_at = matches[0], k
-        revisits = np.linalg.norm(poses[far_in_time, :2] - poses[i, :2], axis=1) <= dist_m
-        if not revisits.any():
-            continue
-        xs.append(x)
-        ys.append(math.dist(poses[i, :2], matches[0].pose.position[:2]) <= dist_m)
+        near = np.linalg.norm(poses[:, :2] - poses[i, :2], axis=1) <= dist_m  # NaN (unposed): False
+        kinds = {'displaced': np.abs(along - along[i]) < radius[j],
+                 'revisit': np.abs(stamps - stamps[i]) <= exclude_s}
+        for kind, excluded in kinds.items():
+            excluded = excluded | (np.arange(len(stamps)) == i)
+            if not (near & ~excluded).any():
+                continue
+            matches = retriever.top(i, excluded)
+            if not matches or matches[0].pose is None:
+                continue
+            before, at = previous.get(kind, (None, -2))
+            xs.append(features(matches, dist_m, other_place_s, before if at == k - 1 else None))
+            previous[kind] = (matches[0], k)
+            ys.append(math.dist(poses[i, :2], matches[0].pose.position[:2]) <= dist_m)
     return np.asarray(xs, np.float64).reshape(-1, len(FEATURES)), np.asarray(ys, np.float64)
 
 
 def fit_confidence(vmap: 'VprMap', dist_m: float = DEFAULT_DIST_M, exclude_s: float = DEFAULT_EXCLUDE_S,
-                   max_queries: int = 1000, progress: bool = False) -> ConfidenceModel | None:
+                   max_queries: int = MAX_QUERIES, progress: bool = False) -> ConfidenceModel | None:
     """The map's confidence model (module doc); None when the map gives fewer than MIN_EXAMPLES right
-    self-retrievals at any window (too few places or poses)."""
+    self-retrievals (too few places or poses)."""
     if len(vmap) < 2 * MIN_EXAMPLES:
         return None
     other_place_s = _other_place_s(vmap, dist_m)
-    window = exclude_s
-    while True:  # narrow the window only while right answers are too rare to fit (a map without revisits)
-        x, y = self_retrieval(vmap, window, dist_m, max_queries, other_place_s, progress)
-        right = int(y.sum())
-        if right >= MIN_EXAMPLES:
-            break
-        if window == 0.0:
-            return None
-        window = window / 2 if window > 1.0 else 0.0
+    x, y = self_retrieval(vmap, exclude_s, dist_m, max_queries, other_place_s, progress)
+    right = int(y.sum())
+    if right < MIN_EXAMPLES:
+        return None
     mean = np.nanmean(x, axis=0)
     scale = np.maximum(np.nan_to_num(np.nanstd(x, axis=0)), 1e-6)
     coef, bias = fit_logistic(np.nan_to_num((x - mean) / scale), y)
-    return ConfidenceModel(float(dist_m), float(window), tuple(map(float, mean)), tuple(map(float, scale)),
+    return ConfidenceModel(float(dist_m), float(exclude_s), tuple(map(float, mean)), tuple(map(float, scale)),
                            tuple(map(float, coef)), bias, len(y), right, other_place_s)
 
 
@@ -224,7 +287,7 @@ def _other_place_s(vmap: 'VprMap', dist_m: float) -> float:
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
-                               bins: int = 10) -> dict[str, Any]:
+                               bins: int = 10) -> CalibrationError:
     """ECE over ``bins`` equal-width confidence bins (Naeini et al. 2015; Guo et al. 2017) and the
     reliability diagram's bins; answers without a confidence (NaN) are left out and counted."""
     c = np.asarray(confidence, np.float64)
@@ -249,5 +312,53 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
             'brier': round(float(np.mean((c - y) ** 2)), 4) if len(c) else None, 'bins': rows}
 
 
-__all__ = ['CONFIDENCE_K', 'DEFAULT_DIST_M', 'FEATURES', 'ConfidenceModel', 'expected_calibration_error',
-           'features', 'fit_confidence', 'fit_logistic', 'self_retrieval']
+@dataclass(frozen=True)
+class CovarianceModel:
+    """Standard deviations of the matched pose; the node's ``covariance.*`` parameters.
+
+    With a calibrated confidence p (the probability that the place is right,
+    vpr_ros.matching.confidence) the pose is a mixture: right with probability p (``sigma_*_min``)
+    or anywhere (``sigma_*_max``); its variance is ``p sigma_min^2 + (1 - p) sigma_max^2``. Without
+    one (NaN: a map too small to calibrate) the standard deviations grow linearly as the score
+    falls from ``score_high`` to ``score_low``.
+    """
+
+    SETTINGS_PREFIX = 'covariance'
+
+    score_low: float = setting(0.5, 'Without a calibrated confidence (a map of < 20 places): score at (and '
+                               'below) which the pose sigmas reach their maximum.')
+    score_high: float = setting(0.95, 'Without a calibrated confidence: score at (and above) which the pose '
+                                'sigmas reach their minimum.')
+    sigma_xy_min: float = setting(1.0, 'Position standard deviation [m] of a right match (x, y, z); the '
+                                  'variance is p sigma_min^2 + (1 - p) sigma_max^2 for confidence p.',
+                                  low=0.0, high=1.0e4)
+    sigma_xy_max: float = setting(25.0, 'Position standard deviation [m] of a wrong match (x, y, z).',
+                                  low=0.0, high=1.0e4)
+    sigma_yaw_min: float = setting(0.2, 'Rotation standard deviation [rad] of a right match (roll, pitch, '
+                                   'yaw).', low=0.0, high=math.pi)
+    sigma_yaw_max: float = setting(math.pi, 'Rotation standard deviation [rad] of a wrong match.',
+                                   low=0.0, high=math.pi)
+
+    def score_level(self, score: float) -> float:
+        """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
+        return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
+
+    def sigmas(self, score: float, confidence: float = math.nan) -> tuple[float, float]:
+        """(position sigma [m], rotation sigma [rad]) for a match's confidence, or else its score."""
+        if math.isfinite(confidence):
+            p = float(np.clip(confidence, 0.0, 1.0))
+            return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
+                    math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
+        a = self.score_level(score)
+        return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
+                self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
+
+    def covariance(self, score: float, confidence: float = math.nan) -> np.ndarray:
+        """Row-major 6x6 (x, y, z, roll, pitch, yaw) diagonal covariance as 36 float64."""
+        s_xy, s_rot = self.sigmas(score, confidence)
+        return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
+
+
+__all__ = ['CONFIDENCE_K', 'DEFAULT_DIST_M', 'FEATURES', 'MAX_QUERIES', 'ConfidenceModel', 'CovarianceModel',
+           'expected_calibration_error', 'features', 'fit_confidence', 'fit_logistic', 'sampled_runs',
+           'self_retrieval']

@@ -15,7 +15,10 @@ retrieval streak, so that the verified evidence is there when the streak complet
 most inliers is the frame's verified candidate. When none verifies, the keyframes just before and
 after the top candidate in map time are tried: the verification of a place uses its best-matching
 keyframe, as retrieval often ranks the keyframe one further along the same street first, whose wider
-baseline fails RANSAC. When nothing verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
+baseline fails RANSAC. Then the place the previous frame verified (the chain's place, below) and its
+adjacent keyframes: the revisit goes on even when retrieval's top candidates of one frame are all
+look-alikes (a guided search, as ORB-SLAM tracks a loop candidate's covisible keyframes). When nothing
+verifies, the frame is ``FAILED_GEOMETRIC_VERIFICATION``.
 
 A closure needs ``verified_frames`` agreeing verified *views* (2 by default) on top of the retrieval
 streak (``consistency_frames``): DLoopDetector likewise requires temporally consistent retrieval
@@ -27,13 +30,22 @@ whose geometry both agree with the query are evidence much as two query frames a
 whose own verification failed does not cost the revisit its closure. A look-alike place that happens
 to pass RANSAC once (a repeated facade, the same model of car) rarely does so twice.
 
+A frame that has all the verified views a closure needs but not yet the retrieval streak is *held*:
+when the streak completes on the same chain of agreeing verified places (frames in a row, none failing
+verification), the held frames are published with the frame that completes it (``LoopDecision.confirms``,
+at most ``MAX_HELD``). The streak was all they lacked, and it now holds for the place they verified:
+the top-1 retrieval of one frame in a chain often jumps to a look-alike that fails verification, which
+restarts the streak while the verified places keep agreeing. Frames with a single verified view are
+never held: their own geometry is not enough for a closure, streak or not.
+
 Of the verified views of this frame, the one taken nearest to the query becomes the match, as
 DLoopDetector picks the best entry of an island of consecutive matches: retrieval and inlier counts
 alone sometimes favour the keyframe one further along the same street (it sees the same facades,
 magnified). With an essential matrix, nearest is the smallest rotation-compensated parallax
 (:mod:`vpr_ros.matching.verification`) among the views with at least ``PARALLAX_SUPPORT`` of the
 best view's inliers (a parallax measured on a handful of inliers is noise); without intrinsics,
-the most inliers. A frame costs at most ``verification.top_k`` + 2 verifications.
+the most inliers. A frame costs at most ``verification.top_k`` + 2 verifications, + 3 more (the
+chain's place and its neighbours) when nothing else verifies right after a verified frame.
 
 ``max_rate_hz`` (0, no cap, by default) is a token bucket in query time: on average at most that
 many closures per second, bursts of at most ``RATE_BURST`` (LIO-SAM keeps the newest five pairs in
@@ -48,10 +60,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.matching.verification import Verification
@@ -60,6 +73,7 @@ if TYPE_CHECKING:
 PARALLAX_SUPPORT = 0.5  # a neighbour competes on parallax with at least this share of the best inlier count
 FUNNEL_STAGES = ('separated', 'verified', 'agreed', 'published')  # what a frame passes, in order
 RATE_BURST = 5  # closures a max_rate_hz cap lets through at once: LIO-SAM's loop queue holds five
+MAX_HELD = 10  # frames held for their chain's retrieval streak (the oldest go first): 5 s of a 2 Hz camera
 
 
 class LoopStatus(enum.Enum):
@@ -82,13 +96,32 @@ class Candidate(Protocol):
 
 @dataclass
 class LoopClosureConfig:
-    min_score: float = -1.0  # -1 = no score gate
-    min_time_separation: float = 30.0
-    consistency_frames: int = 3  # without a verifier: consecutive agreeing retrieval candidates
-    consistency_place_window: int = 3
-    consistency_stamp_window: float = 3.0
-    max_rate_hz: float = 0.0  # 0 = no cap; otherwise a token bucket of RATE_BURST
-    verified_frames: int = 2  # agreeing verified views (with a verifier): frames or keyframes of the place
+    """When a frame's candidate becomes a loop closure; the node's ``loop_closure.*`` parameters."""
+
+    SETTINGS_PREFIX = 'loop_closure'
+
+    min_score: float = setting(
+        -1.0, 'Minimum score of the loop-closure candidate; -1 = no score gate (geometric verification '
+        'decides). Scores are encoder dependent: without verification set it from `vpr-ros evaluate --loops` '
+        '(min_score for 100% precision).')
+    min_time_separation: float = setting(
+        30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects pairs closer than its '
+        'historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9)
+    consistency_frames: int = setting(  # without a verifier: consecutive agreeing retrieval candidates
+        3, 'Consecutive processed frames whose candidates must agree before a loop closure is published (1 = '
+        'no temporal check); with verification, verified_frames must hold as well.', low=1, high=1000)
+    consistency_place_window: int = setting(
+        3, 'Candidates agree when their place ids differ by at most this ...', low=0, high=1_000_000_000)
+    consistency_stamp_window: float = setting(
+        3.0, '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9)
+    max_rate_hz: float = setting(  # 0 = no cap; otherwise a token bucket of RATE_BURST
+        0.0, 'Cap on published loop closures per second of query time, a token bucket with bursts of '
+        f'{RATE_BURST} (LIO-SAM queues five and consumes one per loopClosureFrequency, dropping the oldest '
+        'itself); 0 = no cap.', low=0.0, high=1000.0)
+    verified_frames: int = setting(
+        2, 'Agreeing verified views before a closure is published (with verification): verified candidates '
+        'of consecutive frames, or adjacent keyframes of the same place that verify against the same frame; '
+        '1 = the first verified candidate.', low=1, high=100)
 
     def validate(self) -> None:
         if self.min_time_separation < 0:
@@ -118,6 +151,8 @@ class LoopDecision:
     verified_place: int | None = None  # the frame's verified place (None: nothing verified / no verifier)
     views: int = 0  # agreeing verified views counted for this frame (previous frames' included)
     checked: bool = False  # geometric verification ran for this frame
+    held: bool = False  # verified views enough, waiting for the retrieval streak (may be confirmed later)
+    confirms: tuple['LoopDecision', ...] = ()  # held earlier frames of this chain, published with this one
 
     @property
     def accepted(self) -> bool:
@@ -154,6 +189,13 @@ class LoopClosureFilter:
     def _reset_verified(self) -> None:
         self._verified: Candidate | None = None
         self._verified_streak = 0
+        self._held: list[LoopDecision] = []
+
+    @property
+    def held_stamps(self) -> set[float]:
+        """Query stamps of the frames held for their chain's retrieval streak (a flow keeps what it needs
+        to publish them, e.g. their local features, only for these)."""
+        return {d.t_query for d in self._held}
 
     def _separated(self, t_query: float, matches: Sequence[Candidate]) -> list[Candidate]:
         """The matches far enough in time from the query to close a loop with it."""
@@ -218,11 +260,18 @@ class LoopClosureFilter:
         best = verifications[0] if verifications else None
         by_id = {int(m.place_id): m for m in scored}
         if (best is None or not best.verified) and neighbours is not None:
-            near = self._near(t_query, eligible, neighbours)  # the top candidate's adjacent keyframes
-            tried = [v for v in verify(list(near.values()), top_k=len(near)) if v.verified] if near else []
-            if tried:
-                best = tried[0]
-                by_id.update(near)
+            # the top candidate's adjacent keyframes, then the place this frame's chain is at and its own
+            for around, itself in ((eligible, False), (self._verified, True)):
+                if around is None:
+                    continue
+                near = self._near(t_query, around, neighbours)
+                if itself and self._separated(t_query, [around]):
+                    near = {int(around.place_id): around, **near}
+                tried = verify(list(near.values()), top_k=len(near)) if near else []
+                if tried and tried[0].verified:  # verified first
+                    best = tried[0]
+                    by_id.update(near)
+                    break
         if best is None or not best.verified:
             self._reset_verified()
             return LoopDecision(LoopStatus.FAILED_GEOMETRIC_VERIFICATION, t_query, float(eligible.stamp),
@@ -237,6 +286,8 @@ class LoopClosureFilter:
                           if v.verified]
         agrees = self._verified is not None and self._agrees(self._verified, place)
         self._verified_streak = self._verified_streak + 1 if agrees else 1
+        if not agrees:
+            self._held = []  # a new chain: the held frames verified another place
         self._verified = place
         count = self._verified_streak - 1 + len(views)
         status = LoopStatus.LOOP_DETECTED
@@ -245,9 +296,21 @@ class LoopClosureFilter:
         elif not self._rate_allows(t_query):
             status = LoopStatus.RATE_LIMITED
         published, verification = self._nearest_view(views)
-        return LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
-                            float(eligible.score), self._streak, verification, ids, int(place.place_id),
-                            count, checked=True)
+        hold = status is LoopStatus.FAILED_TEMPORAL_CONSISTENCY and count >= cfg.verified_frames
+        decision = LoopDecision(status, t_query, float(published.stamp), int(published.place_id),
+                                float(eligible.score), self._streak, verification, ids, int(place.place_id),
+                                count, checked=True, held=hold)
+        if hold:
+            self._held = [*self._held, decision][-MAX_HELD:]
+        elif status is LoopStatus.LOOP_DETECTED and self._held:
+            decision = replace(decision, confirms=self._confirm_held(t_query))
+        return decision
+
+    def _confirm_held(self, t_query: float) -> tuple[LoopDecision, ...]:
+        """The held frames of the chain, published now (each within the rate cap), oldest first."""
+        held, self._held = self._held, []
+        return tuple(replace(d, status=LoopStatus.LOOP_DETECTED, held=False) for d in held
+                     if self._rate_allows(t_query))
 
     def _near(self, t_query: float, candidate: Candidate,
               neighbours: Callable[[Candidate], Sequence[Candidate]]) -> dict[int, Candidate]:
@@ -289,5 +352,5 @@ def recent_places(session_places: Sequence[tuple[int, float]], t: float, separat
     return recent
 
 
-__all__ = ['FUNNEL_STAGES', 'PARALLAX_SUPPORT', 'RATE_BURST', 'Candidate', 'LoopClosureConfig',
+__all__ = ['FUNNEL_STAGES', 'MAX_HELD', 'PARALLAX_SUPPORT', 'RATE_BURST', 'Candidate', 'LoopClosureConfig',
            'LoopClosureFilter', 'LoopDecision', 'LoopStatus', 'recent_places']

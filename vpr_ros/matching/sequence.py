@@ -38,9 +38,12 @@ places the frame ``d`` odometry metres back at the map place ``v * d`` metres be
 along the map's own path (places in stamp order, path length of their positions). A robot that
 stops, or drives at twice the mapping speed, then still draws the same line through the map.
 ``min_velocity..max_velocity`` become map metres per odometry metre: the 0.8-1.2 default absorbs
-an odometry scale error of up to 20 %. Only differences of odometry positions are used, so the
-odometry frame need not be the map's. A step whose map point is more than one place spacing from
-any place (before the map's start, across a gap) is missing, as off-map steps are in frame spacing.
+an odometry scale error of up to 20 %. The trajectory's cost is then a weighted mean, each row
+weighted by how certain its map point is (:func:`row_weights`), so that a velocity off by the scale
+error does not move the end place by that error times half the sequence. Only differences of
+odometry positions are used, so the odometry frame need not be the map's. A step whose map point
+is more than one place spacing from any place (before the map's start, across a gap) is missing, as
+off-map steps are in frame spacing.
 Without odometry for the frame (or a map place without a pose) the frame-spaced sequence is used,
 exactly as with ``spacing: frames``; ``without_odometry: single_frame`` answers such frames
 single-frame instead (the node's default: frame spacing breaks when the speed differs from the
@@ -67,6 +70,7 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.search import pick_best
+from vpr_ros.settings import setting
 
 MAX_LENGTH = 1000
 SPACINGS = ('frames', 'distance')
@@ -77,16 +81,47 @@ _STD_FLOOR = 1e-9
 
 @dataclass
 class SequenceConfig:
-    length: int = 0                  # query frames per sequence; 0 = single-frame matching
-    min_velocity: float = 0.8        # map places per query frame
-    max_velocity: float = 1.2
-    velocity_step: float = 0.1
-    contrast_window: int = 0         # map places of the normalisation window; 0 = the whole map
-    single_frame_weight: float = 0.0  # 0 = sequence only, 1 = the current frame only
-    shortlist: int = 0               # 0 = every map place's score; K = each frame's top-K, the rest filled
-    spacing: str = 'distance'        # 'distance': frames spaced by odometry distance when there is odometry
-    distance_step_m: float = 0.0     # travelled metres between sequence frames; 0 = automatic (see above)
-    without_odometry: str = 'frames'  # distance spacing without odometry: 'frames' or 'single_frame'
+    """SeqSLAM-style sequence matching; the node's ``sequence.*`` parameters, the ``--sequence-*`` options."""
+
+    SETTINGS_PREFIX = 'sequence'
+
+    length: int = setting(
+        0, 'Match the last N processed frames as a trajectory through the map (SeqSLAM uses 10); 0 = '
+        'single-frame matching. Until N frames have been seen (and after query time jumps back) frames are '
+        'answered single-frame. Changing any sequence.* parameter restarts the history.',
+        low=0, high=MAX_LENGTH,
+        cli_help='match the last N frames as a trajectory (SeqSLAM uses 10); 0 = single frame')
+    min_velocity: float = setting(
+        0.8, 'Slowest trajectory searched, in map places per processed frame (map places ordered by stamp); '
+        'on a map grown while running (incremental), scaled by the keyframes added per frame.',
+        low=0.01, high=100.0)
+    max_velocity: float = setting(1.2, 'Fastest trajectory searched (map places per processed frame).',
+                                  low=0.01, high=100.0)
+    velocity_step: float = setting(0.1, 'Step between the searched velocities.', low=0.001, high=100.0)
+    contrast_window: int = setting(
+        0, 'Map places of the contrast normalisation window (per frame): 0 = the whole map (default); R = '
+        "OpenSeqSLAM's local window of R places centred on each place (docs/sequence-matching.md: it can "
+        'make sequences worse than single frames where neighbouring places look alike).', low=0, high=100_000)
+    single_frame_weight: float = setting(
+        0.0, "Blend of the current frame's own normalised score into the ranking: 0 = sequence only, 1 = "
+        'current frame only.', low=0.0, high=1.0)
+    shortlist: int = setting(
+        0, "0 = every frame scores every map place (exact); K = only each frame's top-K retrieved places, "
+        'the rest get the K-th score (cheaper with approximate indexes).', low=0, high=1_000_000)
+    spacing: str = setting(
+        'distance', "'distance' (SMART): with odometry (use_odom) and a map whose places all have poses, the "
+        'sequence is frames spaced by travelled distance, matched along the map path, so stops and speed '
+        "changes do not break it (velocities: map metres per odometry metre); without odometry, as 'frames'. "
+        "'frames': the last N processed frames (SeqSLAM).", choices=SPACINGS,
+        cli_help='distance: with a pose per query frame (the pose topic) and a posed map, frames spaced by '
+                 'travelled distance (SMART); frames: the last N frames')
+    distance_step_m: float = setting(
+        0.0, "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median place "
+        'spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6,
+        cli_flag='--sequence-distance-step')
+    without_odometry: str = setting(
+        'frames', "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
+        "frame-spaced sequence; 'single_frame' = exactly the single-frame answer.", choices=WITHOUT_ODOMETRY)
 
     @property
     def enabled(self) -> bool:
@@ -266,29 +301,51 @@ class MapPath:
         return np.where(np.abs(a[pick] - targets) <= self.spacing, pick, -1)
 
 
+def row_weights(back_m: np.ndarray, velocities: np.ndarray, spacing: float) -> np.ndarray:
+    """Weight of each distance-spaced row in a trajectory's cost: ``1 / (1 + u)``, ``u`` the
+    uncertainty of the row's map point in place spacings, ``(max - min velocity) / 2 * back_m /
+    spacing`` (the searched velocities disagree about where a row ``back_m`` metres back lies by
+    that much). The newest row weighs 1; with one velocity every row does (plain SeqSLAM mean).
+
+    Measured (docs/sequence-matching.md): with an equal weight per row a velocity off by the
+    odometry's scale error moved the end place by that error times half the sequence, which put
+    sequences below single frames on weak evidence."""
+    half_range = (float(np.max(velocities)) - float(np.min(velocities))) / 2
+    return 1.0 / (1.0 + half_range * np.asarray(back_m, np.float64) / max(spacing, 1e-9))
+
+
 def distance_trajectory_costs(path: MapPath, back_m: np.ndarray, velocities: np.ndarray,
                               prepared: Sequence[tuple[np.ndarray, np.ndarray]], need: int,
                               newest_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best distance-spaced trajectory per end place: the row of ``back_m[i]`` odometry metres before
     the newest frame meets the place nearest to ``velocity * back_m[i]`` map metres before the end
     place. ``prepared``: :func:`_prepared` rows in the order of ``back_m``. Returns (cost, velocity
-    index) as :func:`trajectory_costs` does, with ``need`` known steps required."""
+    index) as :func:`trajectory_costs` does, with ``need`` known steps required.
+
+    The cost is a weighted mean: a row's weight is :func:`row_weights` (the older the row, the less
+    certain its map point), so a line whose velocity is off pivots about a point near its end
+    instead of its middle, and its end place moves less."""
     n_places = len(path.along)
     best = np.full(n_places, np.inf)
     best_v = np.zeros(n_places, np.int64)
     total = np.empty(n_places)
     n = np.empty(n_places)
+    steps = np.empty(n_places)
+    weights = row_weights(back_m, velocities, path.spacing)
     for vi, v in enumerate(velocities):
         total[:] = 0.0
         n[:] = 0.0
-        for (vals, counts), back in zip(prepared, back_m):
+        steps[:] = 0.0
+        for (vals, counts), back, weight in zip(prepared, back_m, weights):
             idx = path.places_at(path.along - v * back)
             known = idx >= 0
             safe = np.where(known, idx, 0)
-            total += np.where(known, vals[safe], 0.0)
-            n += np.where(known, counts[safe], 0.0)
+            c = np.where(known, counts[safe], 0.0)
+            total += weight * np.where(known, vals[safe], 0.0)
+            n += weight * c
+            steps += c
         with np.errstate(invalid='ignore', divide='ignore'):
-            cost = np.where(n >= need, total / n, np.inf)
+            cost = np.where(steps >= need, total / n, np.inf)
         better = cost < best
         best[better] = cost[better]
         best_v[better] = vi
@@ -582,5 +639,5 @@ class SequenceMatcher:
 
 __all__ = ['DISTINCT_WINDOW', 'MAX_LENGTH', 'SPACINGS', 'WITHOUT_ODOMETRY', 'DistanceLines', 'MapPath',
            'SequenceConfig', 'SequenceMatch', 'SequenceMatcher', 'contrast_normalise',
-           'distance_trajectory_costs', 'min_steps', 'path_length', 'select_by_distance', 'sequence_match',
-           'shortlist_row', 'stamp_order', 'trajectory_costs']
+           'distance_trajectory_costs', 'min_steps', 'path_length', 'row_weights', 'select_by_distance',
+           'sequence_match', 'shortlist_row', 'stamp_order', 'trajectory_costs']

@@ -38,6 +38,8 @@ import numpy as np
 
 from vpr_ros.errors import ConfigError
 from vpr_ros.features import CameraIntrinsics, LocalFeatures
+from vpr_ros.matching.descriptor_matching import mutual_ratio_matches
+from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
     from vpr_ros.mapdb.store import VprMap
@@ -45,12 +47,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class VerificationConfig:
-    enabled: bool = True
-    top_k: int = 3                 # candidates verified per frame
-    ratio: float = 0.8             # Lowe's ratio test
-    min_inliers: int = 20
-    min_inlier_ratio: float = 0.25
-    threshold_px: float = 1.0      # MAGSAC++ threshold (pixels; scaled by 1/focal for the essential matrix)
+    """Geometric verification of loop-closure candidates; the node's ``verification.*`` parameters."""
+
+    SETTINGS_PREFIX = 'verification'
+
+    enabled: bool = setting(
+        True, 'Verify loop-closure candidates geometrically (local features stored in the map, MAGSAC++ '
+        'fundamental/essential matrix) before publishing them. A map without local features runs without '
+        'verification and says so in /diagnostics.')
+    top_k: int = setting(
+        3, 'Candidates verified per frame (the eligible ones scoring at least loop_closure.min_score); the '
+        "one with most inliers is the frame's verified candidate.", low=1, high=50)
+    ratio: float = setting(0.8, "Lowe's ratio test on descriptor distances.", low=0.01, high=1.0)
+    min_inliers: int = setting(20, 'Minimum RANSAC inliers of a verified candidate.', low=5, high=100000)
+    min_inlier_ratio: float = setting(0.25, 'Minimum inliers / tentative matches.', low=0.0, high=1.0)
+    threshold_px: float = setting(  # scaled by 1/focal for the essential matrix
+        1.0, 'MAGSAC++ inlier threshold [px].', low=0.01, high=100.0)
     confidence: float = 0.999
     max_iterations: int = 2000
 
@@ -87,28 +99,6 @@ class Verification:
     @property
     def inlier_ratio(self) -> float:
         return self.inliers / self.matches if self.matches else 0.0
-
-
-def mutual_ratio_matches(query: np.ndarray, place: np.ndarray, ratio: float, binary: bool) -> np.ndarray:
-    """(m, 2) index pairs (query row, place row): mutual nearest neighbours passing the ratio test."""
-    import cv2
-
-    if len(query) < 2 or len(place) < 2:
-        return np.zeros((0, 2), np.int64)
-    if binary:
-        matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-        q, p = query, place
-    else:
-        matcher = cv2.BFMatcher(cv2.NORM_L2)
-        q, p = query.astype(np.float32), place.astype(np.float32)
-    fwd = matcher.knnMatch(q, p, k=2)
-    back = matcher.match(p, q)
-    back_nn = np.full(len(p), -1, np.int64)
-    for m in back:
-        back_nn[m.queryIdx] = m.trainIdx
-    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in fwd if len(m) == 2
-             and m[0].distance < ratio * m[1].distance and back_nn[m[0].trainIdx] == m[0].queryIdx]
-    return np.array(pairs, np.int64).reshape(-1, 2)
 
 
 def median_parallax_deg(n_q: np.ndarray, n_p: np.ndarray, R: np.ndarray) -> float:

@@ -58,6 +58,7 @@ from vpr_ros.mapdb.integrity import map_checksum
 from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
+from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import (
     FUNNEL_STAGES,
@@ -83,7 +84,9 @@ from vpr_ros.ros.parameters import (
     output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
+from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
+from vpr_ros.slam import constraints
 from vpr_ros.sources.bag import PoseTrack
 from vpr_ros.textio import load_yaml, short_repr
 from vpr_ros.vocabulary import VocabularyBootstrap, load_vocabulary
@@ -203,6 +206,7 @@ class LocalizerNode(Node):
         self._sequence_ms = RollingStats()
         self._loop_status: Counter[str] = Counter()
         self._loop_funnel: Counter[str] = Counter()  # frames that passed each stage (FUNNEL_STAGES)
+        self._held_features: dict[float, Any] = {}  # local features of frames the loop filter holds
         self._last: tuple[int, float, float] | None = None  # place id, score, query stamp
         self._last_confidence = math.nan
         self._last_loop_status = ''
@@ -444,7 +448,7 @@ class LocalizerNode(Node):
             build['vocabulary'] = self._vocabulary_source = vocab.source
             self.get_logger().info(f'{encoder.name} vocabulary from {vocab.source}')
         vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(), build=build)
-        features = lf.LocalFeatureConfig(v['local_features.kind'], v['local_features.max_keypoints'])
+        features = config_from_flat(lf.LocalFeatureConfig, v)
         try:
             features.validate()
         except ConfigError as exc:
@@ -506,54 +510,37 @@ class LocalizerNode(Node):
         with self._map_lock:  # the worker reads the sequence state inside search()
             self._localizer.configure_sequence(self._sequence_config(self._values))
 
+    # One generic conversion from the flat parameter names (vpr_ros.settings); kept as methods so a test
+    # or a campaign can fail one of them.
     @staticmethod
     def _loop_config(v: dict[str, Any]) -> LoopClosureConfig:
-        return LoopClosureConfig(
-            min_score=v['loop_closure.min_score'], min_time_separation=v['loop_closure.min_time_separation'],
-            consistency_frames=v['loop_closure.consistency_frames'],
-            consistency_place_window=v['loop_closure.consistency_place_window'],
-            consistency_stamp_window=v['loop_closure.consistency_stamp_window'],
-            max_rate_hz=v['loop_closure.max_rate_hz'], verified_frames=v['loop_closure.verified_frames'])
+        return config_from_flat(LoopClosureConfig, v)
 
     @staticmethod
     def _agreement_config(v: dict[str, Any]) -> AgreementConfig:
-        return AgreementConfig(frames=v['relocalization.agreement_frames'],
-                               max_distance=v['relocalization.max_distance'],
-                               max_angle=v['relocalization.max_angle'],
-                               min_confidence=v['relocalization.min_confidence'])
+        return config_from_flat(AgreementConfig, v)
 
     @staticmethod
     def _sequence_config(v: dict[str, Any]) -> SequenceConfig:
-        return SequenceConfig(
-            length=v['sequence.length'], min_velocity=v['sequence.min_velocity'],
-            max_velocity=v['sequence.max_velocity'], velocity_step=v['sequence.velocity_step'],
-            contrast_window=v['sequence.contrast_window'],
-            single_frame_weight=v['sequence.single_frame_weight'], shortlist=v['sequence.shortlist'],
-            spacing=v['sequence.spacing'], distance_step_m=v['sequence.distance_step_m'],
-            without_odometry=v['sequence.without_odometry'])
+        return config_from_flat(SequenceConfig, v)
 
     @staticmethod
     def _verification_config(v: dict[str, Any]) -> verification.VerificationConfig:
-        return verification.VerificationConfig(
-            enabled=v['verification.enabled'], top_k=v['verification.top_k'],
-            min_inliers=v['verification.min_inliers'], min_inlier_ratio=v['verification.min_inlier_ratio'],
-            ratio=v['verification.ratio'], threshold_px=v['verification.threshold_px'])
+        return config_from_flat(verification.VerificationConfig, v)
 
     def _metric_config(self, v: dict[str, Any]) -> metric.MetricConfig:
-        threshold = v['metric.threshold_px']
-        return metric.MetricConfig(
-            enabled=v['metric.enabled'], candidates=v['metric.candidates'],
-            triangulation=TriangulationConfig(max_reprojection_px=threshold),
-            pnp=PnPConfig(threshold_px=threshold, min_inliers=v['metric.min_inliers'],
-                          max_position_sigma_m=v['metric.max_position_sigma']),
+        """``metric.threshold_px`` is the PnP and the triangulation threshold; the mount (a read-only
+        parameter) is parsed once at configure."""
+        pnp = config_from_flat(PnPConfig, v, 'metric')
+        return config_from_flat(
+            metric.MetricConfig, v, pnp=pnp,
+            triangulation=TriangulationConfig(max_reprojection_px=pnp.threshold_px),
             mount=getattr(self, '_camera_mount', None) or CameraMount.parse(v['metric.camera_to_body']))
 
     def _apply_settings(self) -> None:
         """Push parameter values into what the worker reads (single attribute assignments, no lock)."""
         v = self._values
-        self._covariance = messages.CovarianceModel(
-            v['covariance.score_low'], v['covariance.score_high'], v['covariance.sigma_xy_min'],
-            v['covariance.sigma_xy_max'], v['covariance.sigma_yaw_min'], v['covariance.sigma_yaw_max'])
+        self._covariance = config_from_flat(CovarianceModel, v)
         self._loop_filter.config = self._loop_config(v)
         if getattr(self, '_relocalization', None) is not None:
             self._relocalization.config = self._agreement_config(v)
@@ -813,10 +800,22 @@ class LocalizerNode(Node):
             self._loop_status[decision.status.value] += 1
             self._loop_funnel.update(decision.stages)
             self._last_loop_status = decision.status.value
+            self._publish_confirmed(t, decision, features)
             if decision.status is LoopStatus.LOOP_DETECTED:
                 self._publish_loop(t, decision, features)
         finally:  # decided last: a diagnostics message with nothing pending holds this frame's counts
             self._loop_frames_decided += 1
+
+    def _publish_confirmed(self, t: float, decision: LoopDecision, features: Any) -> None:
+        """Earlier frames of the chain that this frame's retrieval streak confirms are published first
+        (vpr_ros.matching.loop_closure: held frames); a held frame's features are kept until then."""
+        if decision.held:
+            self._held_features[t] = features
+        for held in decision.confirms:
+            self._loop_funnel.update(FUNNEL_STAGES[2:])  # it was counted as separated and verified
+            self._publish_loop(held.t_query, held, self._held_features.get(held.t_query, lambda: None))
+        holding = self._loop_filter.held_stamps
+        self._held_features = {k: f for k, f in self._held_features.items() if k in holding}
 
     def _decide(self, t: float, matches: list, features: Any) -> LoopDecision:
         verifier = self._verifier if self._values['verification.enabled'] else None
@@ -847,6 +846,21 @@ class LocalizerNode(Node):
             self._map_dirty = True
             self.get_logger().info(f'{self._bootstrap.status()} in {self._bootstrap.fit_seconds:.1f} s; '
                                    f'{len(ids)} places, answering from now on')
+            self._decide_bootstrap_keyframes()
+
+    def _decide_bootstrap_keyframes(self) -> None:
+        """The loop-closure decisions of the bootstrap keyframes, once the vocabulary exists
+        (VocabularyBootstrap.loop_queries). Made here in the image thread, in time order, before the next
+        frame is localised: the loop thread has had nothing to decide before the fit, and its queue holds
+        fewer frames than this."""
+        assert self._bootstrap is not None
+        with self._map_lock:
+            queries = self._bootstrap.loop_queries(self._loop_filter.config.min_time_separation)
+        if not self._values['loop_closure.enabled']:
+            return
+        for t, matches, feats in queries:
+            self._loop_frames_queued += 1
+            self._close_loop(t, matches, lambda f=feats: f)
 
     def _local_features_of(self, rgb: np.ndarray) -> lf.LocalFeatures | None:
         """The frame's local features in the map's format; None when the map keeps none."""
@@ -888,13 +902,14 @@ class LocalizerNode(Node):
         with self._map_lock:
             match = self._localizer.map.match(decision.place_id, decision.score)
         solved = self._metric_pose([match], features, self._camera, count=False)
-        if solved is not None and solved.good:  # metric: translation in metres, the solve's covariance
+        kind = constraints.published_kind(v, solved)  # the pose graph's choice too (evaluate --pose-graph)
+        if kind == constraints.METRIC_KIND and solved is not None:  # metres, the solve's covariance
             R, t_rel, cov = solved.constraint()
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, R, t_rel, solved.inliers, solved.inlier_ratio, cov))
             self._constraints_published += 1
             self._metric_constraints += 1
-        elif v is not None and v.rotation is not None:
+        elif kind == constraints.DIRECTION_KIND and v is not None:
             self._pub_constraint.publish(messages.loop_constraint_msg(
                 t, decision.t_match, decision.place_id, v.rotation, v.translation, v.inliers, v.inlier_ratio))
             self._constraints_published += 1

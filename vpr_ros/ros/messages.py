@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vpr_ros.frames import Pose
 from vpr_ros.geometry.metric import MetricPose
 from vpr_ros.mapdb.store import Match, Place
+from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.slam.constraints import ROTATION_SIGMA_RAD, UNKNOWN_SCALE_VARIANCE_M2
 
 try:  # optional: built by `make interfaces` (or colcon); without it those two topics are not published
@@ -144,44 +144,6 @@ def parse_loop_constraint(msg: Float64MultiArray) -> dict[str, Any]:
     out: dict[str, Any] = dict(zip(CONSTRAINT_FIELDS, d))
     out['covariance'] = np.asarray(d[len(CONSTRAINT_FIELDS):]).reshape(6, 6)
     return out
-
-
-@dataclass(frozen=True)
-class CovarianceModel:
-    """Standard deviations of the matched pose.
-
-    With a calibrated confidence p (the probability that the place is right,
-    vpr_ros.matching.confidence) the pose is a mixture: right with probability p (``sigma_*_min``)
-    or anywhere (``sigma_*_max``); its variance is ``p sigma_min^2 + (1 - p) sigma_max^2``. Without
-    one (NaN: a map too small to calibrate) the standard deviations grow linearly as the score
-    falls from ``score_high`` to ``score_low``.
-    """
-
-    score_low: float = 0.5
-    score_high: float = 0.95
-    sigma_xy_min: float = 1.0
-    sigma_xy_max: float = 25.0
-    sigma_yaw_min: float = 0.2
-    sigma_yaw_max: float = np.pi
-
-    def score_level(self, score: float) -> float:
-        """0 at (and below) ``score_low``, 1 at (and above) ``score_high``, linear between."""
-        return float(np.clip((score - self.score_low) / (self.score_high - self.score_low), 0.0, 1.0))
-
-    def sigmas(self, score: float, confidence: float = math.nan) -> tuple[float, float]:
-        """(position sigma [m], rotation sigma [rad]) for a match's confidence, or else its score."""
-        if math.isfinite(confidence):
-            p = float(np.clip(confidence, 0.0, 1.0))
-            return (math.sqrt(p * self.sigma_xy_min ** 2 + (1 - p) * self.sigma_xy_max ** 2),
-                    math.sqrt(p * self.sigma_yaw_min ** 2 + (1 - p) * self.sigma_yaw_max ** 2))
-        a = self.score_level(score)
-        return (self.sigma_xy_max + a * (self.sigma_xy_min - self.sigma_xy_max),
-                self.sigma_yaw_max + a * (self.sigma_yaw_min - self.sigma_yaw_max))
-
-    def covariance(self, score: float, confidence: float = math.nan) -> np.ndarray:
-        """Row-major 6x6 (x, y, z, roll, pitch, yaw) diagonal covariance as 36 float64."""
-        s_xy, s_rot = self.sigmas(score, confidence)
-        return np.diag([s_xy ** 2] * 3 + [s_rot ** 2] * 3).astype(np.float64).reshape(36)
 
 
 UNKNOWN_VARIANCE = 1.0e6  # covariance of a component the pose does not know (REP-145 style: huge)

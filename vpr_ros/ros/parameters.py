@@ -16,9 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from vpr_ros.encoders.runtime.settings import DEVICES, RUNTIMES
+from vpr_ros.features import LocalFeatureConfig
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
+from vpr_ros.geometry.metric import MetricConfig
+from vpr_ros.geometry.pnp import PnPConfig
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
-from vpr_ros.matching.sequence import SPACINGS, WITHOUT_ODOMETRY, SequenceConfig
+from vpr_ros.matching.confidence import CovarianceModel
+from vpr_ros.matching.loop_closure import LoopClosureConfig
+from vpr_ros.matching.sequence import SequenceConfig
+from vpr_ros.matching.verification import VerificationConfig
+from vpr_ros.relocalization import AgreementConfig
+from vpr_ros.settings import settings_of
 
 NODE_NAME = 'vpr_localizer'
 # Relative input names: they follow the node's namespace and remap the usual way (-r image:=...).
@@ -37,9 +45,18 @@ class ParamSpec:
     read_only: bool = False
     low: float | None = None   # inclusive range for int/float parameters
     high: float | None = None
+    choices: tuple[str, ...] = ()  # the values a str parameter may take (checked by cross_check)
+
+    def __post_init__(self) -> None:
+        if self.choices and self.default not in self.choices:
+            raise ValueError(f'{self.name}: default {self.default!r} is not one of {self.choices}')
 
 
-_SEQUENCE = SequenceConfig()  # the sequence.* defaults are SequenceConfig's (one place)
+def _described(cls: type, prefix: str | None = None) -> tuple[ParamSpec, ...]:
+    """The rows of a config dataclass's described fields (vpr_ros.settings): one statement of each."""
+    return tuple(ParamSpec(s.name, s.default, s.about.description, s.about.read_only, s.about.low,
+                           s.about.high, s.about.choices) for s in settings_of(cls, prefix))
+
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- map and encoder (fixed for the node's lifetime) ---------------------------------------
@@ -47,7 +64,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "incremental:=true where '' starts an empty map of `encoder`.", read_only=True),
     ParamSpec('map_verify', 'full', "Checks when the map is loaded: 'full' (every file against its "
               "checksum in map.yaml, every descriptor), 'size' (file sizes and a sample of descriptors: "
-              "for huge maps), 'none'.", read_only=True),
+              "for huge maps), 'none'.", read_only=True, choices=MAP_VERIFY_MODES),
     ParamSpec('encoder', '', "Encoder name; '' = the encoder the map was built with (an empty incremental "
               "map: the package default, anyloc_vlad). Naming another encoder than the map's is a fatal "
               'error.', read_only=True),
@@ -69,7 +86,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'overrides it (logged as deprecated). Compressed transport appends /compressed to either.',
               read_only=True),
     ParamSpec('image_transport', 'raw', "'raw' (sensor_msgs/Image, any encoding in vpr_ros.frames) or "
-              "'compressed' (sensor_msgs/CompressedImage, JPEG/PNG).", read_only=True),
+              "'compressed' (sensor_msgs/CompressedImage, JPEG/PNG).", read_only=True,
+              choices=IMAGE_TRANSPORTS),
     ParamSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'Skip (count) images whose header declares more '
               'pixels than this, checked before anything is decoded or allocated; 0 = no limit.',
               low=0, high=2 ** 40),
@@ -83,34 +101,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # ----- pose output ----------------------------------------------------------------------
     ParamSpec('pose.min_score', -1.0, 'Publish ~/pose only when the best score is at least this '
               '(raise it before remapping ~/pose to /initialpose).'),
-    ParamSpec('covariance.score_low', 0.5,
-              'Without a calibrated confidence (a map of < 20 places): score at (and below) which the pose '
-              'sigmas reach their maximum.'),
-    ParamSpec('covariance.score_high', 0.95,
-              'Without a calibrated confidence: score at (and above) which the pose sigmas reach their '
-              'minimum.'),
-    ParamSpec('covariance.sigma_xy_min', 1.0, 'Position standard deviation [m] of a right match (x, y, z); '
-              'the variance is p sigma_min^2 + (1 - p) sigma_max^2 for confidence p.',
-              low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_xy_max', 25.0, 'Position standard deviation [m] of a wrong match (x, y, z).',
-              low=0.0, high=1.0e4),
-    ParamSpec('covariance.sigma_yaw_min', 0.2, 'Rotation standard deviation [rad] of a right match '
-              '(roll, pitch, yaw).', low=0.0, high=math.pi),
-    ParamSpec('covariance.sigma_yaw_max', math.pi, 'Rotation standard deviation [rad] of a wrong match.',
-              low=0.0, high=math.pi),
+    *_described(CovarianceModel),
     # ----- metric pose (vpr_ros.geometry; docs/localization.md) -----------------------------------
-    ParamSpec('metric.enabled', True, 'Solve the metric 6-DoF pose of each frame (and of ~/localize and loop '
-              "closures) against the map's geometry: PnP on landmarks triangulated from the matched place "
-              'and its neighbouring keyframes. Needs local features in the map and intrinsics (camera_info '
-              'or the map\'s); otherwise, and when a solve is not good, ~/pose is the place pose.'),
-    ParamSpec('metric.candidates', 3, 'Retrieval candidates tried (best first) until a solve is good.',
-              low=1, high=50),
-    ParamSpec('metric.min_inliers', 20, "PnP inliers of a good solve (RTAB-Map's Vis/MinInliers).",
-              low=6, high=100000),
-    ParamSpec('metric.threshold_px', 2.45, 'PnP (MAGSAC++) and triangulation reprojection threshold [px]; '
-              '2.45 = the 95% chi-square gate of 1 px keypoint noise (ORB-SLAM).', low=0.1, high=100.0),
-    ParamSpec('metric.max_position_sigma', 1.0, "A solve whose position standard deviation (largest axis "
-              "of its covariance) exceeds this [m] is not used.", low=0.001, high=1.0e4),
+    *_described(MetricConfig),
+    *_described(PnPConfig, 'metric'),
     ParamSpec('metric.camera_to_body', '', "Pose of the camera optical frame in the body frame of the map's "
               "poses, 'x y z qx qy qz qw' (as tf2_echo <body> <camera_optical> prints it); '' = the camera "
               'is the body, with the REP-103 optical rotation (maps of camera poses, the sample world).',
@@ -120,17 +114,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "'initialpose' (geometry_msgs/PoseWithCovarianceStamped; remap it to /initialpose for AMCL) "
               'once relocalization.agreement_frames consecutive solves agree, then stay quiet until '
               '~/relocalize is called.'),
-    ParamSpec('relocalization.agreement_frames', 3, 'Consecutive processed frames with a good metric solve '
-              'whose transforms must agree (map -> odom with odometry, map -> body without).', low=1,
-              high=1000),
-    ParamSpec('relocalization.max_distance', 0.5, 'Largest distance [m] of each agreeing transform from the '
-              "newest (0.5 m: AMCL's default initial-pose sigma).", low=0.0, high=1.0e4),
-    ParamSpec('relocalization.max_angle', math.pi / 12, 'Largest rotation [rad] of each agreeing transform '
-              "from the newest (pi/12: AMCL's default initial yaw sigma).", low=0.0, high=math.pi),
-    ParamSpec('relocalization.min_confidence', 0.0, "Minimum confidence of an agreeing frame: the "
-              'calibrated confidence (P(top-1 right)); without a confidence model the score mapped by '
-              "covariance.score_low/high to [0, 1]. 0 = the metric solve's own gates only.",
-              low=0.0, high=1.0),
+    *_described(AgreementConfig),
     ParamSpec('tf.publish_map_to_odom', False, 'Broadcast map -> odom on /tf (tf2_msgs/TFMessage) from each '
               "good metric pose and the odometry ('odom' input, needs use_odom) at the image stamp. Needs "
               'the tf2_msgs Python package.', read_only=True),
@@ -141,81 +125,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "last image still find it (AMCL's transform_tolerance; 0 = the image stamp).",
               low=0.0, high=10.0),
     ParamSpec('loop_closure.enabled', True, 'Publish accepted loop closures on ~/loop_closure.'),
-    ParamSpec('loop_closure.min_score', -1.0, 'Minimum score of the loop-closure candidate; -1 = no score '
-              'gate (geometric verification decides). Scores are encoder dependent: without verification '
-              'set it from `vpr-ros evaluate --loops` (min_score for 100% precision).'),
-    ParamSpec('loop_closure.min_time_separation', 30.0, 'Minimum |t_query - t_match| [s]; LIO-SAM rejects '
-              'pairs closer than its historyKeyframeSearchTimeDiff (30 s).', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.consistency_frames', 3, 'Consecutive processed frames whose candidates must '
-              'agree before a loop closure is published (1 = no temporal check); with verification, '
-              'verified_frames must hold as well.', low=1, high=1000),
-    ParamSpec('loop_closure.consistency_place_window', 3, 'Candidates agree when their place ids differ by '
-              'at most this ...', low=0, high=1_000_000_000),
-    ParamSpec('loop_closure.consistency_stamp_window', 3.0,
-              '... or their map stamps differ by at most this [s].', low=0.0, high=1.0e9),
-    ParamSpec('loop_closure.max_rate_hz', 0.0, 'Cap on published loop closures per second of query time, '
-              'a token bucket with bursts of 5 (LIO-SAM queues five and consumes one per '
-              'loopClosureFrequency, dropping the oldest itself); 0 = no cap.', low=0.0, high=1000.0),
-    ParamSpec('loop_closure.verified_frames', 2, 'Agreeing verified views before a closure is published '
-              '(with verification): verified candidates of consecutive frames, or adjacent keyframes of the '
-              'same place that verify against the same frame; 1 = the first verified candidate.',
-              low=1, high=100),
+    *_described(LoopClosureConfig),
     # ----- sequence matching (SeqSLAM; vpr_ros.matching.sequence) ------------------------------
-    ParamSpec('sequence.length', _SEQUENCE.length,
-              'Match the last N processed frames as a trajectory through the map '
-              '(SeqSLAM uses 10); 0 = single-frame matching. Until N frames have been seen (and after '
-              'query time jumps back) frames are answered single-frame. Changing any sequence.* '
-              'parameter restarts the history.', low=0, high=1000),
-    ParamSpec('sequence.min_velocity', _SEQUENCE.min_velocity,
-              'Slowest trajectory searched, in map places per processed '
-              'frame (map places ordered by stamp); on a map grown while running (incremental), '
-              'scaled by the keyframes added per frame.', low=0.01, high=100.0),
-    ParamSpec('sequence.max_velocity', _SEQUENCE.max_velocity,
-              'Fastest trajectory searched (map places per processed frame).',
-              low=0.01, high=100.0),
-    ParamSpec('sequence.velocity_step', _SEQUENCE.velocity_step,
-              'Step between the searched velocities.', low=0.001, high=100.0),
-    ParamSpec('sequence.contrast_window', _SEQUENCE.contrast_window,
-              'Map places of the contrast normalisation window (per frame): 0 = the whole map '
-              "(default); R = OpenSeqSLAM's local window of R places centred on each place "
-              '(docs/sequence-matching.md: it can make sequences worse than single frames where '
-              'neighbouring places look alike).', low=0, high=100_000),
-    ParamSpec('sequence.single_frame_weight', _SEQUENCE.single_frame_weight,
-              "Blend of the current frame's own normalised score into "
-              'the ranking: 0 = sequence only, 1 = current frame only.', low=0.0, high=1.0),
-    ParamSpec('sequence.shortlist', _SEQUENCE.shortlist,
-              '0 = every frame scores every map place (exact); K = only each '
-              "frame's top-K retrieved places, the rest get the K-th score (cheaper with approximate "
-              'indexes).',
-              low=0, high=1_000_000),
-    ParamSpec('sequence.spacing', _SEQUENCE.spacing,
-              "'distance' (SMART): with odometry (use_odom) and a map whose places all have poses, the "
-              'sequence is frames spaced by travelled distance, matched along the map path, so stops '
-              "and speed changes do not break it (velocities: map metres per odometry metre); without "
-              "odometry, as 'frames'. 'frames': the last N processed frames (SeqSLAM)."),
-    ParamSpec('sequence.distance_step_m', _SEQUENCE.distance_step_m,
-              "Travelled metres between the frames of a distance-spaced sequence; 0 = the map's median "
-              'place spacing (or the distance per frame when the camera moves faster).', low=0.0, high=1.0e6),
-    ParamSpec('sequence.without_odometry', _SEQUENCE.without_odometry,
-              "Distance spacing, a frame without odometry (or a map place without a pose): 'frames' = "
-              "frame-spaced sequence; 'single_frame' = exactly the single-frame answer."),
+    *_described(SequenceConfig),
     # ----- geometric verification of loop closures ---------------------------------------------
-    ParamSpec('verification.enabled', True, 'Verify loop-closure candidates geometrically (local features '
-              'stored in the map, MAGSAC++ fundamental/essential matrix) before publishing them. A map '
-              'without local features runs without verification and says so in /diagnostics.'),
-    ParamSpec('verification.top_k', 3, 'Candidates verified per frame (the eligible ones scoring at least '
-              "loop_closure.min_score); the one with most inliers is the frame's verified candidate.", low=1,
-              high=50),
-    ParamSpec('verification.min_inliers', 20, 'Minimum RANSAC inliers of a verified candidate.', low=5,
-              high=100000),
-    ParamSpec('verification.min_inlier_ratio', 0.25, 'Minimum inliers / tentative matches.', low=0.0,
-              high=1.0),
-    ParamSpec('verification.ratio', 0.8, "Lowe's ratio test on descriptor distances.", low=0.01, high=1.0),
-    ParamSpec('verification.threshold_px', 1.0, 'MAGSAC++ inlier threshold [px].', low=0.01, high=100.0),
-    ParamSpec('local_features.kind', 'rootsift', 'Local features of places added to an empty incremental '
-              "map: 'rootsift' or 'orb' (a loaded map keeps its own).", read_only=True),
-    ParamSpec('local_features.max_keypoints', 500, 'Keypoints per place for an empty incremental map.',
-              read_only=True, low=8, high=20000),
+    *_described(VerificationConfig),
+    *_described(LocalFeatureConfig),
     # ----- online map growth ------------------------------------------------------------------
     ParamSpec('incremental', False, 'Add keyframes to the in-memory map while running, so loop closures '
               'within the current run are found; ~/save_map writes the grown map.', read_only=True),
@@ -252,22 +167,23 @@ DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 def cross_check(values: Mapping[str, Any]) -> str | None:
     """Why a set of parameter values is inconsistent (None when it is fine).
 
-    Ranges and types are enforced by the descriptors; this checks relations between parameters
-    and that no float is NaN or infinite (a NaN passes every comparison-based gate unnoticed:
-    ``covariance.score_low: nan`` published NaN covariances, ``pose.min_score: nan`` no pose).
+    Ranges and types are enforced by the descriptors; this checks the choices of str parameters,
+    relations between parameters and that no float is NaN or infinite (a NaN passes every
+    comparison-based gate unnoticed: ``covariance.score_low: nan`` published NaN covariances,
+    ``pose.min_score: nan`` no pose).
     """
     for spec in PARAMETERS:
         value = values[spec.name]
         if isinstance(spec.default, float) and isinstance(value, float) and not math.isfinite(value):
             return f'{spec.name} must be a finite number, got {value}'
+        if spec.choices and value not in spec.choices:
+            return f'{spec.name} must be one of {spec.choices}, got {value!r}'
     if values['covariance.score_low'] >= values['covariance.score_high']:
         return 'covariance.score_low must be below covariance.score_high'
     if values['covariance.sigma_xy_min'] > values['covariance.sigma_xy_max']:
         return 'covariance.sigma_xy_min must not exceed covariance.sigma_xy_max'
     if values['covariance.sigma_yaw_min'] > values['covariance.sigma_yaw_max']:
         return 'covariance.sigma_yaw_min must not exceed covariance.sigma_yaw_max'
-    if values['map_verify'] not in MAP_VERIFY_MODES:
-        return f"map_verify must be one of {MAP_VERIFY_MODES}, got {values['map_verify']!r}"
     if values['sequence.min_velocity'] > values['sequence.max_velocity']:
         return 'sequence.min_velocity must not exceed sequence.max_velocity'
     if values['tf.publish_map_to_odom'] and not (values['use_odom'] or values['odom_topic']):
@@ -275,13 +191,6 @@ def cross_check(values: Mapping[str, Any]) -> str | None:
     for name, allowed in (('runtime', RUNTIMES), ('device', DEVICES)):
         if values[name] and values[name] not in allowed:
             return f"{name} must be '' or one of {', '.join(allowed)}; got {values[name]!r}"
-    if values['sequence.spacing'] not in SPACINGS:
-        return f"sequence.spacing must be one of {SPACINGS}, got {values['sequence.spacing']!r}"
-    if values['sequence.without_odometry'] not in WITHOUT_ODOMETRY:
-        return (f"sequence.without_odometry must be one of {WITHOUT_ODOMETRY}, "
-                f"got {values['sequence.without_odometry']!r}")
-    if values['image_transport'] not in IMAGE_TRANSPORTS:
-        return f"image_transport must be one of {IMAGE_TRANSPORTS}, got {values['image_transport']!r}"
     return None
 
 
@@ -320,7 +229,8 @@ def flatten_yaml_parameters(params: Mapping[str, Any], prefix: str = '') -> dict
 
 
 __all__ = ['DEFAULTS', 'IMAGE_TRANSPORTS', 'NODE_NAME', 'PARAMETERS', 'PARAMETER_NAMES', 'ParamSpec',
-           'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic']
+           'cross_check', 'flatten_yaml_parameters', 'image_subscription_topic', 'params_file_text',
+           'yaml_scalar']
 
 
 def params_file_text(node_name: str = '/**') -> str:
@@ -342,11 +252,12 @@ def params_file_text(node_name: str = '/**') -> str:
         indent = '    ' + '  ' * len(opened)
         note = ' (restart)' if spec.read_only else ''
         lines.append(f'{indent}# {spec.description}{note}'.replace('\n', ' '))
-        lines.append(f'{indent}{leaf}: {_yaml_scalar(spec.default)}')
+        lines.append(f'{indent}{leaf}: {yaml_scalar(spec.default)}')
     return '\n'.join(lines) + '\n'
 
 
-def _yaml_scalar(value: bool | int | float | str) -> str:
+def yaml_scalar(value: bool | int | float | str) -> str:
+    """A parameter value as YAML (and ``-p name:=value``) writes it, keeping its ROS type."""
     if isinstance(value, bool):
         return 'true' if value else 'false'
     if isinstance(value, float):

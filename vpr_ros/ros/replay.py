@@ -1,6 +1,7 @@
 """Live replay evaluation: play a bag to the localizer node over DDS and evaluate what it publishes.
 
-``vpr-ros replay --bag QUERY_BAG --map MAP [--rate 1.0] [--out DIR] [--params-file F] [--connect]``
+``vpr-ros replay --bag QUERY_BAG --map MAP [--rate 1.0] [--out DIR] [--params-file F] [--connect]``; the
+command line (vpr_ros.cli) and the demo hand :func:`run` a :class:`ReplayConfig`.
 
 1. Start the node as a subprocess (``sys.executable -m vpr_ros.ros.localizer --ros-args ...`` with
    ``use_sim_time``) or, with ``--connect``, use one that is already running.
@@ -14,7 +15,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import struct
@@ -52,62 +52,22 @@ from vpr_ros.evaluation.metrics import (
 )
 from vpr_ros.evaluation.report import plot_latency, plot_loop_closures, query_match_pairs, write_report
 from vpr_ros.mapdb.store import VprMap
+from vpr_ros.matching.loop_closure import LoopClosureConfig
+from vpr_ros.matching.sequence import SequenceConfig
 from vpr_ros.ros import messages
 from vpr_ros.ros.parameters import NODE_NAME, image_subscription_topic
+from vpr_ros.ros.replay_config import LOCKSTEP_TIMEOUT_S, ReplayConfig
+from vpr_ros.settings import config_from_flat, settings_of
 from vpr_ros.sources.bag import BagSource
 
 RECORD_QOS = QoSProfile(depth=1000)  # outputs are small; never lose one to a slow recorder
 PLAY_QOS = QoSProfile(depth=10)
 
 
-LOCKSTEP_TIMEOUT_S = 60.0
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from vpr_ros.cli import DIST, YAW, NumberType, add_sequence_args
-
-    TIMEOUT = NumberType(float, 0.0, 86_400.0, low_open=True)  # noqa: N806
-    parser.add_argument('--bag', required=True, help='query rosbag2 (images + ground-truth poses)')
-    parser.add_argument('--map', required=True, help='map directory (the node loads it; evaluation reads it)')
-    parser.add_argument('--rate', type=NumberType(float, 0.0, 1000.0, low_open=True),
-                        default=1.0, help='playback speed, 1.0 = real time')
-    parser.add_argument('--lockstep', action='store_true',
-                        help='publish each image only once the node answered the previous one (at most '
-                             f'{LOCKSTEP_TIMEOUT_S:g} s each): no frame dropped however slow the CPU, '
-                             'but not real time')
-    parser.add_argument('--out', default='replay_out', help='report folder (results.json + PNGs + node.log)')
-    parser.add_argument('--params-file', help='node parameters YAML (default: the node defaults)')
-    parser.add_argument('--connect', action='store_true',
-                        help='use an already running node instead of starting one')
-    parser.add_argument('--node', default='/' + NODE_NAME, help='fully qualified name of the node')
-    parser.add_argument('--image-topic', help='image topic of the bag (default: the only one)')
-    parser.add_argument('--pose-topic', help='ground-truth pose topic of the bag (default: the only one)')
-    parser.add_argument('--publish-topic', help='topic to play the images on (default: the bag topic; '
-                        "+ '/compressed' for a compressed stream not named so)")
-    parser.add_argument('--param', '-p', action='append', default=[], metavar='NAME:=VALUE',
-                        help='extra parameter for the started node (repeatable)')
-    parser.add_argument('--dist', type=DIST, default=25.0, help='positive distance threshold [m]')
-    parser.add_argument('--yaw', type=YAW, default=None, help='optional heading threshold [deg]')
-    parser.add_argument('--startup-timeout', type=TIMEOUT, default=120.0, help='seconds to wait for the node')
-    parser.add_argument('--idle-timeout', type=TIMEOUT, default=3.0,
-                        help='after playback, stop once the node has been silent this long [s]')
-    add_sequence_args(parser)
-
-
-SEQUENCE_PARAMS = ('sequence.length', 'sequence.min_velocity', 'sequence.max_velocity',
-                   'sequence.velocity_step', 'sequence.contrast_window', 'sequence.single_frame_weight',
-                   'sequence.shortlist')
-
-
-def _sequence_params(args: argparse.Namespace) -> list[str]:
-    """Node parameters for the --sequence-* options of a node that replay starts."""
-    from vpr_ros.cli import sequence_config
-
-    cfg = sequence_config(args)
-    return [f'sequence.length:={cfg.length}', f'sequence.min_velocity:={float(cfg.min_velocity)!r}',
-            f'sequence.max_velocity:={float(cfg.max_velocity)!r}', f'sequence.shortlist:={cfg.shortlist}',
-            f'sequence.contrast_window:={cfg.contrast_window}',
-            f'sequence.single_frame_weight:={float(cfg.single_frame_weight)!r}']
+# Read back from the node for the report: what it actually ran with (a params file or a running node
+# may differ from the replay's own settings).
+SEQUENCE_PARAMS = tuple(s.name for s in settings_of(SequenceConfig))
+LOOP_PARAMS = (*(s.name for s in settings_of(LoopClosureConfig)), 'verification.enabled')
 
 
 def _header_stamp(raw: bytes) -> float:
@@ -322,31 +282,33 @@ def check_place_ids(records: list[QueryRecord], n_places: int) -> None:
                        'ROS_DOMAIN_ID) or the node serves another map')
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: ReplayConfig) -> int:
+    """Play ``config.bag`` to the node, record its outputs, write the report; 0 when done."""
     t_start = time.perf_counter()
-    if args.rate <= 0:
+    if config.rate <= 0:
         raise VprError('replay: --rate must be > 0')
-    bag = BagSource(args.bag, args.image_topic, args.pose_topic)
+    bag = BagSource(config.bag, config.image_topic, config.pose_topic)
     track = bag.pose_track()
-    vmap = VprMap.load(args.map)
-    os.makedirs(args.out, exist_ok=True)
+    vmap = VprMap.load(config.map)
+    os.makedirs(config.out, exist_ok=True)
     compressed = _is_compressed(bag)
     transport = 'compressed' if compressed else 'raw'
-    topic = image_subscription_topic(args.publish_topic or bag.image_topic, transport)
+    topic = image_subscription_topic(config.publish_topic or bag.image_topic, transport)
     # The node's camera input is the relative `image` (+ '/compressed' for compressed transport).
     image_base = topic[:-len('/compressed')] if compressed else topic
     # The player publishes RELIABLE, like `ros2 bag play`; a matching reliable subscription keeps
     # large frames from losing UDP fragments (a best-effort reader drops the whole sample).
     node_params = [f'image_transport:={transport}',
-                   f'qos_overrides.{topic}.subscription.reliability:=reliable', *_sequence_params(args),
-                   *args.param]
-    proc = None if args.connect else start_node(args.map, os.path.join(args.out, 'node.log'), node=args.node,
-                                                params_file=args.params_file, params=node_params,
-                                                remaps=[f'image:={image_base}'])
+                   f'qos_overrides.{topic}.subscription.reliability:=reliable', *config.sequence_parameters(),
+                   *config.params]
+    log_path = os.path.join(config.out, 'node.log')
+    proc = None if config.connect else start_node(config.map, log_path, node=config.node,
+                                                  params_file=config.params_file, params=node_params,
+                                                  remaps=[f'image:={image_base}'])
 
     def alive() -> None:
         if proc is not None and proc.poll() is not None:
-            with open(os.path.join(args.out, 'node.log'), encoding='utf-8', errors='replace') as fh:
+            with open(log_path, encoding='utf-8', errors='replace') as fh:
                 tail = ''.join(fh.readlines()[-5:]).strip()
             raise VprError(f'replay: the localizer node exited with code {proc.returncode}: {tail}')
 
@@ -354,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     recording = Recording()
     try:
         node = session.node
-        base = args.node.rstrip('/')
+        base = config.node.rstrip('/')
         subs = [node.create_subscription(Float64MultiArray, f'{base}/candidates', recording.on_candidates,
                                          RECORD_QOS),
                 node.create_subscription(PoseWithCovarianceStamped, f'{base}/pose', recording.on_pose,
@@ -363,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
                                          RECORD_QOS),
                 node.create_subscription(DiagnosticArray, '/diagnostics',
                                          recording.diagnostics_callback(base), RECORD_QOS)]
-        _wait(lambda: subs[0].get_publisher_count() > 0, args.startup_timeout, f'{base}/candidates', alive)
+        _wait(lambda: subs[0].get_publisher_count() > 0, config.startup_timeout, f'{base}/candidates', alive)
         params = _node_parameters(session, base, ['top_k', 'incremental', *LOOP_PARAMS, *SEQUENCE_PARAMS])
         pub_image = node.create_publisher(CompressedImage if compressed else Image, topic, PLAY_QOS)
         pub_clock = node.create_publisher(Clock, '/clock', PLAY_QOS)
@@ -373,14 +335,15 @@ def run(args: argparse.Namespace) -> int:
             with recording.lock:
                 return stamp in recording.candidates
 
-        published = _play(bag, pub_image, pub_clock, args.rate, alive, answered if args.lockstep else None)
-        _drain(pub_clock, recording, published, args.idle_timeout, alive)
+        published = _play(bag, pub_image, pub_clock, config.rate, alive,
+                          answered if config.lockstep else None)
+        _drain(pub_clock, recording, published, config.idle_timeout, alive)
     finally:
         session.close()
         if proc is not None:
             code = stop_node(proc)
             if code not in (0, -signal.SIGINT):
-                print(f'replay: the node exited with code {code} (see {args.out}/node.log)', file=sys.stderr)
+                print(f'replay: the node exited with code {code} (see {log_path})', file=sys.stderr)
 
     with recording.lock:  # only frames this replay sent (a running node may see other cameras too)
         outputs = sorted((t, out) for t, out in recording.candidates.items() if t in published)
@@ -394,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise VprError('replay: the node published no candidates (see node.log and its /diagnostics)')
     check_place_ids(records, len(vmap))
-    thresholds = Thresholds(args.dist, args.yaw)
+    thresholds = Thresholds(config.dist, config.yaw)
     top_k = int(params['top_k'])
     retrieval = evaluate_retrieval(records, vmap.places, thresholds,
                                    ns=[n for n in (1, 5, 10) if n <= top_k] or [1])
@@ -413,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
         'skipped': {k.split('.', 1)[1]: int(v) for k, v in diagnostics.items() if k.startswith('skipped.')},
         'wall_time_s': round(time.perf_counter() - t_start, 2),
         'live': {
-            'bag': os.path.abspath(args.bag), 'rate': args.rate, 'lockstep': args.lockstep,
+            'bag': os.path.abspath(config.bag), 'rate': config.rate, 'lockstep': config.lockstep,
             'image_topic': topic,
             'frames_published': len(published), 'frames_with_output': len(processed),
             'frames_without_output': len(set(published) - processed),
@@ -432,14 +395,14 @@ def run(args: argparse.Namespace) -> int:
     results['loop_closure']['comparison'] = _closure_comparison(loop_events, outputs, track, vmap, params,
                                                                 thresholds.dist_m)
     pairs = query_match_pairs(retrieval['per_query'], bag.frames(require_pose=False), vmap.thumbnail)
-    results['files'] = write_report(args.out, results, vmap.places, pairs,
+    results['files'] = write_report(config.out, results, vmap.places, pairs,
                                     f"{vmap.meta.encoder['name']} (live)")
     for name, plot in (('loop_closures.png', lambda p: plot_loop_closures(
             vmap.places, results['loop_closure']['judged'], track, p,
             f"Loop closures published by the node ({thresholds.dist_m:g} m)")),
                        ('latency.png', lambda p: plot_latency(latencies, p, 'End-to-end latency (live)'))):
-        plot(os.path.join(args.out, name))
-        results['files'].append(os.path.join(args.out, name))
+        plot(os.path.join(config.out, name))
+        results['files'].append(os.path.join(config.out, name))
     _print_summary(results)
     return 0
 
@@ -460,20 +423,12 @@ def _number(value: str | None) -> int | float | str | None:
     return value
 
 
-LOOP_PARAMS = ('loop_closure.min_score', 'loop_closure.min_time_separation',
-               'loop_closure.consistency_frames',
-               'loop_closure.consistency_place_window', 'loop_closure.consistency_stamp_window',
-               'loop_closure.max_rate_hz', 'loop_closure.verified_frames', 'verification.enabled')
-
-
 def _closure_comparison(events: list[tuple[float, float]], outputs: list, track: Any, vmap: VprMap,
                         params: dict[str, Any], dist_m: float) -> dict[str, Any]:
     """What the node published against the unverified filter replayed on the same candidates."""
     from vpr_ros.evaluation.metrics import loop_closure_comparison
-    from vpr_ros.matching.loop_closure import LoopClosureConfig
 
-    config = LoopClosureConfig(**{k.split('.', 1)[1]: params[k] for k in LOOP_PARAMS
-                                  if k.startswith('loop_closure.')})
+    config = config_from_flat(LoopClosureConfig, params)
     by_stamp = {round(p.stamp, 6): p.pose for p in vmap.places}
     incremental = bool(params['incremental'])
 
@@ -512,4 +467,4 @@ def _print_summary(results: dict[str, Any]) -> None:
               f"{th['min_score']} (recall there {th['recall_at_100_precision']})")
 
 
-__all__ = ['Recording', 'Session', 'configure_parser', 'run', 'start_node', 'stop_node']
+__all__ = ['ReplayConfig', 'Recording', 'Session', 'run', 'start_node', 'stop_node']

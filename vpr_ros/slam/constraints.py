@@ -28,6 +28,8 @@ from vpr_ros.errors import ConfigError
 from vpr_ros.slam.poses import BODY_FROM_OPTICAL, make_pose
 
 if TYPE_CHECKING:
+    from vpr_ros.geometry.metric import MetricPose
+    from vpr_ros.matching.loop_closure import LoopDecision
     from vpr_ros.matching.verification import Verification
 
 UNKNOWN_SCALE_VARIANCE_M2 = 1.0e6    # the scale of a direction is unknown (also ~/loop_closure_constraint's)
@@ -125,5 +127,40 @@ def from_verification(t_query: float, t_match: float, verification: 'Verificatio
     return LoopConstraint(t_query, t_match, R, u, cov, verification.place_id, verification.inliers)
 
 
-__all__ = ['BEARING_SIGMA_RAD', 'DIRECTION_ONLY_VARIANCE_M2', 'ROTATION_SIGMA_RAD',
-           'UNKNOWN_SCALE_VARIANCE_M2', 'LoopConstraint', 'direction_only_covariance', 'from_verification']
+def from_metric(t_query: float, t_match: float, solved: 'MetricPose',
+                T_map_place_body: np.ndarray) -> LoopConstraint:
+    """The metric constraint of a good PnP solve against the matched place (:mod:`vpr_ros.geometry.metric`):
+    the query body in the place body, translation in metres, the solve's covariance in the query body."""
+    R, t, cov = solved.body_constraint(T_map_place_body)
+    return LoopConstraint(t_query, t_match, R, t, 0.5 * (cov + cov.T), solved.place_id, solved.inliers)
+
+
+METRIC_KIND, DIRECTION_KIND = 'metric', 'direction_only'
+
+
+def published_kind(verification: 'Verification | None', solved: 'MetricPose | None') -> str | None:
+    """Which constraint a published closure gets (``~/loop_closure_constraint`` and the pose graph):
+    metric when the metric solve against the matched place is good, else direction-only when the
+    verification has a relative pose (essential matrix), else none."""
+    if solved is not None and solved.good:
+        return METRIC_KIND
+    if verification is not None and verification.rotation is not None:
+        return DIRECTION_KIND
+    return None
+
+
+def published(decision: 'LoopDecision', solved: 'MetricPose | None', T_map_place_body: np.ndarray | None,
+              body_from_camera: np.ndarray = BODY_FROM_OPTICAL) -> LoopConstraint:
+    """The constraint of a published closure, chosen by :func:`published_kind` (``T_map_place_body``: the
+    matched place's map pose, needed by a metric one). ConfigError when the closure has no relative pose."""
+    kind = published_kind(decision.verification, solved)
+    if kind == METRIC_KIND and solved is not None and T_map_place_body is not None:
+        return from_metric(decision.t_query, decision.t_match, solved, T_map_place_body)
+    if decision.verification is None:
+        raise ConfigError(f'closure to place {decision.place_id} was not verified: no relative pose')
+    return from_verification(decision.t_query, decision.t_match, decision.verification, body_from_camera)
+
+
+__all__ = ['BEARING_SIGMA_RAD', 'DIRECTION_KIND', 'DIRECTION_ONLY_VARIANCE_M2', 'METRIC_KIND',
+           'ROTATION_SIGMA_RAD', 'UNKNOWN_SCALE_VARIANCE_M2', 'LoopConstraint', 'direction_only_covariance',
+           'from_metric', 'from_verification', 'published', 'published_kind']

@@ -3,7 +3,9 @@
 One node per frame of the traversal (its ground-truth pose for the metrics, its odometry pose as the
 initial guess), odometry factors between consecutive nodes, and a factor (set) per closure that the
 loop-closure filter published with verification: the same decisions ``evaluate --loops`` counts and
-the node publishes. The odometry is the ground truth drifted by the stated, seeded
+the node publishes, each with the constraint the node publishes
+(:func:`vpr_ros.slam.constraints.published`: metric when its PnP solve is good, else direction-only).
+The odometry is the ground truth drifted by the stated, seeded
 :class:`~vpr_ros.slam.odometry.DriftModel`, or a real odometry track of the bag. Reported, with evo:
 
 * ``before``: the odometry; ``after``: the optimised graph (robust kernel as configured), and
@@ -29,7 +31,7 @@ from vpr_ros.slam.constraints import (
     ROTATION_SIGMA_RAD,
     LoopConstraint,
     direction_only_covariance,
-    from_verification,
+    published,
 )
 from vpr_ros.slam.graph import GraphResult, PoseGraphConfig, describe, optimise
 from vpr_ros.slam.odometry import DriftModel, drift
@@ -37,6 +39,7 @@ from vpr_ros.slam.poses import BODY_FROM_OPTICAL, pose_matrix, positions, relati
 
 if TYPE_CHECKING:
     from vpr_ros.frames import Pose
+    from vpr_ros.geometry.metric import MetricPose
     from vpr_ros.matching.loop_closure import LoopDecision
     from vpr_ros.sources.bag import PoseTrack
 
@@ -54,6 +57,7 @@ class PoseGraphSettings:
     false_closure: bool = True
     false_min_distance_m: float = 50.0
     min_time_separation: float = 30.0   # the injected pair is at least this far apart in time, as real ones
+    metric_closures: bool = True        # False: every closure direction-only, even with a good metric solve
 
     def validate(self) -> None:
         self.drift.validate()
@@ -104,6 +108,8 @@ def closure_accuracy(c: LoopConstraint, gt_place: np.ndarray, gt_query: np.ndarr
     out = {'rotation_error_deg': round(math.degrees(rotation_angle(truth[:3, :3].T @ c.rotation)), 3),
            'range_m': round(float(np.linalg.norm(truth[:3, 3])), 3)}
     norm = float(np.linalg.norm(truth[:3, 3]))
+    if not c.direction_only:
+        out['translation_error_m'] = round(float(np.linalg.norm(c.translation - truth[:3, 3])), 3)
     if norm > 1e-6:
         cos = float(truth[:3, 3] @ c.translation / (norm * np.linalg.norm(c.translation)))
         out['direction_error_deg'] = round(math.degrees(math.acos(max(-1.0, min(1.0, cos)))), 3)
@@ -143,7 +149,10 @@ def evaluate_pose_graph(stamps: Sequence[float], ground_truth: Sequence[np.ndarr
         'drift_model': settings.drift.describe(), 'graph': describe(kernel),
         'closures': {'given': len(constraints), 'used': len(edges), 'not_on_a_node': unmatched,
                      'direction_only': sum(c.direction_only for _, _, c in edges),
-                     'accuracy_vs_ground_truth': _accuracy_summary(accuracy)},
+                     'metric': sum(not c.direction_only for _, _, c in edges),
+                     'accuracy_vs_ground_truth': _accuracy_summary(accuracy),
+                     'metric_accuracy_vs_ground_truth': _accuracy_summary(
+                         [a for a, (_, _, c) in zip(accuracy, edges) if not c.direction_only])},
         'before': runs[0].errors,
     }
     if edges:
@@ -178,7 +187,7 @@ def evaluate_pose_graph(stamps: Sequence[float], ground_truth: Sequence[np.ndarr
 
 def _accuracy_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {'count': len(rows)}
-    for key in ('rotation_error_deg', 'direction_error_deg', 'range_m'):
+    for key in ('rotation_error_deg', 'direction_error_deg', 'translation_error_m', 'range_m'):
         values = [r[key] for r in rows if key in r]
         if values:
             out[key] = {name: round(float(np.percentile(values, q)), 3)
@@ -243,9 +252,15 @@ class GraphInputs:
     frames_without_odometry: int = 0
 
 
+# A published closure as evaluate_loops records it: the decision, the metric solve against its place (None:
+# none was tried) and the place's map pose.
+Published = tuple['LoopDecision', 'MetricPose | None', 'Pose | None']
+
+
 class PoseGraphHook:
     """What ``evaluate_loops`` calls at the end (``pose_graph=``): frames' (stamp, ground-truth pose) in
-    order and the accepted decisions of the verified filter -> results section, plots into ``out_dir``."""
+    order and the closures the verified filter published -> results section, plots into ``out_dir``.
+    Each closure's constraint is the one the node publishes (:func:`vpr_ros.slam.constraints.published`)."""
 
     def __init__(self, settings: PoseGraphSettings | None = None, odometry: 'PoseTrack | None' = None,
                  body_from_camera: np.ndarray = BODY_FROM_OPTICAL) -> None:
@@ -255,7 +270,7 @@ class PoseGraphHook:
         self.body_from_camera = body_from_camera
 
     def inputs(self, trajectory: Sequence[tuple[float, 'Pose']],
-               decisions: Sequence['LoopDecision']) -> GraphInputs:
+               closures: Sequence[Published]) -> GraphInputs:
         """The nodes (frames with a ground-truth pose, and an odometry pose when a track is given) and the
         constraints of the verified decisions."""
         stamps, gt, odo, dropped = [], [], [], 0
@@ -271,14 +286,16 @@ class PoseGraphHook:
         if len(stamps) < 2:
             raise SourceError('pose graph: fewer than two frames have both a ground-truth and an odometry '
                               'pose')
-        constraints = [from_verification(d.t_query, d.t_match, d.verification, self.body_from_camera)
-                       for d in decisions if d.accepted and d.verification is not None]
+        metric = self.settings.metric_closures
+        constraints = [published(d, solved if metric else None,
+                                 pose_matrix(place) if place is not None else None, self.body_from_camera)
+                       for d, solved, place in closures if d.accepted and d.verification is not None]
         return GraphInputs(np.asarray(stamps), gt, odo if self.odometry is not None else None, constraints,
                            dropped)
 
-    def __call__(self, trajectory: Sequence[tuple[float, 'Pose']], decisions: Sequence['LoopDecision'],
+    def __call__(self, trajectory: Sequence[tuple[float, 'Pose']], closures: Sequence[Published],
                  out_dir: str | None) -> dict[str, Any]:
-        inp = self.inputs(trajectory, decisions)
+        inp = self.inputs(trajectory, closures)
         results, runs = evaluate_pose_graph(inp.stamps, inp.ground_truth, inp.constraints, self.settings,
                                             inp.odometry)
         results['frames_without_odometry'] = inp.frames_without_odometry
@@ -298,5 +315,5 @@ def plot_experiment(results: dict[str, Any], runs: Sequence[Run], inp: GraphInpu
               (fc['place_node'], fc['query_node']) if fc else None, path)
 
 
-__all__ = ['GraphInputs', 'PoseGraphHook', 'PoseGraphSettings', 'Run', 'evaluate_pose_graph',
+__all__ = ['GraphInputs', 'PoseGraphHook', 'Published', 'PoseGraphSettings', 'Run', 'evaluate_pose_graph',
            'false_constraint', 'false_pair', 'plot_experiment', 'plot_runs']

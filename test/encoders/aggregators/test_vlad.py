@@ -80,3 +80,19 @@ def test_official_form_vlad_equals_the_reference_formula():
 def test_unknown_centre_form():
     with pytest.raises(VprError, match='centres'):
         vlad.fit_vocabulary(clustered(), 5, centres='median')
+
+
+def test_torch_vlad_equals_numpy_vlad():
+    """The form exported graphs run (members summed minus count x centre) equals the numpy VLAD,
+    with an empty word and centres of norm below 1 (the 'mean' form)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    feats = np.abs(rng.standard_normal((2, 5, 7, 16))).astype(np.float32)  # positive: word 5 gets none
+    feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
+    centres = (0.2 * np.abs(rng.standard_normal((6, 16)))).astype(np.float32)
+    centres[5] = -0.2
+    got = vlad.vlad_torch(torch.from_numpy(feats), torch.from_numpy(centres)).numpy()
+    want = np.stack([vlad.vlad(f.reshape(-1, 16), centres, cosine=True) for f in feats])
+    assert np.all(got.reshape(2, 6, 16)[:, 5] == 0)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)

