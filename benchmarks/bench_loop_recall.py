@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.evaluation.metrics import LOOP_FUNNEL_STAGES, Thresholds  # noqa: E402
-from vpr_ros.mapdb import local_features as lf  # noqa: E402
+from vpr_ros.features import LocalFeatures, extract  # noqa: E402
 from vpr_ros.matching.keyframes import KeyframeGate  # noqa: E402
 from vpr_ros.matching.verification import Verifier  # noqa: E402
 from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops  # noqa: E402
@@ -47,13 +47,13 @@ def verifiable_loop_frames(bag: str, settings: LoopEvaluationSettings,
     (the settings' time gate) within the threshold and min_time_separation away."""
     gate = KeyframeGate(settings.keyframe_min_interval, settings.keyframe_min_distance, 1.0)
     sep = settings.loop_closure.min_time_separation
-    keyframes: list[tuple[float, np.ndarray, lf.LocalFeatures]] = []
+    keyframes: list[tuple[float, np.ndarray, LocalFeatures]] = []
     counts = {d: [0, 0] for d in dists}
     verifier = Verifier(lambda i: keyframes[i][2], settings.verification,
                         settings.local_features.kind == 'orb', settings.camera)
     for frame in BagSource(bag).frames(True):
         t, xy = frame.stamp, np.asarray(frame.pose.position[:2], np.float64)
-        feats = lf.extract(frame.rgb, settings.local_features)
+        feats = extract(frame.rgb, settings.local_features)
         dist = {i: float(np.linalg.norm(kxy - xy)) for i, (kt, kxy, _) in enumerate(keyframes)
                 if t - kt >= sep}
         within = sorted((d, i) for i, d in dist.items() if d <= max(dists))

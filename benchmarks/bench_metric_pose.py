@@ -34,11 +34,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from vpr_ros import DEFAULT_ENCODER  # noqa: E402
 from vpr_ros.encoders import create_encoder  # noqa: E402
+from vpr_ros.features import LocalFeatureConfig, extract  # noqa: E402
 from vpr_ros.frames import Frame  # noqa: E402
 from vpr_ros.geometry import metric  # noqa: E402
 from vpr_ros.geometry.transforms import pose_to_matrix, rotation_angle_deg  # noqa: E402
 from vpr_ros.localization import Localizer  # noqa: E402
-from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract  # noqa: E402
+from vpr_ros.mapdb.local_features import LocalFeatureStore  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
 from vpr_ros.sample import render_traversal, sample_camera  # noqa: E402
 

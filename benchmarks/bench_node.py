@@ -41,9 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from vpr_ros.encoders import create_encoder  # noqa: E402
 from vpr_ros.encoders.base import l2_normalize  # noqa: E402
+from vpr_ros.features import LocalFeatureConfig, extract  # noqa: E402
 from vpr_ros.frames import Pose  # noqa: E402
 from vpr_ros.localization import Localizer  # noqa: E402
-from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract  # noqa: E402
+from vpr_ros.mapdb.local_features import LocalFeatureStore  # noqa: E402
 from vpr_ros.mapdb.store import VprMap  # noqa: E402
 from vpr_ros.matching.sequence import SequenceConfig  # noqa: E402
 

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from vpr_ros.mapdb.local_features import LocalFeatureConfig, extract  # noqa: E402
+from vpr_ros.features import LocalFeatureConfig, extract  # noqa: E402
 from vpr_ros.matching.verification import verify_pair  # noqa: E402
 from vpr_ros.sample import render_traversal, sample_camera  # noqa: E402
 

@@ -1284,7 +1284,7 @@ def part_callbacks(seed: int, rounds: int, seconds: float, work: str) -> dict[st
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo
 
-    from vpr_ros.mapdb import local_features as lf
+    from vpr_ros import features as lf
     from vpr_ros.ros.localizer import LocalizerNode
 
     rng = random.Random(seed)

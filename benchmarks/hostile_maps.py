@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from vpr_ros.errors import MapBusyError, MapError
+from vpr_ros.features import LocalFeatureConfig, LocalFeatures
 from vpr_ros.frames import Pose
-from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatures, LocalFeatureStore
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap
 
 RACE_PLACES, RACE_DIM = 40, 16

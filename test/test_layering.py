@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / 'vpr_ros'
 # Lowest first. The core (floors 0-3) never imports the entry points (floor 4).
 FLOORS: tuple[frozenset[str], ...] = (
     frozenset({'__init__', 'deps', 'errors', 'frames', 'settings', 'skips', 'textio', 'threadpools'}),
-    frozenset({'sources', 'encoders', 'mapdb', 'sample'}),
+    frozenset({'sources', 'features', 'encoders', 'mapdb', 'sample'}),
     frozenset({'matching', 'geometry', 'evaluation'}),
     frozenset({'localization', 'vocabulary', 'session', 'pipeline', 'slam', 'relocalization', 'training',
                'distributed', 'export', 'explain'}),

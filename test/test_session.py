@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from test.helpers import blob_image
+from vpr_ros import features as lf
 from vpr_ros.encoders import create_encoder
 from vpr_ros.frames import Pose
 from vpr_ros.localization import Localizer
-from vpr_ros.mapdb import local_features as lf
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
 from vpr_ros.matching.keyframes import KeyframeGate
@@ -35,7 +36,7 @@ def pose(place: int) -> Pose:
 def empty_localizer(encoder_config: dict | None = None) -> Localizer:
     encoder = create_encoder('raw_pixels', {'threads': 1, **(encoder_config or {})})
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state())
-    vmap.local_features = lf.LocalFeatureStore(lf.LocalFeatureConfig(max_keypoints=300))
+    vmap.local_features = LocalFeatureStore(lf.LocalFeatureConfig(max_keypoints=300))
     return Localizer(vmap, encoder, top_k=3)
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from vpr_ros.features import LocalFeatureConfig
 from vpr_ros.geometry.metric import MetricConfig
 from vpr_ros.geometry.pnp import PnPConfig
-from vpr_ros.mapdb.local_features import LocalFeatureConfig
 from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.matching.loop_closure import LoopClosureConfig
 from vpr_ros.matching.sequence import SequenceConfig

@@ -169,7 +169,7 @@ def cmd_node_params(_args: argparse.Namespace) -> int:
 
 def cmd_build_map(args: argparse.Namespace) -> int:
     from vpr_ros.encoders import create_encoder
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
+    from vpr_ros.features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.mapdb.store import check_save_target
     from vpr_ros.matching.keyframes import KeyframePolicy
     from vpr_ros.pipeline import build_map
@@ -326,7 +326,7 @@ def _metric_pose_info(vmap: Any) -> dict[str, Any] | str:
 def _evaluate_loops(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from vpr_ros.encoders import create_encoder
     from vpr_ros.evaluation.metrics import Thresholds
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig, load_camera_info_yaml
+    from vpr_ros.features import LocalFeatureConfig, load_camera_info_yaml
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.sequence import SequenceConfig
     from vpr_ros.matching.verification import VerificationConfig
@@ -573,7 +573,7 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vpr_ros.mapdb.local_features import KINDS, LocalFeatureConfig
+    from vpr_ros.features import KINDS, LocalFeatureConfig
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.verification import VerificationConfig
 

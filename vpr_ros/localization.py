@@ -20,8 +20,8 @@ import numpy as np
 
 from vpr_ros.encoders.base import RUNTIME_KEYS, Encoder, create_encoder, encoder_class
 from vpr_ros.errors import MapError
+from vpr_ros.features import LocalFeatures
 from vpr_ros.frames import Pose
-from vpr_ros.mapdb.local_features import LocalFeatures
 from vpr_ros.mapdb.meta import compatibility_problems
 from vpr_ros.mapdb.search import rank_places_with_row
 from vpr_ros.mapdb.store import Match, VprMap

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from vpr_ros import features as lf
 from vpr_ros.encoders.base import Encoder
 from vpr_ros.errors import SourceError
 from vpr_ros.evaluation.metrics import (
@@ -39,8 +40,8 @@ from vpr_ros.evaluation.results import Calibration, EvaluationResults, LoopEvalu
 from vpr_ros.frames import Frame
 from vpr_ros.geometry import metric
 from vpr_ros.localization import Localizer
-from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.index import plan_index
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap, check_save_target
 from vpr_ros.matching import verification
 from vpr_ros.matching.confidence import expected_calibration_error, fit_confidence
@@ -161,7 +162,7 @@ def build_map(source: Source, encoder: Encoder, out_path: str, keyframes: Keyfra
     if pose_frames is not None:
         vmap.meta.frame_id, vmap.meta.child_frame_id = pose_frames()
     if local_features is not None:
-        vmap.local_features = lf.LocalFeatureStore(local_features, camera)
+        vmap.local_features = LocalFeatureStore(local_features, camera)
     batch_size = max(1, int(encoder.config['batch_size']))
     bar = tqdm(total=source.image_count, desc=f'building map ({encoder.name})', disable=not progress,
                unit='img')
@@ -325,7 +326,7 @@ def evaluate_loops(encoder: Encoder, source: Source, out_dir: str | None,
     t0 = time.perf_counter()
     vmap = VprMap.empty(encoder.identity(), encoder_state=encoder.get_state(),
                         build={'description': 'grown by evaluate --loops'})
-    vmap.local_features = lf.LocalFeatureStore(settings.local_features, settings.camera)
+    vmap.local_features = LocalFeatureStore(settings.local_features, settings.camera)
     localizer = Localizer(vmap, encoder, settings.top_k, settings.sequence)
     # An encoder without vocabulary answers nothing until it is fitted on the first keyframes (as the node).
     boot = None if encoder.is_fitted else VocabularyBootstrap(localizer, settings.bootstrap_frames)

@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from vpr_ros import features as lf
 from vpr_ros.frames import Pose
 from vpr_ros.localization import Localization, Localizer
-from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.store import Match
 from vpr_ros.matching.keyframes import KeyframeGate
 from vpr_ros.matching.loop_closure import LoopClosureFilter, LoopDecision, LoopStatus, recent_places

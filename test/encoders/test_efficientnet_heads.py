@@ -50,7 +50,7 @@ def test_head_on_efficientnet(name, images, tmp_path, caplog):
 
 @pytest.mark.parametrize('stride,with_token', [(16, False), (32, False), (16, True)])
 def test_trunk_split_composes_to_the_trunk(stride, with_token):
-    from vpr_ros.encoders._zoo import efficientnet_trunk
+    from vpr_ros.encoders.backbones import efficientnet_trunk
     from vpr_ros.errors import ConfigError
 
     trunk = efficientnet_trunk('efficientnet_lite0', stride, None, with_token).eval()

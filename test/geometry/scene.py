@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
+from vpr_ros.features import CameraIntrinsics, LocalFeatures
 from vpr_ros.frames import Pose
 from vpr_ros.geometry.transforms import CameraMount, invert, pose_to_matrix
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
 
 SIZE = (480, 640)  # height, width
 CAMERA = CameraIntrinsics((320.0, 0.0, 319.5, 0.0, 320.0, 239.5, 0.0, 0.0, 1.0), (), 'plumb_bob', 640, 480)

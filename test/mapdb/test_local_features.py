@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from test.helpers import blob_image, textured_frames
-from vpr_ros.errors import ConfigError, MapError
-from vpr_ros.mapdb.local_features import (
-    CameraIntrinsics,
-    LocalFeatureConfig,
-    LocalFeatureStore,
-    extract,
-    load_camera_info_yaml,
-)
+from vpr_ros.errors import MapError
+from vpr_ros.features import CameraIntrinsics, LocalFeatureConfig, extract
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap
 
 IDENTITY = {'name': 'raw_pixels', 'config': {}, 'weights_fingerprint': None, 'dim': 4, 'multi_vector': False}
@@ -80,19 +75,3 @@ def test_inconsistent_local_features_are_named_on_load(tmp_path) -> None:
     np.save(tmp_path / 'm' / 'lf_descriptors.npy', np.zeros((3, 5), np.float32))
     with pytest.raises(MapError, match='descriptors'):
         VprMap.load(str(tmp_path / 'm'), verify='none')
-
-
-def test_camera_info_yaml(tmp_path) -> None:
-    path = tmp_path / 'cam.yaml'
-    path.write_text('image_width: 640\nimage_height: 480\ncamera_name: cam\n'
-                    'camera_matrix: {rows: 3, cols: 3, data: [500, 0, 320, 0, 505, 240, 0, 0, 1]}\n'
-                    'distortion_model: plumb_bob\n'
-                    'distortion_coefficients: {rows: 1, cols: 5, data: [0.1, -0.05, 0, 0, 0]}\n')
-    cam = load_camera_info_yaml(str(path))
-    assert cam.K[4] == 505 and cam.D[:2] == (0.1, -0.05) and (cam.width, cam.height) == (640, 480)
-    path.write_text('camera_matrix: {data: [0, 0, 0, 0, 0, 0, 0, 0, 0]}\n')
-    with pytest.raises(ConfigError, match='focal'):
-        load_camera_info_yaml(str(path))
-    path.write_text('just: text\n')
-    with pytest.raises(ConfigError, match='camera_info'):
-        load_camera_info_yaml(str(path))

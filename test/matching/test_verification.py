@@ -8,7 +8,7 @@ import pytest
 
 from test.helpers import blob_image
 from vpr_ros.errors import ConfigError
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatureConfig, LocalFeatures, extract
+from vpr_ros.features import CameraIntrinsics, LocalFeatureConfig, LocalFeatures, extract
 from vpr_ros.matching.verification import (
     VerificationConfig,
     Verifier,

@@ -281,8 +281,9 @@ def sample_map(tmp_path_factory):
     and a frame between two of its keyframes whose offline metric solve is good, with that solve. (The
     query traversal's appearance change is the benchmark's business: bench_metric_pose.py.)"""
     from vpr_ros.encoders import create_encoder
+    from vpr_ros.features import LocalFeatureConfig, extract
     from vpr_ros.geometry import metric
-    from vpr_ros.mapdb.local_features import LocalFeatureConfig, LocalFeatureStore, extract
+    from vpr_ros.mapdb.local_features import LocalFeatureStore
     from vpr_ros.mapdb.store import VprMap
     from vpr_ros.sample import render_traversal, sample_camera
 

@@ -421,7 +421,7 @@ def test_a_failing_callback_never_leaves_the_node_deaf(kind: str, world: World, 
     from sensor_msgs.msg import CameraInfo
 
     from test.ros.conftest import image_msg
-    from vpr_ros.mapdb import local_features as lf
+    from vpr_ros import features as lf
     from vpr_ros.ros.messages import to_time
 
     sim_time = kind == 'clock'

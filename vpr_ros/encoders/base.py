@@ -1,7 +1,7 @@
 """The tiny encoder base class and the registry.
 
 An encoder turns a batch of HxWx3 uint8 RGB images into L2-normalised float32 descriptors.
-Each encoder lives in its own module ``vpr_ros/encoders/<name>.py`` that defines exactly one
+Each encoder lives in its own module ``vpr_ros/encoders/models/<name>.py`` that defines exactly one
 :class:`Encoder` subclass whose ``name`` is the module name (hloc style: the config name selects it).
 
 Encoders that fit state on the map (a VLAD vocabulary, a PCA) implement ``_fit`` and keep that
@@ -290,27 +290,21 @@ class VocabularyState:
 
 
 # ----- registry ----------------------------------------------------------------------------
-# Modules of this package that are building blocks, not encoders.
-_NOT_ENCODERS = frozenset({'base', 'weights', 'torch_encoder', 'backbones', 'aggregators', 'local_features',
-                           'catalog', 'segments', 'supersegments', 'runtime'})
-
-
 def available_encoders() -> list[str]:
-    """Names of every encoder module in this package."""
-    import vpr_ros.encoders as pkg
+    """Names of the encoders: the modules of vpr_ros/encoders/models."""
+    import vpr_ros.encoders.models as models
 
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
-                  if m.name not in _NOT_ENCODERS and not m.name.startswith('_'))
+    return sorted(m.name for m in pkgutil.iter_modules(models.__path__) if not m.name.startswith('_'))
 
 
 def encoder_class(name: str) -> type[Encoder]:
     if name not in available_encoders():
         raise ConfigError(f'unknown encoder {name!r}; available: {", ".join(available_encoders())}')
-    module = importlib.import_module(f'vpr_ros.encoders.{name}')
+    module = importlib.import_module(f'vpr_ros.encoders.models.{name}')
     found = [obj for obj in vars(module).values()
              if isinstance(obj, type) and issubclass(obj, Encoder) and obj.name == name]
     if len(found) != 1:
-        raise VprError(f'module vpr_ros.encoders.{name} must define one Encoder with name {name!r}')
+        raise VprError(f'module vpr_ros.encoders.models.{name} must define one Encoder with name {name!r}')
     return found[0]
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.features import CameraIntrinsics, LocalFeatures
 from vpr_ros.frames import Pose
 from vpr_ros.geometry.pnp import PnPConfig, propagate, solve_pnp
 from vpr_ros.geometry.transforms import (
@@ -36,7 +37,6 @@ from vpr_ros.geometry.transforms import (
     relative_covariance,
 )
 from vpr_ros.geometry.triangulation import Landmarks, TriangulationConfig, View, triangulate_anchor
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
 from vpr_ros.settings import setting
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vpr_ros.errors import ConfigError
+from vpr_ros.features import CameraIntrinsics, LocalFeatures
 from vpr_ros.geometry.transforms import invert
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from vpr_ros.errors import MapError
 from vpr_ros.mapdb.meta import compatibility_problems
-from vpr_ros.mapdb.store import Place, VprMap
+from vpr_ros.mapdb.store import VprMap
 
 
 def sessions_of(vmap: VprMap, name: str, origin: str) -> list[dict]:
@@ -72,10 +72,3 @@ def merge_maps(paths: Sequence[str], names: Sequence[str] | None = None) -> VprM
     if merged.meta.build['index_training'] is None:
         del merged.meta.build['index_training']
     return merged
-
-
-def session_of(vmap: VprMap, place: Place) -> str | None:
-    for s in vmap.meta.build.get('sessions') or []:
-        if s['first'] <= place.id <= s['last']:
-            return s['name']
-    return None

@@ -28,12 +28,13 @@ from typing import Any, overload
 import numpy as np
 
 from vpr_ros.errors import ConfigError, MapBusyError, MapError
+from vpr_ros.features import LocalFeatures
 from vpr_ros.frames import Pose
 from vpr_ros.mapdb import index as faiss_index
 from vpr_ros.mapdb import integrity
 from vpr_ros.mapdb.local_features import FILES as LOCAL_FEATURE_FILES
 from vpr_ros.mapdb.local_features import META_FILE as LOCAL_FEATURES_META
-from vpr_ros.mapdb.local_features import LocalFeatures, LocalFeatureStore
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.meta import MANIFEST_MAX_BYTES, MapMeta, compatibility_problems, is_map_manifest
 from vpr_ros.textio import load_yaml_file, read_text
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vpr_ros.errors import ConfigError
-from vpr_ros.mapdb.local_features import CameraIntrinsics, LocalFeatures
+from vpr_ros.features import CameraIntrinsics, LocalFeatures
 from vpr_ros.matching.descriptor_matching import mutual_ratio_matches
 from vpr_ros.settings import setting
 

@@ -48,6 +48,7 @@ from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from vpr_ros import features as lf
 from vpr_ros.encoders import DEFAULT_ENCODER, create_encoder
 from vpr_ros.errors import ConfigError, ImageDecodeError, VprError
 from vpr_ros.frames import NonFinitePose, Pose, msg_to_rgb
@@ -56,8 +57,8 @@ from vpr_ros.geometry.pnp import PnPConfig
 from vpr_ros.geometry.transforms import CameraMount
 from vpr_ros.geometry.triangulation import TriangulationConfig
 from vpr_ros.localization import Localizer, encoder_for_map
-from vpr_ros.mapdb import local_features as lf
 from vpr_ros.mapdb.integrity import map_checksum
+from vpr_ros.mapdb.local_features import LocalFeatureStore
 from vpr_ros.mapdb.store import VprMap
 from vpr_ros.matching import verification
 from vpr_ros.matching.confidence import CovarianceModel
@@ -454,7 +455,7 @@ class LocalizerNode(Node):
             features.validate()
         except ConfigError as exc:
             raise ConfigError(f'local_features: {exc}') from exc
-        vmap.local_features = lf.LocalFeatureStore(features)
+        vmap.local_features = LocalFeatureStore(features)
         localizer = Localizer(vmap, encoder, v['top_k'], self._sequence_config(v))
         if not encoder.is_fitted:
             frames = v['vocabulary.bootstrap_frames']

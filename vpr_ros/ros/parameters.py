@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from vpr_ros.encoders.runtime.settings import DEVICES, RUNTIMES
+from vpr_ros.features import LocalFeatureConfig
 from vpr_ros.frames import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_ros.geometry.metric import MetricConfig
 from vpr_ros.geometry.pnp import PnPConfig
 from vpr_ros.mapdb.integrity import VERIFY_MODES as MAP_VERIFY_MODES
-from vpr_ros.mapdb.local_features import LocalFeatureConfig
 from vpr_ros.matching.confidence import CovarianceModel
 from vpr_ros.matching.loop_closure import LoopClosureConfig
 from vpr_ros.matching.sequence import SequenceConfig

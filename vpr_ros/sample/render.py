@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
+from vpr_ros.features import CameraIntrinsics
 from vpr_ros.frames import Frame, Pose
-from vpr_ros.mapdb.local_features import CameraIntrinsics
 from vpr_ros.sample.constants import (
     CAMERA_HEIGHT_M,
     GROUND_LEVELS,

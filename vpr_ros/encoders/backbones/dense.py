@@ -77,8 +77,12 @@ class DenseFeatures:
         return np.stack([resize_rgb(im, self.image_size, self.interpolation) for im in images])
 
     def _build_efficientnet(self, variant: str, layer: Any, weights: str | None) -> None:
-        from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
-        from vpr_ros.encoders.effnet_gem import EffNetGeM
+        from vpr_ros.encoders.backbones.efficientnet import (
+            LITE_MEAN,
+            LITE_STD,
+            EfficientNetLite,
+            lite_weights_path,
+        )
         from vpr_ros.encoders.weights import load_strict, read_state_dict
 
         layer = DEFAULT_LAYERS['efficientnet'] if layer is None else layer
@@ -98,7 +102,7 @@ class DenseFeatures:
         load_strict(net, read_state_dict(self.weights_path), self.weights_path)
         self.model, self.layer = net, layer
         self.interpolation = 'area'
-        self.pixel_mean, self.pixel_std = EffNetGeM.pixel_mean, EffNetGeM.pixel_std
+        self.pixel_mean, self.pixel_std = LITE_MEAN, LITE_STD
 
     def _require_weights(self, weights: str | None, what: str) -> str:
         from vpr_ros.errors import WeightsError
@@ -109,7 +113,7 @@ class DenseFeatures:
         return weights
 
     def _build_dinov2(self, layer: Any, weights: str | None) -> None:
-        from vpr_ros.encoders._zoo import dinov2_backbone
+        from vpr_ros.encoders.backbones import dinov2_backbone
 
         weights = self._require_weights(weights, f'DINOv2 {self.backbone[7:].upper()}')
         if any(s % 14 for s in self.image_size):
@@ -128,14 +132,14 @@ class DenseFeatures:
         self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
 
     def _build_resnet(self, layer: Any, weights: str | None) -> None:
-        from vpr_ros.encoders._zoo import cropped_resnet, resnet_depth
+        from vpr_ros.encoders.backbones import RESNET_NAMES, cropped_resnet
 
         weights = self._require_weights(weights, f'torchvision ImageNet {self.backbone}')
         layer = DEFAULT_LAYERS['resnet'] if layer is None else layer
         if layer not in ('layer3', 'layer4'):
             raise ConfigError(f'layer for {self.backbone} must be "layer3" or "layer4", '
                               f'got {short_repr(layer)}')
-        net = cropped_resnet(resnet_depth(self.backbone), layer, weights)
+        net = cropped_resnet(RESNET_NAMES[self.backbone], layer, weights)
         self.dim, self.stride = net.out_channels, net.stride
         self.weights_path, self.model, self.layer = weights, net, layer
         self._forward = net.features

@@ -9,10 +9,14 @@ stage repeats not scaled, TensorFlow 'SAME' padding, BatchNorm eps 1e-3.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vpr_ros.errors import ConfigError
 
 # (repeats, kernel, stride, expand, in, out) of EfficientNet-B0, the base of every Lite variant.
 _STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -20,6 +24,9 @@ _STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3,
 # name -> (width multiplier, depth multiplier, native resolution)
 LITE_VARIANTS = {'lite0': (1.0, 1.0, 224), 'lite1': (1.0, 1.1, 240), 'lite2': (1.1, 1.2, 260)}
 _BN_EPS = 1e-3
+# The TF-Lite input normalisation (x - 127) / 128 the weights were trained with, in [0, 1] units.
+LITE_MEAN = np.full(3, 127.0 / 255.0, np.float32)
+LITE_STD = np.full(3, 128.0 / 255.0, np.float32)
 
 
 def _round_filters(filters: int, width: float) -> int:
@@ -133,3 +140,80 @@ def lite_weights_path(variant: str) -> str:
                            'or give weights: PATH') from exc
     cls = getattr(module, f'EfficientnetLite{variant[-1]}ModelFile')
     return cls.get_model_file_path()
+
+
+def last_block_at_stride(net: EfficientNetLite, stride: int) -> int:
+    """Index of the last MBConv block whose output has the given total stride (the stem is /2)."""
+    total, last = 2, -1
+    for i, block in enumerate(net._blocks):
+        total *= int(block._depthwise_conv.stride[0])
+        if total == stride:
+            last = i
+    if last < 0:
+        raise ConfigError(f'EfficientNet has no stage at stride {stride}')
+    return last
+
+
+class EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite as ``model``; returns the stride-16 stage's map or (stride 32) the conv head's.
+
+    ``with_token``: return (map, its spatial mean) - the global token SALAD-style heads take from a
+    CNN (a ViT gives its CLS token instead).
+    """
+
+    def __init__(self, net: EfficientNetLite, stride: int, with_token: bool = False) -> None:
+        super().__init__()
+        if stride not in (16, 32):
+            raise ConfigError(f'EfficientNet trunk stride must be 16 or 32, got {stride}')
+        self.model = net
+        self.with_token = with_token
+        self.block = last_block_at_stride(net, 16) if stride == 16 else -1
+        self.out_channels = net.block_channels(self.block) if stride == 16 else net.out_channels
+
+    def forward(self, x: torch.Tensor) -> Any:
+        fmap = self.model.features(x) if self.block < 0 else self.model.features_at(x, self.block)
+        return (fmap, fmap.mean(dim=(2, 3))) if self.with_token else fmap
+
+    def split(self, trainable_blocks: int) -> tuple[nn.Module, nn.Module]:
+        """(frozen prefix, trainable suffix) with ``suffix(prefix(x)) == self(x)``: the suffix is the
+        last ``trainable_blocks`` MBConv blocks the trunk runs (and the conv head at stride 32). Both
+        share this trunk's modules, so training the suffix trains the model's own parameters."""
+        end = len(self.model._blocks) if self.block < 0 else self.block + 1
+        if not 1 <= trainable_blocks < end:
+            raise ConfigError(f'train_blocks must be in 1..{end - 1} for this EfficientNet trunk, '
+                              f'got {trainable_blocks}')
+        cut = end - trainable_blocks
+        return (_EfficientNetPart(self.model, 0, cut, stem=True),
+                _EfficientNetPart(self.model, cut, end, conv_head=self.block < 0, with_token=self.with_token,
+                                  channels_last=True))
+
+
+class _EfficientNetPart(nn.Module):
+    """MBConv blocks ``start:end`` of an EfficientNet-Lite (with its stem first / conv head last).
+
+    ``channels_last``: compute in the channels-last memory layout and return the usual contiguous
+    (N, C, H, W) tensor. The trained suffix uses it: on the CPU, the backward pass of a depthwise
+    convolution is several times slower on NCHW tensors than on channels-last ones (torch 2.13,
+    oneDNN), and it dominated a training step. The values are the same up to float rounding.
+    """
+
+    def __init__(self, net: EfficientNetLite, start: int, end: int, stem: bool = False,
+                 conv_head: bool = False, with_token: bool = False, channels_last: bool = False) -> None:
+        super().__init__()
+        self.net = [net]  # a list: not registered, so the model's state dict keeps its own layout
+        self.blocks = net._blocks[start:end]
+        self.stem, self.conv_head, self.with_token = stem, conv_head, with_token
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> Any:
+        net = self.net[0]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.stem:
+            x = F.relu6(net._bn0(net._conv_stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        if self.conv_head:
+            x = F.relu6(net._bn1(net._conv_head(x)))
+        x = x.contiguous()
+        return (x, x.mean(dim=(2, 3))) if self.with_token else x

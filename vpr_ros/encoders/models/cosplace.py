@@ -14,17 +14,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    EFFICIENTNET_BACKBONES,
-    ZOO_DEFAULTS,
-    SequentialBackboneModel,
-    ZooEncoder,
-    cropped_resnet,
-    efficientnet_trunk,
-    resnet_depth,
-    resnet_stages,
-)
+from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
 from vpr_ros.encoders.aggregators.cosplace import CosPlaceHead
+from vpr_ros.encoders.backbones import EFFICIENTNET_BACKBONES
 from vpr_ros.errors import ConfigError
 
 COSPLACE_BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'resnet152')
@@ -37,29 +29,26 @@ class CosPlaceEncoder(ZooEncoder):
     name = 'cosplace'
     description = 'CosPlace (CVPR 2022): ResNet + GeM + FC, 32-2048-d (ResNet-50 2048-d default) at 480x640'
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'out_dim': 2048}
+    backbones = COSPLACE_BACKBONES
 
     def native_size(self) -> tuple[int, int]:
         return (480, 640)
 
-    def _checked(self) -> tuple[int, int]:
+    def _out_dim(self) -> int:
         backbone, out_dim = self.config['backbone'], int(self.config['out_dim'])
         if backbone == 'vgg16':
             raise ConfigError('encoder cosplace: the VGG16 CosPlace releases are not supported (no VGG-16 '
                               'backbone in vpr_ros); use resnet18/50/101/152')
-        depth = 0 if self.efficientnet else resnet_depth(backbone, COSPLACE_BACKBONES)
-        if out_dim not in COSPLACE_DIMS[backbone]:
+        if backbone in COSPLACE_DIMS and out_dim not in COSPLACE_DIMS[backbone]:
             raise ConfigError(f'encoder cosplace: {backbone} was released with out_dim in '
                               f'{list(COSPLACE_DIMS[backbone])}, got {out_dim}')
-        return depth, out_dim
+        return out_dim
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        depth, out_dim = self._checked()
-        if self.efficientnet:
-            trunk = efficientnet_trunk(self.config['backbone'], 32, backbone_weights)
-            return SequentialBackboneModel(trunk, CosPlaceHead(trunk.out_channels, out_dim))
-        net = cropped_resnet(depth, 'layer4', backbone_weights)
-        return SequentialBackboneModel(resnet_stages(net), CosPlaceHead(net.out_channels, out_dim))
+        out_dim = self._out_dim()
+        trunk, channels = self.backbone_trunk(32, backbone_weights)
+        return SequentialBackboneModel(trunk, CosPlaceHead(channels, out_dim))
 
     @property
     def raw_dim(self) -> int:
-        return self._checked()[1]
+        return self._out_dim()

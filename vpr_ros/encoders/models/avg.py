@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from vpr_ros.encoders._zoo import ZOO_DEFAULTS, SequentialBackboneModel, ZooEncoder
-from vpr_ros.encoders.gem import cnn_channels, cnn_trunk, pooling_head
+from vpr_ros.encoders.backbones import RESNET_NAMES
+from vpr_ros.encoders.models.gem import cnn_channels, crop_stride, pooling_head
 
 
 class MeanPool(nn.Module):
@@ -29,13 +30,14 @@ class AvgEncoder(ZooEncoder):
     description = 'ResNet (ImageNet or fine-tuned) + global average pooling, 2048-d (ResNet-50) at 480x640'
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'backbone': 'resnet50', 'crop': 'layer4',
                                                 'l2_before_pool': False}
+    backbones = tuple(RESNET_NAMES)
 
     def native_size(self) -> tuple[int, int]:
         return (480, 640)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         head = pooling_head(MeanPool(), bool(self.config['l2_before_pool']))
-        return SequentialBackboneModel(cnn_trunk(self, backbone_weights), head)
+        return SequentialBackboneModel(self.backbone_trunk(crop_stride(self), backbone_weights)[0], head)
 
     @property
     def raw_dim(self) -> int:

@@ -21,20 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    EFFICIENTNET_BACKBONES,
-    EFFICIENTNET_SIZE,
-    FLOAT_RESIZE,
-    LEGACY_RESIZE,
-    ZOO_DEFAULTS,
-    ZooEncoder,
-    check_patch_multiple,
-    cropped_resnet,
-    dinov2_backbone,
-    efficientnet_trunk,
-    resnet_stages,
-)
+from vpr_ros.encoders._zoo import EFFICIENTNET_SIZE, FLOAT_RESIZE, LEGACY_RESIZE, ZOO_DEFAULTS, ZooEncoder
 from vpr_ros.encoders.aggregators.boq import BOQ_DINOV2_12288, BOQ_RESNET50_16384, BoQ, BoQConfig
+from vpr_ros.encoders.backbones import EFFICIENTNET_BACKBONES, DinoV2Trunk, ResNetTrunk, resnet_stages
 from vpr_ros.errors import ConfigError
 
 # backbone name -> (aggregator config, native (H, W))
@@ -46,7 +35,7 @@ BOQ_RELEASES: dict[str, tuple[BoQConfig, tuple[int, int]]] = {
      for name in EFFICIENTNET_BACKBONES}
 
 
-class ResNetTrunk(nn.Module):
+class BoQResNetTrunk(nn.Module):
     """ResNet stages as ``net`` (an nn.Sequential), the name BoQ's checkpoint uses."""
 
     def __init__(self, stages: list[nn.Module]) -> None:
@@ -57,7 +46,7 @@ class ResNetTrunk(nn.Module):
         return self.net(x)
 
 
-class DinoTrunk(nn.Module):
+class BoQDinoTrunk(nn.Module):
     """DINOv2 as ``dino``; returns the patch map of the last block, final norm not applied (as BoQ)."""
 
     def __init__(self, dino: nn.Module) -> None:
@@ -96,6 +85,7 @@ class BoQEncoder(ZooEncoder):
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50'}
     legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
     default_interpolation = 'bicubic'
+    backbones = ('resnet50', 'dinov2_vitb14')
 
     def _release(self) -> tuple[BoQConfig, tuple[int, int]]:
         backbone = self.config['backbone']
@@ -109,13 +99,12 @@ class BoQEncoder(ZooEncoder):
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         agg_config, _ = self._release()
-        if self.config['backbone'] == 'resnet50':
-            trunk: nn.Module = ResNetTrunk(resnet_stages(cropped_resnet(50, 'layer3', backbone_weights)))
-        elif self.efficientnet:
-            trunk = efficientnet_trunk(self.config['backbone'], 16, backbone_weights)
-        else:
-            check_patch_multiple(self.name, self.input_size)
-            trunk = DinoTrunk(dinov2_backbone('dinov2_vitb14', backbone_weights))
+        trunk, _ = self.backbone_trunk(16, backbone_weights)
+        # BoQ's own names: the ResNet stages as backbone.net.*, DINOv2 as backbone.dino.*
+        if isinstance(trunk, ResNetTrunk):
+            trunk = BoQResNetTrunk(resnet_stages(trunk.model))
+        elif isinstance(trunk, DinoV2Trunk):
+            trunk = BoQDinoTrunk(trunk.model)
         return BoQModel(trunk, agg_config.build())
 
     @property

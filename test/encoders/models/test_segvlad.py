@@ -5,8 +5,8 @@ import pytest
 from test.helpers import FLOAT32_ATOL, assert_same_ranking
 from vpr_ros.encoders import create_encoder
 from vpr_ros.encoders.aggregators.vlad import vlad, vlad_of_sets
+from vpr_ros.encoders.models.segvlad import pca_sample_rows
 from vpr_ros.encoders.segments import SamOnnxSegmenter, create_segmenter, sam_point_grid
-from vpr_ros.encoders.segvlad import pca_sample_rows
 from vpr_ros.errors import ConfigError, VprError, WeightsError
 from vpr_ros.frames import Pose
 from vpr_ros.localization import encoder_for_map

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from torch import nn
 
 from vpr_ros.encoders.aggregators.gem import GeM
-from vpr_ros.encoders.backbones.efficientnet import EfficientNetLite, lite_weights_path
+from vpr_ros.encoders.backbones.efficientnet import LITE_MEAN, LITE_STD, EfficientNetLite, lite_weights_path
 from vpr_ros.encoders.torch_encoder import TorchEncoder
 from vpr_ros.encoders.weights import file_fingerprint, load_strict, read_state_dict
 
@@ -32,8 +31,7 @@ class EffNetGeMModel(nn.Module):
 class EffNetGeM(TorchEncoder):
     name = 'effnet_gem'
     description = 'EfficientNet-Lite ImageNet features + GeM pooling (training-free default)'
-    pixel_mean = np.full(3, 127.0 / 255.0, np.float32)
-    pixel_std = np.full(3, 128.0 / 255.0, np.float32)
+    pixel_mean, pixel_std = LITE_MEAN, LITE_STD
     default_config: ClassVar[dict[str, Any]] = {
         'variant': 'lite0', 'image_size': [240, 320], 'gem_p': 3.0, 'weights': None}
 

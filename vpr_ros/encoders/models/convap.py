@@ -12,14 +12,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    ZOO_DEFAULTS,
-    BackboneAggregator,
-    ResNetModelTrunk,
-    ZooEncoder,
-    cropped_resnet,
-    efficientnet_trunk,
-)
+from vpr_ros.encoders._zoo import ZOO_DEFAULTS, BackboneAggregator, ZooEncoder
 from vpr_ros.encoders.aggregators.convap import ConvAP
 from vpr_ros.errors import ConfigError
 
@@ -32,6 +25,7 @@ class ConvAPEncoder(ZooEncoder):
                    '8192/4096/2048/512-d at 320x320')
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 8192, 'backbone': 'resnet50'}
     default_interpolation = 'bilinear'
+    backbones = ('resnet50',)
 
     def native_size(self) -> tuple[int, int]:
         return (320, 320)
@@ -44,14 +38,8 @@ class ConvAPEncoder(ZooEncoder):
         return out_dim
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        if self.efficientnet:
-            eff = efficientnet_trunk(self.config['backbone'], 32, backbone_weights)
-            return BackboneAggregator(eff, ConvAP(eff.out_channels, self._out_dim() // 4, 2, 2))
-        if self.config['backbone'] != 'resnet50':
-            raise ConfigError(f'encoder convap: backbone must be resnet50 or efficientnet_lite0/1/2, '
-                              f'got {self.config["backbone"]!r}')
-        trunk = ResNetModelTrunk(cropped_resnet(50, 'layer4', backbone_weights))
-        return BackboneAggregator(trunk, ConvAP(2048, self._out_dim() // 4, 2, 2))
+        trunk, channels = self.backbone_trunk(32, backbone_weights)
+        return BackboneAggregator(trunk, ConvAP(channels, self._out_dim() // 4, 2, 2))
 
     @property
     def raw_dim(self) -> int:

@@ -32,7 +32,6 @@ from torch import nn
 
 from vpr_ros.encoders._zoo import EFFICIENTNET_SIZE, FLOAT_RESIZE, LEGACY_RESIZE, ZOO_DEFAULTS, ZooEncoder
 from vpr_ros.encoders.aggregators.salad import SALAD
-from vpr_ros.encoders.salad import token_trunk
 from vpr_ros.errors import WeightsError
 
 NUM_CLUSTERS, CLUSTER_DIM, TOKEN_DIM, FEAT_DIM = 64, 256, 256, 8448
@@ -100,6 +99,7 @@ class MegaLocEncoder(ZooEncoder):
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'dinov2_vitb14'}
     legacy_config: ClassVar[dict[str, Any]] = LEGACY_RESIZE
     size_multiple = 14
+    backbones = ('dinov2_vitb14',)
 
     def native_size(self) -> tuple[int, int]:
         return (322, 322)  # only used where one size must be assumed (catalogue, export)
@@ -121,7 +121,7 @@ class MegaLocEncoder(ZooEncoder):
         return state
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        trunk, channels = token_trunk(self, backbone_weights)
+        trunk, channels = self.backbone_trunk(16, backbone_weights, token=True)
         return MegaLocModel(trunk, MegaLocAggregator(channels))
 
     @property

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vpr_ros.encoders.aggregators import vlad
-from vpr_ros.encoders.anyloc_vlad import DENSE_VLAD_DEFAULTS, DenseVladEncoder
 from vpr_ros.encoders.base import l2_normalize
+from vpr_ros.encoders.models.anyloc_vlad import DENSE_VLAD_DEFAULTS, DenseVladEncoder
 from vpr_ros.encoders.segments import create_segmenter
 from vpr_ros.encoders.supersegments import patch_membership, supersegment_masks
 from vpr_ros.encoders.torch_encoder import resize_rgb

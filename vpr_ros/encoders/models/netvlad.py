@@ -37,7 +37,7 @@ from vpr_ros.encoders._zoo import (
     ZooEncoder,
 )
 from vpr_ros.encoders.aggregators.netvlad import NetVLAD
-from vpr_ros.encoders.gem import cnn_channels, cnn_trunk
+from vpr_ros.encoders.models.gem import cnn_channels, crop_stride
 from vpr_ros.errors import ConfigError, VprError
 
 _STATE_KEYS = ('netvlad.centroids', 'netvlad.conv_weight')
@@ -50,6 +50,7 @@ class NetVLADEncoder(ZooEncoder):
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
                                                 'crop': 'layer3',
                                                 'clusters': 64, 'fit_descriptors': 50_000}
+    backbones = ('resnet18', 'resnet34', 'resnet50', 'resnet101')
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -67,8 +68,8 @@ class NetVLADEncoder(ZooEncoder):
         return k
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
-        trunk = cnn_trunk(self, backbone_weights, max_depth=101)
-        return SequentialBackboneModel(trunk, NetVLAD(cnn_channels(self), self._clusters()))
+        trunk, channels = self.backbone_trunk(crop_stride(self), backbone_weights)
+        return SequentialBackboneModel(trunk, NetVLAD(channels, self._clusters()))
 
     def fingerprint_module(self) -> nn.Module:
         # The fitted layer is map state (stored with the map), not weights.

@@ -25,14 +25,12 @@ from vpr_ros.encoders._zoo import (
     ZOO_DEFAULTS,
     SequentialBackboneModel,
     ZooEncoder,
-    cropped_resnet,
-    efficientnet_channels,
-    efficientnet_trunk,
-    resnet_depth,
-    resnet_stages,
 )
 from vpr_ros.encoders.aggregators.cosplace import Flatten, GeMPool, L2Norm
+from vpr_ros.encoders.backbones import RESNET_NAMES, backbone_channels
 from vpr_ros.errors import ConfigError
+
+CROP_STRIDES = {'layer3': 16, 'layer4': 32}
 
 
 def pooling_head(pool: nn.Module, l2_before_pool: bool) -> nn.Sequential:
@@ -42,38 +40,17 @@ def pooling_head(pool: nn.Module, l2_before_pool: bool) -> nn.Sequential:
     return nn.Sequential(pool, L2Norm(1), Flatten())
 
 
-def resnet_crop(encoder: ZooEncoder) -> tuple[int, str]:
-    return resnet_depth(encoder.config['backbone']), _crop(encoder)
-
-
-def resnet_channels(depth: int, crop: str) -> int:
-    return (256 if crop == 'layer3' else 512) * (1 if depth < 50 else 4)
-
-
-def _crop(encoder: ZooEncoder) -> str:
+def crop_stride(encoder: ZooEncoder) -> int:
+    """Total stride of the configured ``crop``: a ResNet stage, or EfficientNet's stride-16 stage
+    (layer3) / conv head (layer4)."""
     crop = encoder.config['crop']
-    if crop not in ('layer3', 'layer4'):
+    if crop not in CROP_STRIDES:
         raise ConfigError(f'encoder {encoder.name!r}: crop must be layer3 or layer4, got {crop!r}')
-    return crop
-
-
-def cnn_trunk(encoder: ZooEncoder, backbone_weights: str | None,
-              max_depth: int = 152) -> list[nn.Module] | nn.Module:
-    """The ``backbone``/``crop`` of ``encoder``: ResNet stages (released layout) or an EfficientNet trunk."""
-    if encoder.efficientnet:
-        return efficientnet_trunk(encoder.config['backbone'], 16 if _crop(encoder) == 'layer3' else 32,
-                                  backbone_weights)
-    depth, crop = resnet_crop(encoder)
-    if depth > max_depth:
-        raise ConfigError(f'encoder {encoder.name!r}: backbone {encoder.config["backbone"]} '
-                          'is not supported here')
-    return resnet_stages(cropped_resnet(depth, crop, backbone_weights))
+    return CROP_STRIDES[crop]
 
 
 def cnn_channels(encoder: ZooEncoder) -> int:
-    if encoder.efficientnet:
-        return efficientnet_channels(encoder.config['backbone'], 16 if _crop(encoder) == 'layer3' else 32)
-    return resnet_channels(*resnet_crop(encoder))
+    return backbone_channels(encoder.config['backbone'], crop_stride(encoder))
 
 
 class GeMEncoder(ZooEncoder):
@@ -83,13 +60,14 @@ class GeMEncoder(ZooEncoder):
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, **FLOAT_RESIZE, 'backbone': 'resnet50',
                                                 'crop': 'layer4',
                                                 'p': 3.0, 'l2_before_pool': False}
+    backbones = tuple(RESNET_NAMES)
 
     def native_size(self) -> tuple[int, int]:
         return (480, 640)
 
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         head = pooling_head(GeMPool(float(self.config['p'])), bool(self.config['l2_before_pool']))
-        return SequentialBackboneModel(cnn_trunk(self, backbone_weights), head)
+        return SequentialBackboneModel(self.backbone_trunk(crop_stride(self), backbone_weights)[0], head)
 
     @property
     def raw_dim(self) -> int:

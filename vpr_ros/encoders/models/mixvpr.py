@@ -18,18 +18,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vpr_ros.encoders._zoo import (
-    ZOO_DEFAULTS,
-    BackboneAggregator,
-    ResNetModelTrunk,
-    ZooEncoder,
-    cropped_resnet,
-    efficientnet_trunk,
-    resnet_map_size,
-)
+from vpr_ros.encoders._zoo import ZOO_DEFAULTS, BackboneAggregator, ZooEncoder, resnet_map_size
 from vpr_ros.encoders.aggregators.mixvpr import MixVPR
 from vpr_ros.errors import ConfigError
-from vpr_ros.textio import short_repr
 
 # out_dim -> (out_channels, out_rows)
 MIXVPR_RELEASES: dict[int, tuple[int, int]] = {4096: (1024, 4), 512: (256, 2), 128: (64, 2)}
@@ -40,6 +31,7 @@ class MixVPREncoder(ZooEncoder):
     description = 'MixVPR (WACV 2023): ResNet-50 layer3 + feature mixing, 4096/512/128-d at 320x320'
     default_config: ClassVar[dict[str, Any]] = {**ZOO_DEFAULTS, 'out_dim': 4096, 'backbone': 'resnet50'}
     default_interpolation = 'bicubic'
+    backbones = ('resnet50',)
 
     def _release(self) -> tuple[int, int]:
         out_dim = int(self.config['out_dim'])
@@ -54,14 +46,7 @@ class MixVPREncoder(ZooEncoder):
     def build_architecture(self, backbone_weights: str | None) -> nn.Module:
         channels, rows = self._release()
         h, w = resnet_map_size(*self.input_size, stride=16)  # TF 'SAME' padding halves the same way
-        if self.efficientnet:
-            trunk: nn.Module = efficientnet_trunk(self.config['backbone'], 16, backbone_weights)
-            cin = trunk.out_channels
-        elif self.config['backbone'] == 'resnet50':
-            trunk, cin = ResNetModelTrunk(cropped_resnet(50, 'layer3', backbone_weights)), 1024
-        else:
-            raise ConfigError(f'encoder mixvpr: backbone must be resnet50 or efficientnet_lite0/1/2, '
-                              f'got {short_repr(self.config["backbone"])}')
+        trunk, cin = self.backbone_trunk(16, backbone_weights)
         return BackboneAggregator(trunk, MixVPR(cin, h, w, channels, mix_depth=4, mlp_ratio=1, out_rows=rows))
 
     @property

@@ -10,7 +10,7 @@ import numpy as np
 
 from vpr_ros.encoders.aggregators import vlad
 from vpr_ros.encoders.base import Encoder, VocabularyState
-from vpr_ros.encoders.local_features import rootsift
+from vpr_ros.features import rootsift
 
 
 class SiftVlad(VocabularyState, Encoder):

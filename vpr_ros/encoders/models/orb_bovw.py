@@ -12,7 +12,7 @@ import numpy as np
 
 from vpr_ros.encoders.aggregators.vlad import assign, fit_vocabulary
 from vpr_ros.encoders.base import Encoder
-from vpr_ros.encoders.local_features import orb_bits
+from vpr_ros.features import orb_bits
 
 
 class OrbBovw(Encoder):

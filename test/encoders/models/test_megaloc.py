@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vpr_ros.encoders import create_encoder
-from vpr_ros.encoders.megaloc import round_to_patch
+from vpr_ros.encoders.models.megaloc import round_to_patch
 from vpr_ros.errors import ConfigError
 
 
