@@ -212,7 +212,7 @@ def part_node(seed: int, bad_frames: int, work: str) -> dict[str, Any]:
     from rclpy.parameter import Parameter
     from tqdm import tqdm
 
-    from vpr_ros.ros.localizer import LocalizerNode
+    from vpr_ros.ros.node import LocalizerNode
 
     data = _sample(work)
     rng = np.random.default_rng(seed)
@@ -555,7 +555,7 @@ def part_params(seed: int, work: str) -> dict[str, Any]:
     from tqdm import tqdm
 
     from vpr_ros.errors import VprError
-    from vpr_ros.ros.localizer import LocalizerNode
+    from vpr_ros.ros.node import LocalizerNode
     from vpr_ros.ros.parameters import PARAMETERS
 
     rng = np.random.default_rng(seed)
@@ -849,7 +849,7 @@ def part_yaml(seed: int, cases: int, seconds: float, work: str) -> dict[str, Any
     """Hostile YAML through every door: ``--set``, ``--config``, map.yaml, the node's encoder_config.
     Finding: not refused with exit 2 and one error line, more than 5 s or 200 MB for one case, an error
     line longer than 400 characters (a formatted expanded value), or the node accepting the document."""
-    from vpr_ros.ros.localizer import LocalizerNode  # noqa: F401 - fails early without ROS
+    from vpr_ros.ros.node import LocalizerNode  # noqa: F401 - fails early without ROS
 
     rng = random.Random(seed)
     budget = Budget(seconds)
@@ -918,7 +918,7 @@ def _node_with(params: dict[str, Any]) -> str:
     from rclpy.parameter import Parameter
 
     from vpr_ros.errors import VprError
-    from vpr_ros.ros.localizer import LocalizerNode
+    from vpr_ros.ros.node import LocalizerNode
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, args=[])
@@ -1214,8 +1214,8 @@ def _node_odometry(rng: random.Random, budget: Budget) -> Counter[str]:
     from nav_msgs.msg import Odometry
     from rclpy.parameter import Parameter
 
-    from vpr_ros.ros.localizer import LocalizerNode
     from vpr_ros.ros.messages import to_time
+    from vpr_ros.ros.node import LocalizerNode
 
     findings: Counter[str] = Counter()
     ctx = rclpy.Context()
@@ -1285,7 +1285,7 @@ def part_callbacks(seed: int, rounds: int, seconds: float, work: str) -> dict[st
     from sensor_msgs.msg import CameraInfo
 
     from vpr_ros import features as lf
-    from vpr_ros.ros.localizer import LocalizerNode
+    from vpr_ros.ros.node import LocalizerNode
 
     rng = random.Random(seed)
     budget = Budget(seconds)

@@ -24,7 +24,7 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.parameter import Parameter  # noqa: E402
 
 from vpr_ros.errors import MapError  # noqa: E402
-from vpr_ros.ros.localizer import LocalizerNode  # noqa: E402
+from vpr_ros.ros.node import LocalizerNode  # noqa: E402
 from vpr_ros.ros.parameters import PARAMETER_NAMES, PARAMETERS  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def test_corrupt_map_is_refused(world: World, tmp_path) -> None:
 
 
 def test_missing_map_exits_non_zero_with_one_fatal_line(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args',
+    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.ros.node', '--ros-args',
                            '-p', f'map_path:={tmp_path / "nowhere"}'],
                           env=child_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -321,7 +321,7 @@ def test_start_up_errors_are_one_fatal_line(case, world: World, tmp_path) -> Non
                         '-p', "encoder_config:='{threads: abc}'"],
         'corrupt map.yaml': ['-p', f'map_path:={_corrupt_map_copy(world, tmp_path)}'],
     }[case]
-    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.ros.localizer', '--ros-args', *ros_args],
+    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.ros.node', '--ros-args', *ros_args],
                           env=child_env(), capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out

@@ -20,7 +20,7 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
-from vpr_ros.ros.localizer import LocalizerNode, _startup_error, run
+from vpr_ros.ros.node import LocalizerNode, _startup_error, run
 
 
 class LifecycleLocalizerNode(LifecycleNodeMixin, LocalizerNode):

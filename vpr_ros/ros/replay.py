@@ -3,7 +3,7 @@
 ``vpr-ros replay --bag QUERY_BAG --map MAP [--rate 1.0] [--out DIR] [--params-file F] [--connect]``; the
 command line (vpr_ros.cli) and the demo hand :func:`run` a :class:`ReplayConfig`.
 
-1. Start the node as a subprocess (``sys.executable -m vpr_ros.ros.localizer --ros-args ...`` with
+1. Start the node as a subprocess (``sys.executable -m vpr_ros.ros.node --ros-args ...`` with
    ``use_sim_time``) or, with ``--connect``, use one that is already running.
 2. Wait for discovery (the node's image subscription, its output publishers).
 3. Play the bag's images and /clock (synthesised from image stamps when the bag has none) at
