@@ -226,12 +226,18 @@ class IncrementalSession:
         return self.localizer.time_neighbours(candidate.place_id, candidate.score)
 
     def _under_map_lock(self, fn: Callable[..., R]) -> Callable[..., R]:
-        @functools.wraps(fn)
-        def locked(*args: Any) -> R:
-            with self.map_lock:
-                return fn(*args)
-        locked.map_lock = self.map_lock  # type: ignore[attr-defined]
-        return locked
+        return under_lock(self.map_lock, fn)
 
 
-__all__ = ['IncrementalSession', 'LoopOutcome', 'LoopQuery', 'SessionFrame']
+def under_lock(lock: AbstractContextManager[Any], fn: Callable[..., R]) -> Callable[..., R]:
+    """``fn`` called while holding ``lock``; the wrapper names its lock (``.map_lock``) so that a
+    caller can tell an accessor that is already guarded by it."""
+    @functools.wraps(fn)
+    def locked(*args: Any) -> R:
+        with lock:
+            return fn(*args)
+    locked.map_lock = lock  # type: ignore[attr-defined]
+    return locked
+
+
+__all__ = ['IncrementalSession', 'LoopOutcome', 'LoopQuery', 'SessionFrame', 'under_lock']

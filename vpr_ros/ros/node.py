@@ -87,7 +87,7 @@ from vpr_ros.ros.parameters import (
     output_frame,
 )
 from vpr_ros.ros.runtime import LatestSlot, RollingStats
-from vpr_ros.session import IncrementalSession, LoopQuery, SessionFrame
+from vpr_ros.session import IncrementalSession, LoopQuery, SessionFrame, under_lock
 from vpr_ros.settings import config_from_flat
 from vpr_ros.skips import SkipCounter
 from vpr_ros.slam import constraints
@@ -184,7 +184,7 @@ class LocalizerNode(Node):
             self.get_logger().warning(f'geometric verification {self._verification_note}{gate}')
         self._camera_mount = CameraMount.parse(self._values['metric.camera_to_body'])
         self._metric = metric.for_map(self._localizer.map, self._metric_config(self._values),
-                                      self._under_map_lock)
+                                      functools.partial(under_lock, self._map_lock))
         self._map_path = self._values['map_path']
         self._map_checksum = map_checksum(self._map_path) if self._map_path else ''
         self._metric_status: Counter[str] = Counter()
@@ -641,12 +641,6 @@ class LocalizerNode(Node):
                 if self._stopping.is_set():
                     return
                 self._skips.skip(f'{failure} ({type(exc).__name__})', str(exc))
-
-    def _under_map_lock(self, fn: Any) -> Any:
-        def locked(*args: Any) -> Any:
-            with self._map_lock:
-                return fn(*args)
-        return locked
 
     def _process(self, msg: Image | CompressedImage, t_received: float, receipt_stamp: Any) -> None:
         stamp = msg.header.stamp
