@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from vpr_ros.errors import MapError
 from vpr_ros.evaluation.results import CalibrationError
-from vpr_ros.mapdb.search import global_row
+from vpr_ros.mapdb.search import global_row, pick_best
 from vpr_ros.settings import setting
 
 if TYPE_CHECKING:
@@ -189,13 +189,8 @@ class _Retriever:
                                set(np.flatnonzero(excluded).tolist()))
         if self._row is None or self._row[0] != i:
             self._row = (i, global_row(vmap, np.asarray(vmap.descriptors[i], np.float32)))
-        row = np.where(excluded, -np.inf, self._row[1])
-        k = min(CONFIDENCE_K, int((~excluded).sum()))
-        if k <= 0:
-            return []
-        head = np.argpartition(-row, k - 1)[:k]
-        head = head[np.argsort(-row[head], kind='stable')]
-        return [vmap.match(int(p), float(row[p])) for p in head]
+        row = self._row[1]
+        return [vmap.match(p, float(row[p])) for p in pick_best(-row, CONFIDENCE_K, 0, excluded)]
 
 
 def self_retrieval(vmap: 'VprMap', exclude_s: float, dist_m: float, max_queries: int,
